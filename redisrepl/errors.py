@@ -1,0 +1,21 @@
+"""What can go wrong on the way to either Redis, sorted by what to do about it."""
+
+
+class ReplicationError(Exception):
+    """Base class: a read or write of one side did not happen."""
+
+
+class LinkError(ReplicationError):
+    """The side cannot be reached right now (connection, TLS, proxy, Webdis
+    without its Redis, timeout): retry every key later, with backoff."""
+
+
+class RefusedError(ReplicationError):
+    """The side answered but refused this command (a Webdis ACL, a Redis
+    error reply): retry this key later, with a longer backoff; other keys
+    go on."""
+
+
+class StreamError(Exception):
+    """The remote event stream sent something that is not the Redis protocol
+    or not a keyspace event."""

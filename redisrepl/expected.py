@@ -1,0 +1,56 @@
+"""Expected-event tables: how redisrepl tells its own echoes from genuine writes.
+
+Before redisrepl writes a state to one side it records that state here. When
+that side then announces a change to the key, the router reads the key and
+asks ``is_echo``: only if the key still holds exactly what redisrepl wrote
+(same type, same value, same expiry within a tolerance) is the event dropped.
+Anything else is a genuine change: the entry is discarded at once, so a later
+write of the old content is not mistaken for an echo either. Entries expire,
+so the table stays small and an echo that never arrives costs nothing.
+"""
+
+from collections import OrderedDict
+
+#: Seconds an expectation is kept when no echo arrives.
+DEFAULT_LIFETIME = 30.0
+
+
+class ExpectedEvents:
+    """Per-side table of key -> state redisrepl wrote, with expiry."""
+
+    def __init__(self, clock, lifetime=DEFAULT_LIFETIME):
+        self._clock = clock
+        self.lifetime = lifetime
+        self._entries = OrderedDict()  # key -> (state, deadline), oldest first
+
+    def __len__(self):
+        self._purge()
+        return len(self._entries)
+
+    def expect(self, key, state):
+        """Record that ``key`` is about to be made to hold ``state``."""
+        self._entries.pop(key, None)
+        self._entries[key] = (state, self._clock.seconds() + self.lifetime)
+        self._purge()
+
+    def forget(self, key):
+        self._entries.pop(key, None)
+
+    def is_echo(self, key, state):
+        """True if ``state``, just read from this side, is what redisrepl wrote there."""
+        self._purge()
+        entry = self._entries.get(key)
+        if entry is None:
+            return False
+        if entry[0].same_as(state):
+            return True
+        del self._entries[key]
+        return False
+
+    def _purge(self):
+        now = self._clock.seconds()
+        while self._entries:
+            key, (_, deadline) = next(iter(self._entries.items()))
+            if deadline > now:
+                break
+            del self._entries[key]

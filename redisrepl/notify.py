@@ -1,0 +1,57 @@
+"""Keyspace-notification flags: turn on what redisrepl needs, keep what was there.
+
+A Redis restart resets ``notify-keyspace-events`` to its configured value
+(empty by default), so both sources call ``ensure`` on every (re)connect.
+"""
+
+from redisrepl.errors import RefusedError
+
+#: K: keyspace channel (key in the channel name); g: del, expire, rename...;
+#: $: strings; h: hashes; x: expired; e: evicted.
+NEEDED = "Kg$hxe"
+#: What "A" stands for in the flags.
+ALL_CLASSES = "g$lshzxetd"
+
+
+class NotifyConfigError(Exception):
+    """The flags are missing and CONFIG SET was refused."""
+
+
+def missing(current, needed=NEEDED):
+    """The flags of ``needed`` that ``current`` does not already turn on."""
+    have = set(current)
+    if "A" in have:
+        have |= set(ALL_CLASSES)
+    return "".join(f for f in needed if f not in have)
+
+
+def merged(current, needed=NEEDED):
+    """``current`` plus the missing flags: nothing the user set is dropped."""
+    return current + missing(current, needed)
+
+
+async def ensure(command, where, needed=NEEDED):
+    """Make sure ``needed`` flags are on, via ``command(*args)``.
+
+    Returns the flags that had to be added ("" if none). Raises
+    NotifyConfigError, naming the flags to set by hand, when CONFIG is refused.
+    """
+    try:
+        reply = await command("CONFIG", "GET", "notify-keyspace-events")
+        current = reply[1].decode("ascii") if isinstance(reply, list) and len(reply) == 2 else None
+    except RefusedError as e:
+        raise NotifyConfigError(
+            f"{where}: CONFIG GET notify-keyspace-events was refused ({e}); "
+            f"set notify-keyspace-events to include '{needed}' in its redis.conf") from None
+    if current is None:
+        raise NotifyConfigError(f"{where}: unexpected reply to CONFIG GET: {reply!r:.80}")
+    add = missing(current, needed)
+    if not add:
+        return ""
+    try:
+        await command("CONFIG", "SET", "notify-keyspace-events", merged(current, needed))
+    except RefusedError as e:
+        raise NotifyConfigError(
+            f"{where}: notify-keyspace-events is '{current}' and CONFIG SET was refused ({e}); "
+            f"add '{add}' to notify-keyspace-events in its redis.conf") from None
+    return add

@@ -1,0 +1,161 @@
+"""Command line of ``twistd redisrepl``, with the old Go program's spellings.
+
+Everything is checked here, before twistd daemonizes: a bad option ends the
+program with one line on stderr and a non-zero exit.
+"""
+
+import os
+import sys
+from urllib.parse import urlsplit
+
+from twisted.python import usage
+
+from redisrepl import __version__
+from redisrepl.tls import CredentialsError, load_policy
+
+#: The Go program's single-dash flags and their names here.
+LEGACY_FLAGS = {
+    "cert": "cert", "key": "key", "CA": "ca", "raddr": "raddr", "rc": "rc",
+    "nam": "nam", "haddr": "haddr", "pass": "pass", "version": "version",
+}
+PASSWORD_ENV = "REDISREPL_PASSWORD"
+USERNAME_ENV = "REDISREPL_USERNAME"
+RESERVED_INFIX = b"__redisrepl__:"
+
+
+def translate_legacy(argv):
+    """Rewrite ``-cert x``, ``-CA=x`` ... into ``--cert x``, ``--ca=x``."""
+    out = []
+    for arg in argv:
+        if arg.startswith("-") and not arg.startswith("--") and len(arg) > 2:
+            name, eq, value = arg[1:].partition("=")
+            if name in LEGACY_FLAGS:
+                arg = "--" + LEGACY_FLAGS[name] + eq + value
+        out.append(arg)
+    return out
+
+
+def fail(message):
+    """End the program with one clear line (before daemonizing)."""
+    raise SystemExit(f"redisrepl: error: {message}")
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = ("Replicate the keys under a namespace of a local Redis to a remote Redis "
+                "reached through Webdis behind an HTTPS proxy that demands a client "
+                "certificate; with --rc, the other way too. The old single-dash flags "
+                "(-haddr -cert -key -CA -raddr -nam -rc -pass -version) work too.")
+
+    optParameters = [
+        ["haddr", None, None, "HTTPS base URL of the hub (Webdis behind the proxy), a path prefix allowed"],
+        ["cert", None, None, "client certificate (PEM) presented to the proxy"],
+        ["key", None, None, "private key (PEM) of the client certificate"],
+        ["ca", None, None, "CA certificate(s) (PEM) that signed the proxy's certificate"],
+        ["raddr", None, "127.0.0.1:6379", "local Redis: host:port, or the path of a unix socket"],
+        ["db", None, "0", "database number, on both sides"],
+        ["nam", None, None, "namespace: the key prefix to replicate"],
+        ["username", None, None, f"ACL user for the local Redis (or ${USERNAME_ENV})"],
+        ["password-file", None, None, f"file whose first line is the local Redis password (or ${PASSWORD_ENV})"],
+        ["pass", None, None, "DEPRECATED (visible in ps): the local Redis password; use --password-file"],
+        ["heartbeat", None, "5", "seconds between heartbeats on the remote stream (with --rc)"],
+        ["concurrency", None, "8", "keys copied at the same time"],
+    ]
+    optFlags = [
+        ["rc", None, "also replicate remote changes to the local Redis"],
+        ["all-keys", None, "replicate every key (allows an empty namespace)"],
+        ["allow-http", None, "allow a plain http:// hub (only for Webdis on a trusted host)"],
+    ]
+
+    def opt_version(self):
+        """Print the version and exit."""
+        print(f"redisrepl {__version__}")
+        sys.exit(0)
+
+    def parseOptions(self, options=None):
+        if options is None:
+            options = sys.argv[1:]
+        super().parseOptions(translate_legacy(list(options)))
+
+    def postOptions(self):
+        self["db"] = _integer(self["db"], "--db", 0, 1 << 20)
+        self["concurrency"] = _integer(self["concurrency"], "--concurrency", 1, 1024)
+        try:
+            self["heartbeat"] = float(self["heartbeat"])
+        except ValueError:
+            fail(f"--heartbeat must be a number of seconds, not {self['heartbeat']!r}")
+        if not 0.1 <= self["heartbeat"] <= 3600:
+            fail("--heartbeat must be between 0.1 and 3600 seconds")
+        self._check_namespace()
+        self._check_haddr()
+        self._check_raddr()
+        self._check_password()
+
+    def _check_namespace(self):
+        nam = self["nam"] or ""
+        if not nam and not self["all-keys"]:
+            fail("--nam is empty: give a namespace (key prefix), or --all-keys to replicate every key")
+        self["namespace"] = nam.encode("utf-8", "surrogateescape")
+        self["reserved_prefix"] = self["namespace"] + RESERVED_INFIX
+
+    def _check_haddr(self):
+        haddr = self["haddr"]
+        if not haddr:
+            fail("--haddr is required: the https:// URL of the hub")
+        try:
+            url = urlsplit(haddr)
+            url.port
+        except ValueError as e:
+            fail(f"--haddr {haddr!r} is not a valid URL: {e}")
+        if url.scheme not in ("https", "http") or not url.hostname:
+            fail(f"--haddr {haddr!r} is not an https://host[:port][/path] URL")
+        if url.query or url.fragment:
+            fail(f"--haddr {haddr!r} must not have a query or fragment")
+        if url.scheme == "http":
+            if not self["allow-http"]:
+                fail(f"--haddr {haddr!r} is plain HTTP: the hub needs https:// "
+                     "(use --allow-http only for Webdis on a trusted host)")
+            self["tls_policy"] = None
+            return
+        missing = [f"--{name}" for name in ("cert", "key", "ca") if not self[name]]
+        if missing:
+            fail(f"{', '.join(missing)} required for an https:// hub")
+        try:
+            self["tls_policy"] = load_policy(self["cert"], self["key"], self["ca"])
+        except CredentialsError as e:
+            fail(str(e))
+
+    def _check_raddr(self):
+        raddr = self["raddr"]
+        if "/" in raddr:
+            self["local_endpoint"] = ("unix", raddr)
+            return
+        host, sep, port = raddr.rpartition(":")
+        if not sep or not host:
+            fail(f"--raddr {raddr!r} is neither host:port nor a unix socket path")
+        self["local_endpoint"] = ("tcp", host.strip("[]"), _integer(port, "--raddr port", 1, 65535))
+
+    def _check_password(self):
+        password = None
+        if self["pass"] is not None:
+            password = self["pass"]
+        elif self["password-file"]:
+            try:
+                with open(self["password-file"], encoding="utf-8") as f:
+                    password = f.readline().rstrip("\r\n")
+            except OSError as e:
+                fail(f"cannot read --password-file {self['password-file']}: {e.strerror}")
+        elif os.environ.get(PASSWORD_ENV):
+            password = os.environ[PASSWORD_ENV]
+        self["password"] = password or None
+        self["username"] = self["username"] or os.environ.get(USERNAME_ENV) or None
+
+
+def _integer(text, what, low, high):
+    try:
+        value = int(text)
+    except (TypeError, ValueError):
+        fail(f"{what} must be a whole number, not {text!r}")
+    if not low <= value <= high:
+        fail(f"{what} must be between {low} and {high}")
+    return value

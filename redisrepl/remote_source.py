@@ -1,0 +1,236 @@
+"""Remote source (``--rc``): Webdis' chunked ``PSUBSCRIBE`` stream, kept alive.
+
+One long-lived ``GET <haddr>/PSUBSCRIBE/<pattern>.raw``; the body is the Redis
+protocol, parsed incrementally whatever the chunk boundaries. Each keyspace
+message becomes ``router.changed("remote", key)``.
+
+When the stream ends or fails, the loop reconnects after a capped,
+jittered exponential backoff. A heartbeat guards against a stream that stays
+open but silent (Webdis keeps it open when it loses its Redis): every
+``heartbeat_interval`` seconds it writes a reserved key on the remote side and
+expects that key's event on the stream within ``heartbeat_timeout``; if the
+event does not come, the stream is closed and opened again, and the
+notification flags are set again (a restarted Redis has lost them).
+"""
+
+import os
+
+from twisted.application.service import Service
+from twisted.internet import task
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+
+from redisrepl import notify, resp, webdis
+from redisrepl.backoff import Backoff
+from redisrepl.errors import LinkError, ReplicationError, StreamError
+from redisrepl.router import REMOTE, short
+from redisrepl.webdis_client import REQUEST_TIMEOUT, classify_http, describe_failure
+
+log = Logger()
+
+
+class StreamProtocol(Protocol):
+    """Receives the body of the PSUBSCRIBE response.
+
+    ``on_event(channel, event)`` is called for each pmessage; ``finished``
+    fires (with the reason) when the body ends, for whatever reason.
+    A message that is not a pmessage or subscription confirmation ends the
+    stream with a StreamError.
+    """
+
+    def __init__(self, on_event, on_subscribed):
+        self._parser = resp.RespParser()
+        self._on_event = on_event
+        self._on_subscribed = on_subscribed
+        self.finished = Deferred()
+        self.error = None
+
+    def dataReceived(self, data):
+        if self.error is not None:
+            return
+        try:
+            for message in self._parser.feed(data):
+                self._handle(message)
+        except (resp.ProtocolError, StreamError) as e:
+            self.error = StreamError(f"malformed event stream: {e}")
+            self.transport.stopProducing()
+
+    def _handle(self, message):
+        if not (isinstance(message, list) and message and all(isinstance(m, bytes) for m in message)):
+            raise StreamError(f"unexpected message {message!r:.100}")
+        kind = message[0].lower()
+        if kind == b"pmessage" and len(message) == 4:
+            self._on_event(message[2], message[3])
+        elif kind == b"psubscribe" and len(message) == 3:
+            self._on_subscribed()
+        else:
+            raise StreamError(f"unexpected message {message!r:.100}")
+
+    def connectionLost(self, reason):
+        self.finished.callback(self.error or reason.value)
+
+
+class RemoteSource(Service):
+    """Feeds the router with the remote Redis' keyspace events."""
+
+    def __init__(self, stream_http, client, router, db, namespace, reserved_prefix, clock,
+                 heartbeat_interval=5.0, heartbeat_timeout=None, backoff=None, instance=None):
+        self._http = stream_http
+        self._client = client
+        self._router = router
+        self._db = db
+        self._clock = clock
+        pattern = webdis.keyspace_pattern(db, namespace)
+        self._url = client.url + webdis.command_path([b"PSUBSCRIBE", pattern])
+        self.heartbeat_key = reserved_prefix + b"heartbeat:" + (instance or os.urandom(6).hex().encode())
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_timeout = heartbeat_timeout or 3 * heartbeat_interval
+        self._backoff = backoff or Backoff(initial=0.5, maximum=30.0)
+        self._loop = None
+        self._waiting = None       # the Deferred the loop is blocked on
+        self._stream = None
+        self._heartbeat = None
+        self._heartbeat_sent = None  # time of the oldest heartbeat not seen yet
+        self.up = self._ever_up = False
+        self.reconnects = 0
+        self.last_heartbeat_rtt = None
+        #: called with no argument each time the stream is (re)established
+        self.on_subscribed = []
+
+    # -- service -------------------------------------------------------------
+
+    def startService(self):
+        super().startService()
+        self._loop = Deferred.fromCoroutine(self._run())
+        self._loop.addErrback(lambda f: log.failure("remote stream loop died", f))
+
+    def stopService(self):
+        super().stopService()
+        self._close_stream()
+        if self._waiting is not None:
+            self._waiting.cancel()
+        return self._loop
+
+    # -- the reconnect loop --------------------------------------------------
+
+    async def _run(self):
+        attempt = 0
+        while self.running:
+            try:
+                reason = await self._session()
+            except CancelledError:
+                if not self.running:
+                    return
+                reason = f"no answer from {self._client.url} within {REQUEST_TIMEOUT:.0f}s"
+            except ReplicationError as e:
+                reason = str(e)
+            except notify.NotifyConfigError as e:
+                reason = str(e)
+            except Exception as e:
+                reason = describe_failure(e, self._client.url)
+            self._stop_heartbeat()
+            was_up, self.up = self.up, False
+            if not self.running:
+                return
+            if was_up:
+                self._backoff.reset()
+            delay = self._backoff.next_delay()
+            attempt += 1
+            log.warn("remote event stream: {reason}; reconnecting in {delay:.1f}s",
+                     reason=reason, delay=delay)
+            try:
+                await self._wait(task.deferLater(self._clock, delay, lambda: None))
+            except CancelledError:
+                return
+
+    def _wait(self, d):
+        self._waiting = d
+
+        def clear(result):
+            self._waiting = None
+            return result
+        return d.addBoth(clear)
+
+    async def _session(self):
+        try:
+            added = await self._wait(Deferred.fromCoroutine(
+                notify.ensure(self._client.command, f"remote Redis behind {self._client.url}")))
+            if added:
+                log.info("turned on keyspace notification flags '{added}' on the remote Redis", added=added)
+        except notify.NotifyConfigError as e:
+            log.error("{error}", error=str(e))
+        d = self._http.get(self._url, unbuffered=True)
+        d.addTimeout(REQUEST_TIMEOUT, self._clock)
+        response = await self._wait(d)
+        if response.code != 200:
+            d = response.content()
+            d.addTimeout(REQUEST_TIMEOUT, self._clock)
+            body = await self._wait(d)
+            raise classify_http(response.code, body, self._url)
+        self._stream = StreamProtocol(self._event, self._subscribed)
+        response.deliverBody(self._stream)
+        reason = await self._wait(self._stream.finished)
+        self._stream = None
+        if isinstance(reason, StreamError):
+            return str(reason)
+        return f"stream ended ({describe_failure(reason, self._client.url)})"
+
+    def _close_stream(self):
+        if self._stream is not None and self._stream.transport is not None:
+            self._stream.transport.stopProducing()
+
+    # -- events --------------------------------------------------------------
+
+    def _subscribed(self):
+        if self.up:
+            return
+        if self._ever_up:
+            self.reconnects += 1
+        self._ever_up = self.up = True
+        log.info("listening to remote Redis events at {url}", url=self._url)
+        self._start_heartbeat()
+        for callback in self.on_subscribed:
+            callback()
+
+    def _event(self, channel, event):
+        key = webdis.keyspace_key(channel, self._db)
+        if key is None:
+            return
+        if key == self.heartbeat_key:
+            if self._heartbeat_sent is not None:
+                self.last_heartbeat_rtt = self._clock.seconds() - self._heartbeat_sent
+                self._heartbeat_sent = None
+            return
+        self._router.changed(REMOTE, key)
+
+    # -- heartbeat -----------------------------------------------------------
+
+    def _start_heartbeat(self):
+        self._heartbeat_sent = None
+        self._heartbeat = task.LoopingCall(self._beat)
+        self._heartbeat.clock = self._clock
+        self._heartbeat.start(self.heartbeat_interval, now=True)
+
+    def _stop_heartbeat(self):
+        if self._heartbeat is not None and self._heartbeat.running:
+            self._heartbeat.stop()
+        self._heartbeat = None
+        self._heartbeat_sent = None
+
+    def _beat(self):
+        now = self._clock.seconds()
+        if self._heartbeat_sent is not None and now - self._heartbeat_sent >= self.heartbeat_timeout:
+            log.warn("remote event stream silent: heartbeat {key} not seen for {age:.1f}s",
+                     key=short(self.heartbeat_key), age=now - self._heartbeat_sent)
+            self._close_stream()
+            return
+        if self._heartbeat_sent is None:
+            self._heartbeat_sent = now
+        d = Deferred.fromCoroutine(self._client.command(
+            b"SET", self.heartbeat_key, b"%.3f" % now, b"PX", b"%d" % int(self.heartbeat_timeout * 4000)))
+        d.addErrback(self._beat_failed)
+
+    def _beat_failed(self, failure):
+        failure.trap(LinkError, ReplicationError)
+        log.debug("heartbeat write failed: {error}", error=failure.value)

@@ -1,0 +1,177 @@
+"""The state of one key, read and written whole on either side (pure).
+
+redisrepl replicates state, not commands: after a change it reads the key's
+current state with READ_SCRIPT on the side that changed and makes the other
+side equal with WRITE_SCRIPT. Both scripts run atomically inside Redis, so the
+other side never sees half a key, and both are used unchanged on the local
+Redis (through txredisapi) and the remote one (EVAL through Webdis).
+"""
+
+import hashlib
+import math
+
+import attrs
+
+NONE = "none"
+STRING = "string"
+HASH = "hash"
+SUPPORTED = (NONE, STRING, HASH)
+
+#: Expiry times closer than this (seconds) count as the same expiry.
+EXPIRY_TOLERANCE = 1.0
+
+# Reply: a flat array {type, pttl, value...}: the value of a string, the
+# field/value pairs of a hash. pttl is -1 without an expiry. Flat because
+# Webdis' raw output drops nested arrays and nil elements; it also turns
+# integers inside arrays into bulk strings, hence tostring().
+READ_SCRIPT = b"""\
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t == 'none' then return {t, '-2'} end
+local pttl = tostring(redis.call('PTTL', KEYS[1]))
+if t == 'string' then return {t, pttl, redis.call('GET', KEYS[1])} end
+local r = {t, pttl}
+if t == 'hash' then
+  local i = 3
+  for _, item in ipairs(redis.call('HGETALL', KEYS[1])) do
+    r[i] = item
+    i = i + 1
+  end
+end
+return r
+"""
+
+# ARGV: type, pttl in ms (0: no expiry), then the value (string) or the
+# field/value pairs (hash). The type 'none' deletes the key.
+WRITE_SCRIPT = b"""\
+local k = KEYS[1]
+local kind = ARGV[1]
+local pttl = tonumber(ARGV[2])
+if kind == 'none' then
+  redis.call('DEL', k)
+  return 0
+end
+if kind == 'string' then
+  if pttl > 0 then
+    redis.call('SET', k, ARGV[3], 'PX', pttl)
+  else
+    redis.call('SET', k, ARGV[3])
+  end
+  return 1
+end
+if kind == 'hash' then
+  redis.call('DEL', k)
+  local n = #ARGV
+  local i = 3
+  while i <= n do
+    local j = math.min(i + 3999, n)
+    redis.call('HSET', k, unpack(ARGV, i, j))
+    i = j + 1
+  end
+  if pttl > 0 then redis.call('PEXPIRE', k, pttl) end
+  return 1
+end
+return redis.error_reply('ERR redisrepl cannot write a key of type ' .. kind)
+"""
+
+
+class StateError(Exception):
+    """A READ_SCRIPT reply that does not describe a key."""
+
+
+def _digest(kind, value):
+    h = hashlib.sha256(kind.encode())
+    if kind == STRING:
+        h.update(b"\0" + value)
+    elif kind == HASH:
+        for field, item in value:
+            h.update(b"%d:" % len(field) + field + b"%d:" % len(item) + item)
+    return h.digest()
+
+
+@attrs.frozen
+class KeyState:
+    """What a key holds: its type, its value and when it expires.
+
+    ``value`` is bytes for a string, a sorted tuple of (field, value) pairs for
+    a hash, None when the key is absent or of a type not replicated.
+    ``expire_at`` is an absolute time on the daemon's clock, or None.
+    """
+
+    kind: str
+    value: object = None
+    expire_at: float | None = None
+    digest: bytes = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self):
+        object.__setattr__(self, "digest", _digest(self.kind, self.value))
+
+    @property
+    def supported(self):
+        return self.kind in SUPPORTED
+
+    def same_as(self, other, tolerance=EXPIRY_TOLERANCE):
+        """Same type and value, and expiries within ``tolerance`` of each other."""
+        if self.digest != other.digest:
+            return False
+        if self.expire_at is None or other.expire_at is None:
+            return self.expire_at is None and other.expire_at is None
+        return abs(self.expire_at - other.expire_at) <= tolerance
+
+    def write_args(self, now):
+        """ARGV for WRITE_SCRIPT; a key whose expiry has passed is written as absent."""
+        pttl = 0
+        if self.expire_at is not None:
+            pttl = math.ceil((self.expire_at - now) * 1000)
+            if pttl <= 0:
+                return [NONE.encode(), b"0"]
+        if self.kind == STRING:
+            return [b"string", b"%d" % pttl, self.value]
+        if self.kind == HASH:
+            args = [b"hash", b"%d" % pttl]
+            for field, item in self.value:
+                args += (field, item)
+            return args
+        return [NONE.encode(), b"0"]
+
+    def describe(self):
+        """A short description for logs; never the value itself."""
+        if self.kind == STRING:
+            return f"string of {len(self.value)} bytes"
+        if self.kind == HASH:
+            return f"hash of {len(self.value)} fields"
+        return self.kind
+
+
+ABSENT = KeyState(NONE)
+
+
+def _text(item):
+    if isinstance(item, bytes):
+        return item.decode("ascii", "replace")
+    raise StateError(f"expected a type name, got {item!r:.60}")
+
+
+def from_reply(reply, now):
+    """Turn a READ_SCRIPT reply into a KeyState read at time ``now``."""
+    if not isinstance(reply, list) or len(reply) < 2:
+        raise StateError(f"unexpected reply {reply!r:.80}")
+    kind = _text(reply[0])
+    try:
+        pttl = int(reply[1])
+    except (TypeError, ValueError):
+        raise StateError(f"unexpected PTTL {reply[1]!r:.40}") from None
+    expire_at = now + pttl / 1000.0 if pttl >= 0 else None
+    payload = reply[2:]
+    if not all(isinstance(item, bytes) for item in payload):
+        raise StateError("value items are not all strings")
+    if kind == NONE:
+        return ABSENT
+    if kind == STRING:
+        if len(payload) != 1:
+            raise StateError("string reply without a value")
+        return KeyState(STRING, payload[0], expire_at)
+    if kind == HASH:
+        if not payload or len(payload) % 2:
+            raise StateError("hash reply without field/value pairs")
+        return KeyState(HASH, tuple(sorted(zip(payload[0::2], payload[1::2]))), expire_at)
+    return KeyState(kind, None, expire_at)

@@ -1,0 +1,126 @@
+"""``twistd redisrepl``: build the service tree from the options.
+
+    local Redis --(keyspace events)--> LocalSource --\\
+                                                     Router --> LocalStore / RemoteStore
+    Webdis stream --(PSUBSCRIBE)-----> RemoteSource -/
+
+Services stop in the reverse order they were added: first the sources (no new
+events), then the router (in-flight writes finish, within a bound), then the
+connections.
+"""
+
+from twisted.application.service import MultiService, Service
+from twisted.internet import endpoints
+from twisted.logger import Logger
+from twisted.web.client import Agent, HTTPConnectionPool
+from treq.client import HTTPClient
+
+from redisrepl import __version__
+from redisrepl.expected import ExpectedEvents
+from redisrepl.local_source import ConnectionService, LocalSource, command_factory
+from redisrepl.options import Options
+from redisrepl.remote_source import RemoteSource
+from redisrepl.router import LOCAL, REMOTE, Router, Side
+from redisrepl.stores import LocalStore, RemoteStore
+from redisrepl.tls import plain_policy
+from redisrepl.webdis_client import WebdisClient
+
+log = Logger()
+
+#: Idle keep-alive connections are dropped before nginx's 75 s default does.
+POOL_IDLE_TIMEOUT = 50
+#: Seconds the router may spend finishing in-flight writes at shutdown.
+STOP_TIMEOUT = 5.0
+
+
+class RouterService(Service):
+    """Logs the effective configuration at start; drains the router at stop."""
+
+    def __init__(self, router, summary):
+        self.router = router
+        self._summary = summary
+
+    def startService(self):
+        super().startService()
+        log.info("redisrepl {version} starting: {summary}", version=__version__, summary=self._summary)
+
+    def stopService(self):
+        super().stopService()
+        return self.router.stop(STOP_TIMEOUT)
+
+
+class PoolService(Service):
+    """Closes an HTTP connection pool at stop."""
+
+    def __init__(self, pool):
+        self._pool = pool
+
+    def stopService(self):
+        super().stopService()
+        return self._pool.closeCachedConnections()
+
+
+def local_endpoint(reactor, spec):
+    if spec[0] == "unix":
+        return endpoints.UNIXClientEndpoint(reactor, spec[1]), spec[1]
+    _, host, port = spec
+    return endpoints.HostnameEndpoint(reactor, host, port, timeout=10), f"{host}:{port}"
+
+
+def summary(config):
+    """The effective configuration, without secrets."""
+    parts = [f"hub={config['haddr']}", f"local={config['raddr']}", f"db={config['db']}",
+             f"namespace={config['namespace']!r}", f"two-way={bool(config['rc'])}"]
+    if config["tls_policy"] is not None:
+        parts += [f"cert={config['cert']}", f"key={config['key']}", f"ca={config['ca']}"]
+    if config["password"]:
+        parts.append("local password=(set)")
+    if config["username"]:
+        parts.append(f"local user={config['username']}")
+    return " ".join(parts)
+
+
+def makeService(config, reactor=None):
+    if reactor is None:
+        from twisted.internet import reactor
+    if config["pass"] is not None:
+        log.warn("-pass puts the password where ps shows it; use --password-file or $REDISREPL_PASSWORD")
+    top = MultiService()
+    policy = config["tls_policy"] or plain_policy()
+
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = config["concurrency"] + 2
+    pool.cachedConnectionTimeout = POOL_IDLE_TIMEOUT
+    PoolService(pool).setServiceParent(top)
+    http = HTTPClient(Agent(reactor, contextFactory=policy, pool=pool))
+    client = WebdisClient(http, config["haddr"], reactor, db=config["db"])
+
+    endpoint, where = local_endpoint(reactor, config["local_endpoint"])
+    commands = command_factory(config["db"], config["password"], config["username"])
+    ConnectionService(commands, endpoint, where).setServiceParent(top)
+
+    router = Router(
+        reactor,
+        Side(LOCAL, LocalStore(commands, reactor), ExpectedEvents(reactor)),
+        Side(REMOTE, RemoteStore(client, reactor), ExpectedEvents(reactor)),
+        config["namespace"], config["reserved_prefix"], concurrency=config["concurrency"])
+    RouterService(router, summary(config)).setServiceParent(top)
+
+    def fatal(message):
+        if reactor.running:
+            reactor.stop()
+
+    LocalSource(endpoint, router, config["db"], config["namespace"], where,
+                password=config["password"], username=config["username"],
+                on_fatal=fatal).setServiceParent(top)
+
+    if config["rc"]:
+        stream_pool = HTTPConnectionPool(reactor, persistent=False)
+        stream_http = HTTPClient(Agent(reactor, contextFactory=policy, pool=stream_pool))
+        RemoteSource(stream_http, client, router, config["db"], config["namespace"],
+                     config["reserved_prefix"], reactor,
+                     heartbeat_interval=config["heartbeat"]).setServiceParent(top)
+    return top
+
+
+__all__ = ["Options", "makeService"]

@@ -1,0 +1,85 @@
+"""Client TLS for the hub: the user's certificate and key, the CA that signed
+the proxy's certificate, TLS 1.2 or newer, host name always verified."""
+
+from OpenSSL import SSL, crypto
+from twisted.internet import ssl
+from twisted.web.client import BrowserLikePolicyForHTTPS
+from twisted.web.iweb import IPolicyForHTTPS
+from zope.interface import implementer
+
+
+class CredentialsError(Exception):
+    """A certificate, key or CA file that cannot be used; the message names the file."""
+
+
+def _read(path, what):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise CredentialsError(f"cannot read the {what} {path}: {e.strerror}") from None
+
+
+def _load_certificates(data, path, what):
+    """Every certificate in a PEM file, or a CredentialsError naming the file."""
+    certs = []
+    marker = b"-----BEGIN CERTIFICATE-----"
+    for block in data.split(marker)[1:]:
+        try:
+            certs.append(crypto.load_certificate(crypto.FILETYPE_PEM, marker + block))
+        except crypto.Error as e:
+            raise CredentialsError(f"the {what} {path} holds a damaged certificate: {e}") from None
+    if not certs:
+        raise CredentialsError(f"the {what} {path} holds no PEM certificate")
+    return certs
+
+
+@implementer(IPolicyForHTTPS)
+class ClientCertificatePolicy:
+    """Connection creators that present the client certificate and trust only ``trust_root``."""
+
+    def __init__(self, trust_root, client_certificate):
+        self._trust_root = trust_root
+        self._client_certificate = client_certificate
+
+    def creatorForNetloc(self, hostname, port):
+        return ssl.optionsForClientTLS(
+            hostname.decode("ascii"),
+            trustRoot=self._trust_root,
+            clientCertificate=self._client_certificate,
+            extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2},
+        )
+
+
+def load_policy(cert_path, key_path, ca_path):
+    """Check the three files and build the HTTPS policy.
+
+    Raises CredentialsError with a one-line reason: unreadable file, not PEM,
+    a key that does not belong to the certificate, an empty CA file.
+    """
+    cert_pem = _read(cert_path, "client certificate")
+    key_pem = _read(key_path, "client key")
+    ca_pem = _read(ca_path, "CA file")
+    cert = _load_certificates(cert_pem, cert_path, "client certificate")[0]
+    try:
+        key = crypto.load_privatekey(crypto.FILETYPE_PEM, key_pem)
+    except crypto.Error as e:
+        hint = " (an encrypted key is not supported)" if b"ENCRYPTED" in key_pem else ""
+        raise CredentialsError(f"the client key {key_path} is not a PEM private key{hint}: {e}") from None
+    context = SSL.Context(SSL.TLS_METHOD)
+    context.use_certificate(cert)
+    context.use_privatekey(key)
+    try:
+        context.check_privatekey()
+    except SSL.Error:
+        raise CredentialsError(
+            f"the client key {key_path} does not belong to the certificate {cert_path}") from None
+    cas = _load_certificates(ca_pem, ca_path, "CA file")
+    trust_root = ssl.trustRootFromCertificates([ssl.Certificate(c) for c in cas])
+    private = ssl.PrivateCertificate.loadPEM(key_pem + b"\n" + cert_pem)
+    return ClientCertificatePolicy(trust_root, private)
+
+
+def plain_policy():
+    """For an explicitly allowed http:// hub: no TLS is used at all."""
+    return BrowserLikePolicyForHTTPS()

@@ -1,0 +1,80 @@
+"""How a Redis command is spelled for Webdis (pure; no I/O).
+
+Webdis reads a command as ``CMD/arg1/arg2`` (in the URL path or a POST body):
+``%XX`` is decoded, ``+`` turns into a space, ``/`` separates arguments, ``?``
+starts a query string and a known suffix such as ``.raw`` on the last argument
+picks the output format. Escaping every byte outside ``[A-Za-z0-9_-]`` keeps
+any argument, binary or not, byte-exact.
+"""
+
+import string
+
+_SAFE = frozenset((string.ascii_letters + string.digits + "_-").encode())
+_ESCAPES = [chr(b) if b in _SAFE else "%%%02X" % b for b in range(256)]
+
+
+def escape(arg):
+    """Percent-escape one argument (bytes or str) for a Webdis path."""
+    if isinstance(arg, str):
+        arg = arg.encode("utf-8")
+    elif isinstance(arg, int):
+        arg = b"%d" % arg
+    return "".join(_ESCAPES[b] for b in arg)
+
+
+def unescape(text):
+    """Inverse of escape(), as Webdis decodes an argument (for tests and fakes)."""
+    out = bytearray()
+    data = text.encode("ascii") if isinstance(text, str) else text
+    i = 0
+    while i < len(data):
+        c = data[i]
+        if c == ord("%") and _ishex(data[i + 1:i + 3]):
+            out.append(int(data[i + 1:i + 3], 16))
+            i += 3
+            continue
+        out.append(ord(" ") if c == ord("+") else c)
+        i += 1
+    return bytes(out)
+
+
+def _ishex(pair):
+    return len(pair) == 2 and all(chr(c) in string.hexdigits for c in pair)
+
+
+def command_path(args, db=None, fmt="raw"):
+    """``[db/]CMD/arg/...[.fmt]`` for the given command, without a leading slash.
+
+    The format suffix goes on the last argument, where Webdis looks for it;
+    an escaped dot (``%2E``) is never taken for one.
+    """
+    parts = [escape(a) for a in args]
+    if db is not None:
+        parts.insert(0, str(int(db)))
+    path = "/".join(parts)
+    if fmt:
+        path += "." + fmt
+    return path
+
+
+def keyspace_pattern(db, namespace):
+    """The keyspace-notification pattern for every key starting with ``namespace``.
+
+    Glob characters in the namespace are escaped so they match themselves.
+    """
+    if isinstance(namespace, str):
+        namespace = namespace.encode("utf-8")
+    escaped = bytearray()
+    for b in namespace:
+        if b in b"*?[]\\":
+            escaped += b"\\"
+        escaped.append(b)
+    return b"__keyspace@%d__:" % db + bytes(escaped) + b"*"
+
+
+def keyspace_key(channel, db):
+    """The key named by a keyspace channel, or None if it is not one for ``db``."""
+    prefix = b"__keyspace@%d__:" % db
+    if not channel.startswith(prefix):
+        return None
+    return channel[len(prefix):]

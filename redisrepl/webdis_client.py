@@ -1,0 +1,132 @@
+"""Commands to the remote Redis, as HTTPS requests to Webdis behind the proxy.
+
+Every command goes as ``POST <haddr>/`` with the body ``[db/]CMD/arg/...raw``
+(escaped by redisrepl.webdis), over treq's persistent connection pool, one
+request per connection at a time (Webdis may answer pipelined requests out of
+order). Replies come back in the Redis protocol, byte-exact.
+"""
+
+from OpenSSL import SSL
+from twisted.internet import error as neterror
+from twisted.internet.defer import CancelledError, TimeoutError
+from twisted.web import client
+from twisted.web.client import ResponseFailed, ResponseNeverReceived
+
+from redisrepl import resp, webdis
+from redisrepl.errors import LinkError, RefusedError
+
+#: Seconds a whole request (connect, send, reply) may take.
+REQUEST_TIMEOUT = 30.0
+#: Redis errors that mean "not now" rather than "never".
+TRANSIENT_REDIS_ERRORS = (b"LOADING", b"BUSY", b"TRYAGAIN", b"MASTERDOWN", b"CLUSTERDOWN")
+
+
+def describe_failure(exc, url=""):
+    """A one-line, human explanation of why a request never got a reply."""
+    reasons = getattr(exc, "reasons", None)
+    if reasons:
+        return "; ".join(describe_failure(r.value, url) for r in reasons)
+    name = type(exc).__name__
+    if isinstance(exc, SSL.Error):
+        detail = ", ".join(e[2] for e in exc.args[0] if len(e) > 2) if exc.args and isinstance(exc.args[0], list) else str(exc)
+        hint = ""
+        if "certificate verify failed" in detail:
+            hint = " (the proxy's certificate is not signed by --ca)"
+        elif "alert" in detail:
+            hint = " (the proxy refused the TLS handshake: check --cert/--key)"
+        return f"TLS failed talking to {url}: {detail}{hint}"
+    if name == "VerificationError":
+        return f"TLS failed talking to {url}: the proxy's certificate is not valid for this host name ({exc})"
+    if isinstance(exc, neterror.ConnectionRefusedError):
+        return f"connection to {url} refused (is the proxy up?)"
+    if isinstance(exc, neterror.DNSLookupError):
+        return f"cannot resolve the host of {url}"
+    if isinstance(exc, (neterror.TimeoutError, TimeoutError, CancelledError)):
+        return f"no reply from {url} within {REQUEST_TIMEOUT:.0f}s"
+    if isinstance(exc, neterror.ConnectionLost) or isinstance(exc, neterror.ConnectionDone):
+        return f"connection to {url} lost before a reply"
+    return f"{name} talking to {url}: {exc}"
+
+
+def _body_head(body, limit=200):
+    text = body[:limit].decode("utf-8", "replace")
+    return " ".join(text.split())
+
+
+def classify_http(status, body, url):
+    """The error for a non-200 answer: 403 is a refusal of this command, the rest are link trouble."""
+    head = _body_head(body)
+    if status == 403:
+        return RefusedError(f"Webdis at {url} refused the command (HTTP 403: a Webdis ACL?) {head}".rstrip())
+    if status == 400 and b"certificate" in body.lower():
+        return LinkError(f"the proxy at {url} refused the client certificate (HTTP 400: {head})")
+    if status == 503:
+        return LinkError(f"Webdis at {url} cannot reach its Redis (HTTP 503) {head}".rstrip())
+    return LinkError(f"HTTP {status} from {url}: {head}")
+
+
+class WebdisClient:
+    """Runs Redis commands on the remote side through Webdis."""
+
+    def __init__(self, http, haddr, clock, db=None, timeout=REQUEST_TIMEOUT):
+        self._http = http
+        self._url = haddr.rstrip("/") + "/"
+        self._clock = clock
+        self._db = db
+        self._timeout = timeout
+
+    @property
+    def url(self):
+        return self._url
+
+    async def command(self, *args):
+        """Run one command; return its reply (bytes, int, None or list).
+
+        Raises LinkError when the hub cannot be reached or answers with an
+        error page, RefusedError when Webdis or Redis refuse the command.
+        """
+        body = webdis.command_path(args, db=self._db).encode("ascii")
+        # A pooled keep-alive connection the proxy has just closed fails
+        # before any reply; every command redisrepl sends is idempotent, so
+        # one immediate second try on a fresh connection is safe.
+        for attempt in (1, 2):
+            try:
+                response, content = await self._post(body)
+                break
+            except (ResponseNeverReceived, client.RequestNotSent) as e:
+                if attempt == 2 or not _stale(e):
+                    raise LinkError(describe_failure(e, self._url)) from None
+            except (ResponseFailed, neterror.ConnectError, neterror.ConnectionLost,
+                    neterror.ConnectionDone, TimeoutError, CancelledError, SSL.Error) as e:
+                raise LinkError(describe_failure(e, self._url)) from None
+            except Exception as e:
+                if type(e).__name__ == "VerificationError":
+                    raise LinkError(describe_failure(e, self._url)) from None
+                raise
+        if response.code != 200:
+            raise classify_http(response.code, content, self._url)
+        try:
+            reply = resp.parse_one(content)
+        except resp.ProtocolError as e:
+            raise LinkError(f"Webdis at {self._url} answered {args[0]!r} with "
+                            f"something that is not the Redis protocol ({e}): {_body_head(content)}") from None
+        if isinstance(reply, resp.ErrorReply):
+            if reply.message.startswith(TRANSIENT_REDIS_ERRORS):
+                raise LinkError(f"remote Redis: {reply}")
+            raise RefusedError(f"remote Redis refused {args[0]!r}: {reply}")
+        return reply
+
+    async def _post(self, body):
+        d = self._http.post(self._url, data=body,
+                            headers={b"Content-Type": [b"application/octet-stream"]})
+        d.addTimeout(self._timeout, self._clock)
+        response = await d
+        d = response.content()
+        d.addTimeout(self._timeout, self._clock)
+        return response, await d
+
+
+def _stale(exc):
+    """Did the request die because a pooled connection was already closed?"""
+    reasons = getattr(exc, "reasons", None) or []
+    return any(r.check(neterror.ConnectionDone, neterror.ConnectionLost) for r in reasons)

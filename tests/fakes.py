@@ -1,0 +1,58 @@
+"""In-memory doubles for unit tests of pure logic (never for the replication promises)."""
+
+from twisted.internet.defer import Deferred, succeed, fail
+
+from redisrepl.state import ABSENT
+
+
+class FakeStore:
+    """A side's key states in a dict. Writes can be held (to keep them in flight)
+    and echo back as events, as a real Redis' keyspace notifications would."""
+
+    def __init__(self, clock, name):
+        self.clock = clock
+        self.name = name
+        self.data = {}
+        self.writes = []          # (key, state) in order
+        self.reads = 0
+        self.router = None        # set to echo writes as events
+        self.hold = False
+        self.held = []            # Deferreds of held writes
+        self.error = None         # exception raised by every read and write
+        self.errors_for = {}      # key -> exception for that key only
+
+    def read(self, key):
+        self.reads += 1
+        if self.error is not None:
+            return fail(self.error)
+        return succeed(self.data.get(key, ABSENT))
+
+    def write(self, key, state):
+        if key in self.errors_for:
+            return fail(self.errors_for[key])
+        if self.error is not None:
+            return fail(self.error)
+        if not self.hold:
+            return succeed(self._apply(key, state))
+        d = Deferred()
+        d.addCallback(lambda _: self._apply(key, state))
+        self.held.append(d)
+        return d
+
+    def release(self):
+        held, self.held = self.held, []
+        for d in held:
+            d.callback(None)
+
+    def _apply(self, key, state):
+        self.writes.append((key, state))
+        self.user_set(key, state, announce=self.router is not None)
+
+    def user_set(self, key, state, announce=True):
+        """A write by someone else (or the echo of ours): change and announce."""
+        if state.kind == "none":
+            self.data.pop(key, None)
+        else:
+            self.data[key] = state
+        if announce and self.router is not None:
+            self.router.changed(self.name, key)

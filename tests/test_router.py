@@ -1,0 +1,178 @@
+"""The router and its expected-event tables, on in-memory sides and a fake clock."""
+
+from twisted.internet.task import Clock
+from twisted.trial.unittest import TestCase
+
+from redisrepl.errors import LinkError, RefusedError
+from redisrepl.expected import ExpectedEvents
+from redisrepl.router import LOCAL, REMOTE, Router, Side
+from redisrepl.state import ABSENT, HASH, STRING, KeyState
+from tests.fakes import FakeStore
+
+
+def s(value, expire_at=None):
+    return KeyState(STRING, value, expire_at)
+
+
+class RouterTests(TestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.clock.advance(1000)
+        self.local = FakeStore(self.clock, LOCAL)
+        self.remote = FakeStore(self.clock, REMOTE)
+        self.router = Router(
+            self.clock,
+            Side(LOCAL, self.local, ExpectedEvents(self.clock, lifetime=30)),
+            Side(REMOTE, self.remote, ExpectedEvents(self.clock, lifetime=30)),
+            b"ns:", b"ns:__redisrepl__:", concurrency=4)
+        self.local.router = self.router
+        self.remote.router = self.router
+
+    def test_local_change_reaches_remote_once_without_loop(self):
+        self.local.user_set(b"ns:a", s(b"1"))
+        self.assertEqual(self.remote.data[b"ns:a"], s(b"1"))
+        self.assertEqual(len(self.remote.writes), 1)
+        self.assertEqual(self.local.writes, [])
+        self.assertEqual(self.router.stats.echoes[REMOTE], 1)
+        self.assertEqual(self.router.backlog, 0)
+
+    def test_remote_change_reaches_local(self):
+        self.remote.user_set(b"ns:h", KeyState(HASH, ((b"f", b"v"),)))
+        self.assertEqual(self.local.data[b"ns:h"], KeyState(HASH, ((b"f", b"v"),)))
+        self.assertEqual(self.remote.writes, [])
+
+    def test_deletion_crosses(self):
+        self.local.user_set(b"ns:a", s(b"1"))
+        self.local.user_set(b"ns:a", ABSENT)
+        self.assertNotIn(b"ns:a", self.remote.data)
+        self.assertEqual([w[1] for w in self.remote.writes], [s(b"1"), ABSENT])
+
+    def test_genuine_write_after_ours_is_not_swallowed(self):
+        self.local.user_set(b"ns:a", s(b"1"))
+        # someone writes the remote key while our expectation is still fresh
+        self.remote.user_set(b"ns:a", s(b"2"))
+        self.assertEqual(self.local.data[b"ns:a"], s(b"2"))
+
+    def test_old_content_written_again_is_genuine(self):
+        self.local.user_set(b"ns:a", s(b"1"))            # expect remote=1
+        self.remote.data[b"ns:a"] = s(b"2")              # genuine remote change
+        self.router.changed(REMOTE, b"ns:a")             # ...announced: clears the expectation
+        self.assertEqual(self.local.data[b"ns:a"], s(b"2"))
+        self.remote.user_set(b"ns:a", s(b"1"))           # back to the old content
+        self.assertEqual(self.local.data[b"ns:a"], s(b"1"))
+
+    def test_lost_echo_expires(self):
+        self.local.router = self.remote.router = None    # no echoes at all
+        self.local.user_set(b"ns:a", s(b"1"), announce=False)
+        self.router.changed(LOCAL, b"ns:a")
+        self.assertEqual(len(self.router._sides[REMOTE].expected), 1)
+        self.clock.advance(31)
+        self.assertEqual(len(self.router._sides[REMOTE].expected), 0)
+
+    def test_expiry_change_is_not_an_echo(self):
+        self.local.user_set(b"ns:a", s(b"1"))
+        self.remote.user_set(b"ns:a", s(b"1", expire_at=self.clock.seconds() + 100))
+        self.assertEqual(self.local.data[b"ns:a"].expire_at, self.clock.seconds() + 100)
+
+    def test_changes_coalesce_while_in_flight(self):
+        self.remote.hold = True
+        self.local.user_set(b"ns:a", s(b"0"))
+        for i in range(1, 50):
+            self.local.user_set(b"ns:a", s(b"%d" % i))
+        self.assertEqual(len(self.remote.held), 1)
+        self.remote.release()
+        self.remote.release()
+        self.assertEqual(self.remote.data[b"ns:a"], s(b"49"))
+        self.assertEqual(len(self.remote.writes), 2)
+        # 48 local changes merged, plus the echo of the first write
+        self.assertEqual(self.router.stats.coalesced, 49)
+
+    def test_concurrency_is_bounded(self):
+        self.remote.hold = True
+        for i in range(10):
+            self.local.user_set(b"ns:%d" % i, s(b"x"))
+        self.assertEqual(len(self.remote.held), 4)
+        self.assertEqual(self.router.backlog, 10)
+        while self.remote.held:
+            self.remote.release()
+        self.assertEqual(self.router.backlog, 0)
+        self.assertEqual(len(self.remote.data), 10)
+
+    def test_link_error_pauses_and_loses_nothing(self):
+        self.remote.error = LinkError("proxy down")
+        self.local.user_set(b"ns:a", s(b"1"))
+        self.local.user_set(b"ns:b", s(b"2"))
+        self.assertEqual(self.remote.data, {})
+        self.assertEqual(self.router.backlog, 2)
+        self.local.user_set(b"ns:a", s(b"3"))        # newer state while down
+        self.clock.advance(60)
+        self.assertEqual(self.remote.data, {})
+        self.remote.error = None
+        self.clock.advance(60)
+        self.assertEqual(self.remote.data, {b"ns:a": s(b"3"), b"ns:b": s(b"2")})
+        self.assertEqual(self.router.backlog, 0)
+
+    def test_backoff_grows_and_is_capped(self):
+        self.remote.error = LinkError("down")
+        self.local.user_set(b"ns:a", s(b"1"))
+        delays = []
+        for _ in range(12):
+            call = self.router._paused
+            delays.append(call.getTime() - self.clock.seconds())
+            self.clock.advance(delays[-1])
+        self.assertLess(delays[0], 0.25)
+        self.assertGreater(delays[5], delays[0] * 4)
+        self.assertLessEqual(max(delays), 10.0)
+
+    def test_refused_key_is_parked_others_go_on(self):
+        self.remote.errors_for[b"ns:bad"] = RefusedError("403")
+        self.local.user_set(b"ns:bad", s(b"1"))
+        self.local.user_set(b"ns:good", s(b"2"))
+        self.assertEqual(self.remote.data, {b"ns:good": s(b"2")})
+        self.assertEqual(self.router.backlog, 1)
+        del self.remote.errors_for[b"ns:bad"]
+        self.clock.advance(2)
+        self.assertEqual(self.remote.data[b"ns:bad"], s(b"1"))
+        self.assertEqual(self.router.backlog, 0)
+
+    def test_namespace_and_reserved_keys_are_ignored(self):
+        self.local.user_set(b"other:a", s(b"1"))
+        self.local.user_set(b"ns:__redisrepl__:heartbeat:x", s(b"1"))
+        self.assertEqual(self.remote.data, {})
+        self.assertEqual(self.router.stats.ignored, 2)
+
+    def test_both_sides_dirty_remote_wins(self):
+        self.local.router = self.remote.router = None
+        self.local.data[b"ns:a"] = s(b"L")
+        self.remote.data[b"ns:a"] = s(b"R")
+        self.remote.hold = self.local.hold = True
+        self.router.changed(LOCAL, b"ns:x")  # occupy nothing relevant
+        self.remote.hold = self.local.hold = False
+        self.remote.release()
+        self.router.changed(LOCAL, b"ns:a")
+        self.router.changed(REMOTE, b"ns:a")
+        # the first job took only the local change; let both finish
+        self.assertEqual(self.local.data[b"ns:a"], self.remote.data[b"ns:a"])
+
+    def test_simultaneous_changes_converge(self):
+        # both sides change before either change is copied
+        self.remote.hold = True
+        self.local.user_set(b"ns:busy", s(b"x"))          # keeps one job in flight
+        self.router.concurrency = 1
+        self.local.user_set(b"ns:a", s(b"L"))
+        self.remote.data[b"ns:a"] = s(b"R")
+        self.router.changed(REMOTE, b"ns:a")
+        self.remote.hold = False
+        self.remote.release()
+        self.assertEqual(self.local.data[b"ns:a"], s(b"R"))
+        self.assertEqual(self.remote.data[b"ns:a"], s(b"R"))
+
+    def test_stop_waits_for_in_flight_then_gives_up(self):
+        self.remote.hold = True
+        self.local.user_set(b"ns:a", s(b"1"))
+        d = self.router.stop(timeout=5)
+        self.assertNoResult(d)
+        self.local.user_set(b"ns:b", s(b"1"))
+        self.assertEqual(len(self.remote.held), 1)
+        self.clock.advance(5)
+        self.successResultOf(d)
