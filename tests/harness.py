@@ -1,0 +1,126 @@
+"""Real processes for integration tests: the sandbox, the daemon, and polling.
+
+Nothing here sleeps in place of synchronisation: ``wait_until`` polls a
+condition and fails with a description when the deadline passes.
+"""
+
+import os
+import signal
+import subprocess
+import time
+
+import redis
+
+from redisrepl.sandbox import Sandbox
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+#: How long a change may take to cross in a test; far above normal (~ms).
+CROSS = 10.0
+
+
+def wait_until(predicate, timeout=CROSS, interval=0.02, what=None):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+def client(port, db=0):
+    return redis.Redis(host="127.0.0.1", port=port, db=db, socket_timeout=5)
+
+
+def key_state(r, key):
+    """(type, value, has_ttl) of a key, read with redis-py; values as bytes."""
+    kind = r.type(key).decode()
+    if kind == "none":
+        return ("none", None, False)
+    value = r.get(key) if kind == "string" else r.hgetall(key) if kind == "hash" else None
+    return (kind, value, r.pttl(key) > 0)
+
+
+class Daemon:
+    """``twistd -n redisrepl`` as a child process, its log in a file."""
+
+    def __init__(self, sandbox, namespace, rc=True, extra=(), args=None, env=None):
+        self.logfile = os.path.join(sandbox.workdir, f"daemon-{time.monotonic_ns()}.log")
+        cmd = args if args is not None else sandbox.daemon_args(namespace, rc=rc, extra=extra)
+        full_env = dict(os.environ)
+        full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, full_env.get("PYTHONPATH")]))
+        full_env.update(env or {})
+        self._log = open(self.logfile, "wb")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                     cwd=sandbox.workdir, env=full_env, start_new_session=True)
+        self.rc = rc
+
+    def log(self):
+        with open(self.logfile, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def wait_log(self, text, timeout=CROSS, count=1):
+        def seen():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited ({self.proc.returncode}) before logging {text!r}:\n{self.log()}")
+            return self.log().count(text) >= count
+        try:
+            wait_until(seen, timeout, what=f"daemon log line {text!r}")
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n--- daemon log ---\n{self.log()}") from None
+
+    def wait_ready(self):
+        self.wait_log("listening to local Redis")
+        if self.rc:
+            self.wait_log("listening to remote Redis events")
+        return self
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError(f"daemon did not stop within {timeout}s on {sig!r}:\n{self.log()}")
+        self._log.close()
+        return self.proc.returncode
+
+
+class Lab:
+    """A sandbox with redis-py clients on both Redis servers."""
+
+    def __init__(self):
+        self.sandbox = Sandbox().start()
+        self.local = client(self.sandbox.local_redis_port)
+        self.remote = client(self.sandbox.remote_redis_port)
+        self.daemons = []
+
+    def daemon(self, namespace, rc=True, extra=(), ready=True, **kw):
+        d = Daemon(self.sandbox, namespace, rc=rc, extra=extra, **kw)
+        self.daemons.append(d)
+        return d.wait_ready() if ready else d
+
+    def stop_daemons(self):
+        for d in self.daemons:
+            d.stop()
+        self.daemons = []
+
+    def close(self):
+        try:
+            self.stop_daemons()
+        finally:
+            self.sandbox.stop()
+
+    def same(self, key):
+        """True once both sides hold the same state for ``key``."""
+        return key_state(self.local, key) == key_state(self.remote, key)
+
+    def wait_same(self, key, timeout=CROSS):
+        try:
+            wait_until(lambda: self.same(key), timeout, what=f"{key!r} equal on both sides")
+        except AssertionError as e:
+            raise AssertionError(f"{e}: local={key_state(self.local, key)} "
+                                 f"remote={key_state(self.remote, key)}") from None

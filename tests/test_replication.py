@@ -1,0 +1,213 @@
+"""Strings and hashes cross both ways, byte for byte, with no loops (real
+Redis, Webdis, nginx with mTLS, and the daemon under twistd)."""
+
+import pytest
+
+from tests.harness import key_state, wait_until
+
+NS = "rep:"
+
+
+@pytest.fixture(scope="module")
+def running(lab):
+    daemon = lab.daemon(NS, rc=True)
+    yield lab
+    daemon.stop()
+
+
+def test_set_crosses_both_ways(running):
+    lab = running
+    lab.local.set("rep:hello", "world")
+    wait_until(lambda: lab.remote.get("rep:hello") == b"world")
+    lab.remote.set("rep:back", "from the hub")
+    wait_until(lambda: lab.local.get("rep:back") == b"from the hub")
+
+
+def test_hset_crosses_both_ways(running):
+    lab = running
+    lab.local.hset("rep:h1", mapping={"a": "1", "b": "2"})
+    lab.wait_same("rep:h1")
+    lab.remote.hset("rep:h2", mapping={"x": "9"})
+    lab.wait_same("rep:h2")
+    assert lab.local.hgetall("rep:h2") == {b"x": b"9"}
+
+
+# Each command of the string and hash families, as a user would type it.
+LOCAL_COMMANDS = {
+    "set": lambda r, k: r.set(k, "v"),
+    "setex": lambda r, k: r.execute_command("SETEX", k, 300, "v"),
+    "setnx": lambda r, k: r.setnx(k, "v"),
+    "getset": lambda r, k: (r.set(k, "old"), r.getset(k, "new")),
+    "mset": lambda r, k: r.mset({k: "m1", k + ":2": "m2"}),
+    "incr": lambda r, k: (r.incr(k), r.incr(k)),
+    "incrby": lambda r, k: r.incrby(k, 41),
+    "incrbyfloat": lambda r, k: r.incrbyfloat(k, 2.5),
+    "decr": lambda r, k: (r.set(k, 10), r.decr(k)),
+    "append": lambda r, k: (r.set(k, "ab"), r.append(k, "cd")),
+    "setrange": lambda r, k: (r.set(k, "hello world"), r.setrange(k, 6, "redis")),
+    "getdel": lambda r, k: (r.set(k, "x"), r.getdel(k)),
+    "hset": lambda r, k: r.hset(k, "f", "v"),
+    "hmset": lambda r, k: r.execute_command("HMSET", k, "a", "1", "b", "2"),
+    "hsetnx": lambda r, k: (r.hsetnx(k, "f", "1"), r.hsetnx(k, "f", "2")),
+    "hincrby": lambda r, k: r.hincrby(k, "n", 7),
+    "hincrbyfloat": lambda r, k: r.hincrbyfloat(k, "n", 1.25),
+    "hdel": lambda r, k: (r.hset(k, mapping={"a": "1", "b": "2"}), r.hdel(k, "a")),
+    "hdel_last": lambda r, k: (r.hset(k, "a", "1"), r.hdel(k, "a")),
+    "del": lambda r, k: (r.set(k, "x"), r.delete(k)),
+    "unlink": lambda r, k: (r.hset(k, "a", "1"), r.unlink(k)),
+    "pexpire_gone": lambda r, k: (r.set(k, "x"), r.pexpire(k, 50)),
+}
+
+
+def _settle(lab, writer, key):
+    """Wait until both sides agree on ``key`` after a command on ``writer``."""
+    other = lab.remote if writer is lab.local else lab.local
+    # a marker written after the command crosses after it: then compare
+    marker = key + ":marker"
+    writer.set(marker, "m")
+    wait_until(lambda: other.get(marker) == b"m", what=f"marker after {key}")
+    lab.wait_same(key)
+
+
+@pytest.mark.parametrize("name", sorted(LOCAL_COMMANDS))
+@pytest.mark.parametrize("direction", ["local-to-remote", "remote-to-local"])
+def test_each_command(running, name, direction):
+    lab = running
+    writer = lab.local if direction == "local-to-remote" else lab.remote
+    key = f"rep:cmd:{direction}:{name}"
+    LOCAL_COMMANDS[name](writer, key)
+    expected = key_state(writer, key)
+    _settle(lab, writer, key)
+    other = lab.remote if writer is lab.local else lab.local
+    if name == "pexpire_gone":
+        wait_until(lambda: key_state(lab.local, key)[0] == "none" == key_state(lab.remote, key)[0])
+    else:
+        assert key_state(other, key) == expected
+    if name == "mset":
+        lab.wait_same(key + ":2")
+
+
+def test_ttl_crosses_with_the_value(running):
+    lab = running
+    lab.local.execute_command("SETEX", "rep:ttl", 100, "v")
+    wait_until(lambda: lab.remote.get("rep:ttl") == b"v")
+    assert 95_000 < lab.remote.pttl("rep:ttl") <= 100_000
+
+
+def test_expired_key_is_deleted_on_the_other_side(running):
+    lab = running
+    lab.remote.set("rep:exp", "v")
+    wait_until(lambda: lab.local.get("rep:exp") == b"v")
+    # the remote copy carries no TTL; the local one expires
+    lab.local.pexpire("rep:exp", 100)
+    wait_until(lambda: not lab.local.exists("rep:exp"))
+    wait_until(lambda: not lab.remote.exists("rep:exp"))
+
+
+BINARY_VALUES = [
+    bytes(range(256)),
+    b"x\xff\x00y",
+    b"a/b.c%d?e#f+g h\r\n",
+    b"",
+    b"\x00",
+    b".raw",
+    "ünïcödé €".encode(),
+]
+BINARY_KEYS = [
+    b"rep:bin:/slash/",
+    b"rep:bin:dot.raw",
+    b"rep:bin:pct%41%",
+    b"rep:bin:nul\x00nul",
+    b"rep:bin:new\nline",
+    b"rep:bin:bad\xff\xfeutf8",
+    b"rep:bin:q?h#p+ sp",
+    b"rep:bin:" + bytes(range(256)),
+]
+
+
+@pytest.mark.parametrize("direction", ["local-to-remote", "remote-to-local"])
+def test_binary_keys_and_values_byte_for_byte(running, direction):
+    lab = running
+    src, dst = (lab.local, lab.remote) if direction == "local-to-remote" else (lab.remote, lab.local)
+    tag = direction.encode()
+    for i, key in enumerate(BINARY_KEYS):
+        src.set(key + tag, BINARY_VALUES[i % len(BINARY_VALUES)])
+    for i, value in enumerate(BINARY_VALUES):
+        src.hset(b"rep:binhash:" + tag, b"f%d\x00\xff/." % i, value)
+    for i, key in enumerate(BINARY_KEYS):
+        wait_until(lambda: dst.get(key + tag) == BINARY_VALUES[i % len(BINARY_VALUES)],
+                   what=f"binary key {key!r}")
+    wait_until(lambda: dst.hgetall(b"rep:binhash:" + tag) == src.hgetall(b"rep:binhash:" + tag))
+
+
+def test_namespace_filter_both_ways(running):
+    lab = running
+    lab.local.set("outside:a", "1")
+    lab.remote.set("outside:b", "2")
+    lab.local.set("re:x", "prefix of the namespace but not in it")
+    _settle(lab, lab.local, "rep:filter1")
+    _settle(lab, lab.remote, "rep:filter2")
+    assert lab.remote.get("outside:a") is None
+    assert lab.local.get("outside:b") is None
+    assert lab.remote.get("re:x") is None
+
+
+def test_reserved_keys_are_not_replicated(running):
+    lab = running
+    lab.local.set("rep:__redisrepl__:mine", "1")
+    _settle(lab, lab.local, "rep:reserved")
+    assert lab.remote.get("rep:__redisrepl__:mine") is None
+    # the remote heartbeat keys never come to the local side
+    assert not lab.local.keys("rep:__redisrepl__:heartbeat:*")
+    wait_until(lambda: lab.remote.keys("rep:__redisrepl__:heartbeat:*"))
+
+
+class EventCounter:
+    """Counts keyspace events for one key on one Redis."""
+
+    def __init__(self, r, key):
+        self.pubsub = r.pubsub()
+        self.pubsub.subscribe(f"__keyspace@0__:{key}")
+        self.pubsub.get_message(timeout=5)  # subscription confirmation
+        self.events = []
+
+    def drain(self):
+        while True:
+            msg = self.pubsub.get_message(timeout=0.01)
+            if msg is None:
+                return self.events
+            if msg["type"] == "message":
+                self.events.append(msg["data"])
+
+    def close(self):
+        self.pubsub.close()
+
+
+@pytest.mark.parametrize("writer_side", ["local", "remote"])
+def test_no_loops(running, writer_side):
+    lab = running
+    key = f"rep:loop:{writer_side}"
+    writer = getattr(lab, writer_side)
+    counters = {"local": EventCounter(lab.local, key), "remote": EventCounter(lab.remote, key)}
+    try:
+        writer.set(key, "once")
+        lab.wait_same(key)
+        # two later changes to other keys cross after any echo of this one would
+        _settle(lab, lab.local, key + ":after-l")
+        _settle(lab, lab.remote, key + ":after-r")
+        counts = {side: len(c.drain()) for side, c in counters.items()}
+        assert counts == {"local": 1, "remote": 1}, counts
+    finally:
+        for c in counters.values():
+            c.close()
+
+
+def test_concurrent_writes_converge(running):
+    lab = running
+    for i in range(30):
+        lab.local.set("rep:race", f"L{i}")
+        lab.remote.set("rep:race", f"R{i}")
+        lab.local.hset("rep:racehash", "f", f"L{i}")
+        lab.remote.hset("rep:racehash", "f", f"R{i}")
+    lab.wait_same("rep:race")
+    lab.wait_same("rep:racehash")
