@@ -12,7 +12,7 @@ connections.
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
 from twisted.logger import Logger
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.client import Agent
 from treq.client import HTTPClient
 
 from redisrepl import __version__
@@ -23,7 +23,7 @@ from redisrepl.remote_source import RemoteSource
 from redisrepl.router import LOCAL, REMOTE, Router, Side
 from redisrepl.stores import LocalStore, RemoteStore
 from redisrepl.tls import plain_policy
-from redisrepl.webdis_client import WebdisClient
+from redisrepl.webdis_client import QuietConnectionPool, WebdisClient
 
 log = Logger()
 
@@ -88,7 +88,7 @@ def makeService(config, reactor=None):
     top = MultiService()
     policy = config["tls_policy"] or plain_policy()
 
-    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool = QuietConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = config["concurrency"] + 2
     pool.cachedConnectionTimeout = POOL_IDLE_TIMEOUT
     PoolService(pool).setServiceParent(top)
@@ -115,7 +115,7 @@ def makeService(config, reactor=None):
                 on_fatal=fatal).setServiceParent(top)
 
     if config["rc"]:
-        stream_pool = HTTPConnectionPool(reactor, persistent=False)
+        stream_pool = QuietConnectionPool(reactor, persistent=False)
         stream_http = HTTPClient(Agent(reactor, contextFactory=policy, pool=stream_pool))
         RemoteSource(stream_http, client, router, config["db"], config["namespace"],
                      config["reserved_prefix"], reactor,

@@ -10,7 +10,7 @@ from OpenSSL import SSL
 from twisted.internet import error as neterror
 from twisted.internet.defer import CancelledError, TimeoutError
 from twisted.web import client
-from twisted.web.client import ResponseFailed, ResponseNeverReceived
+from twisted.web.client import RequestTransmissionFailed, ResponseFailed, ResponseNeverReceived
 
 from redisrepl import resp, webdis
 from redisrepl.errors import LinkError, RefusedError
@@ -65,6 +65,13 @@ def classify_http(status, body, url):
     return LinkError(f"HTTP {status} from {url}: {head}")
 
 
+class QuietConnectionPool(client.HTTPConnectionPool):
+    """A connection pool that does not log every connection it opens."""
+
+    class _factory(client._HTTP11ClientFactory):
+        noisy = False
+
+
 class WebdisClient:
     """Runs Redis commands on the remote side through Webdis."""
 
@@ -93,7 +100,7 @@ class WebdisClient:
             try:
                 response, content = await self._post(body)
                 break
-            except (ResponseNeverReceived, client.RequestNotSent) as e:
+            except (ResponseNeverReceived, RequestTransmissionFailed, client.RequestNotSent) as e:
                 if attempt == 2 or not _stale(e):
                     raise LinkError(describe_failure(e, self._url)) from None
             except (ResponseFailed, neterror.ConnectError, neterror.ConnectionLost,

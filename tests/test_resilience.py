@@ -1,0 +1,188 @@
+"""The daemon stays up: components restart under it, TLS goes wrong, the
+stream turns to garbage. It reports, backs off, reconnects and loses no
+change it has seen."""
+
+import http.server
+import re
+import threading
+
+import pytest
+
+from redisrepl import resp
+from tests.harness import Daemon, wait_until
+
+SLOW = 30.0  # a restart costs a backoff period or a heartbeat timeout
+
+
+@pytest.mark.parametrize("component", ["nginx", "webdis", "remote_redis", "local_redis"])
+def test_component_restart_mid_run(daemons, component):
+    lab = daemons
+    ns = f"rs{component}:"
+    d = lab.daemon(ns, rc=True, extra=["--heartbeat", "0.5"])
+    lab.local.set(ns + "before", "1")
+    wait_until(lambda: lab.remote.get(ns + "before") == b"1")
+
+    lab.sandbox.stop_component(component)
+    if component != "local_redis":
+        # seen while the hub is down: must stay pending, not be dropped
+        lab.local.set(ns + "during", "kept")
+        lab.local.hset(ns + "during-h", mapping={"f": "kept"})
+    lab.sandbox.start_component(component)
+
+    if component != "local_redis":
+        wait_until(lambda: lab.remote.get(ns + "during") == b"kept", SLOW,
+                   what="change made while the hub was down")
+        wait_until(lambda: lab.remote.hgetall(ns + "during-h") == {b"f": b"kept"}, SLOW)
+    # Events fired while a stream is down are gone for good (catching up is
+    # the reconcile's job); new changes cross once the daemon listens again.
+    if component == "local_redis":
+        d.wait_log("listening to local Redis", count=2, timeout=SLOW)
+    else:
+        d.wait_log("listening to remote Redis events", count=2, timeout=SLOW)
+    lab.local.set(ns + "after-l", "2")
+    wait_until(lambda: lab.remote.get(ns + "after-l") == b"2", SLOW, what="local->remote after restart")
+    lab.remote.set(ns + "after-r", "3")
+    wait_until(lambda: lab.local.get(ns + "after-r") == b"3", SLOW, what="remote->local after restart")
+    assert lab.daemons[-1].proc.poll() is None
+
+
+def test_remote_restart_is_detected_by_heartbeat(daemons):
+    lab = daemons
+    d = lab.daemon("hb:", rc=True, extra=["--heartbeat", "0.5"])
+    lab.sandbox.stop_component("remote_redis")
+    lab.sandbox.start_component("remote_redis")
+    d.wait_log("heartbeat", timeout=SLOW)
+    d.wait_log("listening to remote Redis events", count=2, timeout=SLOW)
+    # the restart emptied notify-keyspace-events; the daemon set it again
+    wait_until(lambda: "K" in lab.remote.config_get("notify-keyspace-events")["notify-keyspace-events"], SLOW)
+    lab.remote.set("hb:x", "1")
+    wait_until(lambda: lab.local.get("hb:x") == b"1", SLOW)
+
+
+@pytest.mark.parametrize("case,expect", [
+    ("wrong_client_cert", "refused the client certificate"),
+    ("untrusted_ca", "certificate verify failed"),
+    ("wrong_host_name", "not valid for this host name"),
+])
+def test_tls_problems_are_reported_and_retried(daemons, case, expect):
+    lab = daemons
+    sb = lab.sandbox
+    args = sb.daemon_args("tls:", rc=True)
+    if case == "wrong_client_cert":
+        args[args.index(sb.client_cert)] = sb.other_client_cert
+        args[args.index(sb.client_key)] = sb.other_client_key
+    elif case == "untrusted_ca":
+        args[args.index(sb.ca_cert)] = sb.other_ca_cert
+    else:
+        args[args.index(sb.haddr)] = sb.wrong_name_haddr
+    d = lab.daemon("tls:", args=args, ready=False)
+    d.wait_log("listening to local Redis")
+    lab.local.set("tls:k", "v")
+    d.wait_log(expect)
+    d.wait_log("retrying in", count=2)     # backs off and tries again
+    assert d.proc.poll() is None
+    assert lab.remote.get("tls:k") is None
+
+
+class FakeHub(http.server.ThreadingHTTPServer):
+    """A plain-HTTP stand-in for Webdis that serves a scripted event stream."""
+
+    daemon_threads = True
+
+    def __init__(self, stream_chunks):
+        super().__init__(("127.0.0.1", 0), _FakeHubHandler)
+        self.stream_chunks = stream_chunks
+        self.stream_requests = 0
+        self.posts = []
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def close(self):
+        self.shutdown()
+        self.server_close()
+
+
+class _FakeHubHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.posts.append(body)
+        if body.startswith(b"CONFIG/GET"):
+            reply = resp.encode_command("notify-keyspace-events", "AKE")
+        elif body.startswith(b"EVAL"):
+            reply = resp.encode_command("none", "-2")
+        else:
+            reply = b"+OK\r\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def do_GET(self):
+        self.server.stream_requests += 1
+        self.send_response(200)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for chunk in self.server.stream_chunks:
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+        self.close_connection = True
+
+
+def _fake_hub_daemon(lab, hub, ns):
+    args = lab.sandbox.daemon_args(ns, rc=True, extra=["--allow-http"])
+    args[args.index(lab.sandbox.haddr)] = hub.url
+    return lab.daemon(ns, args=args, ready=False)
+
+
+def test_garbage_on_the_stream_is_logged_and_reconnected(daemons):
+    lab = daemons
+    hub = FakeHub([resp.encode_command("psubscribe", "__keyspace@0__:fk:*", "1"),
+                   b"this is not RESP\r\n"])
+    try:
+        d = _fake_hub_daemon(lab, hub, "fk:")
+        d.wait_log("malformed event stream")
+        wait_until(lambda: hub.stream_requests >= 2, what="a reconnect after garbage")
+        assert d.proc.poll() is None
+        # local replication went on all the while
+        lab.local.set("fk:still", "1")
+        wait_until(lambda: any(b"fk%3Astill" in p for p in hub.posts))
+    finally:
+        hub.close()
+
+
+def test_stream_is_parsed_across_any_chunk_boundaries(daemons):
+    lab = daemons
+    message = (resp.encode_command("psubscribe", "__keyspace@0__:ck:*", "1")
+               + resp.encode_command("pmessage", "__keyspace@0__:ck:*", b"__keyspace@0__:ck:split\xff", "set"))
+    # one byte per chunk
+    hub = FakeHub([message[i:i + 1] for i in range(len(message))])
+    try:
+        _fake_hub_daemon(lab, hub, "ck:")
+        # the event made the daemon read that key on the hub
+        wait_until(lambda: any(re.search(rb"EVAL/.*/1/ck%3Asplit%FF", p) for p in hub.posts),
+                   what="a read of the key announced in byte-sized chunks")
+    finally:
+        hub.close()
+
+
+def test_sigterm_exits_cleanly(daemons):
+    lab = daemons
+    d = lab.daemon("term:", rc=True)
+    lab.local.set("term:a", "1")
+    wait_until(lambda: lab.remote.get("term:a") == b"1")
+    # twistd re-raises the signal after a clean shutdown, so that the exit
+    # status tells it was stopped by SIGTERM
+    assert d.stop() in (0, -15)
+    log = d.log()
+    assert "Main loop terminated" in log
+    assert "Traceback" not in log
