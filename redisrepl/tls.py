@@ -68,8 +68,8 @@ def load_policy(cert_path, key_path, ca_path):
         raise CredentialsError(f"the client key {key_path} is not a PEM private key{hint}: {e}") from None
     context = SSL.Context(SSL.TLS_METHOD)
     context.use_certificate(cert)
-    context.use_privatekey(key)
     try:
+        context.use_privatekey(key)
         context.check_privatekey()
     except SSL.Error:
         raise CredentialsError(

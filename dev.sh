@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# redisrepl's two commands, each installing what it needs first:
+#   ./dev.sh demo    the sandbox (local Redis, remote Redis + Webdis + nginx mTLS) and the daemon, replicating
+#   ./dev.sh test    the whole test suite (unit and end-to-end)
+#   ./dev.sh bench   the benchmark (prints figures)
+# System packages come from apt-get (redis-server, webdis, nginx); Python
+# packages go into a virtual environment (.venv, or $REDISREPL_VENV).
+set -euo pipefail
+cd "$(dirname "$0")"
+VENV=${REDISREPL_VENV:-.venv}
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+install_system() {
+    local need=()
+    command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+    command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
+    command -v webdis >/dev/null 2>&1 || need+=(webdis)
+    command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+    command -v python3 >/dev/null 2>&1 || need+=(python3)
+    python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+    if [ ${#need[@]} -gt 0 ]; then
+        echo "dev.sh: installing ${need[*]} with apt-get" >&2
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
+    fi
+}
+
+install_python() {
+    if [ ! -x "$VENV/bin/python" ]; then
+        echo "dev.sh: creating the virtual environment $VENV" >&2
+        python3 -m venv "$VENV"
+    fi
+    "$VENV/bin/python" -m pip install -q --upgrade pip >&2
+    "$VENV/bin/python" -m pip install -q ".[test]" >&2
+}
+
+cmd=${1:-}
+[ $# -gt 0 ] && shift
+case "$cmd" in
+    demo)
+        install_system; install_python
+        exec "$VENV/bin/python" -m redisrepl.sandbox demo "$@" ;;
+    test)
+        install_system; install_python
+        exec "$VENV/bin/python" -m pytest "$@" ;;
+    bench)
+        install_system; install_python
+        exec "$VENV/bin/python" bench/bench.py "$@" ;;
+    *)
+        echo "usage: ./dev.sh demo|test|bench [args]" >&2
+        exit 2 ;;
+esac

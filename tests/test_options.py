@@ -1,0 +1,135 @@
+"""The command line: new and old spellings, and bad options refused before
+daemonizing with one clear line."""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import pytest
+
+from redisrepl import __version__
+from redisrepl.options import Options, translate_legacy
+from redisrepl.sandbox import generate_certificates
+from tests.harness import ROOT
+
+TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
+
+
+@pytest.fixture(scope="module")
+def certs():
+    directory = tempfile.mkdtemp(prefix="redisrepl-certs-")
+    yield generate_certificates(directory)
+    shutil.rmtree(directory)
+
+
+def parse(argv):
+    options = Options()
+    options.parseOptions(argv)
+    return options
+
+
+def good(certs, *extra):
+    return ["--haddr", "https://hub.example.org/redis", "--cert", certs["client_cert"],
+            "--key", certs["client_key"], "--ca", certs["ca_cert"], "--nam", "ns:", *extra]
+
+
+def error_of(argv):
+    with pytest.raises(SystemExit) as e:
+        parse(argv)
+    message = str(e.value.code)
+    assert message.startswith("redisrepl: error: ")
+    assert "\n" not in message
+    return message
+
+
+def test_legacy_flags_are_translated(certs):
+    options = parse(["-haddr", "https://hub.example.org:8443/redis", "-cert", certs["client_cert"],
+                     "-key", certs["client_key"], "-CA", certs["ca_cert"], "-nam", "lab:",
+                     "-raddr", "10.1.2.3:6380", "-rc"])
+    assert options["haddr"] == "https://hub.example.org:8443/redis"
+    assert options["ca"] == certs["ca_cert"]
+    assert options["rc"] == 1
+    assert options["namespace"] == b"lab:"
+    assert options["reserved_prefix"] == b"lab:__redisrepl__:"
+    assert options["local_endpoint"] == ("tcp", "10.1.2.3", 6380)
+
+
+def test_legacy_equals_form_and_unknown_single_dash_untouched():
+    assert translate_legacy(["-CA=/x", "-nam=a", "-n", "-rc"]) == ["--ca=/x", "--nam=a", "-n", "--rc"]
+
+
+def test_defaults_and_unix_socket(certs):
+    options = parse(good(certs))
+    assert options["local_endpoint"] == ("tcp", "127.0.0.1", 6379)
+    assert options["db"] == 0 and not options["rc"]
+    options = parse(good(certs, "--raddr", "/run/redis/redis.sock", "--db", "3"))
+    assert options["local_endpoint"] == ("unix", "/run/redis/redis.sock")
+    assert options["db"] == 3
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        parse(["-version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"redisrepl {__version__}"
+
+
+@pytest.mark.parametrize("change,expect", [
+    (("--cert", "/nonexistent/cert.pem"), "cannot read the client certificate /nonexistent/cert.pem"),
+    (("--ca", "/nonexistent/ca.pem"), "cannot read the CA file"),
+    (("--key", "other_client_key"), "does not belong to the certificate"),
+    (("--cert", "client_key"), "holds no PEM certificate"),
+    (("--haddr", "https://hub.example.org:99999/"), "is not a valid URL"),
+    (("--haddr", "hub.example.org/redis"), "is not an https://"),
+    (("--haddr", "http://hub.example.org/"), "plain HTTP"),
+    (("--haddr", "https://hub.example.org/?x=1"), "query or fragment"),
+    (("--nam", ""), "--all-keys"),
+    (("--raddr", "localhost"), "neither host:port nor a unix socket"),
+    (("--raddr", "localhost:0"), "between 1 and 65535"),
+    (("--db", "x"), "--db must be a whole number"),
+    (("--password-file", "/nonexistent/pw"), "cannot read --password-file"),
+])
+def test_bad_options(certs, change, expect):
+    flag, value = change
+    argv = good(certs, flag, certs.get(value, value))  # the last occurrence wins
+    assert expect in error_of(argv)
+
+
+def test_missing_tls_files_are_named(certs):
+    assert "--cert, --key, --ca required" in error_of(["--haddr", "https://h/", "--nam", "x"])
+
+
+def test_explicit_flags_allow_http_and_everything(certs):
+    options = parse(["--haddr", "http://127.0.0.1:7379", "--allow-http", "--all-keys"])
+    assert options["namespace"] == b"" and options["tls_policy"] is None
+
+
+def test_password_sources(certs, tmp_path, monkeypatch):
+    pw = tmp_path / "pw"
+    pw.write_text("s3cret\nignored\n")
+    assert parse(good(certs, "--password-file", str(pw)))["password"] == "s3cret"
+    monkeypatch.setenv("REDISREPL_PASSWORD", "fromenv")
+    monkeypatch.setenv("REDISREPL_USERNAME", "repl")
+    options = parse(good(certs))
+    assert (options["username"], options["password"]) == ("repl", "fromenv")
+
+
+def test_twistd_refuses_before_daemonizing_with_one_line(certs, tmp_path):
+    # no -n: a bad option must fail before twistd forks into the background
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    result = subprocess.run([TWISTD, "--pidfile=", "redisrepl", *good(certs, "--key", certs["other_client_key"])],
+                            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("redisrepl: error: the client key")
+    assert not (tmp_path / "twistd.log").exists()
+
+
+def test_installed_plugin_is_listed_by_twistd(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([TWISTD, "--help"], capture_output=True, text=True,
+                            cwd=tmp_path, env=env, timeout=60)
+    assert "redisrepl" in result.stdout, "redisrepl is not installed in this environment (pip install .)"
