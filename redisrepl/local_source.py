@@ -102,6 +102,8 @@ class LocalSource(ConnectionService):
     async def _subscribe(self, protocol):
         try:
             added = await notify.ensure(_protocol_command(protocol), f"local Redis {self._description}")
+        except notify.NotifyUnknown as e:
+            log.warn("{error}", error=str(e))
         except notify.NotifyConfigError as e:
             if not self._ever_connected and self._on_fatal is not None:
                 log.critical("{error}", error=str(e))

@@ -17,6 +17,10 @@ class NotifyConfigError(Exception):
     """The flags are missing and CONFIG SET was refused."""
 
 
+class NotifyUnknown(Exception):
+    """CONFIG GET was refused: whether the flags are on cannot be told."""
+
+
 def missing(current, needed=NEEDED):
     """The flags of ``needed`` that ``current`` does not already turn on."""
     have = set(current)
@@ -34,15 +38,16 @@ async def ensure(command, where, needed=NEEDED):
     """Make sure ``needed`` flags are on, via ``command(*args)``.
 
     Returns the flags that had to be added ("" if none). Raises
-    NotifyConfigError, naming the flags to set by hand, when CONFIG is refused.
+    NotifyConfigError, naming the flags to set by hand, when they are missing
+    and CONFIG SET is refused; NotifyUnknown when CONFIG GET is refused.
     """
     try:
         reply = await command("CONFIG", "GET", "notify-keyspace-events")
         current = reply[1].decode("ascii") if isinstance(reply, list) and len(reply) == 2 else None
     except RefusedError as e:
-        raise NotifyConfigError(
-            f"{where}: CONFIG GET notify-keyspace-events was refused ({e}); "
-            f"set notify-keyspace-events to include '{needed}' in its redis.conf") from None
+        raise NotifyUnknown(
+            f"{where}: CONFIG GET notify-keyspace-events was refused ({e}), so redisrepl "
+            f"cannot check it: make sure notify-keyspace-events includes '{needed}' in its redis.conf") from None
     if current is None:
         raise NotifyConfigError(f"{where}: unexpected reply to CONFIG GET: {reply!r:.80}")
     add = missing(current, needed)

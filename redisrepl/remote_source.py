@@ -158,6 +158,8 @@ class RemoteSource(Service):
                 notify.ensure(self._client.command, f"remote Redis behind {self._client.url}")))
             if added:
                 log.info("turned on keyspace notification flags '{added}' on the remote Redis", added=added)
+        except notify.NotifyUnknown as e:
+            log.warn("{error}", error=str(e))
         except notify.NotifyConfigError as e:
             log.error("{error}", error=str(e))
         d = self._http.get(self._url, unbuffered=True)

@@ -9,6 +9,9 @@ events), then the router (in-flight writes finish, within a bound), then the
 connections.
 """
 
+import atexit
+import os
+
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
 from twisted.logger import Logger
@@ -107,6 +110,9 @@ def makeService(config, reactor=None):
     RouterService(router, summary(config)).setServiceParent(top)
 
     def fatal(message):
+        # twistd exits 0 after reactor.stop(); an init system must see a
+        # failure, so exit 1 once twistd has cleaned up (pidfile, logs).
+        atexit.register(os._exit, 1)
         if reactor.running:
             reactor.stop()
 

@@ -62,9 +62,11 @@ class Daemon:
 
     def wait_log(self, text, timeout=CROSS, count=1):
         def seen():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"daemon exited ({self.proc.returncode}) before logging {text!r}:\n{self.log()}")
-            return self.log().count(text) >= count
+            exited = self.proc.poll() is not None
+            if self.log().count(text) >= count:
+                return True
+            if exited:
+                raise AssertionError(f"daemon exited ({self.proc.returncode}) before logging {text!r}")
         try:
             wait_until(seen, timeout, what=f"daemon log line {text!r}")
         except AssertionError as e:

@@ -186,3 +186,44 @@ def test_sigterm_exits_cleanly(daemons):
     log = d.log()
     assert "Main loop terminated" in log
     assert "Traceback" not in log
+
+
+def test_local_password_file_and_acl_user(daemons, tmp_path):
+    lab = daemons
+    lab.local.execute_command("ACL", "SETUSER", "repl", "on", ">pw-of-repl", "~*", "&*", "+@all")
+    pw = tmp_path / "pw"
+    pw.write_text("pw-of-repl\n")
+    lab.local.execute_command("ACL", "SETUSER", "default", "resetpass", ">admin-pw")
+    admin = lab.local
+    try:
+        admin.execute_command("AUTH", "default", "admin-pw")
+        d = lab.daemon("pw:", rc=True, extra=["--username", "repl", "--password-file", str(pw)])
+        admin.set("pw:a", "1")
+        wait_until(lambda: lab.remote.get("pw:a") == b"1")
+        lab.remote.set("pw:b", "2")
+        wait_until(lambda: admin.get("pw:b") == b"2")
+        assert "pw-of-repl" not in d.log()
+    finally:
+        admin.execute_command("ACL", "SETUSER", "default", "nopass")
+        admin.execute_command("ACL", "DELUSER", "repl")
+
+
+@pytest.mark.parametrize("acl,expect,fatal", [
+    ("-config|set", "add 'Kg$hxe' to notify-keyspace-events", True),
+    ("-config", "make sure notify-keyspace-events includes 'Kg$hxe'", False),
+])
+def test_refused_config_names_the_flags(daemons, acl, expect, fatal):
+    lab = daemons
+    lab.local.config_set("notify-keyspace-events", "")
+    lab.local.execute_command("ACL", "SETUSER", "noconf", "on", ">pw", "~*", "&*", "+@all", acl)
+    try:
+        d = lab.daemon("nc:", rc=False, extra=["--username", "noconf"], ready=False,
+                       env={"REDISREPL_PASSWORD": "pw"})
+        d.wait_log(expect)
+        if fatal:
+            assert d.proc.wait(30) == 1
+        else:
+            d.wait_log("listening to local Redis")
+            assert d.proc.poll() is None
+    finally:
+        lab.local.execute_command("ACL", "DELUSER", "noconf")
