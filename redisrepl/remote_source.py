@@ -86,7 +86,7 @@ class RemoteSource(Service):
         self.heartbeat_key = reserved_prefix + b"heartbeat:" + (instance or os.urandom(6).hex().encode())
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_timeout = heartbeat_timeout or 3 * heartbeat_interval
-        self._backoff = backoff or Backoff(initial=0.5, maximum=30.0)
+        self._backoff = backoff or Backoff(initial=0.5, maximum=10.0)
         self._loop = None
         self._waiting = None       # the Deferred the loop is blocked on
         self._stream = None

@@ -67,7 +67,7 @@ class Router:
         self.namespace = namespace
         self.reserved_prefix = reserved_prefix
         self.concurrency = concurrency
-        self._link_backoff = link_backoff or Backoff(initial=0.2, maximum=10.0)
+        self._link_backoff = link_backoff or Backoff(initial=0.2, maximum=5.0)
         self._key_backoff_factory = key_backoff or (lambda: Backoff(initial=1.0, maximum=60.0))
         self._dirty = OrderedDict()   # key -> set of sides that changed
         self._parked = {}             # key -> (sides, DelayedCall, Backoff)
