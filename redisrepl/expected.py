@@ -21,7 +21,8 @@ class ExpectedEvents:
     def __init__(self, clock, lifetime=DEFAULT_LIFETIME):
         self._clock = clock
         self.lifetime = lifetime
-        self._entries = OrderedDict()  # key -> (state, deadline), oldest first
+        # key -> (digest, expire_at, deadline), oldest first; no values kept
+        self._entries = OrderedDict()
 
     def __len__(self):
         self._purge()
@@ -30,7 +31,7 @@ class ExpectedEvents:
     def expect(self, key, state):
         """Record that ``key`` is about to be made to hold ``state``."""
         self._entries.pop(key, None)
-        self._entries[key] = (state, self._clock.seconds() + self.lifetime)
+        self._entries[key] = (state.digest, state.expire_at, self._clock.seconds() + self.lifetime)
         self._purge()
 
     def forget(self, key):
@@ -42,7 +43,7 @@ class ExpectedEvents:
         entry = self._entries.get(key)
         if entry is None:
             return False
-        if entry[0].same_as(state):
+        if state.same_as_digest(entry[0], entry[1]):
             return True
         del self._entries[key]
         return False
@@ -50,7 +51,7 @@ class ExpectedEvents:
     def _purge(self):
         now = self._clock.seconds()
         while self._entries:
-            key, (_, deadline) = next(iter(self._entries.items()))
+            key, (_, _, deadline) = next(iter(self._entries.items()))
             if deadline > now:
                 break
             del self._entries[key]

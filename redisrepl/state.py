@@ -111,11 +111,15 @@ class KeyState:
 
     def same_as(self, other, tolerance=EXPIRY_TOLERANCE):
         """Same type and value, and expiries within ``tolerance`` of each other."""
-        if self.digest != other.digest:
+        return self.same_as_digest(other.digest, other.expire_at, tolerance)
+
+    def same_as_digest(self, digest, expire_at, tolerance=EXPIRY_TOLERANCE):
+        """``same_as`` against a state known only by its digest and expiry."""
+        if self.digest != digest:
             return False
-        if self.expire_at is None or other.expire_at is None:
-            return self.expire_at is None and other.expire_at is None
-        return abs(self.expire_at - other.expire_at) <= tolerance
+        if self.expire_at is None or expire_at is None:
+            return self.expire_at is None and expire_at is None
+        return abs(self.expire_at - expire_at) <= tolerance
 
     def write_args(self, now):
         """ARGV for WRITE_SCRIPT; a key whose expiry has passed is written as absent."""

@@ -105,7 +105,7 @@ def makeService(config, reactor=None):
     router = Router(
         reactor,
         Side(LOCAL, LocalStore(commands, reactor), ExpectedEvents(reactor)),
-        Side(REMOTE, RemoteStore(client, reactor), ExpectedEvents(reactor)),
+        Side(REMOTE, RemoteStore(client, reactor), ExpectedEvents(reactor) if config["rc"] else None),
         config["namespace"], config["reserved_prefix"], concurrency=config["concurrency"])
     RouterService(router, summary(config)).setServiceParent(top)
 
