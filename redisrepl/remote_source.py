@@ -172,11 +172,22 @@ class RemoteSource(Service):
             raise classify_http(response.code, body, self._url)
         self._stream = StreamProtocol(self._event, self._subscribed)
         response.deliverBody(self._stream)
-        reason = await self._wait(self._stream.finished)
+        # a stream that never confirms its subscription is as dead as a silent one
+        unconfirmed = self._clock.callLater(REQUEST_TIMEOUT, self._unconfirmed)
+        try:
+            reason = await self._wait(self._stream.finished)
+        finally:
+            if unconfirmed.active():
+                unconfirmed.cancel()
         self._stream = None
         if isinstance(reason, StreamError):
             return str(reason)
         return f"stream ended ({describe_failure(reason, self._client.url)})"
+
+    def _unconfirmed(self):
+        if not self.up:
+            log.warn("remote event stream: no subscription confirmation within {t:.0f}s", t=REQUEST_TIMEOUT)
+            self._close_stream()
 
     def _close_stream(self):
         if self._stream is not None and self._stream.transport is not None:

@@ -357,6 +357,10 @@ class Sandbox:
 
     # command lines for users of the sandbox
 
+    def socket_path(self, name="local_redis"):
+        """The unix socket a Redis of the sandbox also listens on."""
+        return os.path.join(self.workdir, name + ".sock")
+
     def redis_cli_args(self, side):
         """``["redis-cli", "-p", port]`` for side "local" or "remote"."""
         ports = {"local": self.local_redis_port, "remote": self.remote_redis_port}
@@ -422,6 +426,7 @@ class Sandbox:
             port = self.local_redis_port if name == "local_redis" else self.remote_redis_port
             return ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                     "--appendonly", "no", "--dir", os.path.join(w, name),
+                    "--unixsocket", self.socket_path(name), "--unixsocketperm", "700",
                     "--logfile", os.path.join(w, name + ".log"), "--daemonize", "no"]
         if name == "webdis":
             return ["webdis", os.path.join(w, "webdis.json")]

@@ -227,3 +227,35 @@ def test_refused_config_names_the_flags(daemons, acl, expect, fatal):
             assert d.proc.poll() is None
     finally:
         lab.local.execute_command("ACL", "DELUSER", "noconf")
+
+
+def test_local_redis_over_a_unix_socket(daemons):
+    lab = daemons
+    sb = lab.sandbox
+    args = sb.daemon_args("sock:", rc=True)
+    args[args.index(f"127.0.0.1:{sb.local_redis_port}")] = sb.socket_path("local_redis")
+    lab.daemon("sock:", args=args)
+    lab.local.set("sock:a", "1")
+    wait_until(lambda: lab.remote.get("sock:a") == b"1")
+    lab.remote.set("sock:b", "2")
+    wait_until(lambda: lab.local.get("sock:b") == b"2")
+
+
+def test_evicted_key_is_deleted_on_the_other_side(daemons):
+    lab = daemons
+    lab.daemon("ev:", rc=False)
+    lab.local.set("ev:k", "x" * 1000)
+    wait_until(lambda: lab.remote.exists("ev:k"))
+    evicted = lab.local.info("stats")["evicted_keys"]
+    lab.local.config_set("maxmemory-policy", "allkeys-random")
+    lab.local.config_set("maxmemory", 1)
+    try:
+        # any write makes Redis evict until it is under the limit: everything
+        with pytest.raises(Exception):
+            lab.local.set("other:trigger", "1")
+        assert not lab.local.exists("ev:k")
+        assert lab.local.info("stats")["evicted_keys"] > evicted
+    finally:
+        lab.local.config_set("maxmemory", 0)
+        lab.local.config_set("maxmemory-policy", "noeviction")
+    wait_until(lambda: not lab.remote.exists("ev:k"), what="eviction copied as a deletion")
