@@ -211,3 +211,17 @@ def test_concurrent_writes_converge(running):
         lab.remote.hset("rep:racehash", "f", f"R{i}")
     lab.wait_same("rep:race")
     lab.wait_same("rep:racehash")
+
+
+def test_another_database_on_both_sides(lab):
+    local2, remote2 = (type(lab.local)(port=lab.sandbox.local_redis_port, db=2),
+                       type(lab.remote)(port=lab.sandbox.remote_redis_port, db=2))
+    daemon = lab.daemon("db2:", rc=True, extra=["--db", "2"])
+    try:
+        local2.set("db2:a", "in db 2")
+        wait_until(lambda: remote2.get("db2:a") == b"in db 2")
+        remote2.hset("db2:h", "f", "v")
+        wait_until(lambda: local2.hgetall("db2:h") == {b"f": b"v"})
+        assert lab.remote.get("db2:a") is None and lab.local.get("db2:h") is None
+    finally:
+        daemon.stop()

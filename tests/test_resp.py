@@ -154,9 +154,9 @@ def test_lengths_and_integers_are_plain_decimal(wire):
 def test_over_long_line_is_rejected_whatever_the_chunking():
     wire = b"+" + b"a" * (MAX_LINE + 10) + b"\r\n"
     with pytest.raises(ProtocolError):
-        RespParser().feed(wire[:-2])     # split just before the CRLF: rejected
+        RespParser().feed(wire[:-2])     # the line without its CRLF yet: rejected
     with pytest.raises(ProtocolError):
-        RespParser().feed(wire)          # in one piece: accepted
+        RespParser().feed(wire)          # the same line in one piece: accepted today
 
 
 _garbage_tokens = st.sampled_from(

@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""redisrepl benchmark: prints figures, asserts nothing.
+
+Starts the same sandbox as the demo (local Redis, remote Redis, Webdis, nginx
+with mTLS on loopback), then for each scenario starts a fresh daemon under
+twistd and measures it from the outside:
+
+  burst    N distinct SETs at once: time until all are on the remote, keys/s
+  latency  R SETs/s for T s: local write -> remote keyspace event, percentiles
+  hot      100 keys x 200 overwrites: time until the remote holds every final
+           value, time until the remote stops receiving writes, remote writes
+  hash     2,000 HSETs over 100 hashes: time until both sides are equal
+  reverse  (--rc) N SETs on the remote: time until all are local, keys/s
+
+and for each, the daemon's CPU seconds and peak RSS.
+
+    ./dev.sh bench [--burst 20000] [--only burst,hot]
+"""
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+
+import redis
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from redisrepl.sandbox import Sandbox  # noqa: E402
+from tests.harness import Daemon  # noqa: E402
+
+TIMEOUT = 120.0
+
+
+def count(r, pattern):
+    return r.eval("return #redis.call('KEYS', ARGV[1])", 0, pattern)
+
+
+def poll(predicate, timeout=TIMEOUT, interval=0.002):
+    deadline = time.perf_counter() + timeout
+    while not predicate():
+        if time.perf_counter() > deadline:
+            raise RuntimeError("timed out")
+        time.sleep(interval)
+    return time.perf_counter()
+
+
+def proc_usage(pid):
+    """(cpu seconds, peak RSS in MB) of a process, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    with open(f"/proc/{pid}/status") as f:
+        hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+    return cpu, hwm / 1024
+
+
+class EventLog(threading.Thread):
+    """Records (time, key, event) of keyspace events matching a pattern."""
+
+    def __init__(self, r, pattern):
+        super().__init__(daemon=True)
+        self.pubsub = r.pubsub()
+        self.pubsub.psubscribe(pattern)
+        self.pubsub.get_message(timeout=5)
+        self.events = []
+        self.running = True
+
+    def run(self):
+        while self.running:
+            msg = self.pubsub.get_message(timeout=0.1)
+            if msg and msg["type"] == "pmessage":
+                self.events.append((time.perf_counter(), msg["channel"].split(b":", 1)[1], msg["data"]))
+
+    def stop(self):
+        self.running = False
+        self.join()
+        self.pubsub.close()
+
+
+def run_scenario(lab, name, rc, body):
+    lab["remote"].config_set("notify-keyspace-events", "KA")
+    daemon = Daemon(lab["sandbox"], f"b{name}:", rc=rc)
+    daemon.wait_ready()
+    cpu0, _ = proc_usage(daemon.proc.pid)
+    try:
+        figures = body(f"b{name}:")
+    finally:
+        cpu1, peak = proc_usage(daemon.proc.pid)
+        daemon.stop()
+    figures["cpu s"] = f"{cpu1 - cpu0:.2f}"
+    figures["peak RSS MB"] = f"{peak:.0f}"
+    return figures
+
+
+def burst(lab, n):
+    local, remote = lab["local"], lab["remote"]
+
+    def body(ns):
+        pipe = local.pipeline(transaction=False)
+        for i in range(n):
+            pipe.set(f"{ns}{i}", f"value-{i}")
+        t0 = time.perf_counter()
+        pipe.execute()
+        t1 = poll(lambda: count(remote, ns + "*") >= n, interval=0.01)
+        return {"keys": n, "seconds": f"{t1 - t0:.2f}", "keys/s": f"{n / (t1 - t0):.0f}",
+                "cpu us/key": None}
+    figures = run_scenario(lab, "burst", False, body)
+    figures["cpu us/key"] = f"{float(figures['cpu s']) / n * 1e6:.0f}"
+    return figures
+
+
+def latency(lab, rate, seconds):
+    local, remote = lab["local"], lab["remote"]
+
+    def body(ns):
+        events = EventLog(remote, f"__keyspace@0__:{ns}*")
+        events.start()
+        sent = {}
+        t0 = time.perf_counter()
+        n = int(rate * seconds)
+        for i in range(n):
+            due = t0 + i / rate
+            while time.perf_counter() < due:
+                time.sleep(max(0, due - time.perf_counter() - 0.0005))
+            key = f"{ns}{i}"
+            sent[key.encode()] = time.perf_counter()
+            local.set(key, "x")
+        poll(lambda: len({k for _, k, _ in events.events}) >= n)
+        events.stop()
+        lat = sorted((t - sent[k]) * 1000 for t, k, e in events.events if k in sent and e == b"set")
+        q = statistics.quantiles(lat, n=100)
+        return {"sets": n, "p50 ms": f"{q[49]:.2f}", "p95 ms": f"{q[94]:.2f}",
+                "p99 ms": f"{q[98]:.2f}", "max ms": f"{lat[-1]:.2f}"}
+    return run_scenario(lab, "latency", False, body)
+
+
+def hot(lab, keys=100, writes=200):
+    local, remote = lab["local"], lab["remote"]
+
+    def body(ns):
+        events = EventLog(remote, f"__keyspace@0__:{ns}*")
+        events.start()
+        pipe = local.pipeline(transaction=False)
+        for w in range(writes):
+            for k in range(keys):
+                pipe.set(f"{ns}{k}", f"v{w}")
+        t0 = time.perf_counter()
+        pipe.execute()
+        last = time.perf_counter()
+        final = f"v{writes - 1}".encode()
+        t1 = poll(lambda: all(v == final for v in remote.mget([f"{ns}{k}" for k in range(keys)])))
+        # quiet: no remote write for 1 s
+        poll(lambda: not events.events or time.perf_counter() - events.events[-1][0] > 1.0)
+        events.stop()
+        writes_seen = sum(1 for _, _, e in events.events if e == b"set")
+        stopped = events.events[-1][0] if events.events else t1
+        return {"local writes": keys * writes, "final values after s": f"{t1 - last:.2f}",
+                "writing stopped after s": f"{stopped - last:.2f}", "remote writes": writes_seen}
+    return run_scenario(lab, "hot", False, body)
+
+
+def hashes(lab, n=2000, keys=100):
+    local, remote = lab["local"], lab["remote"]
+
+    def body(ns):
+        pipe = local.pipeline(transaction=False)
+        for i in range(n):
+            pipe.hset(f"{ns}{i % keys}", f"f{i}", f"v{i}")
+        t0 = time.perf_counter()
+        pipe.execute()
+        expected = {k: local.hgetall(f"{ns}{k}") for k in range(keys)}
+        t1 = poll(lambda: all(remote.hgetall(f"{ns}{k}") == v for k, v in expected.items()), interval=0.01)
+        return {"hsets": n, "hashes": keys, "seconds": f"{t1 - t0:.2f}"}
+    return run_scenario(lab, "hash", False, body)
+
+
+def reverse(lab, n):
+    local, remote = lab["local"], lab["remote"]
+
+    def body(ns):
+        pipe = remote.pipeline(transaction=False)
+        for i in range(n):
+            pipe.set(f"{ns}{i}", f"value-{i}")
+        t0 = time.perf_counter()
+        pipe.execute()
+        t1 = poll(lambda: count(local, ns + "*") >= n, interval=0.01)
+        return {"keys": n, "seconds": f"{t1 - t0:.2f}", "keys/s": f"{n / (t1 - t0):.0f}"}
+    return run_scenario(lab, "reverse", True, body)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--burst", type=int, default=20000)
+    parser.add_argument("--reverse", type=int, default=2000)
+    parser.add_argument("--rate", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--only", default="burst,latency,hot,hash,reverse")
+    args = parser.parse_args()
+    only = set(args.only.split(","))
+    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
+          f"Python {platform.python_version()}")
+    with Sandbox() as sandbox:
+        lab = {"sandbox": sandbox,
+               "local": redis.Redis(port=sandbox.local_redis_port),
+               "remote": redis.Redis(port=sandbox.remote_redis_port)}
+        scenarios = [
+            ("burst", lambda: burst(lab, args.burst)),
+            ("latency", lambda: latency(lab, args.rate, args.seconds)),
+            ("hot", lambda: hot(lab)),
+            ("hash", lambda: hashes(lab)),
+            ("reverse", lambda: reverse(lab, args.reverse)),
+        ]
+        for name, run in scenarios:
+            if name not in only:
+                continue
+            try:
+                figures = run()
+            except RuntimeError as e:
+                figures = {"error": str(e)}
+            print(f"{name:8} " + "  ".join(f"{k}: {v}" for k, v in figures.items()), flush=True)
+
+
+if __name__ == "__main__":
+    main()

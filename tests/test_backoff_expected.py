@@ -1,0 +1,144 @@
+"""Backoff delays, and the expected-event tables that tell echoes from genuine writes."""
+
+import random
+
+import pytest
+from hypothesis import given, settings, strategies as st
+from twisted.internet.task import Clock
+
+from redisrepl.backoff import Backoff
+from redisrepl.expected import ExpectedEvents
+from redisrepl.state import ABSENT, HASH, STRING, KeyState
+
+# -- Backoff ---------------------------------------------------------------------------
+
+
+def test_without_jitter_delays_grow_by_the_factor_up_to_the_cap():
+    backoff = Backoff(initial=0.5, maximum=30.0, factor=2.0, jitter=0)
+    delays = [backoff.next_delay() for _ in range(9)]
+    assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]
+    assert backoff.failures == 9
+
+
+def test_the_cap_holds_after_very_many_failures():
+    backoff = Backoff(initial=1.0, maximum=60.0, factor=3.0, jitter=0)
+    backoff.failures = 10_000
+    assert backoff.next_delay() == 60.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(seed=st.integers(0, 2**32), initial=st.floats(0.01, 5), factor=st.floats(1, 4),
+       maximum=st.floats(5, 120), jitter=st.floats(0, 1))
+def test_jitter_scales_each_base_delay_into_its_band(seed, initial, factor, maximum, jitter):
+    backoff = Backoff(initial, maximum, factor, jitter, random=random.Random(seed))
+    twin = random.Random(seed)                   # the same draws, to know each one
+    for n in range(12):
+        base = min(maximum, initial * factor ** n)
+        delay = backoff.next_delay()
+        assert (1 - jitter) * base - 1e-9 <= delay <= base
+        assert delay == pytest.approx(base * (1 - jitter * twin.random()))
+
+
+def test_jitter_spreads_the_delays():
+    delays = {Backoff(jitter=0.25, random=random.Random(seed)).next_delay() for seed in range(20)}
+    assert len(delays) == 20
+    assert all(0.375 <= d <= 0.5 for d in delays)
+
+
+def test_reset_starts_over():
+    backoff = Backoff(initial=0.5, maximum=30.0, factor=2.0, jitter=0)
+    for _ in range(5):
+        backoff.next_delay()
+    backoff.reset()
+    assert backoff.failures == 0
+    assert [backoff.next_delay(), backoff.next_delay()] == [0.5, 1.0]
+
+
+# -- ExpectedEvents -------------------------------------------------------------------
+
+V1 = KeyState(STRING, b"1")
+V2 = KeyState(STRING, b"2")
+
+
+@pytest.fixture
+def clock():
+    clock = Clock()
+    clock.advance(1000)
+    return clock
+
+
+@pytest.fixture
+def table(clock):
+    return ExpectedEvents(clock, lifetime=30)
+
+
+def test_nothing_expected_is_no_echo(table):
+    assert not table.is_echo(b"k", V1)
+    assert not table.is_echo(b"k", ABSENT)
+
+
+def test_the_written_state_is_an_echo_until_the_lifetime_ends(table, clock):
+    table.expect(b"k", V1)
+    assert table.is_echo(b"k", V1)
+    assert table.is_echo(b"k", V1)           # several events for one write (e.g. SET + EXPIRE)
+    clock.advance(29.9)
+    assert table.is_echo(b"k", V1)
+    clock.advance(0.1)
+    assert not table.is_echo(b"k", V1)
+    assert len(table) == 0
+
+
+def test_a_different_state_clears_the_expectation(table):
+    table.expect(b"k", V1)
+    assert not table.is_echo(b"k", V2)
+    assert len(table) == 0
+    assert not table.is_echo(b"k", V1)       # the old content written again is genuine too
+
+
+def test_echo_compares_type_and_expiry(table, clock):
+    table.expect(b"h", KeyState(HASH, ((b"f", b"v"),), 2000.0))
+    assert table.is_echo(b"h", KeyState(HASH, ((b"f", b"v"),), 2000.6))
+    assert not table.is_echo(b"h", KeyState(HASH, ((b"f", b"v"),), 2002.0))
+    table.expect(b"s", KeyState(STRING, b"fv"))
+    assert not table.is_echo(b"s", KeyState(HASH, ((b"f", b"v"),)))
+
+
+def test_a_mismatch_leaves_other_keys_alone(table):
+    table.expect(b"a", V1)
+    table.expect(b"b", V1)
+    assert not table.is_echo(b"a", V2)
+    assert table.is_echo(b"b", V1)
+    assert len(table) == 1
+
+
+def test_expect_again_replaces_the_state_and_restarts_the_lifetime(table, clock):
+    table.expect(b"k", V1)
+    clock.advance(20)
+    table.expect(b"k", V2)
+    clock.advance(20)                        # 40 s after the first, 20 s after the second
+    assert table.is_echo(b"k", V2)
+    assert not table.is_echo(b"k", V1)
+
+
+def test_len_counts_live_entries_only(table, clock):
+    table.expect(b"a", V1)
+    clock.advance(10)
+    table.expect(b"b", V1)
+    clock.advance(10)
+    table.expect(b"a", V2)                  # refreshed: now younger than b
+    assert len(table) == 2
+    clock.advance(15)                       # a: 15 s old, b: 25 s old
+    assert len(table) == 2
+    clock.advance(10)                       # b is past its 30 s, a is not
+    assert len(table) == 1
+    assert table.is_echo(b"a", V2)
+    clock.advance(10)
+    assert len(table) == 0
+
+
+def test_forget(table):
+    table.expect(b"k", V1)
+    table.forget(b"k")
+    table.forget(b"never-expected")
+    assert len(table) == 0
+    assert not table.is_echo(b"k", V1)

@@ -1,0 +1,181 @@
+"""KeyState: READ_SCRIPT replies in, WRITE_SCRIPT arguments out, and comparison."""
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from redisrepl.resp import ErrorReply
+from redisrepl.state import ABSENT, HASH, NONE, STRING, KeyState, StateError, from_reply
+
+SETTINGS = settings(max_examples=200, deadline=None)
+
+NOW = 1000.0
+
+
+# -- from_reply --------------------------------------------------------------------
+
+def test_absent_key():
+    state = from_reply([b"none", b"-2"], NOW)
+    assert (state.kind, state.value, state.expire_at) == (NONE, None, None)
+    assert state.supported
+
+
+def test_string_without_and_with_expiry():
+    state = from_reply([b"string", b"-1", b"v\x00\xff"], NOW)
+    assert (state.kind, state.value, state.expire_at) == (STRING, b"v\x00\xff", None)
+    state = from_reply([b"string", b"1500", b""], NOW)
+    assert (state.value, state.expire_at) == (b"", NOW + 1.5)
+    assert state.supported
+
+
+def test_pttl_may_be_an_integer_reply():
+    assert from_reply([b"string", 2000, b"v"], NOW).expire_at == NOW + 2.0
+
+
+def test_hash_pairs_are_sorted_by_field():
+    state = from_reply([b"hash", b"-1", b"f2", b"b", b"f1", b"a", b"f3", b"c"], NOW)
+    assert state.kind == HASH
+    assert state.value == ((b"f1", b"a"), (b"f2", b"b"), (b"f3", b"c"))
+    assert state.expire_at is None
+
+
+@SETTINGS
+@given(st.dictionaries(st.binary(), st.binary(), min_size=1, max_size=8), st.randoms())
+def test_field_order_does_not_change_state_or_digest(fields, rnd):
+    pairs = list(fields.items())
+    shuffled = pairs[:]
+    rnd.shuffle(shuffled)
+    a = from_reply([b"hash", b"-1", *[x for p in pairs for x in p]], NOW)
+    b = from_reply([b"hash", b"-1", *[x for p in shuffled for x in p]], NOW)
+    assert a == b
+    assert a.digest == b.digest
+
+
+def test_unsupported_type_keeps_kind_and_expiry_only():
+    state = from_reply([b"list", b"3000"], NOW)
+    assert (state.kind, state.value, state.expire_at) == ("list", None, NOW + 3.0)
+    assert not state.supported
+    assert from_reply([b"zset", b"-1"], NOW).same_as(KeyState("zset"))
+
+
+@pytest.mark.parametrize("reply", [
+    pytest.param(None, id="nil"),
+    pytest.param(b"string", id="not-a-list"),
+    pytest.param(ErrorReply(b"ERR boom"), id="error-reply"),
+    pytest.param([], id="empty"),
+    pytest.param([b"string"], id="no-pttl"),
+    pytest.param([5, b"-1"], id="type-not-bytes"),
+    pytest.param([None, b"-1"], id="type-nil"),
+    pytest.param([b"string", b"soon", b"v"], id="pttl-not-a-number"),
+    pytest.param([b"string", None, b"v"], id="pttl-nil"),
+    pytest.param([b"string", [b"1"], b"v"], id="pttl-array"),
+    pytest.param([b"string", b"-1"], id="string-without-value"),
+    pytest.param([b"string", b"-1", b"a", b"b"], id="string-two-values"),
+    pytest.param([b"string", b"-1", None], id="string-nil-value"),
+    pytest.param([b"string", b"-1", 7], id="string-integer-value"),
+    pytest.param([b"hash", b"-1"], id="hash-empty"),
+    pytest.param([b"hash", b"-1", b"f"], id="hash-odd"),
+    pytest.param([b"hash", b"-1", b"f", b"v", b"g"], id="hash-odd-long"),
+    pytest.param([b"hash", b"-1", b"f", [b"v"]], id="hash-nested"),
+])
+def test_malformed_reply_is_a_state_error(reply):
+    with pytest.raises(StateError):
+        from_reply(reply, NOW)
+
+
+# -- digests and same_as ---------------------------------------------------------------
+
+def test_digest_tells_types_and_layouts_apart():
+    digests = [
+        KeyState(STRING, b"fv").digest,
+        KeyState(HASH, ((b"f", b"v"),)).digest,
+        KeyState(STRING, b"").digest,
+        ABSENT.digest,
+        KeyState(HASH, ((b"ab", b"c"),)).digest,
+        KeyState(HASH, ((b"a", b"bc"),)).digest,
+        KeyState(HASH, ((b"a", b"b"), (b"c", b"d"))).digest,
+        KeyState(HASH, ((b"a", b"b\x001:c1:d"),)).digest,
+    ]
+    assert len(set(digests)) == len(digests)
+
+
+def test_digest_depends_on_value_not_expiry():
+    assert KeyState(STRING, b"v", 5.0).digest == KeyState(STRING, b"v", None).digest
+    assert KeyState(STRING, b"v").digest != KeyState(STRING, b"w").digest
+
+
+@pytest.mark.parametrize("a, b, same", [
+    (None, None, True),
+    (100.0, 100.9, True),
+    (100.0, 101.0, True),       # exactly the tolerance
+    (100.0, 101.5, False),
+    (101.5, 100.0, False),
+    (100.0, None, False),
+    (None, 100.0, False),
+])
+def test_same_as_tolerates_one_second_of_expiry_drift(a, b, same):
+    assert KeyState(STRING, b"v", a).same_as(KeyState(STRING, b"v", b)) is same
+
+
+def test_same_as_needs_the_same_value():
+    assert not KeyState(STRING, b"v", 100.0).same_as(KeyState(STRING, b"w", 100.0))
+    assert not KeyState(STRING, b"fv").same_as(KeyState(HASH, ((b"f", b"v"),)))
+    assert KeyState(STRING, b"v", 100.0).same_as(KeyState(STRING, b"v", 103.0), tolerance=5)
+
+
+# -- write_args ------------------------------------------------------------------------
+
+def test_write_args_string():
+    assert KeyState(STRING, b"v").write_args(NOW) == [b"string", b"0", b"v"]
+    assert KeyState(STRING, b"v", NOW + 2.5).write_args(NOW) == [b"string", b"2500", b"v"]
+
+
+def test_write_args_rounds_the_ttl_up_to_a_millisecond():
+    assert KeyState(STRING, b"v", NOW + 0.0001).write_args(NOW) == [b"string", b"1", b"v"]
+    assert KeyState(STRING, b"v", NOW + 1.0004).write_args(NOW) == [b"string", b"1001", b"v"]
+
+
+def test_write_args_hash_is_flat_pairs():
+    state = KeyState(HASH, ((b"a", b"1"), (b"b", b"2")), NOW + 10)
+    assert state.write_args(NOW) == [b"hash", b"10000", b"a", b"1", b"b", b"2"]
+
+
+@pytest.mark.parametrize("state", [
+    KeyState(STRING, b"v", NOW),
+    KeyState(STRING, b"v", NOW - 5),
+    KeyState(HASH, ((b"f", b"v"),), NOW - 0.5),
+])
+def test_already_expired_key_is_written_as_absent(state):
+    assert state.write_args(NOW) == [b"none", b"0"]
+
+
+@pytest.mark.parametrize("state", [ABSENT, KeyState("list", None, None), KeyState("set", None, NOW + 9)])
+def test_absent_or_unsupported_key_is_written_as_absent(state):
+    assert state.write_args(NOW) == [b"none", b"0"]
+
+
+# -- round trip through the scripts' conventions ----------------------------------------
+
+expiries = st.one_of(st.none(), st.floats(min_value=0.001, max_value=1e7))
+states = st.one_of(
+    st.builds(lambda v, e: (STRING, v, e), st.binary(), expiries),
+    st.builds(lambda d, e: (HASH, tuple(sorted(d.items())), e),
+              st.dictionaries(st.binary(), st.binary(), min_size=1, max_size=8), expiries),
+)
+
+
+@SETTINGS
+@given(states, st.floats(min_value=0, max_value=2e9))
+def test_written_state_reads_back_the_same(spec, now):
+    kind, value, ttl = spec
+    state = KeyState(kind, value, None if ttl is None else now + ttl)
+    kind_arg, pttl_arg, *values = state.write_args(now)
+    # WRITE_SCRIPT takes 0 for "no expiry" where PTTL (hence READ_SCRIPT) answers -1
+    read = from_reply([kind_arg, b"-1" if pttl_arg == b"0" else pttl_arg, *values], now)
+    assert (read.kind, read.value) == (kind, value)
+    assert read.digest == state.digest
+    if ttl is None:
+        assert read.expire_at is None
+    else:
+        # PTTL is whole milliseconds, rounded up (1e-6: float noise at 2e9 s)
+        assert -1e-6 <= read.expire_at - state.expire_at <= 0.001 + 1e-6
+    assert read.same_as(state)
