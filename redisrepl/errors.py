@@ -16,6 +16,10 @@ class RefusedError(ReplicationError):
     go on."""
 
 
+class NoScriptError(RefusedError):
+    """EVALSHA of a script the server has not cached (yet, or since a restart)."""
+
+
 class StreamError(Exception):
     """The remote event stream sent something that is not the Redis protocol
     or not a keyspace event."""

@@ -71,8 +71,8 @@ class Router:
         self._link_backoff = link_backoff or Backoff(initial=0.2, maximum=5.0)
         self._key_backoff_factory = key_backoff or (lambda: Backoff(initial=1.0, maximum=60.0))
         self._dirty = OrderedDict()   # key -> set of sides that changed
-        self._parked = {}             # key -> (sides, DelayedCall, Backoff)
-        self._key_backoffs = {}
+        self._parked = {}             # key -> (sides, DelayedCall)
+        self._key_backoffs = {}       # key -> Backoff, while the key keeps failing
         self._in_flight = {}          # key -> Deferred of its job
         self._paused = None           # DelayedCall while a side is down
         self._stopping = False
@@ -105,7 +105,8 @@ class Router:
     @property
     def backlog(self):
         """Keys waiting to be copied (queued, parked or in flight)."""
-        return len(self._dirty) + len(self._parked) + len(self._in_flight)
+        busy = sum(1 for key in self._in_flight if key not in self._dirty)
+        return len(self._dirty) + len(self._parked) + busy
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -115,7 +116,7 @@ class Router:
         self._stopping = True
         if self._paused is not None and self._paused.active():
             self._paused.cancel()
-        for _, call, _ in self._parked.values():
+        for _, call in self._parked.values():
             if call.active():
                 call.cancel()
         waiting = [d for d in self._in_flight.values() if d is not None]
@@ -223,10 +224,10 @@ class Router:
             log.error("{key}: {error}; trying this key again in {delay:.1f}s",
                       key=short(key), error=error, delay=delay)
         call = self._clock.callLater(delay, self._unpark, key)
-        self._parked[key] = (sides, call, backoff)
+        self._parked[key] = (sides, call)
 
     def _unpark(self, key):
-        sides, _, _ = self._parked.pop(key)
+        sides, _ = self._parked.pop(key)
         self._dirty.setdefault(key, set()).update(sides)
         self._pump()
 

@@ -24,7 +24,7 @@ EXPIRY_TOLERANCE = 1.0
 # field/value pairs of a hash. pttl is -1 without an expiry. Flat because
 # Webdis' raw output drops nested arrays and nil elements; it also turns
 # integers inside arrays into bulk strings, hence tostring().
-READ_SCRIPT = b"""\
+READ_SCRIPT_BODY = b"""\
 local t = redis.call('TYPE', KEYS[1])['ok']
 if t == 'none' then return {t, '-2'} end
 local pttl = tostring(redis.call('PTTL', KEYS[1]))
@@ -42,7 +42,7 @@ return r
 
 # ARGV: type, pttl in ms (0: no expiry), then the value (string) or the
 # field/value pairs (hash). The type 'none' deletes the key.
-WRITE_SCRIPT = b"""\
+WRITE_SCRIPT_BODY = b"""\
 local k = KEYS[1]
 local kind = ARGV[1]
 local pttl = tonumber(ARGV[2])
@@ -72,6 +72,21 @@ if kind == 'hash' then
 end
 return redis.error_reply('ERR redisrepl cannot write a key of type ' .. kind)
 """
+
+
+@attrs.frozen
+class Script:
+    """A Lua script and its SHA1, for EVALSHA."""
+
+    body: bytes
+    sha: bytes = attrs.field(init=False)
+
+    def __attrs_post_init__(self):
+        object.__setattr__(self, "sha", hashlib.sha1(self.body).hexdigest().encode())
+
+
+READ_SCRIPT = Script(READ_SCRIPT_BODY)
+WRITE_SCRIPT = Script(WRITE_SCRIPT_BODY)
 
 
 class StateError(Exception):

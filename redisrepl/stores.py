@@ -8,11 +8,30 @@ import txredisapi
 from twisted.internet.defer import CancelledError, TimeoutError
 
 from redisrepl import state
-from redisrepl.errors import LinkError, RefusedError
+from redisrepl.errors import LinkError, NoScriptError, RefusedError
 from redisrepl.webdis_client import TRANSIENT_REDIS_ERRORS
 
 
-class LocalStore:
+class _StateStore:
+    """Reads and writes whole key states with the scripts of redisrepl.state;
+    subclasses provide ``command(*args)``."""
+
+    async def _run(self, script, key, *args):
+        try:
+            return await self.command("EVALSHA", script.sha, 1, key, *args)
+        except NoScriptError:
+            # first use, or the server restarted: EVAL caches it again
+            return await self.command("EVAL", script.body, 1, key, *args)
+
+    async def read(self, key):
+        reply = await self._run(state.READ_SCRIPT, key)
+        return state.from_reply(reply, self._clock.seconds())
+
+    async def write(self, key, key_state):
+        await self._run(state.WRITE_SCRIPT, key, *key_state.write_args(self._clock.seconds()))
+
+
+class LocalStore(_StateStore):
     """The local Redis, through a txredisapi connection factory."""
 
     def __init__(self, factory, clock, timeout=30.0):
@@ -33,20 +52,15 @@ class LocalStore:
                 message = message.encode("utf-8", "replace")
             if message.startswith(TRANSIENT_REDIS_ERRORS):
                 raise LinkError(f"local Redis: {message.decode('utf-8', 'replace')}") from None
+            if message.startswith(b"NOSCRIPT"):
+                raise NoScriptError("local Redis: NOSCRIPT") from None
             raise RefusedError(f"local Redis refused {args[0]!r}: {message.decode('utf-8', 'replace')}") from None
         except (txredisapi.ConnectionError, TimeoutError, CancelledError) as e:
             raise LinkError(f"the local Redis did not answer: {e or type(e).__name__}") from None
 
-    async def read(self, key):
-        reply = await self.command("EVAL", state.READ_SCRIPT, 1, key)
-        return state.from_reply(reply, self._clock.seconds())
-
-    async def write(self, key, key_state):
-        await self.command("EVAL", state.WRITE_SCRIPT, 1, key,
-                           *key_state.write_args(self._clock.seconds()))
 
 
-class RemoteStore:
+class RemoteStore(_StateStore):
     """The remote Redis, through Webdis."""
 
     def __init__(self, client, clock):
@@ -56,10 +70,3 @@ class RemoteStore:
     async def command(self, *args):
         return await self._client.command(*args)
 
-    async def read(self, key):
-        reply = await self._client.command("EVAL", state.READ_SCRIPT, 1, key)
-        return state.from_reply(reply, self._clock.seconds())
-
-    async def write(self, key, key_state):
-        await self._client.command("EVAL", state.WRITE_SCRIPT, 1, key,
-                                   *key_state.write_args(self._clock.seconds()))

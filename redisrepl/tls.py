@@ -41,14 +41,20 @@ class ClientCertificatePolicy:
     def __init__(self, trust_root, client_certificate):
         self._trust_root = trust_root
         self._client_certificate = client_certificate
+        self._creators = {}
 
     def creatorForNetloc(self, hostname, port):
-        return ssl.optionsForClientTLS(
-            hostname.decode("ascii"),
-            trustRoot=self._trust_root,
-            clientCertificate=self._client_certificate,
-            extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2},
-        )
+        # twisted.web's Agent asks for every request, pooled connection or
+        # not; building the options is costly, and they do not change.
+        creator = self._creators.get((hostname, port))
+        if creator is None:
+            creator = self._creators[hostname, port] = ssl.optionsForClientTLS(
+                hostname.decode("ascii"),
+                trustRoot=self._trust_root,
+                clientCertificate=self._client_certificate,
+                extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2},
+            )
+        return creator
 
 
 def load_policy(cert_path, key_path, ca_path):

@@ -19,7 +19,7 @@ def escape(arg):
         arg = arg.encode("utf-8")
     elif isinstance(arg, int):
         arg = b"%d" % arg
-    return "".join(_ESCAPES[b] for b in arg)
+    return "".join(map(_ESCAPES.__getitem__, arg))
 
 
 def unescape(text):

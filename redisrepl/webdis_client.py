@@ -13,7 +13,7 @@ from twisted.web import client
 from twisted.web.client import RequestTransmissionFailed, ResponseFailed, ResponseNeverReceived
 
 from redisrepl import resp, webdis
-from redisrepl.errors import LinkError, RefusedError
+from redisrepl.errors import LinkError, NoScriptError, RefusedError
 
 #: Seconds a whole request (connect, send, reply) may take.
 REQUEST_TIMEOUT = 30.0
@@ -120,6 +120,8 @@ class WebdisClient:
         if isinstance(reply, resp.ErrorReply):
             if reply.message.startswith(TRANSIENT_REDIS_ERRORS):
                 raise LinkError(f"remote Redis: {reply}")
+            if reply.message.startswith(b"NOSCRIPT"):
+                raise NoScriptError(f"remote Redis: {reply}")
             raise RefusedError(f"remote Redis refused {args[0]!r}: {reply}")
         return reply
 
