@@ -50,10 +50,17 @@ class StreamProtocol(Protocol):
         if self.error is not None:
             return
         try:
-            for message in self._parser.feed(data):
+            messages, error = self._parser.feed(data), None
+        except resp.ProtocolError as e:
+            # events complete before the bad bytes still count
+            messages, error = e.replies, e
+        try:
+            for message in messages:
                 self._handle(message)
-        except (resp.ProtocolError, StreamError) as e:
-            self.error = StreamError(f"malformed event stream: {e}")
+        except StreamError as e:
+            error = e
+        if error is not None:
+            self.error = StreamError(f"malformed event stream: {error}")
             self.transport.stopProducing()
 
     def _handle(self, message):

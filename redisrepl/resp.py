@@ -4,6 +4,8 @@ Pure and reactor-free: feed it bytes in chunks of any size (chunk boundaries
 need not match messages) and it hands back each complete reply.
 """
 
+import re
+
 import attrs
 
 #: Largest bulk string or array accepted; anything larger is a malformed stream.
@@ -14,7 +16,16 @@ MAX_DEPTH = 32
 
 
 class ProtocolError(Exception):
-    """The bytes are not the Redis protocol."""
+    """The bytes are not the Redis protocol.
+
+    ``replies`` holds the replies completed before the bad bytes, in the
+    same ``feed`` call: they are good and must not be lost.
+    """
+
+    replies = ()
+
+
+_INTEGER = re.compile(rb"-?[0-9]{1,19}")
 
 
 @attrs.frozen
@@ -41,7 +52,8 @@ class RespParser:
     def feed(self, data):
         """Add bytes; return the list of replies now complete (possibly empty).
 
-        Raises ProtocolError on malformed input; the parser is then unusable.
+        Raises ProtocolError on malformed input, carrying the replies that
+        came before it; the parser is then unusable.
         """
         self._buffer += data
         replies = []
@@ -50,6 +62,9 @@ class RespParser:
                 reply, end = self._parse(0, 0)
             except _Incomplete:
                 break
+            except ProtocolError as e:
+                e.replies = replies
+                raise
             del self._buffer[:end]
             replies.append(reply)
         return replies
@@ -60,7 +75,7 @@ class RespParser:
         return len(self._buffer)
 
     def _line(self, pos):
-        end = self._buffer.find(b"\r\n", pos)
+        end = self._buffer.find(b"\r\n", pos, pos + MAX_LINE + 2)
         if end < 0:
             if len(self._buffer) - pos > MAX_LINE:
                 raise ProtocolError("line too long")
@@ -68,10 +83,9 @@ class RespParser:
         return bytes(self._buffer[pos:end]), end + 2
 
     def _integer(self, line):
-        try:
-            return int(line)
-        except ValueError:
-            raise ProtocolError(f"bad integer {line[:40]!r}") from None
+        if not _INTEGER.fullmatch(line):
+            raise ProtocolError(f"bad integer {line[:40]!r}")
+        return int(line)
 
     def _parse(self, pos, depth):
         if depth > MAX_DEPTH:

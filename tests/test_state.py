@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 from redisrepl.resp import ErrorReply
 from redisrepl.state import ABSENT, HASH, NONE, STRING, KeyState, StateError, from_reply
 
-SETTINGS = settings(max_examples=200, deadline=None)
+SETTINGS = settings(max_examples=200, deadline=None, database=None)
 
 NOW = 1000.0
 
@@ -25,6 +25,8 @@ def test_string_without_and_with_expiry():
     state = from_reply([b"string", b"1500", b""], NOW)
     assert (state.value, state.expire_at) == (b"", NOW + 1.5)
     assert state.supported
+    # PTTL 0: expiring right now, which is not "no expiry"
+    assert from_reply([b"string", b"0", b"v"], NOW).expire_at == NOW
 
 
 def test_pttl_may_be_an_integer_reply():
@@ -120,6 +122,14 @@ def test_same_as_needs_the_same_value():
     assert not KeyState(STRING, b"v", 100.0).same_as(KeyState(STRING, b"w", 100.0))
     assert not KeyState(STRING, b"fv").same_as(KeyState(HASH, ((b"f", b"v"),)))
     assert KeyState(STRING, b"v", 100.0).same_as(KeyState(STRING, b"v", 103.0), tolerance=5)
+
+
+def test_same_as_digest_compares_with_a_state_known_by_digest_and_expiry():
+    state = KeyState(STRING, b"v", 100.0)
+    assert state.same_as_digest(KeyState(STRING, b"v").digest, 100.5)
+    assert not state.same_as_digest(KeyState(STRING, b"v").digest, 102.0)
+    assert not state.same_as_digest(KeyState(STRING, b"v").digest, None)
+    assert not state.same_as_digest(KeyState(STRING, b"w").digest, 100.0)
 
 
 # -- write_args ------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from hypothesis import given, settings, strategies as st
 
 from redisrepl.webdis import command_path, escape, keyspace_key, keyspace_pattern, unescape
 
-SETTINGS = settings(max_examples=200, deadline=None)
+SETTINGS = settings(max_examples=200, deadline=None, database=None)
 
 FORMATS = ("raw", "json", "msg", "txt")
 
@@ -132,6 +132,7 @@ def test_keyspace_key():
     (b"__keyspace@1__:ns:k", 10),
     (b"__keyevent@0__:set", 0),
     (b"ns:k", 0),
+    (b"x__keyspace@0__:ns:k", 0),
 ])
 def test_keyspace_key_of_another_channel_is_none(channel, db):
     assert keyspace_key(channel, db) is None
