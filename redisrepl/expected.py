@@ -5,22 +5,31 @@ that side then announces a change to the key, the router reads the key and
 asks ``is_echo``: only if the key still holds exactly what redisrepl wrote
 (same type, same value, same expiry within a tolerance) is the event dropped.
 Anything else is a genuine change: the entry is discarded at once, so a later
-write of the old content is not mistaken for an echo either. Entries expire,
-so the table stays small and an echo that never arrives costs nothing.
+write of the old content is not mistaken for an echo either. Entries expire
+(and the oldest go when the table is full), so the table stays small and an
+echo that never arrives costs nothing; an echo that arrives after its entry
+is gone costs one redundant write, never a loop.
+
+The same table tells the router when a state is already on a side (it wrote
+it there and has seen nothing else since), so a key that changes back and
+forth faster than it is copied is not written again with the same state.
 """
 
 from collections import OrderedDict
 
 #: Seconds an expectation is kept when no echo arrives.
 DEFAULT_LIFETIME = 30.0
+#: Most entries kept; the oldest go first (memory stays bounded at any rate).
+DEFAULT_CAPACITY = 100_000
 
 
 class ExpectedEvents:
     """Per-side table of key -> state redisrepl wrote, with expiry."""
 
-    def __init__(self, clock, lifetime=DEFAULT_LIFETIME):
+    def __init__(self, clock, lifetime=DEFAULT_LIFETIME, capacity=DEFAULT_CAPACITY):
         self._clock = clock
         self.lifetime = lifetime
+        self.capacity = capacity
         # key -> (digest, expire_at, deadline), oldest first; no values kept
         self._entries = OrderedDict()
 
@@ -37,6 +46,13 @@ class ExpectedEvents:
     def forget(self, key):
         self._entries.pop(key, None)
 
+    def holds(self, key, state):
+        """True if redisrepl wrote ``state`` to ``key`` here and has seen no
+        other state there since: writing it again would change nothing."""
+        self._purge()
+        entry = self._entries.get(key)
+        return entry is not None and state.same_as_digest(entry[0], entry[1])
+
     def is_echo(self, key, state):
         """True if ``state``, just read from this side, is what redisrepl wrote there."""
         self._purge()
@@ -49,6 +65,8 @@ class ExpectedEvents:
         return False
 
     def _purge(self):
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
         now = self._clock.seconds()
         while self._entries:
             key, (_, _, deadline) = next(iter(self._entries.items()))

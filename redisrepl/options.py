@@ -59,7 +59,8 @@ class Options(usage.Options):
         ["password-file", None, None, f"file whose first line is the local Redis password (or ${PASSWORD_ENV})"],
         ["pass", None, None, "DEPRECATED (visible in ps): the local Redis password; use --password-file"],
         ["heartbeat", None, "5", "seconds between heartbeats on the remote stream (with --rc)"],
-        ["concurrency", None, "8", "keys copied at the same time"],
+        ["concurrency", None, "4", "batches copied at the same time, each on its own connection"],
+        ["batch", None, "256", "most keys read or written in one request"],
     ]
     optFlags = [
         ["rc", None, "also replicate remote changes to the local Redis"],
@@ -79,7 +80,8 @@ class Options(usage.Options):
 
     def postOptions(self):
         self["db"] = _integer(self["db"], "--db", 0, 1 << 20)
-        self["concurrency"] = _integer(self["concurrency"], "--concurrency", 1, 1024)
+        self["concurrency"] = _integer(self["concurrency"], "--concurrency", 1, 64)
+        self["batch"] = _integer(self["batch"], "--batch", 1, 10000)
         try:
             self["heartbeat"] = float(self["heartbeat"])
         except ValueError:

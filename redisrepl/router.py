@@ -2,17 +2,23 @@
 what S holds".
 
 Both sources (local keyspace notifications, the remote PSUBSCRIBE stream)
-call ``changed(side, key)``. The router keeps a queue of dirty keys (one entry
-per key, however many events it gets: changes coalesce), and works it with
-at most ``concurrency`` keys in flight and never two jobs on one key at once.
-A job reads the key's state on the side that changed; if that side's
-expected-event table says the state is redisrepl's own write, the event was an
-echo and is dropped; otherwise it records the state in the other side's table
-and writes it there.
+call ``changed(side, key)``. The router keeps a queue of dirty keys: one
+entry per key however many events it gets, so changes coalesce and the queue
+is bounded by the number of distinct keys, never by the number of events.
 
-A failed read or write never loses the change: the key goes back into the
-queue. A ``LinkError`` pauses all work with capped backoff (the side is down);
-a ``RefusedError`` parks just that key, with its own backoff.
+Work goes out in batches, at once (no delay is added to fill a batch): a
+batch takes up to ``batch_size`` dirty keys that changed on the same side,
+reads all their states there in one round trip, drops the echoes (states the
+side's expected-event table says redisrepl wrote itself), records the rest in
+the other side's table and writes them there in one round trip. At most
+``concurrency`` batches are in flight, over as many connections, and a key is
+never in two batches at once, so an older state never overtakes a newer one.
+
+A failed read or write never loses a change: its keys go back into the
+queue. A ``LinkError`` pauses all work with capped backoff (a side is down).
+A ``RefusedError`` on a batch of several keys sends them again one per
+batch, so that only the key actually refused is parked, with its own
+backoff, while the others go on.
 """
 
 from collections import OrderedDict
@@ -28,9 +34,10 @@ log = Logger()
 
 LOCAL = "local"
 REMOTE = "remote"
-#: When a key is dirty on both sides at once, the first side listed is copied
-#: first and wins: the remote is shared by many sites.
-PRIORITY = (REMOTE, LOCAL)
+OTHER = {LOCAL: REMOTE, REMOTE: LOCAL}
+#: When a key is dirty on both sides at once, this side is copied first and
+#: wins: the remote is shared by many sites.
+FIRST = REMOTE
 
 
 def short(key, limit=80):
@@ -42,38 +49,46 @@ def short(key, limit=80):
 @attrs.define
 class Side:
     """One Redis as the router sees it: a store that reads and writes key
-    states, and the table of states redisrepl wrote there (None when no
-    events are read from that side, so no echo can come back)."""
+    states, and the table of states redisrepl wrote there."""
 
     name: str
     store: object
     expected: object
 
 
+def _per_side():
+    return {LOCAL: 0, REMOTE: 0}
+
+
 @attrs.define
 class Stats:
-    events: dict = attrs.field(factory=lambda: {LOCAL: 0, REMOTE: 0})
-    echoes: dict = attrs.field(factory=lambda: {LOCAL: 0, REMOTE: 0})
-    writes: dict = attrs.field(factory=lambda: {LOCAL: 0, REMOTE: 0})
-    failures: dict = attrs.field(factory=lambda: {LOCAL: 0, REMOTE: 0})
+    events: dict = attrs.field(factory=_per_side)      # events taken, by side
+    echoes: dict = attrs.field(factory=_per_side)      # echoes dropped, by side they came from
+    writes: dict = attrs.field(factory=_per_side)      # keys written, by side written
+    requests: dict = attrs.field(factory=_per_side)    # write batches sent, by side written
+    failures: dict = attrs.field(factory=_per_side)    # failed write batches, by side written
     coalesced: int = 0
+    unchanged: int = 0
     ignored: int = 0
 
 
 class Router:
     def __init__(self, clock, local, remote, namespace, reserved_prefix,
-                 concurrency=8, link_backoff=None, key_backoff=None):
+                 concurrency=4, batch_size=256, link_backoff=None, key_backoff=None):
         self._clock = clock
         self._sides = {LOCAL: local, REMOTE: remote}
         self.namespace = namespace
         self.reserved_prefix = reserved_prefix
         self.concurrency = concurrency
+        self.batch_size = batch_size
         self._link_backoff = link_backoff or Backoff(initial=0.2, maximum=5.0)
         self._key_backoff_factory = key_backoff or (lambda: Backoff(initial=1.0, maximum=60.0))
-        self._dirty = OrderedDict()   # key -> set of sides that changed
+        self._dirty = OrderedDict()   # key -> set of sides it changed on, oldest first
         self._parked = {}             # key -> (sides, DelayedCall)
-        self._key_backoffs = {}       # key -> Backoff, while the key keeps failing
-        self._in_flight = {}          # key -> Deferred of its job
+        self._key_backoffs = {}       # key -> Backoff, while the key keeps being refused
+        self._solo = set()            # keys to send alone (to find the one refused)
+        self._in_flight = set()       # keys in a batch under way
+        self._batches = set()         # Deferreds of the batches under way
         self._paused = None           # DelayedCall while a side is down
         self._stopping = False
         self._pumping = False
@@ -111,96 +126,138 @@ class Router:
     # -- lifecycle ---------------------------------------------------------
 
     def stop(self, timeout=5.0):
-        """Take no new jobs; fire when those in flight are done (or after
-        ``timeout`` seconds, whichever comes first)."""
+        """Take no new work; fire when the batches in flight are done (or
+        after ``timeout`` seconds, when they are given up)."""
         self._stopping = True
         if self._paused is not None and self._paused.active():
             self._paused.cancel()
         for _, call in self._parked.values():
             if call.active():
                 call.cancel()
-        waiting = [d for d in self._in_flight.values() if d is not None]
-        if not waiting:
+        if not self._batches:
             return succeed(None)
-        d = DeferredList(waiting, consumeErrors=True)
+        d = DeferredList(list(self._batches), consumeErrors=True)
         d.addTimeout(timeout, self._clock)
-        d.addErrback(lambda f: log.warn("gave up on {n} writes in flight at shutdown", n=len(self._in_flight)))
+        d.addErrback(lambda f: log.warn("gave up on {n} keys in flight at shutdown", n=len(self._in_flight)))
         return d
 
     # -- the work queue ----------------------------------------------------
 
     def _pump(self):
         if self._pumping:
-            return  # a job finished synchronously inside the loop below
+            return  # a batch finished synchronously inside the loop below
         self._pumping = True
         try:
             while (self._dirty and not self._stopping and self._paused is None
-                   and len(self._in_flight) < self.concurrency):
-                key = next((k for k in self._dirty if k not in self._in_flight), None)
-                if key is None:
+                   and len(self._batches) < self.concurrency):
+                picked = self._pick()
+                if picked is None:
                     return
-                sides = self._dirty.pop(key)
-                self._in_flight[key] = None
-                d = Deferred.fromCoroutine(self._job(key, sides))
-                if key in self._in_flight and not d.called:
-                    self._in_flight[key] = d
-                d.addBoth(self._finished, key)
+                source, keys = picked
+                self._in_flight.update(keys)
+                d = Deferred.fromCoroutine(self._batch(source, keys))
+                if not d.called:
+                    self._batches.add(d)
+                d.addBoth(self._finished, d, keys)
         finally:
             self._pumping = False
 
-    def _finished(self, result, key):
-        self._in_flight.pop(key, None)
+    def _pick(self):
+        """Take the next batch off the queue: (source side, keys), or None."""
+        source, keys = None, []
+        for looked, (key, sides) in enumerate(self._dirty.items()):
+            if looked > 4 * self.batch_size and keys:
+                break  # enough looking: send what we have
+            if key in self._in_flight:
+                continue
+            # a key dirty on both sides goes in a batch from FIRST first
+            side = FIRST if FIRST in sides else next(iter(sides))
+            if source is None:
+                source = side
+            elif side != source or key in self._solo:
+                continue
+            keys.append(key)
+            if key in self._solo or len(keys) >= self.batch_size:
+                break
+        if not keys:
+            return None
+        for key in keys:
+            sides = self._dirty[key]
+            sides.discard(source)
+            if not sides:
+                del self._dirty[key]
+        return source, keys
+
+    def _finished(self, result, d, keys):
+        self._batches.discard(d)
+        self._in_flight.difference_update(keys)
         self._pump()
 
-    async def _job(self, key, sides):
-        for source in [s for s in PRIORITY if s in sides]:
-            target = REMOTE if source == LOCAL else LOCAL
-            try:
-                await self._copy(key, source, target)
-            except LinkError as e:
-                self._requeue(key, {s for s in PRIORITY if s in sides and PRIORITY.index(s) >= PRIORITY.index(source)})
-                self._pause(e)
-                return
-            except RefusedError as e:
-                self._park(key, sides, e)
-                return
-            except CancelledError:
-                return  # given up at shutdown
-            except Exception:
-                log.failure("unexpected error copying {key} from {source}", key=short(key), source=source)
-                self._park(key, sides, None)
-                return
-        self._link_backoff.reset()
-        self._key_backoffs.pop(key, None)
+    async def _batch(self, source, keys):
+        target = OTHER[source]
+        try:
+            await self._copy(source, target, keys)
+        except LinkError as e:
+            self._requeue(keys, source)
+            self._pause(e)
+        except RefusedError as e:
+            self._refused(keys, source, e)
+        except CancelledError:
+            return  # given up at shutdown
+        except Exception:
+            log.failure("unexpected error copying {n} keys from the {source} side",
+                        n=len(keys), source=source)
+            self._refused(keys, source, None)
+        else:
+            self._link_backoff.reset()
+            for key in keys:
+                self._key_backoffs.pop(key, None)
+                self._solo.discard(key)
 
-    async def _copy(self, key, source, target):
+    async def _copy(self, source, target, keys):
         src, dst = self._sides[source], self._sides[target]
-        state = await src.store.read(key)
-        if src.expected is not None and src.expected.is_echo(key, state):
-            self.stats.echoes[source] += 1
+        states = await src.store.read(keys)
+        items = []
+        for key, state in zip(keys, states):
+            if src.expected.is_echo(key, state):
+                self.stats.echoes[source] += 1
+            elif dst.expected.holds(key, state):
+                self.stats.unchanged += 1   # already there: nothing to write
+            elif not state.supported:
+                log.warn("{key} on the {side} side is a {kind}, which is not replicated",
+                         key=short(key), side=source, kind=state.kind)
+            else:
+                items.append((key, state))
+        if not items:
             return
-        if not state.supported:
-            log.warn("{key} on the {side} side is a {kind}, which is not replicated yet",
-                     key=short(key), side=source, kind=state.kind)
-            return
-        if dst.expected is not None:
+        for key, state in items:
             dst.expected.expect(key, state)
         try:
-            await dst.store.write(key, state)
+            await dst.store.write(items)
         except Exception:
+            # maybe written, maybe not: it must not count as known to be there
+            for key, _ in items:
+                dst.expected.forget(key)
             self.stats.failures[target] += 1
             raise
-        self.stats.writes[target] += 1
-        log.debug("{key}: {source} -> {target}: {what}", key=short(key),
-                  source=source, target=target, what=state.describe())
+        self.stats.requests[target] += 1
+        self.stats.writes[target] += len(items)
+        for key, state in items:
+            log.debug("{key}: {source} -> {target}: {what}", key=short(key),
+                      source=source, target=target, what=state.describe())
 
-    def _requeue(self, key, sides):
+    # -- failures ----------------------------------------------------------
+
+    def _requeue(self, keys, source):
         if self._stopping:
             return
-        current = self._dirty.pop(key, set())
-        # failed keys go to the front so they keep their place
-        self._dirty[key] = current | sides
-        self._dirty.move_to_end(key, last=False)
+        # failed keys go back to the front, in their order, keeping any
+        # change that arrived meanwhile
+        for key in reversed(keys):
+            sides = self._dirty.pop(key, set())
+            sides.add(source)
+            self._dirty[key] = sides
+            self._dirty.move_to_end(key, last=False)
 
     def _pause(self, error):
         if self._paused is not None or self._stopping:
@@ -214,10 +271,18 @@ class Router:
         self._paused = None
         self._pump()
 
-    def _park(self, key, sides, error):
+    def _refused(self, keys, source, error):
+        if len(keys) > 1:
+            # one of them was refused: send them one by one to find it
+            self._solo.update(keys)
+            self._requeue(keys, source)
+            return
+        self._park(keys[0], source, error)
+
+    def _park(self, key, source, error):
         if self._stopping:
             return
-        sides = set(sides) | self._dirty.pop(key, set())
+        sides = {source} | self._dirty.pop(key, set())
         backoff = self._key_backoffs.setdefault(key, self._key_backoff_factory())
         delay = backoff.next_delay()
         if error is not None:
@@ -230,4 +295,3 @@ class Router:
         sides, _ = self._parked.pop(key)
         self._dirty.setdefault(key, set()).update(sides)
         self._pump()
-

@@ -2,9 +2,9 @@
 
 redisrepl replicates state, not commands: after a change it reads the key's
 current state with READ_SCRIPT on the side that changed and makes the other
-side equal with WRITE_SCRIPT. Both scripts run atomically inside Redis, so the
-other side never sees half a key, and both are used unchanged on the local
-Redis (through txredisapi) and the remote one (EVAL through Webdis).
+side equal with WRITE_SCRIPT. Both take a batch of keys, run atomically
+inside Redis, so the other side never sees half a key, and are used unchanged
+on the local Redis (through txredisapi) and the remote one (through Webdis).
 """
 
 import hashlib
@@ -20,57 +20,71 @@ SUPPORTED = (NONE, STRING, HASH)
 #: Expiry times closer than this (seconds) count as the same expiry.
 EXPIRY_TOLERANCE = 1.0
 
-# Reply: a flat array {type, pttl, value...}: the value of a string, the
+# Both scripts take many keys at once (one round trip for a batch).
+#
+# READ_SCRIPT reply: a flat array with, for each key in KEYS, a segment
+# {type, pttl, n, item1..itemn}: the value of a string (n = 1), the
 # field/value pairs of a hash. pttl is -1 without an expiry. Flat because
 # Webdis' raw output drops nested arrays and nil elements; it also turns
 # integers inside arrays into bulk strings, hence tostring().
 READ_SCRIPT_BODY = b"""\
-local t = redis.call('TYPE', KEYS[1])['ok']
-if t == 'none' then return {t, '-2'} end
-local pttl = tostring(redis.call('PTTL', KEYS[1]))
-if t == 'string' then return {t, pttl, redis.call('GET', KEYS[1])} end
-local r = {t, pttl}
-if t == 'hash' then
-  local i = 3
-  for _, item in ipairs(redis.call('HGETALL', KEYS[1])) do
-    r[i] = item
-    i = i + 1
+local r = {}
+local n = 0
+for _, k in ipairs(KEYS) do
+  local t = redis.call('TYPE', k)['ok']
+  local items = {}
+  local pttl = '-2'
+  if t ~= 'none' then
+    pttl = tostring(redis.call('PTTL', k))
+    if t == 'string' then
+      items = {redis.call('GET', k)}
+    elseif t == 'hash' then
+      items = redis.call('HGETALL', k)
+    end
   end
+  r[n + 1] = t
+  r[n + 2] = pttl
+  r[n + 3] = tostring(#items)
+  n = n + 3
+  for j = 1, #items do
+    r[n + j] = items[j]
+  end
+  n = n + #items
 end
 return r
 """
 
-# ARGV: type, pttl in ms (0: no expiry), then the value (string) or the
-# field/value pairs (hash). The type 'none' deletes the key.
+# WRITE_SCRIPT ARGV: for each key in KEYS, a segment {type, pttl, n,
+# item1..itemn}; pttl in ms, 0 for no expiry. The type 'none' deletes.
 WRITE_SCRIPT_BODY = b"""\
-local k = KEYS[1]
-local kind = ARGV[1]
-local pttl = tonumber(ARGV[2])
-if kind == 'none' then
-  redis.call('DEL', k)
-  return 0
-end
-if kind == 'string' then
-  if pttl > 0 then
-    redis.call('SET', k, ARGV[3], 'PX', pttl)
+local a = 1
+for _, k in ipairs(KEYS) do
+  local kind = ARGV[a]
+  local pttl = tonumber(ARGV[a + 1])
+  local first = a + 3
+  a = first + tonumber(ARGV[a + 2])
+  if kind == 'none' then
+    redis.call('DEL', k)
+  elseif kind == 'string' then
+    if pttl > 0 then
+      redis.call('SET', k, ARGV[first], 'PX', pttl)
+    else
+      redis.call('SET', k, ARGV[first])
+    end
+  elseif kind == 'hash' then
+    redis.call('DEL', k)
+    local i = first
+    while i < a do
+      local j = math.min(i + 3999, a - 1)
+      redis.call('HSET', k, unpack(ARGV, i, j))
+      i = j + 1
+    end
+    if pttl > 0 then redis.call('PEXPIRE', k, pttl) end
   else
-    redis.call('SET', k, ARGV[3])
+    return redis.error_reply('ERR redisrepl cannot write a key of type ' .. kind)
   end
-  return 1
 end
-if kind == 'hash' then
-  redis.call('DEL', k)
-  local n = #ARGV
-  local i = 3
-  while i <= n do
-    local j = math.min(i + 3999, n)
-    redis.call('HSET', k, unpack(ARGV, i, j))
-    i = j + 1
-  end
-  if pttl > 0 then redis.call('PEXPIRE', k, pttl) end
-  return 1
-end
-return redis.error_reply('ERR redisrepl cannot write a key of type ' .. kind)
+return #KEYS
 """
 
 
@@ -194,3 +208,43 @@ def from_reply(reply, now):
             raise StateError("hash reply without field/value pairs")
         return KeyState(HASH, tuple(sorted(zip(payload[0::2], payload[1::2]))), expire_at)
     return KeyState(kind, None, expire_at)
+
+
+def split_reply(reply, count, now):
+    """The states of ``count`` keys from one READ_SCRIPT reply, in order."""
+    if not isinstance(reply, list):
+        raise StateError(f"unexpected reply {reply!r:.80}")
+    states = []
+    i = 0
+    for _ in range(count):
+        try:
+            n = int(reply[i + 2])
+        except (IndexError, TypeError, ValueError):
+            raise StateError(f"bad segment header at item {i}") from None
+        if n < 0 or i + 3 + n > len(reply):
+            raise StateError(f"segment at item {i} runs past the reply")
+        states.append(from_reply(reply[i:i + 2] + reply[i + 3:i + 3 + n], now))
+        i += 3 + n
+    if i != len(reply):
+        raise StateError(f"{len(reply) - i} stray items after {count} keys")
+    return states
+
+
+def batch_write_args(states, now):
+    """ARGV for WRITE_SCRIPT writing ``states`` (one per key, in order)."""
+    args = []
+    for key_state in states:
+        one = key_state.write_args(now)
+        args += one[:2]
+        args.append(b"%d" % (len(one) - 2))
+        args += one[2:]
+    return args
+
+
+def size(key_state):
+    """Roughly how many bytes a state takes on the wire."""
+    if key_state.kind == STRING:
+        return len(key_state.value) + 16
+    if key_state.kind == HASH:
+        return sum(len(f) + len(v) + 8 for f, v in key_state.value) + 16
+    return 16

@@ -12,23 +12,42 @@ from redisrepl.errors import LinkError, NoScriptError, RefusedError
 from redisrepl.webdis_client import TRANSIENT_REDIS_ERRORS
 
 
-class _StateStore:
-    """Reads and writes whole key states with the scripts of redisrepl.state;
-    subclasses provide ``command(*args)``."""
+#: A write request is split when the states it carries pass this many bytes.
+MAX_WRITE_BYTES = 4 * 1024 * 1024
 
-    async def _run(self, script, key, *args):
+
+class _StateStore:
+    """Reads and writes whole key states, many keys per round trip, with the
+    scripts of redisrepl.state; subclasses provide ``command(*args)``."""
+
+    async def _run(self, script, keys, args):
         try:
-            return await self.command("EVALSHA", script.sha, 1, key, *args)
+            return await self.command("EVALSHA", script.sha, len(keys), *keys, *args)
         except NoScriptError:
             # first use, or the server restarted: EVAL caches it again
-            return await self.command("EVAL", script.body, 1, key, *args)
+            return await self.command("EVAL", script.body, len(keys), *keys, *args)
 
-    async def read(self, key):
-        reply = await self._run(state.READ_SCRIPT, key)
-        return state.from_reply(reply, self._clock.seconds())
+    async def read(self, keys):
+        """The current states of ``keys``, in order, read atomically."""
+        reply = await self._run(state.READ_SCRIPT, keys, ())
+        return state.split_reply(reply, len(keys), self._clock.seconds())
 
-    async def write(self, key, key_state):
-        await self._run(state.WRITE_SCRIPT, key, *key_state.write_args(self._clock.seconds()))
+    async def write(self, items):
+        """Make each (key, state) of ``items`` hold that state."""
+        batch, total = [], 0
+        for key, key_state in items:
+            batch.append((key, key_state))
+            total += len(key) + state.size(key_state)
+            if total >= MAX_WRITE_BYTES:
+                await self._write(batch)
+                batch, total = [], 0
+        if batch:
+            await self._write(batch)
+
+    async def _write(self, items):
+        keys = [key for key, _ in items]
+        args = state.batch_write_args([s for _, s in items], self._clock.seconds())
+        await self._run(state.WRITE_SCRIPT, keys, args)
 
 
 class LocalStore(_StateStore):

@@ -105,8 +105,9 @@ def makeService(config, reactor=None):
     router = Router(
         reactor,
         Side(LOCAL, LocalStore(commands, reactor), ExpectedEvents(reactor)),
-        Side(REMOTE, RemoteStore(client, reactor), ExpectedEvents(reactor) if config["rc"] else None),
-        config["namespace"], config["reserved_prefix"], concurrency=config["concurrency"])
+        Side(REMOTE, RemoteStore(client, reactor), ExpectedEvents(reactor)),
+        config["namespace"], config["reserved_prefix"],
+        concurrency=config["concurrency"], batch_size=config["batch"])
     RouterService(router, summary(config)).setServiceParent(top)
 
     def fatal(message):

@@ -14,6 +14,7 @@ class FakeStore:
         self.name = name
         self.data = {}
         self.writes = []          # (key, state) in order
+        self.batches = []         # the keys of each write request
         self.reads = 0
         self.router = None        # set to echo writes as events
         self.hold = False
@@ -21,21 +22,23 @@ class FakeStore:
         self.error = None         # exception raised by every read and write
         self.errors_for = {}      # key -> exception for that key only
 
-    def read(self, key):
+    def read(self, keys):
         self.reads += 1
         if self.error is not None:
             return fail(self.error)
-        return succeed(self.data.get(key, ABSENT))
+        return succeed([self.data.get(key, ABSENT) for key in keys])
 
-    def write(self, key, state):
-        if key in self.errors_for:
-            return fail(self.errors_for[key])
+    def write(self, items):
+        self.batches.append([key for key, _ in items])
+        for key, _ in items:
+            if key in self.errors_for:
+                return fail(self.errors_for[key])
         if self.error is not None:
             return fail(self.error)
         if not self.hold:
-            return succeed(self._apply(key, state))
+            return succeed(self._apply(items))
         d = Deferred()
-        d.addCallback(lambda _: self._apply(key, state))
+        d.addCallback(lambda _: self._apply(items))
         self.held.append(d)
         return d
 
@@ -44,9 +47,10 @@ class FakeStore:
         for d in held:
             d.callback(None)
 
-    def _apply(self, key, state):
-        self.writes.append((key, state))
-        self.user_set(key, state, announce=self.router is not None)
+    def _apply(self, items):
+        for key, state in items:
+            self.writes.append((key, state))
+            self.user_set(key, state, announce=self.router is not None)
 
     def user_set(self, key, state, announce=True):
         """A write by someone else (or the echo of ours): change and announce."""

@@ -142,3 +142,16 @@ def test_forget(table):
     table.forget(b"never-expected")
     assert len(table) == 0
     assert not table.is_echo(b"k", V1)
+
+
+def test_expected_table_keeps_at_most_its_capacity():
+    from twisted.internet.task import Clock
+    from redisrepl.expected import ExpectedEvents
+    from redisrepl.state import STRING, KeyState
+    table = ExpectedEvents(Clock(), capacity=3)
+    for i in range(5):
+        table.expect(b"k%d" % i, KeyState(STRING, b"v"))
+    assert len(table) == 3
+    assert not table.holds(b"k0", KeyState(STRING, b"v"))
+    assert table.holds(b"k4", KeyState(STRING, b"v"))
+    assert not table.holds(b"k4", KeyState(STRING, b"w"))

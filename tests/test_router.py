@@ -24,7 +24,7 @@ class RouterTests(TestCase):
             self.clock,
             Side(LOCAL, self.local, ExpectedEvents(self.clock, lifetime=30)),
             Side(REMOTE, self.remote, ExpectedEvents(self.clock, lifetime=30)),
-            b"ns:", b"ns:__redisrepl__:", concurrency=4)
+            b"ns:", b"ns:__redisrepl__:", concurrency=2, batch_size=3)
         self.local.router = self.router
         self.remote.router = self.router
 
@@ -87,16 +87,34 @@ class RouterTests(TestCase):
         # 48 local changes merged, plus the echo of the first write
         self.assertEqual(self.router.stats.coalesced, 49)
 
-    def test_concurrency_is_bounded(self):
+    def test_first_change_goes_at_once_then_batches(self):
         self.remote.hold = True
+        self.local.user_set(b"ns:first", s(b"x"))
+        # sent alone, without waiting for company
+        self.assertEqual(self.remote.batches, [[b"ns:first"]])
         for i in range(10):
             self.local.user_set(b"ns:%d" % i, s(b"x"))
-        self.assertEqual(len(self.remote.held), 4)
-        self.assertEqual(self.router.backlog, 10)
+        # the second request slot took what was there; the rest waits
+        self.assertEqual(len(self.remote.held), 2)
         while self.remote.held:
             self.remote.release()
+        self.assertEqual(len(self.remote.data), 11)
         self.assertEqual(self.router.backlog, 0)
-        self.assertEqual(len(self.remote.data), 10)
+        self.assertTrue(all(len(b) <= 3 for b in self.remote.batches))
+        self.assertEqual(sum(len(b) for b in self.remote.batches), 11)
+        self.assertLessEqual(len(self.remote.batches), 1 + 1 + 4)
+
+    def test_a_key_is_never_in_two_batches(self):
+        self.remote.hold = True
+        self.local.user_set(b"ns:a", s(b"1"))
+        self.local.user_set(b"ns:a", s(b"2"))      # queued behind the one in flight
+        self.local.user_set(b"ns:b", s(b"1"))
+        self.assertEqual(self.remote.batches, [[b"ns:a"], [b"ns:b"]])
+        self.remote.release()
+        self.assertEqual(self.remote.batches[-1], [b"ns:a"])
+        while self.remote.held:
+            self.remote.release()
+        self.assertEqual(self.remote.data[b"ns:a"], s(b"2"))
 
     def test_link_error_pauses_and_loses_nothing(self):
         self.remote.error = LinkError("proxy down")
@@ -111,6 +129,13 @@ class RouterTests(TestCase):
         self.clock.advance(60)
         self.assertEqual(self.remote.data, {b"ns:a": s(b"3"), b"ns:b": s(b"2")})
         self.assertEqual(self.router.backlog, 0)
+
+    def test_failed_write_is_not_taken_as_written(self):
+        self.remote.error = LinkError("proxy down")
+        self.local.user_set(b"ns:a", s(b"1"))
+        self.remote.error = None
+        self.clock.advance(10)
+        self.assertEqual(self.remote.data.get(b"ns:a"), s(b"1"))
 
     def test_backoff_grows_and_is_capped(self):
         self.remote.error = LinkError("down")
@@ -134,6 +159,21 @@ class RouterTests(TestCase):
         self.clock.advance(2)
         self.assertEqual(self.remote.data[b"ns:bad"], s(b"1"))
         self.assertEqual(self.router.backlog, 0)
+
+    def test_refused_batch_is_split_to_find_the_bad_key(self):
+        self.remote.hold = True
+        self.local.user_set(b"ns:busy", s(b"x"))
+        self.local.user_set(b"ns:busy2", s(b"x"))
+        for name in (b"ns:g1", b"ns:bad", b"ns:g2"):
+            self.local.user_set(name, s(b"v"))
+        self.remote.hold = False
+        self.remote.errors_for[b"ns:bad"] = RefusedError("refused")
+        self.remote.release()
+        self.assertEqual(self.remote.data[b"ns:g1"], s(b"v"))
+        self.assertEqual(self.remote.data[b"ns:g2"], s(b"v"))
+        self.assertNotIn(b"ns:bad", self.remote.data)
+        self.assertIn(b"ns:bad", self.router._parked)
+        self.assertEqual(self.router.backlog, 1)
 
     def test_namespace_and_reserved_keys_are_ignored(self):
         self.local.user_set(b"other:a", s(b"1"))
@@ -176,3 +216,21 @@ class RouterTests(TestCase):
         self.assertEqual(len(self.remote.held), 1)
         self.clock.advance(5)
         self.successResultOf(d)
+
+    def test_state_already_written_is_not_written_again(self):
+        self.remote.hold = True
+        self.local.user_set(b"ns:a", s(b"final"))
+        # it changes and changes back while the first copy is in flight
+        self.local.user_set(b"ns:a", s(b"other"))
+        self.local.user_set(b"ns:a", s(b"final"))
+        self.remote.release()
+        self.assertEqual([w[1] for w in self.remote.writes], [s(b"final")])
+        self.assertEqual(self.router.stats.unchanged, 1)
+        self.assertEqual(self.router.backlog, 0)
+
+    def test_state_known_gone_from_the_target_is_written_again(self):
+        self.local.user_set(b"ns:a", s(b"v"))
+        self.remote.user_set(b"ns:a", s(b"changed there"))   # seen: the table forgets
+        self.assertEqual(self.local.data[b"ns:a"], s(b"changed there"))
+        self.local.user_set(b"ns:a", s(b"v"))
+        self.assertEqual(self.remote.data[b"ns:a"], s(b"v"))
