@@ -92,6 +92,7 @@ class Router:
         self._paused = None           # DelayedCall while a side is down
         self._stopping = False
         self._pumping = False
+        self._pump_call = None
         self.stats = Stats()
 
     # -- input -------------------------------------------------------------
@@ -115,7 +116,10 @@ class Router:
             sides.add(side)
             return
         self._dirty[key] = {side}
-        self._pump()
+        if self._pump_call is None:
+            # at the end of this reactor turn: the other events that arrived
+            # with this one join its batch; no time is added
+            self._pump_call = self._clock.callLater(0, self._pump)
 
     @property
     def backlog(self):
@@ -129,8 +133,9 @@ class Router:
         """Take no new work; fire when the batches in flight are done (or
         after ``timeout`` seconds, when they are given up)."""
         self._stopping = True
-        if self._paused is not None and self._paused.active():
-            self._paused.cancel()
+        for call in [self._paused, self._pump_call]:
+            if call is not None and call.active():
+                call.cancel()
         for _, call in self._parked.values():
             if call.active():
                 call.cancel()
@@ -144,6 +149,10 @@ class Router:
     # -- the work queue ----------------------------------------------------
 
     def _pump(self):
+        if self._pump_call is not None:
+            if self._pump_call.active():
+                self._pump_call.cancel()
+            self._pump_call = None
         if self._pumping:
             return  # a batch finished synchronously inside the loop below
         self._pumping = True
@@ -242,9 +251,6 @@ class Router:
             raise
         self.stats.requests[target] += 1
         self.stats.writes[target] += len(items)
-        for key, state in items:
-            log.debug("{key}: {source} -> {target}: {what}", key=short(key),
-                      source=source, target=target, what=state.describe())
 
     # -- failures ----------------------------------------------------------
 

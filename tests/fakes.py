@@ -60,3 +60,4 @@ class FakeStore:
             self.data[key] = state
         if announce and self.router is not None:
             self.router.changed(self.name, key)
+            self.clock.advance(0)   # the reactor turn ends

@@ -57,6 +57,7 @@ class RouterTests(TestCase):
         self.local.user_set(b"ns:a", s(b"1"))            # expect remote=1
         self.remote.data[b"ns:a"] = s(b"2")              # genuine remote change
         self.router.changed(REMOTE, b"ns:a")             # ...announced: clears the expectation
+        self.clock.advance(0)
         self.assertEqual(self.local.data[b"ns:a"], s(b"2"))
         self.remote.user_set(b"ns:a", s(b"1"))           # back to the old content
         self.assertEqual(self.local.data[b"ns:a"], s(b"1"))
@@ -65,6 +66,7 @@ class RouterTests(TestCase):
         self.local.router = self.remote.router = None    # no echoes at all
         self.local.user_set(b"ns:a", s(b"1"), announce=False)
         self.router.changed(LOCAL, b"ns:a")
+        self.clock.advance(0)
         self.assertEqual(len(self.router._sides[REMOTE].expected), 1)
         self.clock.advance(31)
         self.assertEqual(len(self.router._sides[REMOTE].expected), 0)
@@ -103,6 +105,15 @@ class RouterTests(TestCase):
         self.assertTrue(all(len(b) <= 3 for b in self.remote.batches))
         self.assertEqual(sum(len(b) for b in self.remote.batches), 11)
         self.assertLessEqual(len(self.remote.batches), 1 + 1 + 4)
+
+    def test_events_of_one_reactor_turn_share_a_batch(self):
+        self.local.router = None
+        for i in range(3):
+            self.local.user_set(b"ns:%d" % i, s(b"x"), announce=False)
+            self.router.changed(LOCAL, b"ns:%d" % i)
+        self.assertEqual(self.remote.batches, [])      # nothing before the turn ends
+        self.clock.advance(0)                          # ...and no time added
+        self.assertEqual(self.remote.batches, [[b"ns:0", b"ns:1", b"ns:2"]])
 
     def test_a_key_is_never_in_two_batches(self):
         self.remote.hold = True
@@ -187,10 +198,13 @@ class RouterTests(TestCase):
         self.remote.data[b"ns:a"] = s(b"R")
         self.remote.hold = self.local.hold = True
         self.router.changed(LOCAL, b"ns:x")  # occupy nothing relevant
+        self.clock.advance(0)
         self.remote.hold = self.local.hold = False
         self.remote.release()
         self.router.changed(LOCAL, b"ns:a")
+        self.clock.advance(0)
         self.router.changed(REMOTE, b"ns:a")
+        self.clock.advance(0)
         # the first job took only the local change; let both finish
         self.assertEqual(self.local.data[b"ns:a"], self.remote.data[b"ns:a"])
 
@@ -202,6 +216,7 @@ class RouterTests(TestCase):
         self.local.user_set(b"ns:a", s(b"L"))
         self.remote.data[b"ns:a"] = s(b"R")
         self.router.changed(REMOTE, b"ns:a")
+        self.clock.advance(0)
         self.remote.hold = False
         self.remote.release()
         self.assertEqual(self.local.data[b"ns:a"], s(b"R"))
