@@ -33,8 +33,14 @@ install_python() {
         echo "dev.sh: creating the virtual environment $VENV" >&2
         python3 -m venv "$VENV"
     fi
-    "$VENV/bin/python" -m pip install -q --upgrade pip >&2
-    "$VENV/bin/python" -m pip install -q ".[test]" >&2
+    # reinstall only when the project changed (no package index needed otherwise)
+    local stamp="$VENV/.redisrepl-installed" want
+    want=$(cat pyproject.toml redisrepl/*.py twisted/plugins/*.py | sha256sum | cut -d' ' -f1)
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+        "$VENV/bin/python" -m pip install -q --upgrade pip >&2
+        "$VENV/bin/python" -m pip install -q ".[test]" >&2
+        echo "$want" > "$stamp"
+    fi
 }
 
 cmd=${1:-}

@@ -24,11 +24,14 @@ RESERVED_INFIX = b"__redisrepl__:"
 
 
 def translate_legacy(argv):
-    """Rewrite ``-cert x``, ``-CA=x`` ... into ``--cert x``, ``--ca=x``."""
+    """Rewrite ``-cert x``, ``-CA=x``, ``--CA x`` ... into ``--cert x``, ``--ca=x``."""
     out = []
     for arg in argv:
-        if arg.startswith("-") and not arg.startswith("--") and len(arg) > 2:
-            name, eq, value = arg[1:].partition("=")
+        if arg == "--":
+            out += argv[len(out):]
+            break
+        if arg.startswith("-") and len(arg) > 2:
+            name, eq, value = arg.lstrip("-").partition("=")
             if name in LEGACY_FLAGS:
                 arg = "--" + LEGACY_FLAGS[name] + eq + value
         out.append(arg)
@@ -76,7 +79,10 @@ class Options(usage.Options):
     def parseOptions(self, options=None):
         if options is None:
             options = sys.argv[1:]
-        super().parseOptions(translate_legacy(list(options)))
+        try:
+            super().parseOptions(translate_legacy(list(options)))
+        except usage.UsageError as e:
+            fail(f"{e} (twistd redisrepl --help lists the options)")
 
     def postOptions(self):
         self["db"] = _integer(self["db"], "--db", 0, 1 << 20)

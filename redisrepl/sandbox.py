@@ -50,6 +50,16 @@ class SandboxError(Exception):
     """A sandbox component failed to start (the message carries its log's tail)."""
 
 
+def binary(name):
+    """The path of a server program, also where Debian puts it outside a
+    normal user's PATH (/usr/sbin for nginx)."""
+    path = os.pathsep.join([os.environ.get("PATH", os.defpath), "/usr/sbin", "/sbin"])
+    found = shutil.which(name, path=path)
+    if found is None:
+        raise SandboxError(f"{name} is not installed (./dev.sh demo installs it with apt-get)")
+    return found
+
+
 def free_port():
     """A TCP port free on 127.0.0.1 right now (bind to port 0, read it, close)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -424,14 +434,14 @@ class Sandbox:
         w = self.workdir
         if name.endswith("_redis"):
             port = self.local_redis_port if name == "local_redis" else self.remote_redis_port
-            return ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            return [binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                     "--appendonly", "no", "--dir", os.path.join(w, name),
                     "--unixsocket", self.socket_path(name), "--unixsocketperm", "700",
                     "--logfile", os.path.join(w, name + ".log"), "--daemonize", "no"]
         if name == "webdis":
-            return ["webdis", os.path.join(w, "webdis.json")]
+            return [binary("webdis"), os.path.join(w, "webdis.json")]
         root = os.path.join(w, "nginx")
-        return ["nginx", "-p", root, "-c", os.path.join(root, "nginx.conf"),
+        return [binary("nginx"), "-p", root, "-c", os.path.join(root, "nginx.conf"),
                 "-e", os.path.join(root, "error.log"), "-g", "daemon off;"]
 
     def _problem(self, name):

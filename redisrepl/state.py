@@ -171,7 +171,8 @@ class KeyState:
         if self.kind == STRING:
             return f"string of {len(self.value)} bytes"
         if self.kind == HASH:
-            return f"hash of {len(self.value)} fields"
+            n = len(self.value)
+            return f"hash of {n} field{'s' if n != 1 else ''}"
         return self.kind
 
 

@@ -1,7 +1,6 @@
-import shutil
-
 import pytest
 
+from redisrepl.sandbox import SandboxError, binary
 from tests.harness import Lab
 
 NEEDED = ("redis-server", "webdis", "nginx")
@@ -9,10 +8,11 @@ NEEDED = ("redis-server", "webdis", "nginx")
 
 @pytest.fixture(scope="module")
 def lab():
-    missing = [tool for tool in NEEDED if not shutil.which(tool)
-               and not shutil.which(tool, path="/usr/sbin:/usr/bin")]
-    if missing:
-        pytest.fail(f"integration tests need {', '.join(missing)}: run ./dev.sh test, which installs them")
+    try:
+        for tool in NEEDED:
+            binary(tool)
+    except SandboxError as e:
+        pytest.fail(f"integration tests: {e}; ./dev.sh test installs what they need")
     lab = Lab()
     yield lab
     lab.close()

@@ -58,6 +58,11 @@ def test_legacy_flags_are_translated(certs):
 
 def test_legacy_equals_form_and_unknown_single_dash_untouched():
     assert translate_legacy(["-CA=/x", "-nam=a", "-n", "-rc"]) == ["--ca=/x", "--nam=a", "-n", "--rc"]
+    assert translate_legacy(["--CA", "/x", "--", "-CA"]) == ["--ca", "/x", "--", "-CA"]
+
+
+def test_unknown_option_is_one_line():
+    assert "option --bogus not recognized" in error_of(["--bogus"])
 
 
 def test_defaults_and_unix_socket(certs):
