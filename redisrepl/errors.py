@@ -2,7 +2,15 @@
 
 
 class ReplicationError(Exception):
-    """Base class: a read or write of one side did not happen."""
+    """Base class: a read or write of one side did not happen.
+
+    ``kind`` is a short label for metrics: ``http_503``, ``tls``,
+    ``connection_refused``, ``timeout``, ``redis_error``...
+    """
+
+    def __init__(self, message, kind="error"):
+        super().__init__(message)
+        self.kind = kind
 
 
 class LinkError(ReplicationError):

@@ -62,6 +62,7 @@ class Options(usage.Options):
         ["password-file", None, None, f"file whose first line is the local Redis password (or ${PASSWORD_ENV})"],
         ["pass", None, None, "DEPRECATED (visible in ps): the local Redis password; use --password-file"],
         ["heartbeat", None, "5", "seconds between heartbeats on the remote stream (with --rc)"],
+        ["metrics", None, None, "serve /metrics and /healthz on [HOST:]PORT (HOST defaults to 127.0.0.1)"],
         ["concurrency", None, "4", "batches copied at the same time, each on its own connection"],
         ["batch", None, "256", "most keys read or written in one request"],
     ]
@@ -98,6 +99,17 @@ class Options(usage.Options):
         self._check_haddr()
         self._check_raddr()
         self._check_password()
+        self._check_metrics()
+
+    def _check_metrics(self):
+        spec = self["metrics"]
+        if not spec:
+            self["metrics_endpoint"] = None
+            return
+        host, _, port = spec.rpartition(":")
+        host = host.strip("[]") or "127.0.0.1"
+        port = _integer(port, "--metrics port", 1, 65535)
+        self["metrics_endpoint"] = f"tcp:{port}:interface={host.replace(':', chr(92) + ':')}"
 
     def _check_namespace(self):
         nam = self["nam"] or ""

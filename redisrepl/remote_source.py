@@ -102,6 +102,7 @@ class RemoteSource(Service):
         self.up = self._ever_up = False
         self.reconnects = 0
         self.last_heartbeat_rtt = None
+        self.last_heartbeat_seen = None   # clock time the last heartbeat came back
         #: called with no argument each time the stream is (re)established
         self.on_subscribed = []
 
@@ -218,8 +219,10 @@ class RemoteSource(Service):
         if key is None:
             return
         if key == self.heartbeat_key:
+            now = self._clock.seconds()
+            self.last_heartbeat_seen = now
             if self._heartbeat_sent is not None:
-                self.last_heartbeat_rtt = self._clock.seconds() - self._heartbeat_sent
+                self.last_heartbeat_rtt = now - self._heartbeat_sent
                 self._heartbeat_sent = None
             return
         self._router.changed(REMOTE, key)

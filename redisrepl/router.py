@@ -21,14 +21,14 @@ batch, so that only the key actually refused is parked, with its own
 backoff, while the others go on.
 """
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 
 import attrs
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
 from twisted.logger import Logger
 
 from redisrepl.backoff import Backoff
-from redisrepl.errors import LinkError, RefusedError
+from redisrepl.errors import LinkError, RefusedError, ReplicationError
 
 log = Logger()
 
@@ -66,10 +66,12 @@ class Stats:
     echoes: dict = attrs.field(factory=_per_side)      # echoes dropped, by side they came from
     writes: dict = attrs.field(factory=_per_side)      # keys written, by side written
     requests: dict = attrs.field(factory=_per_side)    # write batches sent, by side written
-    failures: dict = attrs.field(factory=_per_side)    # failed write batches, by side written
+    failures: Counter = attrs.field(factory=Counter)   # failed requests, by (side, kind)
+    last_write: dict = attrs.field(factory=dict)       # side -> time of the last successful write
     coalesced: int = 0
     unchanged: int = 0
     ignored: int = 0
+    backlog_high: int = 0                              # most keys waiting at once
 
 
 class Router:
@@ -94,6 +96,8 @@ class Router:
         self._pumping = False
         self._pump_call = None
         self.stats = Stats()
+        #: side -> why it could not be reached last time, None once it answers
+        self.link_error = {LOCAL: None, REMOTE: None}
 
     # -- input -------------------------------------------------------------
 
@@ -116,6 +120,9 @@ class Router:
             sides.add(side)
             return
         self._dirty[key] = {side}
+        waiting = len(self._dirty) + len(self._parked) + len(self._in_flight)
+        if waiting > self.stats.backlog_high:
+            self.stats.backlog_high = waiting
         if self._pump_call is None:
             # at the end of this reactor turn: the other events that arrived
             # with this one join its batch; no time is added
@@ -225,7 +232,12 @@ class Router:
 
     async def _copy(self, source, target, keys):
         src, dst = self._sides[source], self._sides[target]
-        states = await src.store.read(keys)
+        try:
+            states = await src.store.read(keys)
+        except ReplicationError as e:
+            self._failed(source, e)
+            raise
+        self._answered(source)
         items = []
         for key, state in zip(keys, states):
             if src.expected.is_echo(key, state):
@@ -243,14 +255,24 @@ class Router:
             dst.expected.expect(key, state)
         try:
             await dst.store.write(items)
-        except Exception:
+        except Exception as e:
             # maybe written, maybe not: it must not count as known to be there
             for key, _ in items:
                 dst.expected.forget(key)
-            self.stats.failures[target] += 1
+            self._failed(target, e)
             raise
+        self._answered(target)
         self.stats.requests[target] += 1
         self.stats.writes[target] += len(items)
+        self.stats.last_write[target] = self._clock.seconds()
+
+    def _failed(self, side, error):
+        self.stats.failures[side, getattr(error, "kind", "error")] += 1
+        if isinstance(error, LinkError):
+            self.link_error[side] = str(error)
+
+    def _answered(self, side):
+        self.link_error[side] = None
 
     # -- failures ----------------------------------------------------------
 

@@ -60,7 +60,7 @@ class LocalStore(_StateStore):
 
     async def command(self, *args):
         if not self._factory.size:
-            raise LinkError("the local Redis is not connected")
+            raise LinkError("the local Redis is not connected", "not_connected")
         d = self._factory.handler.execute_command(*args)
         d.addTimeout(self._timeout, self._clock)
         try:
@@ -70,12 +70,13 @@ class LocalStore(_StateStore):
             if isinstance(message, str):
                 message = message.encode("utf-8", "replace")
             if message.startswith(TRANSIENT_REDIS_ERRORS):
-                raise LinkError(f"local Redis: {message.decode('utf-8', 'replace')}") from None
+                raise LinkError(f"local Redis: {message.decode('utf-8', 'replace')}", "redis_busy") from None
             if message.startswith(b"NOSCRIPT"):
-                raise NoScriptError("local Redis: NOSCRIPT") from None
-            raise RefusedError(f"local Redis refused {args[0]!r}: {message.decode('utf-8', 'replace')}") from None
+                raise NoScriptError("local Redis: NOSCRIPT", "noscript") from None
+            raise RefusedError(f"local Redis refused {args[0]!r}: {message.decode('utf-8', 'replace')}",
+                               "redis_error") from None
         except (txredisapi.ConnectionError, TimeoutError, CancelledError) as e:
-            raise LinkError(f"the local Redis did not answer: {e or type(e).__name__}") from None
+            raise LinkError(f"the local Redis did not answer: {e or type(e).__name__}", "connection") from None
 
 
 

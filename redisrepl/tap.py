@@ -12,6 +12,7 @@ connections.
 import atexit
 import os
 
+from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
 from twisted.logger import Logger
@@ -20,6 +21,7 @@ from treq.client import HTTPClient
 
 from redisrepl import __version__
 from redisrepl.expected import ExpectedEvents
+from redisrepl.health import Health, HubProbe
 from redisrepl.local_source import ConnectionService, LocalSource, command_factory
 from redisrepl.options import Options
 from redisrepl.remote_source import RemoteSource
@@ -117,16 +119,29 @@ def makeService(config, reactor=None):
         if reactor.running:
             reactor.stop()
 
-    LocalSource(endpoint, router, config["db"], config["namespace"], where,
-                password=config["password"], username=config["username"],
-                on_fatal=fatal).setServiceParent(top)
+    local = LocalSource(endpoint, router, config["db"], config["namespace"], where,
+                        password=config["password"], username=config["username"],
+                        on_fatal=fatal)
+    local.setServiceParent(top)
 
+    remote = probe = None
     if config["rc"]:
         stream_pool = QuietConnectionPool(reactor, persistent=False)
         stream_http = HTTPClient(Agent(reactor, contextFactory=policy, pool=stream_pool))
-        RemoteSource(stream_http, client, router, config["db"], config["namespace"],
-                     config["reserved_prefix"], reactor,
-                     heartbeat_interval=config["heartbeat"]).setServiceParent(top)
+        remote = RemoteSource(stream_http, client, router, config["db"], config["namespace"],
+                              config["reserved_prefix"], reactor,
+                              heartbeat_interval=config["heartbeat"])
+        remote.setServiceParent(top)
+    elif config["metrics_endpoint"]:
+        probe = HubProbe(client, config["heartbeat"], reactor)
+        probe.setServiceParent(top)
+
+    if config["metrics_endpoint"]:
+        from redisrepl.metrics import ReplicationCollector, make_site
+        health = Health(reactor, router, local, remote, probe, max_lag=3 * config["heartbeat"])
+        site = make_site(ReplicationCollector(router, local, remote), health)
+        server = endpoints.serverFromString(reactor, config["metrics_endpoint"])
+        StreamServerEndpointService(server, site).setServiceParent(top)
     return top
 
 

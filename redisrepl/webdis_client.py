@@ -48,6 +48,28 @@ def describe_failure(exc, url=""):
     return f"{name} talking to {url}: {exc}"
 
 
+def failure_kind(exc):
+    """A short label for why a request never got a reply (for metrics)."""
+    reasons = getattr(exc, "reasons", None)
+    if reasons:
+        return failure_kind(reasons[0].value)
+    if isinstance(exc, SSL.Error) or type(exc).__name__ == "VerificationError":
+        return "tls"
+    if isinstance(exc, neterror.ConnectionRefusedError):
+        return "connection_refused"
+    if isinstance(exc, neterror.DNSLookupError):
+        return "dns"
+    if isinstance(exc, (neterror.TimeoutError, TimeoutError, CancelledError)):
+        return "timeout"
+    if isinstance(exc, (neterror.ConnectionLost, neterror.ConnectionDone)):
+        return "connection_lost"
+    return "error"
+
+
+def link_error(exc, url):
+    return LinkError(describe_failure(exc, url), kind=failure_kind(exc))
+
+
 def _body_head(body, limit=200):
     text = body[:limit].decode("utf-8", "replace")
     return " ".join(text.split())
@@ -56,13 +78,14 @@ def _body_head(body, limit=200):
 def classify_http(status, body, url):
     """The error for a non-200 answer: 403 is a refusal of this command, the rest are link trouble."""
     head = _body_head(body)
+    kind = f"http_{status}"
     if status == 403:
-        return RefusedError(f"Webdis at {url} refused the command (HTTP 403: a Webdis ACL?) {head}".rstrip())
+        return RefusedError(f"Webdis at {url} refused the command (HTTP 403: a Webdis ACL?) {head}".rstrip(), kind)
     if status == 400 and b"certificate" in body.lower():
-        return LinkError(f"the proxy at {url} refused the client certificate (HTTP 400: {head})")
+        return LinkError(f"the proxy at {url} refused the client certificate (HTTP 400: {head})", kind)
     if status == 503:
-        return LinkError(f"Webdis at {url} cannot reach its Redis (HTTP 503) {head}".rstrip())
-    return LinkError(f"HTTP {status} from {url}: {head}")
+        return LinkError(f"Webdis at {url} cannot reach its Redis (HTTP 503) {head}".rstrip(), kind)
+    return LinkError(f"HTTP {status} from {url}: {head}", kind)
 
 
 class QuietConnectionPool(client.HTTPConnectionPool):
@@ -102,13 +125,13 @@ class WebdisClient:
                 break
             except (ResponseNeverReceived, RequestTransmissionFailed, client.RequestNotSent) as e:
                 if attempt == 2 or not _stale(e):
-                    raise LinkError(describe_failure(e, self._url)) from None
+                    raise link_error(e, self._url) from None
             except (ResponseFailed, neterror.ConnectError, neterror.ConnectionLost,
                     neterror.ConnectionDone, TimeoutError, CancelledError, SSL.Error) as e:
-                raise LinkError(describe_failure(e, self._url)) from None
+                raise link_error(e, self._url) from None
             except Exception as e:
                 if type(e).__name__ == "VerificationError":
-                    raise LinkError(describe_failure(e, self._url)) from None
+                    raise link_error(e, self._url) from None
                 raise
         if response.code != 200:
             raise classify_http(response.code, content, self._url)
@@ -116,13 +139,14 @@ class WebdisClient:
             reply = resp.parse_one(content)
         except resp.ProtocolError as e:
             raise LinkError(f"Webdis at {self._url} answered {args[0]!r} with "
-                            f"something that is not the Redis protocol ({e}): {_body_head(content)}") from None
+                            f"something that is not the Redis protocol ({e}): {_body_head(content)}",
+                            "bad_reply") from None
         if isinstance(reply, resp.ErrorReply):
             if reply.message.startswith(TRANSIENT_REDIS_ERRORS):
-                raise LinkError(f"remote Redis: {reply}")
+                raise LinkError(f"remote Redis: {reply}", "redis_busy")
             if reply.message.startswith(b"NOSCRIPT"):
-                raise NoScriptError(f"remote Redis: {reply}")
-            raise RefusedError(f"remote Redis refused {args[0]!r}: {reply}")
+                raise NoScriptError(f"remote Redis: {reply}", "noscript")
+            raise RefusedError(f"remote Redis refused {args[0]!r}: {reply}", "redis_error")
         return reply
 
     async def _post(self, body):

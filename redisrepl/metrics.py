@@ -1,0 +1,110 @@
+"""``/metrics`` (Prometheus text format) and ``/healthz``, served by twisted.web.
+
+The numbers are read from the router and the sources when scraped: nothing
+is counted twice and the replication path carries no metrics code.
+"""
+
+from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.twisted import MetricsResource
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from redisrepl.router import LOCAL, REMOTE
+
+SIDES = (LOCAL, REMOTE)
+
+
+class ReplicationCollector:
+    def __init__(self, router, local_source, remote_source=None):
+        self._router = router
+        self._local = local_source
+        self._remote = remote_source
+
+    def _per_side(self, family, values):
+        for side in SIDES:
+            family.add_metric([side], values.get(side, 0))
+        return family
+
+    def collect(self):
+        stats = self._router.stats
+        yield self._per_side(CounterMetricFamily(
+            "redisrepl_events", "Keyspace events received, by side they came from", labels=["side"]),
+            stats.events)
+        yield self._per_side(CounterMetricFamily(
+            "redisrepl_echoes_suppressed", "Events recognised as echoes of redisrepl's own writes",
+            labels=["side"]), stats.echoes)
+        yield self._per_side(CounterMetricFamily(
+            "redisrepl_keys_written", "Keys written, by side written", labels=["side"]), stats.writes)
+        yield self._per_side(CounterMetricFamily(
+            "redisrepl_write_requests", "Write requests (batches) that succeeded, by side written",
+            labels=["side"]), stats.requests)
+        failures = CounterMetricFamily(
+            "redisrepl_request_failures", "Failed reads and writes, by side and kind "
+            "(http_<status>, tls, connection_refused, timeout, redis_error, ...)", labels=["side", "kind"])
+        for (side, kind), n in sorted(stats.failures.items()):
+            failures.add_metric([side, kind], n)
+        yield failures
+        yield CounterMetricFamily("redisrepl_changes_coalesced",
+                                  "Events merged into a change already waiting", value=stats.coalesced)
+        yield CounterMetricFamily("redisrepl_writes_skipped",
+                                  "Changes not written because the other side already held that state",
+                                  value=stats.unchanged)
+        yield GaugeMetricFamily("redisrepl_backlog_keys", "Keys waiting to be copied (queued, retried or in flight)",
+                                value=self._router.backlog)
+        yield GaugeMetricFamily("redisrepl_backlog_high_water_keys", "Most keys ever waiting at once",
+                                value=stats.backlog_high)
+        last = GaugeMetricFamily("redisrepl_last_write_timestamp_seconds",
+                                 "Unix time of the last successful write, by side written", labels=["side"])
+        for side in SIDES:
+            if side in stats.last_write:
+                last.add_metric([side], stats.last_write[side])
+        yield last
+        up = GaugeMetricFamily("redisrepl_stream_up", "1 while the side's event stream is subscribed",
+                               labels=["side"])
+        reconnects = CounterMetricFamily("redisrepl_stream_reconnects",
+                                         "Times a side's event stream was established again", labels=["side"])
+        for side, source in ((LOCAL, self._local), (REMOTE, self._remote)):
+            if source is not None:
+                up.add_metric([side], 1 if source.up else 0)
+                reconnects.add_metric([side], source.reconnects)
+        yield up
+        yield reconnects
+        if self._remote is not None and self._remote.last_heartbeat_rtt is not None:
+            yield GaugeMetricFamily("redisrepl_heartbeat_rtt_seconds",
+                                    "Last heartbeat round trip: remote write to its event on the stream "
+                                    "(the replication lag)", value=self._remote.last_heartbeat_rtt)
+
+
+class HealthResource(Resource):
+    isLeaf = True
+
+    def __init__(self, health):
+        super().__init__()
+        self._health = health
+
+    def render_GET(self, request):
+        problems = self._health.problems()
+        request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+        request.setHeader(b"Cache-Control", b"no-store")
+        if problems:
+            request.setResponseCode(503)
+            return ("\n".join(problems) + "\n").encode("utf-8")
+        return b"ok\n"
+
+
+def make_site(collector, health):
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(collector)
+    root = Resource()
+    root.putChild(b"metrics", MetricsResource(registry=registry))
+    root.putChild(b"healthz", HealthResource(health))
+    return _QuietSite(root)
+
+
+class _QuietSite(Site):
+    """No access log line for every scrape."""
+
+    noisy = False
+
+    def log(self, request):
+        pass

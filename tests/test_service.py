@@ -1,0 +1,89 @@
+"""Running it as a service: metrics and health, scraped from a real daemon
+while it replicates and while the hub goes away."""
+
+import re
+import urllib.error
+import urllib.request
+
+import pytest
+
+from redisrepl.sandbox import free_port
+from tests.harness import wait_until
+
+SLOW = 30.0
+
+
+def get(port, path):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def metric(text, name, **labels):
+    """The value of one sample in Prometheus text, 0 when absent."""
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    pattern = re.escape(name) + (r"\{" + re.escape(want) + r"\}" if labels else "") + r" (\S+)"
+    m = re.search("^" + pattern + "$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def scrape(port):
+    status, text = get(port, "/metrics")
+    assert status == 200
+    return text
+
+
+@pytest.fixture
+def metrics_port():
+    return free_port()
+
+
+def test_metrics_follow_a_real_replication_run(daemons, metrics_port):
+    lab = daemons
+    lab.daemon("mx:", rc=True, extra=["--metrics", str(metrics_port), "--heartbeat", "0.5"])
+    before = scrape(metrics_port)
+    assert metric(before, "redisrepl_stream_up", side="local") == 1
+    pipe = lab.local.pipeline(transaction=False)
+    for i in range(50):
+        pipe.set(f"mx:{i}", "v")
+    pipe.execute()
+    wait_until(lambda: lab.remote.exists(*[f"mx:{i}" for i in range(50)]) == 50)
+    lab.remote.hset("mx:back", "f", "v")
+    wait_until(lambda: lab.local.hget("mx:back", "f") == b"v")
+
+    def moved():
+        text = scrape(metrics_port)
+        return (metric(text, "redisrepl_keys_written_total", side="remote") >= 50
+                and metric(text, "redisrepl_keys_written_total", side="local") >= 1
+                and metric(text, "redisrepl_echoes_suppressed_total", side="remote") >= 1
+                and metric(text, "redisrepl_echoes_suppressed_total", side="local") >= 1) and text
+    text = wait_until(moved, what="counters to move")
+    assert metric(text, "redisrepl_events_total", side="local") >= 50
+    assert metric(text, "redisrepl_events_total", side="remote") >= 1
+    assert 1 <= metric(text, "redisrepl_write_requests_total", side="remote") <= 50
+    assert metric(text, "redisrepl_backlog_high_water_keys") >= 1
+    assert metric(text, "redisrepl_last_write_timestamp_seconds", side="remote") > 1e9
+    wait_until(lambda: metric(scrape(metrics_port), "redisrepl_heartbeat_rtt_seconds") > 0)
+    wait_until(lambda: metric(scrape(metrics_port), "redisrepl_backlog_keys") == 0)
+
+
+@pytest.mark.parametrize("rc", [True, False], ids=["two-way", "one-way"])
+def test_health_follows_the_proxy(daemons, metrics_port, rc):
+    lab = daemons
+    lab.daemon("hz:", rc=rc, extra=["--metrics", str(metrics_port), "--heartbeat", "0.5"])
+    wait_until(lambda: get(metrics_port, "/healthz") == (200, "ok\n"), SLOW, what="healthy")
+    lab.sandbox.stop_component("nginx")
+    try:
+        status, body = wait_until(lambda: (r := get(metrics_port, "/healthz"))[0] == 503 and r,
+                                  SLOW, what="unhealthy while the proxy is down")
+        assert ("stream" in body) if rc else ("refused" in body)
+        # a change made meanwhile fails, and the failure is counted by kind
+        lab.local.set("hz:during", "1")
+        wait_until(lambda: metric(scrape(metrics_port), "redisrepl_request_failures_total",
+                                  side="remote", kind="connection_refused") >= 1)
+    finally:
+        lab.sandbox.start_component("nginx")
+    wait_until(lambda: get(metrics_port, "/healthz") == (200, "ok\n"), SLOW, what="healthy again")
+    wait_until(lambda: lab.remote.get("hz:during") == b"1", SLOW)
