@@ -6,6 +6,7 @@ program with one line on stderr and a non-zero exit.
 
 import os
 import sys
+import tomllib
 from urllib.parse import urlsplit
 
 from twisted.python import usage
@@ -51,6 +52,7 @@ class Options(usage.Options):
                 "(-haddr -cert -key -CA -raddr -nam -rc -pass -version) work too.")
 
     optParameters = [
+        ["config", None, None, "TOML file of options (keys are the long option names); flags override it"],
         ["haddr", None, None, "HTTPS base URL of the hub (Webdis behind the proxy), a path prefix allowed"],
         ["cert", None, None, "client certificate (PEM) presented to the proxy"],
         ["key", None, None, "private key (PEM) of the client certificate"],
@@ -80,10 +82,44 @@ class Options(usage.Options):
     def parseOptions(self, options=None):
         if options is None:
             options = sys.argv[1:]
+        argv = translate_legacy(list(options))
         try:
-            super().parseOptions(translate_legacy(list(options)))
+            self._load_config(argv)
+            super().parseOptions(argv)
         except usage.UsageError as e:
             fail(f"{e} (twistd redisrepl --help lists the options)")
+
+    def _load_config(self, argv):
+        """Take defaults from the --config file, if any, before the flags."""
+        path = None
+        for i, arg in enumerate(argv):
+            if arg == "--config" and i + 1 < len(argv):
+                path = argv[i + 1]
+            elif arg.startswith("--config="):
+                path = arg.split("=", 1)[1]
+        if path is None:
+            return
+        try:
+            with open(path, "rb") as f:
+                values = tomllib.load(f)
+        except OSError as e:
+            fail(f"cannot read --config {path}: {e.strerror}")
+        except tomllib.TOMLDecodeError as e:
+            fail(f"--config {path} is not valid TOML: {e}")
+        parameters = {p[0] for p in self.optParameters} - {"config", "pass"}
+        flags = {f[0] for f in self.optFlags}
+        for name, value in values.items():
+            if name in flags:
+                if not isinstance(value, bool):
+                    fail(f"{path}: '{name}' must be true or false")
+                self[name] = int(value)
+            elif name in parameters:
+                if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                    fail(f"{path}: '{name}' must be a string or a number")
+                self[name] = str(value)
+            else:
+                hint = " (secrets go in password-file)" if name == "pass" else ""
+                fail(f"{path}: unknown key '{name}'{hint}")
 
     def postOptions(self):
         self["db"] = _integer(self["db"], "--db", 0, 1 << 20)

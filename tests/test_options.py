@@ -138,3 +138,41 @@ def test_installed_plugin_is_listed_by_twistd(tmp_path):
     result = subprocess.run([TWISTD, "--help"], capture_output=True, text=True,
                             cwd=tmp_path, env=env, timeout=60)
     assert "redisrepl" in result.stdout, "redisrepl is not installed in this environment (pip install .)"
+
+
+def test_config_file_with_flags_overriding(certs, tmp_path):
+    conf = tmp_path / "redisrepl.toml"
+    conf.write_text(f'''
+haddr = "https://hub.example.org/redis"
+cert = "{certs['client_cert']}"
+key = "{certs['client_key']}"
+ca = "{certs['ca_cert']}"
+nam = "fromfile:"
+rc = true
+db = 2
+metrics = "9187"
+raddr = "/run/redis.sock"
+''')
+    options = parse(["--config", str(conf), "--nam", "fromflag:"])
+    assert options["namespace"] == b"fromflag:"
+    assert options["rc"] == 1 and options["db"] == 2
+    assert options["local_endpoint"] == ("unix", "/run/redis.sock")
+    assert options["metrics_endpoint"] == "tcp:9187:interface=127.0.0.1"
+
+
+@pytest.mark.parametrize("content,expect", [
+    ('nam = "x"\nbogus = 1\n', "unknown key 'bogus'"),
+    ('pass = "secret"\n', "unknown key 'pass' (secrets go in password-file)"),
+    ('rc = "yes"\n', "'rc' must be true or false"),
+    ('nam = [1]\n', "'nam' must be a string or a number"),
+    ('nam = \n', "is not valid TOML"),
+])
+def test_bad_config_file_names_key_and_file(tmp_path, content, expect):
+    conf = tmp_path / "bad.toml"
+    conf.write_text(content)
+    message = error_of(["--config", str(conf)])
+    assert expect in message and str(conf) in message
+
+
+def test_missing_config_file():
+    assert "cannot read --config /nonexistent.toml" in error_of(["--config=/nonexistent.toml"])
