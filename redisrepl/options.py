@@ -62,6 +62,7 @@ class Options(usage.Options):
         ["nam", None, None, "namespace: the key prefix to replicate"],
         ["username", None, None, f"ACL user for the local Redis (or ${USERNAME_ENV})"],
         ["password-file", None, None, f"file whose first line is the local Redis password (or ${PASSWORD_ENV})"],
+        ["key-password-file", None, None, "file whose first line is the passphrase of an encrypted --key"],
         ["pass", None, None, "DEPRECATED (visible in ps): the local Redis password; use --password-file"],
         ["heartbeat", None, "5", "seconds between heartbeats on the remote stream (with --rc)"],
         ["metrics", None, None, "serve /metrics and /healthz on [HOST:]PORT (HOST defaults to 127.0.0.1)"],
@@ -122,6 +123,7 @@ class Options(usage.Options):
                 fail(f"{path}: unknown key '{name}'{hint}")
 
     def postOptions(self):
+        self["warnings"] = []
         self["db"] = _integer(self["db"], "--db", 0, 1 << 20)
         self["concurrency"] = _integer(self["concurrency"], "--concurrency", 1, 64)
         self["batch"] = _integer(self["batch"], "--batch", 1, 10000)
@@ -176,10 +178,25 @@ class Options(usage.Options):
         missing = [f"--{name}" for name in ("cert", "key", "ca") if not self[name]]
         if missing:
             fail(f"{', '.join(missing)} required for an https:// hub")
+        passphrase = None
+        if self["key-password-file"]:
+            passphrase = _first_line(self["key-password-file"], "--key-password-file").encode()
+            self._private_file(self["key-password-file"])
         try:
-            self["tls_policy"] = load_policy(self["cert"], self["key"], self["ca"])
+            self["tls_policy"] = load_policy(self["cert"], self["key"], self["ca"], passphrase)
         except CredentialsError as e:
             fail(str(e))
+        self._private_file(self["key"])
+
+    def _private_file(self, path):
+        """Warn (at start, in the log) about a secret others can read."""
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            return
+        if mode & 0o044:
+            self["warnings"].append(f"{path} is readable by other users (mode {mode & 0o777:03o}): "
+                                    f"chmod 600 it")
 
     def _check_raddr(self):
         raddr = self["raddr"]
@@ -196,15 +213,20 @@ class Options(usage.Options):
         if self["pass"] is not None:
             password = self["pass"]
         elif self["password-file"]:
-            try:
-                with open(self["password-file"], encoding="utf-8") as f:
-                    password = f.readline().rstrip("\r\n")
-            except OSError as e:
-                fail(f"cannot read --password-file {self['password-file']}: {e.strerror}")
+            password = _first_line(self["password-file"], "--password-file")
+            self._private_file(self["password-file"])
         elif os.environ.get(PASSWORD_ENV):
             password = os.environ[PASSWORD_ENV]
         self["password"] = password or None
         self["username"] = self["username"] or os.environ.get(USERNAME_ENV) or None
+
+
+def _first_line(path, what):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readline().rstrip("\r\n")
+    except OSError as e:
+        fail(f"cannot read {what} {path}: {e.strerror}")
 
 
 def _integer(text, what, low, high):

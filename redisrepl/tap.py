@@ -88,6 +88,8 @@ def summary(config):
 def makeService(config, reactor=None):
     if reactor is None:
         from twisted.internet import reactor
+    for warning in config["warnings"]:
+        log.warn("{warning}", warning=warning)
     if config["pass"] is not None:
         log.warn("-pass puts the password where ps shows it; use --password-file or $REDISREPL_PASSWORD")
     top = MultiService()

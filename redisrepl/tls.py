@@ -1,6 +1,8 @@
 """Client TLS for the hub: the user's certificate and key, the CA that signed
 the proxy's certificate, TLS 1.2 or newer, host name always verified."""
 
+import datetime
+
 from OpenSSL import SSL, crypto
 from twisted.internet import ssl
 from twisted.web.client import BrowserLikePolicyForHTTPS
@@ -57,21 +59,45 @@ class ClientCertificatePolicy:
         return creator
 
 
-def load_policy(cert_path, key_path, ca_path):
+def _check_validity(cert, path, what, now):
+    """Expired or not yet valid certificates are refused with their dates."""
+    not_before = datetime.datetime.strptime(cert.get_notBefore().decode(), "%Y%m%d%H%M%SZ")
+    not_after = datetime.datetime.strptime(cert.get_notAfter().decode(), "%Y%m%d%H%M%SZ")
+    if now < not_before:
+        raise CredentialsError(f"the {what} {path} is not valid yet (from {not_before:%Y-%m-%d %H:%M} UTC)")
+    if now > not_after:
+        raise CredentialsError(f"the {what} {path} expired on {not_after:%Y-%m-%d %H:%M} UTC")
+
+
+def load_policy(cert_path, key_path, ca_path, key_passphrase=None, now=None):
     """Check the three files and build the HTTPS policy.
 
     Raises CredentialsError with a one-line reason: unreadable file, not PEM,
-    a key that does not belong to the certificate, an empty CA file.
+    an expired or not yet valid certificate, an encrypted key without (or
+    with the wrong) passphrase, a key that does not belong to the
+    certificate, an empty CA file. Whether the proxy trusts the client
+    certificate only the proxy can tell (it answers HTTP 400).
     """
+    now = now or datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
     cert_pem = _read(cert_path, "client certificate")
     key_pem = _read(key_path, "client key")
     ca_pem = _read(ca_path, "CA file")
     cert = _load_certificates(cert_pem, cert_path, "client certificate")[0]
+    _check_validity(cert, cert_path, "client certificate", now)
+    encrypted = b"ENCRYPTED" in key_pem
+    if encrypted and key_passphrase is None:
+        raise CredentialsError(f"the client key {key_path} is encrypted: give its passphrase "
+                               "with --key-password-file")
     try:
-        key = crypto.load_privatekey(crypto.FILETYPE_PEM, key_pem)
+        if encrypted:
+            key = crypto.load_privatekey(crypto.FILETYPE_PEM, key_pem, key_passphrase)
+        else:
+            key = crypto.load_privatekey(crypto.FILETYPE_PEM, key_pem)
     except crypto.Error as e:
-        hint = " (an encrypted key is not supported)" if b"ENCRYPTED" in key_pem else ""
-        raise CredentialsError(f"the client key {key_path} is not a PEM private key{hint}: {e}") from None
+        if encrypted:
+            raise CredentialsError(f"the client key {key_path} cannot be decrypted with "
+                                   "the passphrase of --key-password-file") from None
+        raise CredentialsError(f"the client key {key_path} is not a PEM private key: {e}") from None
     context = SSL.Context(SSL.TLS_METHOD)
     context.use_certificate(cert)
     try:
@@ -81,8 +107,10 @@ def load_policy(cert_path, key_path, ca_path):
         raise CredentialsError(
             f"the client key {key_path} does not belong to the certificate {cert_path}") from None
     cas = _load_certificates(ca_pem, ca_path, "CA file")
+    for ca in cas:
+        _check_validity(ca, ca_path, "CA certificate in", now)
     trust_root = ssl.trustRootFromCertificates([ssl.Certificate(c) for c in cas])
-    private = ssl.PrivateCertificate.loadPEM(key_pem + b"\n" + cert_pem)
+    private = ssl.PrivateCertificate.fromCertificateAndKeyPair(ssl.Certificate(cert), ssl.KeyPair(key))
     return ClientCertificatePolicy(trust_root, private)
 
 

@@ -176,3 +176,69 @@ def test_bad_config_file_names_key_and_file(tmp_path, content, expect):
 
 def test_missing_config_file():
     assert "cannot read --config /nonexistent.toml" in error_of(["--config=/nonexistent.toml"])
+
+
+def _client_cert(directory, ca_cert_path, ca_key_path, days_from, days_to, passphrase=None):
+    """A client certificate signed by the sandbox CA, valid between two day offsets."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    with open(ca_cert_path, "rb") as f:
+        ca = x509.load_pem_x509_certificate(f.read())
+    with open(ca_key_path, "rb") as f:
+        ca_key = serialization.load_pem_private_key(f.read(), None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "t")]))
+            .issuer_name(ca.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now + datetime.timedelta(days=days_from))
+            .not_valid_after(now + datetime.timedelta(days=days_to))
+            .sign(ca_key, hashes.SHA256()))
+    encryption = (serialization.BestAvailableEncryption(passphrase) if passphrase
+                  else serialization.NoEncryption())
+    cert_path, key_path = directory / f"c{days_from}.pem", directory / f"c{days_from}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8, encryption))
+    key_path.chmod(0o600)
+    return str(cert_path), str(key_path)
+
+
+@pytest.mark.parametrize("days,expect", [
+    ((-10, -1), "expired on"),
+    ((1, 10), "is not valid yet"),
+])
+def test_certificate_dates_are_checked(certs, tmp_path, days, expect):
+    cert, key = _client_cert(tmp_path, certs["ca_cert"], certs["ca_key"], *days)
+    message = error_of(good(certs, "--cert", cert, "--key", key))
+    assert expect in message and cert in message
+
+
+def test_encrypted_key_needs_its_passphrase(certs, tmp_path):
+    cert, key = _client_cert(tmp_path, certs["ca_cert"], certs["ca_key"], -1, 10, passphrase=b"open sesame")
+    assert "is encrypted: give its passphrase with --key-password-file" in error_of(
+        good(certs, "--cert", cert, "--key", key))
+    wrong = tmp_path / "wrong"
+    wrong.write_text("nope\n")
+    wrong.chmod(0o600)
+    assert "cannot be decrypted" in error_of(
+        good(certs, "--cert", cert, "--key", key, "--key-password-file", str(wrong)))
+    right = tmp_path / "right"
+    right.write_text("open sesame\n")
+    right.chmod(0o600)
+    options = parse(good(certs, "--cert", cert, "--key", key, "--key-password-file", str(right)))
+    assert options["tls_policy"] is not None and options["warnings"] == []
+
+
+def test_secrets_readable_by_others_are_warned_about(certs, tmp_path):
+    pw = tmp_path / "pw"
+    pw.write_text("x\n")
+    pw.chmod(0o644)
+    options = parse(good(certs, "--password-file", str(pw)))
+    assert any(str(pw) in w and "chmod 600" in w for w in options["warnings"])
