@@ -21,6 +21,7 @@ install_system() {
     command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
     command -v python3 >/dev/null 2>&1 || need+=(python3)
     python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+    command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)   # checks contrib/redisrepl.service
     if [ ${#need[@]} -gt 0 ]; then
         echo "dev.sh: installing ${need[*]} with apt-get" >&2
         as_root apt-get update -qq

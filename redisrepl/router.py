@@ -24,6 +24,7 @@ backoff, while the others go on.
 from collections import Counter, OrderedDict
 
 import attrs
+from twisted.internet import task
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
 from twisted.logger import Logger
 
@@ -151,6 +152,10 @@ class Router:
         d = DeferredList(list(self._batches), consumeErrors=True)
         d.addTimeout(timeout, self._clock)
         d.addErrback(lambda f: log.warn("gave up on {n} keys in flight at shutdown", n=len(self._in_flight)))
+        # The last batch may finish inside a connection's dataReceived; let the
+        # shutdown (which closes every connection) go on in a later turn, not
+        # from under that call.
+        d.addCallback(lambda _: task.deferLater(self._clock, 0, lambda: None))
         return d
 
     # -- the work queue ----------------------------------------------------

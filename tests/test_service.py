@@ -87,3 +87,24 @@ def test_health_follows_the_proxy(daemons, metrics_port, rc):
         lab.sandbox.start_component("nginx")
     wait_until(lambda: get(metrics_port, "/healthz") == (200, "ok\n"), SLOW, what="healthy again")
     wait_until(lambda: lab.remote.get("hz:during") == b"1", SLOW)
+
+
+def test_sigterm_during_a_burst_leaves_nothing_half_written(daemons):
+    lab = daemons
+    d = lab.daemon("tb:", rc=False)
+    pipe = lab.local.pipeline(transaction=False)
+    for i in range(5000):
+        pipe.hset(f"tb:{i}", mapping={"a": i, "b": i, "c": i})
+    pipe.execute()
+    wait_until(lambda: lab.remote.exists("tb:0"), what="the burst to start arriving")
+    assert d.stop() in (0, -15)     # twistd re-raises SIGTERM after a clean stop
+    log = d.log()
+    assert "Main loop terminated" in log, log
+    assert "Traceback" not in log, log
+    copied = 0
+    for i in range(5000):
+        value = lab.remote.hgetall(f"tb:{i}")
+        if value:
+            copied += 1
+            assert value == {b"a": b"%d" % i, b"b": b"%d" % i, b"c": b"%d" % i}
+    assert copied >= 1
