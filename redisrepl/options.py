@@ -22,6 +22,8 @@ LEGACY_FLAGS = {
 PASSWORD_ENV = "REDISREPL_PASSWORD"
 USERNAME_ENV = "REDISREPL_USERNAME"
 RESERVED_INFIX = b"__redisrepl__:"
+#: Set when redisrepl re-ran itself to move a -pass password out of its argv.
+LEGACY_PASS_ENV = "REDISREPL_PASSWORD_FROM_PASS"
 
 
 def translate_legacy(argv):
@@ -210,8 +212,11 @@ class Options(usage.Options):
 
     def _check_password(self):
         password = None
+        self["legacy_pass"] = bool(os.environ.pop(LEGACY_PASS_ENV, None))
         if self["pass"] is not None:
-            password = self["pass"]
+            _reexec_without(self["pass"])
+            password = self["pass"]    # not on Linux: only the warning is left
+            self["legacy_pass"] = True
         elif self["password-file"]:
             password = _first_line(self["password-file"], "--password-file")
             self._private_file(self["password-file"])
@@ -219,6 +224,34 @@ class Options(usage.Options):
             password = os.environ[PASSWORD_ENV]
         self["password"] = password or None
         self["username"] = self["username"] or os.environ.get(USERNAME_ENV) or None
+
+
+def _reexec_without(password):
+    """Run this same command again without ``-pass PASSWORD``, the password in
+    the environment instead: ``ps`` shows any user the arguments of every
+    process, while a process' environment is readable only by its owner."""
+    try:
+        with open("/proc/self/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")[:-1]
+    except OSError:
+        return
+    if b"redisrepl" not in argv:
+        return  # not ``twistd ... redisrepl ...`` (the options parsed in-process)
+    kept, skip = [], False
+    for arg in argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if arg.startswith(b"-") and arg.lstrip(b"-").split(b"=", 1)[0] == b"pass":
+            skip = b"=" not in arg
+            continue
+        kept.append(arg)
+    env = dict(os.environb)
+    env[PASSWORD_ENV.encode()] = password.encode("utf-8", "surrogateescape")
+    env[LEGACY_PASS_ENV.encode()] = b"1"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, [os.fsencode(sys.executable)] + kept, env)
 
 
 def _first_line(path, what):

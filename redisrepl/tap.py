@@ -90,8 +90,9 @@ def makeService(config, reactor=None):
         from twisted.internet import reactor
     for warning in config["warnings"]:
         log.warn("{warning}", warning=warning)
-    if config["pass"] is not None:
-        log.warn("-pass puts the password where ps shows it; use --password-file or $REDISREPL_PASSWORD")
+    if config["legacy_pass"]:
+        log.warn("-pass is deprecated: it puts the password where ps shows it (redisrepl moved it to its "
+                 "environment at once); use --password-file or $REDISREPL_PASSWORD")
     top = MultiService()
     policy = config["tls_policy"] or plain_policy()
 

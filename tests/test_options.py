@@ -242,3 +242,8 @@ def test_secrets_readable_by_others_are_warned_about(certs, tmp_path):
     pw.chmod(0o644)
     options = parse(good(certs, "--password-file", str(pw)))
     assert any(str(pw) in w and "chmod 600" in w for w in options["warnings"])
+
+
+def test_pass_parsed_in_process_is_kept_with_a_warning_flag(certs):
+    options = parse(good(certs, "-pass", "pw"))
+    assert options["password"] == "pw" and options["legacy_pass"]

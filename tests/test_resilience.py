@@ -259,3 +259,21 @@ def test_evicted_key_is_deleted_on_the_other_side(daemons):
         lab.local.config_set("maxmemory", 0)
         lab.local.config_set("maxmemory-policy", "noeviction")
     wait_until(lambda: not lab.remote.exists("ev:k"), what="eviction copied as a deletion")
+
+
+def test_legacy_pass_flag_is_hidden_from_ps(daemons):
+    lab = daemons
+    lab.local.execute_command("ACL", "SETUSER", "default", "resetpass", ">old-school-pw")
+    admin = lab.local
+    try:
+        admin.execute_command("AUTH", "default", "old-school-pw")
+        d = lab.daemon("ps:", rc=False, extra=["-pass", "old-school-pw"])
+        with open(f"/proc/{d.proc.pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+        assert b"old-school-pw" not in cmdline and b"redisrepl" in cmdline
+        d.wait_log("-pass is deprecated")
+        admin.set("ps:a", "1")
+        wait_until(lambda: lab.remote.get("ps:a") == b"1")
+        assert "old-school-pw" not in d.log()
+    finally:
+        admin.execute_command("ACL", "SETUSER", "default", "nopass")
