@@ -15,7 +15,8 @@ SIDES = (LOCAL, REMOTE)
 
 
 class ReplicationCollector:
-    def __init__(self, router, local_source, remote_source=None):
+    def __init__(self, router, local_source, remote_source=None, reconciler=None):
+        self._reconciler = reconciler
         self._router = router
         self._local = local_source
         self._remote = remote_source
@@ -69,6 +70,22 @@ class ReplicationCollector:
                 reconnects.add_metric([side], source.reconnects)
         yield up
         yield reconnects
+        yield CounterMetricFamily("redisrepl_backlog_overflows",
+                                  "Changes not queued because the queue was full (left to the reconcile)",
+                                  value=stats.overflows)
+        if self._reconciler is not None:
+            r = self._reconciler.stats
+            yield CounterMetricFamily("redisrepl_reconcile_runs", "Reconciles completed", value=r.runs)
+            yield CounterMetricFamily("redisrepl_reconcile_failures", "Reconciles that failed (retried)",
+                                      value=r.failures)
+            yield CounterMetricFamily("redisrepl_reconcile_keys_compared",
+                                      "Keys compared by reconciles", value=r.keys_compared)
+            yield CounterMetricFamily("redisrepl_reconcile_keys_fixed",
+                                      "Keys found different by reconciles and copied", value=r.keys_fixed)
+            yield GaugeMetricFamily("redisrepl_reconcile_last_duration_seconds",
+                                    "How long the last reconcile took", value=r.last_duration)
+            yield GaugeMetricFamily("redisrepl_reconcile_owed", "1 while a reconcile is owed "
+                                    "(after an overflow or a failed run)", value=int(self._reconciler.dirty))
         if self._remote is not None and self._remote.last_heartbeat_rtt is not None:
             yield GaugeMetricFamily("redisrepl_heartbeat_rtt_seconds",
                                     "Last heartbeat round trip: remote write to its event on the stream "

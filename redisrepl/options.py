@@ -68,6 +68,9 @@ class Options(usage.Options):
         ["pass", None, None, "DEPRECATED (visible in ps): the local Redis password; use --password-file"],
         ["heartbeat", None, "5", "seconds between heartbeats on the remote stream (with --rc)"],
         ["metrics", None, None, "serve /metrics and /healthz on [HOST:]PORT (HOST defaults to 127.0.0.1)"],
+        ["winner", None, "remote", "with --rc: the side whose state wins when a key changed on both (remote or local)"],
+        ["reconcile-interval", None, "60", "seconds between periodic reconciles (0: only at start-up, reconnects, overflow)"],
+        ["max-backlog", None, "100000", "most keys waiting in memory; past it changes are left to the reconcile"],
         ["concurrency", None, "4", "batches copied at the same time, each on its own connection"],
         ["batch", None, "256", "most keys read or written in one request"],
     ]
@@ -75,6 +78,7 @@ class Options(usage.Options):
         ["rc", None, "also replicate remote changes to the local Redis"],
         ["all-keys", None, "replicate every key (allows an empty namespace)"],
         ["allow-http", None, "allow a plain http:// hub (only for Webdis on a trusted host)"],
+        ["keep-remote-only", None, "without --rc: do not delete remote keys that the local side does not have"],
     ]
 
     def opt_version(self):
@@ -129,6 +133,15 @@ class Options(usage.Options):
         self["db"] = _integer(self["db"], "--db", 0, 1 << 20)
         self["concurrency"] = _integer(self["concurrency"], "--concurrency", 1, 64)
         self["batch"] = _integer(self["batch"], "--batch", 1, 10000)
+        self["max-backlog"] = _integer(self["max-backlog"], "--max-backlog", 100, 100_000_000)
+        if self["winner"] not in ("remote", "local"):
+            fail(f"--winner must be remote or local, not {self['winner']!r}")
+        try:
+            self["reconcile-interval"] = float(self["reconcile-interval"])
+        except ValueError:
+            fail(f"--reconcile-interval must be a number of seconds, not {self['reconcile-interval']!r}")
+        if self["reconcile-interval"] < 0:
+            fail("--reconcile-interval must not be negative")
         try:
             self["heartbeat"] = float(self["heartbeat"])
         except ValueError:

@@ -72,18 +72,21 @@ class Stats:
     coalesced: int = 0
     unchanged: int = 0
     ignored: int = 0
+    overflows: int = 0                                 # changes not queued: the queue was full
     backlog_high: int = 0                              # most keys waiting at once
 
 
 class Router:
     def __init__(self, clock, local, remote, namespace, reserved_prefix,
-                 concurrency=4, batch_size=256, link_backoff=None, key_backoff=None):
+                 concurrency=4, batch_size=256, max_backlog=100_000,
+                 link_backoff=None, key_backoff=None):
         self._clock = clock
         self._sides = {LOCAL: local, REMOTE: remote}
         self.namespace = namespace
         self.reserved_prefix = reserved_prefix
         self.concurrency = concurrency
         self.batch_size = batch_size
+        self.max_backlog = max_backlog
         self._link_backoff = link_backoff or Backoff(initial=0.2, maximum=5.0)
         self._key_backoff_factory = key_backoff or (lambda: Backoff(initial=1.0, maximum=60.0))
         self._dirty = OrderedDict()   # key -> set of sides it changed on, oldest first
@@ -99,6 +102,11 @@ class Router:
         self.stats = Stats()
         #: side -> why it could not be reached last time, None once it answers
         self.link_error = {LOCAL: None, REMOTE: None}
+        #: called with (target side, [(key, state)]) after each successful write
+        self.on_written = []
+        #: called with no argument when a change had to be dropped (queue full)
+        self.on_overflow = []
+        self._watchers = []
 
     # -- input -------------------------------------------------------------
 
@@ -112,6 +120,26 @@ class Router:
             self.stats.ignored += 1
             return
         self.stats.events[side] += 1
+        for watcher in self._watchers:
+            watcher.add(key)
+        self._enqueue(side, key)
+
+    def force(self, side, key):
+        """Copy ``key`` from ``side`` even if the other side is believed to
+        hold that state already (the reconcile found it does not)."""
+        self._sides[OTHER[side]].expected.forget(key)
+        self._enqueue(side, key)
+
+    def watch(self):
+        """A set that collects every key with an event from now on."""
+        watcher = set()
+        self._watchers.append(watcher)
+        return watcher
+
+    def unwatch(self, watcher):
+        self._watchers.remove(watcher)
+
+    def _enqueue(self, side, key):
         if key in self._parked:
             self._parked[key][0].add(side)
             return
@@ -119,6 +147,13 @@ class Router:
         if sides is not None:
             self.stats.coalesced += 1
             sides.add(side)
+            return
+        if len(self._dirty) >= self.max_backlog:
+            # Memory stays bounded: the change is not kept, and the reconcile
+            # will find it (no change is dropped silently).
+            self.stats.overflows += 1
+            for callback in self.on_overflow:
+                callback()
             return
         self._dirty[key] = {side}
         waiting = len(self._dirty) + len(self._parked) + len(self._in_flight)
@@ -270,6 +305,8 @@ class Router:
         self.stats.requests[target] += 1
         self.stats.writes[target] += len(items)
         self.stats.last_write[target] = self._clock.seconds()
+        for callback in self.on_written:
+            callback(target, items)
 
     def _failed(self, side, error):
         self.stats.failures[side, getattr(error, "kind", "error")] += 1

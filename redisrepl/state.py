@@ -249,3 +249,67 @@ def size(key_state):
     if key_state.kind == HASH:
         return sum(len(f) + len(v) + 8 for f, v in key_state.value) + 16
     return 16
+
+
+# -- digests computed inside Redis, for the reconcile -------------------------
+#
+# DIGEST_SCAN_SCRIPT runs one SCAN step and answers, flat,
+# {next_cursor, key1, digest1, key2, digest2, ...} for the keys of the step
+# outside the reserved prefix (ARGV: cursor, match pattern, count, reserved
+# prefix). A digest is content_digest() of the key computed in Redis, or 'x'
+# for a type redisrepl does not replicate. A hash's digest does not depend on
+# field order (nor on Lua's locale-dependent string order): it is the XOR of
+# the SHA1s of its field/value pairs.
+DIGEST_SCAN_SCRIPT_BODY = b"""\
+local res = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
+local reserved = ARGV[4]
+local out = {res[1]}
+local function xor_into(acc, hex)
+  for i = 1, 5 do
+    acc[i] = bit.bxor(acc[i], tonumber(string.sub(hex, i * 8 - 7, i * 8), 16))
+  end
+end
+for _, k in ipairs(res[2]) do
+  if reserved == '' or string.sub(k, 1, #reserved) ~= reserved then
+    local t = redis.call('TYPE', k)['ok']
+    local d = nil
+    if t == 'string' then
+      d = redis.sha1hex('s' .. redis.call('GET', k))
+    elseif t == 'hash' then
+      local acc = {0, 0, 0, 0, 0}
+      local flat = redis.call('HGETALL', k)
+      for i = 1, #flat, 2 do
+        xor_into(acc, redis.sha1hex(#flat[i] .. ':' .. flat[i] .. flat[i + 1]))
+      end
+      local parts = {'h'}
+      for i = 1, 5 do
+        parts[i + 1] = string.format('%08x', acc[i] % 4294967296)
+      end
+      d = table.concat(parts)
+    elseif t ~= 'none' then
+      d = 'x'
+    end
+    if d then
+      out[#out + 1] = k
+      out[#out + 1] = d
+    end
+  end
+end
+return out
+"""
+
+DIGEST_SCAN_SCRIPT = Script(DIGEST_SCAN_SCRIPT_BODY)
+
+
+def content_digest(key_state):
+    """The digest DIGEST_SCAN_SCRIPT computes for this state (bytes), None if absent."""
+    if key_state.kind == STRING:
+        return hashlib.sha1(b"s" + key_state.value).hexdigest().encode()
+    if key_state.kind == HASH:
+        acc = 0
+        for field, item in key_state.value:
+            acc ^= int(hashlib.sha1(b"%d:" % len(field) + field + item).hexdigest(), 16)
+        return b"h" + b"%040x" % acc
+    if key_state.kind == NONE:
+        return None
+    return b"x"

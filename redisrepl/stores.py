@@ -20,7 +20,7 @@ class _StateStore:
     """Reads and writes whole key states, many keys per round trip, with the
     scripts of redisrepl.state; subclasses provide ``command(*args)``."""
 
-    async def _run(self, script, keys, args):
+    async def run_script(self, script, keys, args):
         try:
             return await self.command("EVALSHA", script.sha, len(keys), *keys, *args)
         except NoScriptError:
@@ -29,7 +29,7 @@ class _StateStore:
 
     async def read(self, keys):
         """The current states of ``keys``, in order, read atomically."""
-        reply = await self._run(state.READ_SCRIPT, keys, ())
+        reply = await self.run_script(state.READ_SCRIPT, keys, ())
         return state.split_reply(reply, len(keys), self._clock.seconds())
 
     async def write(self, items):
@@ -47,7 +47,7 @@ class _StateStore:
     async def _write(self, items):
         keys = [key for key, _ in items]
         args = state.batch_write_args([s for _, s in items], self._clock.seconds())
-        await self._run(state.WRITE_SCRIPT, keys, args)
+        await self.run_script(state.WRITE_SCRIPT, keys, args)
 
 
 class LocalStore(_StateStore):

@@ -24,6 +24,7 @@ from redisrepl.expected import ExpectedEvents
 from redisrepl.health import Health, HubProbe
 from redisrepl.local_source import ConnectionService, LocalSource, command_factory
 from redisrepl.options import Options
+from redisrepl.reconcile import Reconciler
 from redisrepl.remote_source import RemoteSource
 from redisrepl.router import LOCAL, REMOTE, Router, Side
 from redisrepl.stores import LocalStore, RemoteStore
@@ -107,13 +108,20 @@ def makeService(config, reactor=None):
     commands = command_factory(config["db"], config["password"], config["username"])
     ConnectionService(commands, endpoint, where).setServiceParent(top)
 
+    local_store, remote_store = LocalStore(commands, reactor), RemoteStore(client, reactor)
     router = Router(
         reactor,
-        Side(LOCAL, LocalStore(commands, reactor), ExpectedEvents(reactor)),
-        Side(REMOTE, RemoteStore(client, reactor), ExpectedEvents(reactor)),
+        Side(LOCAL, local_store, ExpectedEvents(reactor)),
+        Side(REMOTE, remote_store, ExpectedEvents(reactor)),
         config["namespace"], config["reserved_prefix"],
-        concurrency=config["concurrency"], batch_size=config["batch"])
+        concurrency=config["concurrency"], batch_size=config["batch"],
+        max_backlog=config["max-backlog"])
     RouterService(router, summary(config)).setServiceParent(top)
+    reconciler = Reconciler(router, local_store, remote_store, config["namespace"],
+                            config["reserved_prefix"], reactor, two_way=bool(config["rc"]),
+                            winner=config["winner"], keep_remote_only=bool(config["keep-remote-only"]),
+                            interval=config["reconcile-interval"])
+    reconciler.setServiceParent(top)
 
     def fatal(message):
         # twistd exits 0 after reactor.stop(); an init system must see a
@@ -126,6 +134,7 @@ def makeService(config, reactor=None):
                         password=config["password"], username=config["username"],
                         on_fatal=fatal)
     local.setServiceParent(top)
+    local.on_subscribed.append(lambda: reconciler.request("local events (re)subscribed"))
 
     remote = probe = None
     if config["rc"]:
@@ -135,6 +144,7 @@ def makeService(config, reactor=None):
                               config["reserved_prefix"], reactor,
                               heartbeat_interval=config["heartbeat"])
         remote.setServiceParent(top)
+        remote.on_subscribed.append(lambda: reconciler.request("remote events (re)subscribed"))
     elif config["metrics_endpoint"]:
         probe = HubProbe(client, config["heartbeat"], reactor)
         probe.setServiceParent(top)
@@ -142,7 +152,7 @@ def makeService(config, reactor=None):
     if config["metrics_endpoint"]:
         from redisrepl.metrics import ReplicationCollector, make_site
         health = Health(reactor, router, local, remote, probe, max_lag=3 * config["heartbeat"])
-        site = make_site(ReplicationCollector(router, local, remote), health)
+        site = make_site(ReplicationCollector(router, local, remote, reconciler), health)
         server = endpoints.serverFromString(reactor, config["metrics_endpoint"])
         StreamServerEndpointService(server, site).setServiceParent(top)
     return top

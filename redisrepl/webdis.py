@@ -57,19 +57,22 @@ def command_path(args, db=None, fmt="raw"):
     return path
 
 
-def keyspace_pattern(db, namespace):
-    """The keyspace-notification pattern for every key starting with ``namespace``.
-
-    Glob characters in the namespace are escaped so they match themselves.
-    """
-    if isinstance(namespace, str):
-        namespace = namespace.encode("utf-8")
+def prefix_pattern(prefix):
+    """A glob (for PSUBSCRIBE or SCAN MATCH) matching every string that starts
+    with ``prefix``: its glob characters are escaped so they match themselves."""
+    if isinstance(prefix, str):
+        prefix = prefix.encode("utf-8")
     escaped = bytearray()
-    for b in namespace:
+    for b in prefix:
         if b in b"*?[]\\":
             escaped += b"\\"
         escaped.append(b)
-    return b"__keyspace@%d__:" % db + bytes(escaped) + b"*"
+    return bytes(escaped) + b"*"
+
+
+def keyspace_pattern(db, namespace):
+    """The keyspace-notification pattern for every key starting with ``namespace``."""
+    return b"__keyspace@%d__:" % db + prefix_pattern(namespace)
 
 
 def keyspace_key(channel, db):

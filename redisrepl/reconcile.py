@@ -1,0 +1,316 @@
+"""The reconcile: make the namespace equal on both sides after any gap.
+
+Keyspace notifications are fire-and-forget: what changes while the daemon is
+stopped, while a stream is down, or what no event announces (FLUSHDB), is
+never announced again. The reconcile finds it by comparison:
+
+1. Both sides compute a digest of every key of the namespace themselves
+   (DIGEST_SCAN_SCRIPT, one SCAN step per request; through Webdis on the
+   remote side), so values do not travel to be compared.
+2. The last synchronised digests are kept in the local Redis, in the hash
+   ``<namespace>__redisrepl__:synced`` (updated after every copy), so they
+   survive the daemon's restarts.
+3. For each key where the sides differ, ``decide`` picks the side whose state
+   both must take, and the router copies it (reading the current state then,
+   so anything newer wins).
+
+Two-way (``--rc``) it is a three-way merge against the synchronised digest:
+a key changed (or deleted) on one side only takes that side's state, so a key
+deleted while the daemon was down stays deleted; a key changed on both sides
+takes the winner's (``--winner``, default remote). One-way, the remote becomes
+a mirror of the local side (keys only on the remote are deleted unless
+``--keep-remote-only``).
+
+A side that lost its data wholesale (a Redis restarted without persistence,
+FLUSHDB, FLUSHALL) is told apart from a mass deletion by a marker key,
+``<namespace>__redisrepl__:marker``, that redisrepl keeps on each side: when
+the remote's marker is gone, its missing keys are refilled from the local
+side, not deleted there. (When the local side loses its data, its synced
+table goes with it, so its missing keys count as never synchronised and are
+refilled from the remote.)
+
+Keys with live events during a run are left to the live path: events win.
+"""
+
+import os
+
+import attrs
+from twisted.application.service import Service
+from twisted.internet import task
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from redisrepl import state, webdis
+from redisrepl.backoff import Backoff
+from redisrepl.errors import ReplicationError
+from redisrepl.router import LOCAL, REMOTE, short
+
+log = Logger()
+
+#: Keys per SCAN step.
+SCAN_COUNT = 1000
+#: A progress line every so many keys scanned.
+PROGRESS_EVERY = 50_000
+UNSUPPORTED = b"x"
+
+
+def decide(local, remote, synced, two_way=True, winner=REMOTE, remote_lost=False,
+           keep_remote_only=False):
+    """The side whose state both sides must take for one key, or None.
+
+    ``local``, ``remote``, ``synced``: digests (None: absent / never synced).
+    """
+    if local == remote:
+        return None
+    if UNSUPPORTED in (local, remote):
+        return None
+    if not two_way:
+        if local is None and keep_remote_only:
+            return None
+        return LOCAL
+    if remote_lost and remote is None:
+        return LOCAL
+    local_changed = local != synced
+    remote_changed = remote != synced
+    if local_changed and not remote_changed:
+        return LOCAL
+    if remote_changed and not local_changed:
+        return REMOTE
+    return winner
+
+
+class SyncedTable:
+    """The last synchronised digest of each key, in a hash of the local Redis."""
+
+    def __init__(self, local_store, reserved_prefix):
+        self._store = local_store
+        self.key = reserved_prefix + b"synced"
+
+    def record(self, items):
+        """After a copy: both sides now hold these states. Fire and forget."""
+        sets, dels = [], []
+        for key, key_state in items:
+            digest = state.content_digest(key_state)
+            if digest is None:
+                dels.append(key)
+            else:
+                sets += (key, digest)
+        d = Deferred.fromCoroutine(self.update(sets, dels))
+        d.addErrback(lambda f: log.warn("could not record synchronised state: {e}", e=f.value))
+
+    async def update(self, sets, dels):
+        """Store ``sets`` (flat key, digest pairs) and drop ``dels``."""
+        for start in range(0, len(sets), 2000):
+            await self._store.command("HSET", self.key, *sets[start:start + 2000])
+        for start in range(0, len(dels), 1000):
+            await self._store.command("HDEL", self.key, *dels[start:start + 1000])
+
+    async def load(self):
+        table, cursor = {}, b"0"
+        while True:
+            reply = await self._store.command("HSCAN", self.key, cursor, "COUNT", SCAN_COUNT)
+            cursor, flat = reply[0], reply[1]
+            table.update(zip(flat[0::2], flat[1::2]))
+            if cursor in (b"0", 0):
+                return table
+
+
+async def scan_digests(store, namespace, reserved_prefix, progress=None):
+    """{key: digest} of every key of the namespace on one side."""
+    pattern = webdis.prefix_pattern(namespace)
+    digests, cursor = {}, b"0"
+    while True:
+        reply = await store.run_script(state.DIGEST_SCAN_SCRIPT, [],
+                                       [cursor, pattern, b"%d" % SCAN_COUNT, reserved_prefix])
+        if not isinstance(reply, list) or len(reply) % 2 != 1:
+            raise ReplicationError(f"unexpected digest scan reply {reply!r:.80}", "bad_reply")
+        cursor = reply[0]
+        digests.update(zip(reply[1::2], reply[2::2]))
+        if progress is not None:
+            progress(len(digests))
+        if cursor in (b"0", 0):
+            return digests
+
+
+@attrs.define
+class ReconcileStats:
+    runs: int = 0
+    failures: int = 0
+    keys_compared: int = 0
+    keys_fixed: int = 0
+    last_duration: float = 0.0
+    last_end: float = 0.0
+
+
+class Reconciler(Service):
+    """Runs the reconcile when asked (start-up, reconnects, overflow) and every
+    ``interval`` seconds; one run at a time, failed runs retried with backoff."""
+
+    def __init__(self, router, local_store, remote_store, namespace, reserved_prefix, clock,
+                 two_way, winner=REMOTE, keep_remote_only=False, interval=60.0, backoff=None):
+        self._router = router
+        self._stores = {LOCAL: local_store, REMOTE: remote_store}
+        self._namespace = namespace
+        self._reserved = reserved_prefix
+        self._clock = clock
+        self.two_way = two_way
+        self.winner = winner
+        self.keep_remote_only = keep_remote_only
+        self.interval = interval
+        self.synced = SyncedTable(local_store, reserved_prefix)
+        self._marker_key = reserved_prefix + b"marker"
+        self._backoff = backoff or Backoff(initial=1.0, maximum=30.0)
+        self._pending = None        # DelayedCall of the next run
+        self._reasons = set()
+        self._running = None        # Deferred of the run under way
+        self._periodic = None
+        self.dirty = False          # a run is owed (overflow, failure)
+        self.stats = ReconcileStats()
+        router.on_written.append(self._written)
+        self._markers_set = False
+        router.on_overflow.append(lambda: self.request("the queue was full"))
+
+    # -- service ---------------------------------------------------------------
+
+    def startService(self):
+        super().startService()
+        if self.interval:
+            self._periodic = task.LoopingCall(self.request, "periodic")
+            self._periodic.clock = self._clock
+            self._periodic.start(self.interval, now=False)
+
+    def stopService(self):
+        super().stopService()
+        if self._periodic is not None and self._periodic.running:
+            self._periodic.stop()
+        if self._pending is not None and self._pending.active():
+            self._pending.cancel()
+        if self._running is not None:
+            self._running.cancel()
+
+    def _written(self, target, items):
+        if not self._markers_set:
+            # from the first synchronised key on, a side without its marker
+            # is a side that lost its data
+            self._markers_set = True
+            d = Deferred.fromCoroutine(self._ensure_markers())
+            d.addErrback(self._markers_failed)
+        self.synced.record(items)
+
+    def _markers_failed(self, failure):
+        self._markers_set = False
+        log.warn("could not set the reconcile markers: {e}", e=failure.value)
+
+    async def _ensure_markers(self):
+        marker = os.urandom(8).hex().encode()
+        # remote first: a remote flushed in between is then still seen as lost
+        for side in (REMOTE, LOCAL):
+            await self._stores[side].command("SET", self._marker_key, marker, "NX")
+
+    # -- scheduling --------------------------------------------------------------
+
+    def request(self, reason, delay=0.2):
+        """Run soon (requests close together make one run)."""
+        if not self.running:
+            return
+        if reason != "periodic" or not self._reasons:
+            self._reasons.add(reason)
+        if self._running is not None or self._pending is not None:
+            return
+        self._pending = self._clock.callLater(delay, self._start)
+
+    def _start(self):
+        self._pending = None
+        reasons, self._reasons = self._reasons, set()
+        self._running = Deferred.fromCoroutine(self.run(", ".join(sorted(reasons)) or "periodic"))
+        self._running.addCallbacks(self._succeeded, self._failed)
+
+    def _succeeded(self, _):
+        self._running = None
+        self._backoff.reset()
+        if self._reasons:
+            self.request(", ".join(sorted(self._reasons)))
+
+    def _failed(self, failure):
+        self._running = None
+        if not self.running:
+            return None
+        self.stats.failures += 1
+        self.dirty = True
+        delay = self._backoff.next_delay()
+        if failure.check(ReplicationError):
+            log.warn("reconcile failed: {error}; again in {delay:.1f}s", error=failure.value, delay=delay)
+        else:
+            log.failure("reconcile failed; again in {delay:.1f}s", failure, delay=delay)
+        self._reasons.add("retry")
+        if self._pending is None:
+            self._pending = self._clock.callLater(delay, self._start)
+        return None
+
+    # -- one run -------------------------------------------------------------------
+
+    async def run(self, reason):
+        started = self._clock.seconds()
+        self.dirty = False
+        watcher = self._router.watch()
+        try:
+            log.info("reconcile ({reason}): comparing the namespace on both sides", reason=reason)
+            local_store, remote_store = self._stores[LOCAL], self._stores[REMOTE]
+            local_marker = await local_store.command("GET", self._marker_key)
+            remote_marker = await remote_store.command("GET", self._marker_key)
+            synced = await self.synced.load()
+            local = await scan_digests(local_store, self._namespace, self._reserved,
+                                       self._progress("local", started))
+            remote = await scan_digests(remote_store, self._namespace, self._reserved,
+                                        self._progress("remote", started))
+            # both markers missing: the first reconcile of this namespace
+            remote_lost = remote_marker is None and local_marker is not None and bool(synced)
+            if remote_lost:
+                log.warn("the remote side lost its data (its marker is gone): refilling it from the "
+                         "local side rather than deleting there")
+            fixes, sets, dels = self._compare(local, remote, synced, watcher, remote_lost)
+        finally:
+            self._router.unwatch(watcher)
+        for key, side in fixes:
+            self._router.force(side, key)
+        await self.synced.update(sets, dels)
+        await self._ensure_markers()
+        self._markers_set = True
+        compared = len(set(local) | set(remote))
+        duration = self._clock.seconds() - started
+        self.stats.runs += 1
+        self.stats.keys_compared += compared
+        self.stats.keys_fixed += len(fixes)
+        self.stats.last_duration = duration
+        self.stats.last_end = self._clock.seconds()
+        log.info("reconcile ({reason}) done: {compared} keys compared, {fixed} differed and are being "
+                 "copied, in {duration:.2f}s", reason=reason, compared=compared, fixed=len(fixes),
+                 duration=duration)
+
+    def _compare(self, local, remote, synced, watcher, remote_lost):
+        fixes, sets, dels = [], [], []
+        for key in set(local) | set(remote) | set(synced):
+            if key in watcher:
+                continue  # a live event is being handled: it wins
+            here, there, last = local.get(key), remote.get(key), synced.get(key)
+            side = decide(here, there, last, self.two_way, self.winner, remote_lost, self.keep_remote_only)
+            if side is not None:
+                fixes.append((key, side))
+                log.debug("reconcile: {key} differs; taking the {side} side", key=short(key), side=side)
+            elif here == there and here != last and here != UNSUPPORTED:
+                if here is None:
+                    dels.append(key)
+                else:
+                    sets += (key, here)
+        return fixes, sets, dels
+
+    def _progress(self, side, started):
+        state_ = {"next": PROGRESS_EVERY}
+
+        def report(scanned):
+            if scanned >= state_["next"]:
+                state_["next"] += PROGRESS_EVERY
+                elapsed = max(self._clock.seconds() - started, 1e-6)
+                log.info("reconcile: {n} keys scanned on the {side} side ({rate:.0f} keys/s)",
+                         n=scanned, side=side, rate=scanned / elapsed)
+        return report

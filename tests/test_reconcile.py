@@ -1,0 +1,190 @@
+"""The reconcile: both sides equal again after any gap, deletions kept,
+lost data refilled (real Redis, Webdis, nginx and daemon)."""
+
+import random
+
+import pytest
+
+from redisrepl.reconcile import decide
+from redisrepl.router import LOCAL, REMOTE
+from redisrepl.state import DIGEST_SCAN_SCRIPT_BODY, HASH, STRING, KeyState, content_digest
+from tests.harness import wait_until
+
+SLOW = 30.0
+
+
+# -- the decision, pure ---------------------------------------------------------
+
+@pytest.mark.parametrize("local,remote,synced,expect", [
+    (b"a", b"a", b"a", None),
+    (b"a", b"a", None, None),              # equal: nothing to copy
+    (b"b", b"a", b"a", LOCAL),             # changed locally only
+    (b"a", b"b", b"a", REMOTE),            # changed remotely only
+    (None, b"a", b"a", LOCAL),             # deleted locally: stays deleted
+    (b"a", None, b"a", REMOTE),            # deleted remotely: stays deleted
+    (b"a", None, None, LOCAL),             # new locally
+    (None, b"a", None, REMOTE),            # new remotely
+    (b"b", b"c", b"a", REMOTE),            # changed on both: the winner
+    (b"b", None, b"a", REMOTE),            # changed here, deleted there: the winner
+    (b"x", b"a", b"a", None),              # a type not replicated: left alone
+])
+def test_two_way_decisions(local, remote, synced, expect):
+    assert decide(local, remote, synced, two_way=True, winner=REMOTE) == expect
+
+
+def test_local_winner_and_lost_remote():
+    assert decide(b"b", b"c", b"a", two_way=True, winner=LOCAL) == LOCAL
+    # the remote lost everything: its missing keys are refilled, not deleted here
+    assert decide(b"a", None, b"a", two_way=True, remote_lost=True) == LOCAL
+
+
+def test_one_way_mirror():
+    assert decide(None, b"a", b"a", two_way=False) == LOCAL         # delete remote-only
+    assert decide(None, b"a", None, two_way=False, keep_remote_only=True) is None
+    assert decide(b"a", b"b", b"b", two_way=False) == LOCAL
+
+
+def test_digests_computed_in_redis_match(lab):
+    rng = random.Random(7)
+    r = lab.local
+    states = {}
+    for i in range(30):
+        key = b"dg:%d:" % i + rng.randbytes(5)
+        if i % 2:
+            value = rng.randbytes(rng.randrange(0, 200))
+            r.set(key, value)
+            states[key] = KeyState(STRING, value)
+        else:
+            fields = {rng.randbytes(rng.randrange(0, 9)): rng.randbytes(rng.randrange(0, 50))
+                      for _ in range(rng.randrange(1, 20))}
+            r.hset(key, mapping=fields)
+            states[key] = KeyState(HASH, tuple(sorted(fields.items())))
+    reply = r.eval(DIGEST_SCAN_SCRIPT_BODY, 0, b"0", b"dg:*", b"1000", b"dg:__redisrepl__:")
+    assert reply[0] == b"0"
+    got = dict(zip(reply[1::2], reply[2::2]))
+    assert got == {key: content_digest(s) for key, s in states.items()}
+
+
+# -- end to end -------------------------------------------------------------------
+
+def sync_and_stop(lab, ns, keys, rc=True, extra=()):
+    """Start a daemon, make ``keys`` (name -> value) equal on both sides, stop it."""
+    d = lab.daemon(ns, rc=rc, extra=list(extra))
+    for name, value in keys.items():
+        lab.local.set(ns + name, value)
+    for name, value in keys.items():
+        wait_until(lambda: lab.remote.get(ns + name) == value.encode())
+    # the synchronised state is recorded after each copy
+    wait_until(lambda: lab.local.hlen(ns + "__redisrepl__:synced") >= len(keys))
+    d.stop()
+    lab.daemons.remove(d)
+
+
+def equal_namespace(lab, ns):
+    def snapshot(r):
+        out = {}
+        for key in r.scan_iter(match=ns + "*", count=1000):
+            if b"__redisrepl__:" in key:
+                continue
+            kind = r.type(key)
+            out[key] = r.get(key) if kind == b"string" else r.hgetall(key)
+        return out
+    a, b = snapshot(lab.local), snapshot(lab.remote)
+    return a == b and a
+
+
+def test_changes_on_both_sides_while_stopped(daemons):
+    lab = daemons
+    ns = "gap:"
+    sync_and_stop(lab, ns, {k: "v0" for k in ("l-mod", "l-del", "r-mod", "r-del", "both")})
+    lab.local.set(ns + "l-mod", "local change")
+    lab.local.delete(ns + "l-del")
+    lab.local.hset(ns + "l-new", "f", "local new")
+    lab.remote.set(ns + "r-mod", "remote change")
+    lab.remote.delete(ns + "r-del")
+    lab.remote.set(ns + "r-new", "remote new")
+    lab.local.set(ns + "both", "local side")
+    lab.remote.set(ns + "both", "remote side")
+    lab.daemon(ns, rc=True)
+    state = wait_until(lambda: equal_namespace(lab, ns), SLOW, what="both sides equal")
+    assert state[b"gap:l-mod"] == b"local change"
+    assert state[b"gap:r-mod"] == b"remote change"
+    assert state[b"gap:l-new"] == {b"f": b"local new"}
+    assert state[b"gap:r-new"] == b"remote new"
+    assert state[b"gap:both"] == b"remote side"          # the default winner
+    assert b"gap:l-del" not in state and b"gap:r-del" not in state   # deletions stay
+
+
+@pytest.mark.parametrize("flushed", ["remote", "local"])
+def test_side_that_lost_its_data_is_refilled(daemons, flushed):
+    lab = daemons
+    ns = f"fl{flushed}:"
+    sync_and_stop(lab, ns, {"a": "1", "b": "2", "c": "3"})
+    getattr(lab, flushed).flushdb()
+    lab.daemon(ns, rc=True)
+    state = wait_until(lambda: equal_namespace(lab, ns), SLOW, what="refilled")
+    assert state == {f"{ns}{k}".encode(): v for k, v in (("a", b"1"), ("b", b"2"), ("c", b"3"))}
+
+
+def test_one_way_remote_becomes_a_mirror(daemons):
+    lab = daemons
+    ns = "mir:"
+    lab.local.set(ns + "a", "1")
+    lab.remote.set(ns + "a", "tampered")
+    lab.remote.set(ns + "extra", "remote only")
+    lab.daemon(ns, rc=False)
+    wait_until(lambda: lab.remote.get(ns + "a") == b"1", SLOW)
+    wait_until(lambda: not lab.remote.exists(ns + "extra"), SLOW)
+
+
+def test_one_way_keep_remote_only(daemons):
+    lab = daemons
+    ns = "keep:"
+    lab.local.set(ns + "a", "1")
+    lab.remote.set(ns + "extra", "remote only")
+    d = lab.daemon(ns, rc=False, extra=["--keep-remote-only"])
+    d.wait_log("reconcile (")
+    d.wait_log("done:")
+    wait_until(lambda: lab.remote.get(ns + "a") == b"1", SLOW)
+    assert lab.remote.get(ns + "extra") == b"remote only"
+
+
+def test_remote_changes_during_a_stream_gap_arrive(daemons):
+    lab = daemons
+    ns = "sg:"
+    d = lab.daemon(ns, rc=True, extra=["--heartbeat", "0.5"])
+    lab.sandbox.stop_component("webdis")
+    lab.remote.set(ns + "unannounced", "made while the stream was down")
+    lab.remote.hset(ns + "h", "f", "v")
+    lab.sandbox.start_component("webdis")
+    wait_until(lambda: lab.local.get(ns + "unannounced") == b"made while the stream was down", SLOW)
+    wait_until(lambda: lab.local.hgetall(ns + "h") == {b"f": b"v"}, SLOW)
+    assert d.proc.poll() is None
+
+
+def test_overflow_turns_into_a_reconcile(daemons):
+    lab = daemons
+    ns = "ovf:"
+    lab.daemon(ns, rc=False, extra=["--max-backlog", "100"])
+    lab.sandbox.stop_component("nginx")
+    try:
+        pipe = lab.local.pipeline(transaction=False)
+        for i in range(1000):
+            pipe.set(f"{ns}{i}", i)
+        pipe.execute()
+    finally:
+        lab.sandbox.start_component("nginx")
+    wait_until(lambda: lab.remote.exists(*[f"{ns}{i}" for i in range(1000)]) == 1000, SLOW,
+               what="every key, beyond the queue's bound too")
+
+
+def test_periodic_reconcile_catches_flushdb(daemons):
+    lab = daemons
+    ns = "per:"
+    d = lab.daemon(ns, rc=True, extra=["--reconcile-interval", "1"])
+    lab.local.set(ns + "a", "1")
+    wait_until(lambda: lab.remote.get(ns + "a") == b"1")
+    d.wait_log("done:", count=2)  # a reconcile after the key was there: its state is known
+    lab.remote.flushdb()          # announces nothing
+    wait_until(lambda: lab.remote.get(ns + "a") == b"1", SLOW, what="refilled by a periodic reconcile")
+    assert lab.local.get(ns + "a") == b"1"
