@@ -115,17 +115,22 @@ class SyncedTable:
                 return table
 
 
-async def scan_digests(store, namespace, reserved_prefix, progress=None):
-    """{key: digest} of every key of the namespace on one side."""
+async def scan_digests(store, namespace, reserved_prefix, progress=None, expiries=None):
+    """{key: digest} of every key of the namespace on one side; with a dict
+    ``expiries``, also fills it with {key: remaining ms} of keys that expire."""
     pattern = webdis.prefix_pattern(namespace)
     digests, cursor = {}, b"0"
     while True:
         reply = await store.run_script(state.DIGEST_SCAN_SCRIPT, [],
                                        [cursor, pattern, b"%d" % SCAN_COUNT, reserved_prefix])
-        if not isinstance(reply, list) or len(reply) % 2 != 1:
+        if not isinstance(reply, list) or len(reply) % 3 != 1:
             raise ReplicationError(f"unexpected digest scan reply {reply!r:.80}", "bad_reply")
         cursor = reply[0]
-        digests.update(zip(reply[1::2], reply[2::2]))
+        digests.update(zip(reply[1::3], reply[2::3]))
+        if expiries is not None:
+            for key, pttl in zip(reply[1::3], reply[3::3]):
+                if int(pttl) >= 0:
+                    expiries[key] = int(pttl)
         if progress is not None:
             progress(len(digests))
         if cursor in (b"0", 0):

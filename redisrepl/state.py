@@ -254,7 +254,7 @@ def size(key_state):
 # -- digests computed inside Redis, for the reconcile -------------------------
 #
 # DIGEST_SCAN_SCRIPT runs one SCAN step and answers, flat,
-# {next_cursor, key1, digest1, key2, digest2, ...} for the keys of the step
+# {next_cursor, key1, digest1, pttl1, key2, digest2, pttl2, ...} for the keys of the step
 # outside the reserved prefix (ARGV: cursor, match pattern, count, reserved
 # prefix). A digest is content_digest() of the key computed in Redis, or 'x'
 # for a type redisrepl does not replicate. A hash's digest does not depend on
@@ -292,6 +292,7 @@ for _, k in ipairs(res[2]) do
     if d then
       out[#out + 1] = k
       out[#out + 1] = d
+      out[#out + 1] = tostring(redis.call('PTTL', k))
     end
   end
 end

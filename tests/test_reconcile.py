@@ -61,7 +61,8 @@ def test_digests_computed_in_redis_match(lab):
             states[key] = KeyState(HASH, tuple(sorted(fields.items())))
     reply = r.eval(DIGEST_SCAN_SCRIPT_BODY, 0, b"0", b"dg:*", b"1000", b"dg:__redisrepl__:")
     assert reply[0] == b"0"
-    got = dict(zip(reply[1::2], reply[2::2]))
+    got = dict(zip(reply[1::3], reply[2::3]))
+    assert set(reply[3::3]) == {b"-1"}
     assert got == {key: content_digest(s) for key, s in states.items()}
 
 
@@ -188,3 +189,53 @@ def test_periodic_reconcile_catches_flushdb(daemons):
     lab.remote.flushdb()          # announces nothing
     wait_until(lambda: lab.remote.get(ns + "a") == b"1", SLOW, what="refilled by a periodic reconcile")
     assert lab.local.get(ns + "a") == b"1"
+
+
+def run_verify(lab, ns):
+    import subprocess
+    import sys
+
+    from tests.harness import ROOT
+    args = lab.sandbox.daemon_args(ns, rc=True)
+    args = args[args.index("redisrepl") + 1:]
+    return subprocess.run([sys.executable, "-m", "redisrepl", "verify", *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=60)
+
+
+def test_verify_reports_differences_and_never_writes(daemons):
+    lab = daemons
+    ns = "vf:"
+    lab.local.set(ns + "same", "1")
+    lab.remote.set(ns + "same", "1")
+    lab.local.set(ns + "type", "1")
+    lab.remote.hset(ns + "type", "f", "1")
+    lab.local.hset(ns + "value", "f", "1")
+    lab.remote.hset(ns + "value", "f", "2")
+    lab.local.set(ns + "local-only", "1")
+    lab.remote.set(ns + "remote-only", "1")
+    lab.local.set(ns + "ttl", "1", ex=100)
+    lab.remote.set(ns + "ttl", "1")
+    before = (lab.local.dbsize(), lab.remote.dbsize())
+    result = run_verify(lab, ns)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert "vf:type: type differs: string locally, hash remotely" in lines
+    assert "vf:value: hash value differs" in lines
+    assert "vf:local-only: missing on the remote side (string on the local)" in lines
+    assert "vf:remote-only: missing on the local side (string on the remote)" in lines
+    assert "vf:ttl: expires only locally" in lines
+    assert not any(line.startswith("vf:same") for line in lines)
+    assert lines[-1] == "6 keys compared, 5 differ"
+    assert (lab.local.dbsize(), lab.remote.dbsize()) == before
+
+
+def test_verify_agrees_after_the_daemon_reconciled(daemons):
+    lab = daemons
+    ns = "vg:"
+    for i in range(20):
+        lab.local.set(f"{ns}l{i}", i)
+        lab.remote.hset(f"{ns}r{i}", "f", i)
+    d = lab.daemon(ns, rc=True)
+    d.wait_log("done:")
+    result = wait_until(lambda: (r := run_verify(lab, ns)).returncode == 0 and r, SLOW)
+    assert result.stdout.strip().endswith("40 keys compared, 0 differ: both sides are equal")

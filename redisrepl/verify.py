@@ -1,0 +1,111 @@
+"""``python -m redisrepl verify [the daemon's options]``: compare the namespace
+on both sides, never write.
+
+Each side computes the digests of its keys itself (the reconcile's scan), so
+values do not travel. Prints one line per differing key (missing on a side,
+type, value, or expiry beyond a tolerance), then a summary; exits 0 when the
+sides are equal, 1 when they differ, 2 when it cannot compare.
+"""
+
+import sys
+
+from twisted.internet import task
+from twisted.internet.defer import TimeoutError
+from twisted.web.client import Agent
+from treq.client import HTTPClient
+
+from redisrepl.errors import ReplicationError
+from redisrepl.local_source import command_factory
+from redisrepl.options import Options
+from redisrepl.reconcile import scan_digests
+from redisrepl.router import short
+from redisrepl.stores import LocalStore, RemoteStore
+from redisrepl.tap import local_endpoint
+from redisrepl.tls import plain_policy
+from redisrepl.webdis_client import QuietConnectionPool, WebdisClient
+
+#: Expiries further apart than this (seconds) are reported.
+TTL_TOLERANCE = 2.0
+
+
+def kind(digest):
+    if digest is None:
+        return "absent"
+    if digest == b"x":
+        return "another type"
+    return "hash" if digest.startswith(b"h") else "string"
+
+
+def differences(local, remote, local_ttl, remote_ttl, tolerance=TTL_TOLERANCE):
+    """(key, description) of every key that differs, sorted by key."""
+    found = []
+    for key in sorted(set(local) | set(remote)):
+        here, there = local.get(key), remote.get(key)
+        if here is None:
+            found.append((key, f"missing on the local side ({kind(there)} on the remote)"))
+        elif there is None:
+            found.append((key, f"missing on the remote side ({kind(here)} on the local)"))
+        elif kind(here) != kind(there):
+            found.append((key, f"type differs: {kind(here)} locally, {kind(there)} remotely"))
+        elif here != there:
+            found.append((key, f"{kind(here)} value differs"))
+        else:
+            a, b = local_ttl.get(key), remote_ttl.get(key)
+            if (a is None) != (b is None):
+                which = "only locally" if b is None else "only remotely"
+                found.append((key, f"expires {which}"))
+            elif a is not None and abs(a - b) > tolerance * 1000:
+                found.append((key, f"expiry differs by {abs(a - b) / 1000:.1f}s"))
+    return found
+
+
+async def verify(reactor, config, out=sys.stdout):
+    factory = command_factory(config["db"], config["password"], config["username"])
+    endpoint, where = local_endpoint(reactor, config["local_endpoint"])
+    factory.startConnecting(endpoint)
+    pool = QuietConnectionPool(reactor, persistent=True)
+    try:
+        ready = factory.deferred
+        ready.addTimeout(10, reactor)
+        try:
+            await ready
+        except (TimeoutError, ValueError) as e:
+            print(f"redisrepl verify: cannot use the local Redis at {where}: {e}", file=out)
+            return 2
+        http = HTTPClient(Agent(reactor, contextFactory=config["tls_policy"] or plain_policy(), pool=pool))
+        remote_store = RemoteStore(WebdisClient(http, config["haddr"], reactor, db=config["db"]), reactor)
+        local_store = LocalStore(factory, reactor)
+        local_ttl, remote_ttl = {}, {}
+        try:
+            local = await scan_digests(local_store, config["namespace"], config["reserved_prefix"],
+                                       expiries=local_ttl)
+            remote = await scan_digests(remote_store, config["namespace"], config["reserved_prefix"],
+                                        expiries=remote_ttl)
+        except ReplicationError as e:
+            print(f"redisrepl verify: {e}", file=out)
+            return 2
+        found = differences(local, remote, local_ttl, remote_ttl)
+        for key, what in found:
+            print(f"{short(key, 200)}: {what}", file=out)
+        compared = len(set(local) | set(remote))
+        print(f"{compared} keys compared, {len(found)} differ"
+              + ("" if found else ": both sides are equal"), file=out)
+        return 1 if found else 0
+    finally:
+        await pool.closeCachedConnections()
+        await factory.disconnect()
+
+
+def main(argv=None):
+    config = Options()
+    config.parseOptions(sys.argv[1:] if argv is None else argv)
+
+    def run(reactor):
+        from twisted.internet.defer import Deferred
+        return Deferred.fromCoroutine(verify(reactor, config)).addCallback(_exit)
+    task.react(run)
+
+
+def _exit(code):
+    if code:
+        raise SystemExit(code)
