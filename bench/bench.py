@@ -11,6 +11,8 @@ twistd and measures it from the outside:
            value, time until the remote stops receiving writes, remote writes
   hash     2,000 HSETs over 100 hashes: time until both sides are equal
   reverse  (--rc) N SETs on the remote: time until all are local, keys/s
+  outage   the hub down while 300,000 distinct keys change: peak RSS, then
+           time to convergence once it is back (through the reconcile)
 
 and for each, the daemon's CPU seconds and peak RSS.
 
@@ -193,13 +195,36 @@ def reverse(lab, n):
     return run_scenario(lab, "reverse", True, body)
 
 
+def outage(lab, n):
+    """The hub down while N distinct keys change: memory stays bounded (the
+    queue overflows into a reconcile), then everything converges."""
+    local, remote, sandbox = lab["local"], lab["remote"], lab["sandbox"]
+
+    def body(ns):
+        sandbox.stop_component("nginx")
+        try:
+            for start in range(0, n, 10000):
+                pipe = local.pipeline(transaction=False)
+                for i in range(start, min(n, start + 10000)):
+                    pipe.set(f"{ns}{i}", f"value-{i}")
+                pipe.execute()
+            time.sleep(1)  # let the daemon take every event while the hub is down
+        finally:
+            sandbox.start_component("nginx")
+        t0 = time.perf_counter()
+        t1 = poll(lambda: count(remote, ns + "*") >= n, interval=0.2)
+        return {"keys": n, "converged after hub back s": f"{t1 - t0:.2f}"}
+    return run_scenario(lab, "outage", False, body)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--burst", type=int, default=20000)
     parser.add_argument("--reverse", type=int, default=2000)
     parser.add_argument("--rate", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--only", default="burst,latency,hot,hash,reverse")
+    parser.add_argument("--outage", type=int, default=300000)
+    parser.add_argument("--only", default="burst,latency,hot,hash,reverse,outage")
     args = parser.parse_args()
     only = set(args.only.split(","))
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
@@ -214,6 +239,7 @@ def main():
             ("hot", lambda: hot(lab)),
             ("hash", lambda: hashes(lab)),
             ("reverse", lambda: reverse(lab, args.reverse)),
+            ("outage", lambda: outage(lab, args.outage)),
         ]
         for name, run in scenarios:
             if name not in only:

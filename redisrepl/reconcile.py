@@ -105,36 +105,53 @@ class SyncedTable:
         for start in range(0, len(dels), 1000):
             await self._store.command("HDEL", self.key, *dels[start:start + 1000])
 
-    async def load(self):
-        table, cursor = {}, b"0"
-        while True:
-            reply = await self._store.command("HSCAN", self.key, cursor, "COUNT", SCAN_COUNT)
-            cursor, flat = reply[0], reply[1]
-            table.update(zip(flat[0::2], flat[1::2]))
-            if cursor in (b"0", 0):
-                return table
+    async def get(self, keys):
+        """The synchronised digests of ``keys``, in order (None: never synced)."""
+        if not keys:
+            return []
+        return await self._store.command("HMGET", self.key, *keys)
+
+    async def count(self):
+        return await self._store.command("HLEN", self.key)
+
+    async def scan(self, cursor):
+        """One HSCAN step: [next cursor, [key, digest, ...]]."""
+        return await self._store.command("HSCAN", self.key, cursor, "COUNT", SCAN_COUNT)
 
 
-async def scan_digests(store, namespace, reserved_prefix, progress=None, expiries=None):
-    """{key: digest} of every key of the namespace on one side; with a dict
-    ``expiries``, also fills it with {key: remaining ms} of keys that expire."""
+def compact(digest):
+    """A digest cut to 68 bits (its type letter kept): plenty to tell states
+    apart, and half the memory when a whole namespace is held."""
+    return None if digest is None else digest[:17]
+
+
+async def scan_steps(store, namespace, reserved_prefix, expiries=None):
+    """Yield, SCAN step by SCAN step, [(key, digest)] of the namespace on one
+    side; with a dict ``expiries``, fill it with {key: remaining ms} of keys
+    that expire."""
     pattern = webdis.prefix_pattern(namespace)
-    digests, cursor = {}, b"0"
+    cursor = b"0"
     while True:
         reply = await store.run_script(state.DIGEST_SCAN_SCRIPT, [],
                                        [cursor, pattern, b"%d" % SCAN_COUNT, reserved_prefix])
         if not isinstance(reply, list) or len(reply) % 3 != 1:
             raise ReplicationError(f"unexpected digest scan reply {reply!r:.80}", "bad_reply")
         cursor = reply[0]
-        digests.update(zip(reply[1::3], reply[2::3]))
         if expiries is not None:
             for key, pttl in zip(reply[1::3], reply[3::3]):
                 if int(pttl) >= 0:
                     expiries[key] = int(pttl)
-        if progress is not None:
-            progress(len(digests))
+        yield list(zip(reply[1::3], reply[2::3]))
         if cursor in (b"0", 0):
-            return digests
+            return
+
+
+async def scan_digests(store, namespace, reserved_prefix, expiries=None):
+    """{key: digest} of every key of the namespace on one side."""
+    digests = {}
+    async for step in scan_steps(store, namespace, reserved_prefix, expiries):
+        digests.update(step)
+    return digests
 
 
 @attrs.define
@@ -258,56 +275,79 @@ class Reconciler(Service):
         started = self._clock.seconds()
         self.dirty = False
         watcher = self._router.watch()
+        run = _Run(self, watcher)
         try:
             log.info("reconcile ({reason}): comparing the namespace on both sides", reason=reason)
             local_store, remote_store = self._stores[LOCAL], self._stores[REMOTE]
             local_marker = await local_store.command("GET", self._marker_key)
             remote_marker = await remote_store.command("GET", self._marker_key)
-            synced = await self.synced.load()
-            local = await scan_digests(local_store, self._namespace, self._reserved,
-                                       self._progress("local", started))
-            remote = await scan_digests(remote_store, self._namespace, self._reserved,
-                                        self._progress("remote", started))
             # both markers missing: the first reconcile of this namespace
-            remote_lost = remote_marker is None and local_marker is not None and bool(synced)
-            if remote_lost:
+            run.remote_lost = (remote_marker is None and local_marker is not None
+                               and await self.synced.count() > 0)
+            if run.remote_lost:
                 log.warn("the remote side lost its data (its marker is gone): refilling it from the "
                          "local side rather than deleting there")
-            fixes, sets, dels = self._compare(local, remote, synced, watcher, remote_lost)
+            # The local digests are held (compact); the remote ones are
+            # compared as they come, a SCAN step at a time.
+            local = {}
+            report = self._progress("local", started)
+            async for step in scan_steps(local_store, self._namespace, self._reserved):
+                local.update((key, compact(digest)) for key, digest in step)
+                report(len(local))
+            report = self._progress("remote", started)
+            async for step in scan_steps(remote_store, self._namespace, self._reserved):
+                synced = await self.synced.get([key for key, _ in step])
+                for (key, there), last in zip(step, synced):
+                    await run.judge(key, local.pop(key, None), compact(there), compact(last))
+                await run.flush()
+                report(run.compared)
+            # the keys only the local side has
+            rest = list(local.items())
+            local.clear()
+            for start in range(0, len(rest), SCAN_COUNT):
+                chunk = rest[start:start + SCAN_COUNT]
+                synced = await self.synced.get([key for key, _ in chunk])
+                for (key, here), last in zip(chunk, synced):
+                    await run.judge(key, here, None, compact(last))
+                await run.flush()
+            del rest
+            await self._forget_stale()
         finally:
             self._router.unwatch(watcher)
-        for key, side in fixes:
-            self._router.force(side, key)
-        await self.synced.update(sets, dels)
         await self._ensure_markers()
         self._markers_set = True
-        compared = len(set(local) | set(remote))
         duration = self._clock.seconds() - started
         self.stats.runs += 1
-        self.stats.keys_compared += compared
-        self.stats.keys_fixed += len(fixes)
+        self.stats.keys_compared += run.compared
+        self.stats.keys_fixed += run.fixed
         self.stats.last_duration = duration
         self.stats.last_end = self._clock.seconds()
         log.info("reconcile ({reason}) done: {compared} keys compared, {fixed} differed and are being "
-                 "copied, in {duration:.2f}s", reason=reason, compared=compared, fixed=len(fixes),
+                 "copied, in {duration:.2f}s", reason=reason, compared=run.compared, fixed=run.fixed,
                  duration=duration)
 
-    def _compare(self, local, remote, synced, watcher, remote_lost):
-        fixes, sets, dels = [], [], []
-        for key in set(local) | set(remote) | set(synced):
-            if key in watcher:
-                continue  # a live event is being handled: it wins
-            here, there, last = local.get(key), remote.get(key), synced.get(key)
-            side = decide(here, there, last, self.two_way, self.winner, remote_lost, self.keep_remote_only)
-            if side is not None:
-                fixes.append((key, side))
-                log.debug("reconcile: {key} differs; taking the {side} side", key=short(key), side=side)
-            elif here == there and here != last and here != UNSUPPORTED:
-                if here is None:
-                    dels.append(key)
-                else:
-                    sets += (key, here)
-        return fixes, sets, dels
+    async def _forget_stale(self):
+        """Drop the synchronised digests of keys absent on both sides (deleted
+        on both while the daemon was away): kept, they would make a new key of
+        that name look like a conflict."""
+        cursor = b"0"
+        while True:
+            reply = await self.synced.scan(cursor)
+            cursor, keys = reply[0], reply[1][0::2]
+            if keys:
+                here = await self._stores[LOCAL].run_script(state.EXISTS_SCRIPT, keys, [])
+                there = await self._stores[REMOTE].run_script(state.EXISTS_SCRIPT, keys, [])
+                stale = [key for key, a, b in zip(keys, here, there) if int(a) == 0 and int(b) == 0]
+                if stale:
+                    await self.synced.update([], stale)
+            if cursor in (b"0", 0):
+                return
+
+    async def router_room(self):
+        """Wait while the router's queue is more than half full: the fixes of
+        a large reconcile go in as fast as they are copied, never overflowing."""
+        while self._router.backlog >= self._router.max_backlog // 2:
+            await task.deferLater(self._clock, 0.05, lambda: None)
 
     def _progress(self, side, started):
         state_ = {"next": PROGRESS_EVERY}
@@ -319,3 +359,34 @@ class Reconciler(Service):
                 log.info("reconcile: {n} keys scanned on the {side} side ({rate:.0f} keys/s)",
                          n=scanned, side=side, rate=scanned / elapsed)
         return report
+
+
+class _Run:
+    """One reconcile run: its decisions, its updates of the synced table, its counts."""
+
+    def __init__(self, reconciler, watcher):
+        self._r = reconciler
+        self._watcher = watcher
+        self.remote_lost = False
+        self.compared = 0
+        self.fixed = 0
+        self._sets, self._dels = [], []
+
+    async def judge(self, key, here, there, last):
+        self.compared += 1
+        if key in self._watcher:
+            return  # a live event is being handled: it wins
+        r = self._r
+        side = decide(here, there, last, r.two_way, r.winner, self.remote_lost, r.keep_remote_only)
+        if side is not None:
+            self.fixed += 1
+            log.debug("reconcile: {key} differs; taking the {side} side", key=short(key), side=side)
+            await r.router_room()
+            r._router.force(side, key)
+        elif here == there and here != last and here != UNSUPPORTED:
+            # equal on both sides but not as recorded (changed the same way on both)
+            self._sets += (key, here)
+
+    async def flush(self):
+        sets, dels, self._sets, self._dels = self._sets, self._dels, [], []
+        await self._r.synced.update(sets, dels)

@@ -36,6 +36,9 @@ log = Logger()
 LOCAL = "local"
 REMOTE = "remote"
 OTHER = {LOCAL: REMOTE, REMOTE: LOCAL}
+#: Which sides a key changed on, as bits of a small int (a set per key would
+#: cost ten times the memory in a queue of 100,000 keys).
+BIT = {LOCAL: 1, REMOTE: 2}
 #: When a key is dirty on both sides at once, this side is copied first and
 #: wins: the remote is shared by many sites.
 FIRST = REMOTE
@@ -89,8 +92,8 @@ class Router:
         self.max_backlog = max_backlog
         self._link_backoff = link_backoff or Backoff(initial=0.2, maximum=5.0)
         self._key_backoff_factory = key_backoff or (lambda: Backoff(initial=1.0, maximum=60.0))
-        self._dirty = OrderedDict()   # key -> set of sides it changed on, oldest first
-        self._parked = {}             # key -> (sides, DelayedCall)
+        self._dirty = OrderedDict()   # key -> BIT mask of the sides it changed on, oldest first
+        self._parked = {}             # key -> (BIT mask, DelayedCall)
         self._key_backoffs = {}       # key -> Backoff, while the key keeps being refused
         self._solo = set()            # keys to send alone (to find the one refused)
         self._in_flight = set()       # keys in a batch under way
@@ -140,13 +143,14 @@ class Router:
         self._watchers.remove(watcher)
 
     def _enqueue(self, side, key):
-        if key in self._parked:
-            self._parked[key][0].add(side)
+        parked = self._parked.get(key)
+        if parked is not None:
+            self._parked[key] = (parked[0] | BIT[side], parked[1])
             return
-        sides = self._dirty.get(key)
-        if sides is not None:
+        mask = self._dirty.get(key)
+        if mask is not None:
             self.stats.coalesced += 1
-            sides.add(side)
+            self._dirty[key] = mask | BIT[side]
             return
         if len(self._dirty) >= self.max_backlog:
             # Memory stays bounded: the change is not kept, and the reconcile
@@ -155,7 +159,7 @@ class Router:
             for callback in self.on_overflow:
                 callback()
             return
-        self._dirty[key] = {side}
+        self._dirty[key] = BIT[side]
         waiting = len(self._dirty) + len(self._parked) + len(self._in_flight)
         if waiting > self.stats.backlog_high:
             self.stats.backlog_high = waiting
@@ -221,13 +225,13 @@ class Router:
     def _pick(self):
         """Take the next batch off the queue: (source side, keys), or None."""
         source, keys = None, []
-        for looked, (key, sides) in enumerate(self._dirty.items()):
+        for looked, (key, mask) in enumerate(self._dirty.items()):
             if looked > 4 * self.batch_size and keys:
                 break  # enough looking: send what we have
             if key in self._in_flight:
                 continue
             # a key dirty on both sides goes in a batch from FIRST first
-            side = FIRST if FIRST in sides else next(iter(sides))
+            side = FIRST if mask & BIT[FIRST] else OTHER[FIRST]
             if source is None:
                 source = side
             elif side != source or key in self._solo:
@@ -238,9 +242,10 @@ class Router:
         if not keys:
             return None
         for key in keys:
-            sides = self._dirty[key]
-            sides.discard(source)
-            if not sides:
+            mask = self._dirty[key] & ~BIT[source]
+            if mask:
+                self._dirty[key] = mask
+            else:
                 del self._dirty[key]
         return source, keys
 
@@ -324,9 +329,7 @@ class Router:
         # failed keys go back to the front, in their order, keeping any
         # change that arrived meanwhile
         for key in reversed(keys):
-            sides = self._dirty.pop(key, set())
-            sides.add(source)
-            self._dirty[key] = sides
+            self._dirty[key] = self._dirty.pop(key, 0) | BIT[source]
             self._dirty.move_to_end(key, last=False)
 
     def _pause(self, error):
@@ -352,7 +355,7 @@ class Router:
     def _park(self, key, source, error):
         if self._stopping:
             return
-        sides = {source} | self._dirty.pop(key, set())
+        sides = BIT[source] | self._dirty.pop(key, 0)
         backoff = self._key_backoffs.setdefault(key, self._key_backoff_factory())
         delay = backoff.next_delay()
         if error is not None:
@@ -363,5 +366,5 @@ class Router:
 
     def _unpark(self, key):
         sides, _ = self._parked.pop(key)
-        self._dirty.setdefault(key, set()).update(sides)
+        self._dirty[key] = self._dirty.get(key, 0) | sides
         self._pump()

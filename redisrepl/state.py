@@ -314,3 +314,13 @@ def content_digest(key_state):
     if key_state.kind == NONE:
         return None
     return b"x"
+
+
+#: {"0" or "1" for each key of KEYS}: which keys exist (flat, as strings, for Webdis).
+EXISTS_SCRIPT = Script(b"""\
+local r = {}
+for i, k in ipairs(KEYS) do
+  r[i] = tostring(redis.call('EXISTS', k))
+end
+return r
+""")

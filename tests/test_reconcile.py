@@ -239,3 +239,17 @@ def test_verify_agrees_after_the_daemon_reconciled(daemons):
     d.wait_log("done:")
     result = wait_until(lambda: (r := run_verify(lab, ns)).returncode == 0 and r, SLOW)
     assert result.stdout.strip().endswith("40 keys compared, 0 differ: both sides are equal")
+
+
+def test_key_deleted_on_both_sides_while_stopped_is_forgotten(daemons):
+    lab = daemons
+    ns = "both:"
+    sync_and_stop(lab, ns, {"gone": "v0"})
+    lab.local.delete(ns + "gone")
+    lab.remote.delete(ns + "gone")
+    d = lab.daemon(ns, rc=True)
+    d.wait_log("done:")
+    wait_until(lambda: not lab.local.hexists(ns + "__redisrepl__:synced", ns + "gone"))
+    # a new key of that name is a new key, not a conflict with the old one
+    lab.local.set(ns + "gone", "reborn")
+    wait_until(lambda: lab.remote.get(ns + "gone") == b"reborn")
