@@ -99,19 +99,19 @@ def run_scenario(lab, name, rc, body):
     return figures
 
 
-def burst(lab, n):
-    local, remote = lab["local"], lab["remote"]
+def fill_and_wait(src, dst, ns, n):
+    """N distinct SETs on ``src`` at once; figures once all are on ``dst``."""
+    pipe = src.pipeline(transaction=False)
+    for i in range(n):
+        pipe.set(f"{ns}{i}", f"value-{i}")
+    t0 = time.perf_counter()
+    pipe.execute()
+    t1 = poll(lambda: count(dst, ns + "*") >= n, interval=0.01)
+    return {"keys": n, "seconds": f"{t1 - t0:.2f}", "keys/s": f"{n / (t1 - t0):.0f}"}
 
-    def body(ns):
-        pipe = local.pipeline(transaction=False)
-        for i in range(n):
-            pipe.set(f"{ns}{i}", f"value-{i}")
-        t0 = time.perf_counter()
-        pipe.execute()
-        t1 = poll(lambda: count(remote, ns + "*") >= n, interval=0.01)
-        return {"keys": n, "seconds": f"{t1 - t0:.2f}", "keys/s": f"{n / (t1 - t0):.0f}",
-                "cpu us/key": None}
-    figures = run_scenario(lab, "burst", False, body)
+
+def burst(lab, n):
+    figures = run_scenario(lab, "burst", False, lambda ns: fill_and_wait(lab["local"], lab["remote"], ns, n))
     figures["cpu us/key"] = f"{float(figures['cpu s']) / n * 1e6:.0f}"
     return figures
 
@@ -182,17 +182,7 @@ def hashes(lab, n=2000, keys=100):
 
 
 def reverse(lab, n):
-    local, remote = lab["local"], lab["remote"]
-
-    def body(ns):
-        pipe = remote.pipeline(transaction=False)
-        for i in range(n):
-            pipe.set(f"{ns}{i}", f"value-{i}")
-        t0 = time.perf_counter()
-        pipe.execute()
-        t1 = poll(lambda: count(local, ns + "*") >= n, interval=0.01)
-        return {"keys": n, "seconds": f"{t1 - t0:.2f}", "keys/s": f"{n / (t1 - t0):.0f}"}
-    return run_scenario(lab, "reverse", True, body)
+    return run_scenario(lab, "reverse", True, lambda ns: fill_and_wait(lab["remote"], lab["local"], ns, n))
 
 
 def outage(lab, n):
