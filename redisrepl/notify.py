@@ -7,8 +7,9 @@ A Redis restart resets ``notify-keyspace-events`` to its configured value
 from redisrepl.errors import RefusedError
 
 #: K: keyspace channel (key in the channel name); g: del, expire, rename...;
-#: $: strings; h: hashes; x: expired; e: evicted.
-NEEDED = "Kg$hxe"
+#: $: strings; l: lists; s: sets; h: hashes; z: sorted sets; x: expired;
+#: e: evicted.
+NEEDED = "Kg$lshzxe"
 #: What "A" stands for in the flags.
 ALL_CLASSES = "g$lshzxetd"
 

@@ -15,7 +15,12 @@ import attrs
 NONE = "none"
 STRING = "string"
 HASH = "hash"
-SUPPORTED = (NONE, STRING, HASH)
+LIST = "list"
+SET = "set"
+ZSET = "zset"
+SUPPORTED = (NONE, STRING, HASH, LIST, SET, ZSET)
+#: Types whose items come in pairs (field/value, member/score).
+PAIRED = (HASH, ZSET)
 
 #: Expiry times closer than this (seconds) count as the same expiry.
 EXPIRY_TOLERANCE = 1.0
@@ -24,7 +29,8 @@ EXPIRY_TOLERANCE = 1.0
 #
 # READ_SCRIPT reply: a flat array with, for each key in KEYS, a segment
 # {type, pttl, n, item1..itemn}: the value of a string (n = 1), the
-# field/value pairs of a hash. pttl is -1 without an expiry. Flat because
+# field/value pairs of a hash, the elements of a list (in order) or a set,
+# the member/score pairs of a sorted set. pttl is -1 without an expiry. Flat because
 # Webdis' raw output drops nested arrays and nil elements; it also turns
 # integers inside arrays into bulk strings, hence tostring().
 READ_SCRIPT_BODY = b"""\
@@ -40,6 +46,12 @@ for _, k in ipairs(KEYS) do
       items = {redis.call('GET', k)}
     elseif t == 'hash' then
       items = redis.call('HGETALL', k)
+    elseif t == 'list' then
+      items = redis.call('LRANGE', k, 0, -1)
+    elseif t == 'set' then
+      items = redis.call('SMEMBERS', k)
+    elseif t == 'zset' then
+      items = redis.call('ZRANGE', k, 0, -1, 'WITHSCORES')
     end
   end
   r[n + 1] = t
@@ -57,6 +69,14 @@ return r
 # WRITE_SCRIPT ARGV: for each key in KEYS, a segment {type, pttl, n,
 # item1..itemn}; pttl in ms, 0 for no expiry. The type 'none' deletes.
 WRITE_SCRIPT_BODY = b"""\
+local function chunked(cmd, k, list, first, last)
+  local i = first
+  while i <= last do
+    local j = math.min(i + 3999, last)
+    redis.call(cmd, k, unpack(list, i, j))
+    i = j + 1
+  end
+end
 local a = 1
 for _, k in ipairs(KEYS) do
   local kind = ARGV[a]
@@ -71,14 +91,19 @@ for _, k in ipairs(KEYS) do
     else
       redis.call('SET', k, ARGV[first])
     end
-  elseif kind == 'hash' then
+  elseif kind == 'hash' or kind == 'list' or kind == 'set' then
     redis.call('DEL', k)
-    local i = first
-    while i < a do
-      local j = math.min(i + 3999, a - 1)
-      redis.call('HSET', k, unpack(ARGV, i, j))
-      i = j + 1
+    local cmd = ({hash = 'HSET', list = 'RPUSH', set = 'SADD'})[kind]
+    chunked(cmd, k, ARGV, first, a - 1)
+    if pttl > 0 then redis.call('PEXPIRE', k, pttl) end
+  elseif kind == 'zset' then
+    redis.call('DEL', k)
+    local pairs_ = {}
+    for i = first, a - 1, 2 do
+      pairs_[#pairs_ + 1] = ARGV[i + 1]
+      pairs_[#pairs_ + 1] = ARGV[i]
     end
+    chunked('ZADD', k, pairs_, 1, #pairs_)
     if pttl > 0 then redis.call('PEXPIRE', k, pttl) end
   else
     return redis.error_reply('ERR redisrepl cannot write a key of type ' .. kind)
@@ -107,13 +132,38 @@ class StateError(Exception):
     """A READ_SCRIPT reply that does not describe a key."""
 
 
+def items_of(kind, value):
+    """The flat items of a value, as READ_SCRIPT gives and WRITE_SCRIPT takes them."""
+    if value is None:
+        return []
+    if kind == STRING:
+        return [value]
+    if kind in PAIRED:
+        return [x for pair in value for x in pair]
+    if kind in (LIST, SET):
+        return list(value)
+    return []
+
+
+def value_of(kind, items):
+    """The canonical value for flat items: the same value gives the same
+    Python value whatever order Redis listed a hash's fields or a set's
+    members in."""
+    if kind == STRING:
+        return items[0]
+    if kind in PAIRED:
+        return tuple(sorted(zip(items[0::2], items[1::2])))
+    if kind == SET:
+        return tuple(sorted(items))
+    if kind == LIST:
+        return tuple(items)
+    return None
+
+
 def _digest(kind, value):
     h = hashlib.sha256(kind.encode())
-    if kind == STRING:
-        h.update(b"\0" + value)
-    elif kind == HASH:
-        for field, item in value:
-            h.update(b"%d:" % len(field) + field + b"%d:" % len(item) + item)
+    for item in items_of(kind, value):
+        h.update(b"%d:" % len(item) + item)
     return h.digest()
 
 
@@ -121,8 +171,10 @@ def _digest(kind, value):
 class KeyState:
     """What a key holds: its type, its value and when it expires.
 
-    ``value`` is bytes for a string, a sorted tuple of (field, value) pairs for
-    a hash, None when the key is absent or of a type not replicated.
+    ``value`` is bytes for a string, a sorted tuple of (field, value) pairs
+    for a hash and of (member, score) pairs for a sorted set, a tuple of
+    elements for a list (in order) and a set (sorted), None when the key is
+    absent or of a type not replicated.
     ``expire_at`` is an absolute time on the daemon's clock, or None.
     """
 
@@ -157,22 +209,17 @@ class KeyState:
             pttl = math.ceil((self.expire_at - now) * 1000)
             if pttl <= 0:
                 return [NONE.encode(), b"0"]
-        if self.kind == STRING:
-            return [b"string", b"%d" % pttl, self.value]
-        if self.kind == HASH:
-            args = [b"hash", b"%d" % pttl]
-            for field, item in self.value:
-                args += (field, item)
-            return args
+        if self.kind in SUPPORTED and self.kind != NONE:
+            return [self.kind.encode(), b"%d" % pttl, *items_of(self.kind, self.value)]
         return [NONE.encode(), b"0"]
 
     def describe(self):
         """A short description for logs; never the value itself."""
         if self.kind == STRING:
             return f"string of {len(self.value)} bytes"
-        if self.kind == HASH:
+        if self.kind in SUPPORTED and self.kind != NONE:
             n = len(self.value)
-            return f"hash of {n} field{'s' if n != 1 else ''}"
+            return f"{self.kind} of {n} item{'s' if n != 1 else ''}"
         return self.kind
 
 
@@ -204,10 +251,10 @@ def from_reply(reply, now):
         if len(payload) != 1:
             raise StateError("string reply without a value")
         return KeyState(STRING, payload[0], expire_at)
-    if kind == HASH:
-        if not payload or len(payload) % 2:
-            raise StateError("hash reply without field/value pairs")
-        return KeyState(HASH, tuple(sorted(zip(payload[0::2], payload[1::2]))), expire_at)
+    if kind in SUPPORTED:
+        if not payload or (kind in PAIRED and len(payload) % 2):
+            raise StateError(f"{kind} reply without its items")
+        return KeyState(kind, value_of(kind, payload), expire_at)
     return KeyState(kind, None, expire_at)
 
 
@@ -244,11 +291,7 @@ def batch_write_args(states, now):
 
 def size(key_state):
     """Roughly how many bytes a state takes on the wire."""
-    if key_state.kind == STRING:
-        return len(key_state.value) + 16
-    if key_state.kind == HASH:
-        return sum(len(f) + len(v) + 8 for f, v in key_state.value) + 16
-    return 16
+    return sum(len(item) + 8 for item in items_of(key_state.kind, key_state.value)) + 16
 
 
 # -- digests computed inside Redis, for the reconcile -------------------------
@@ -257,9 +300,10 @@ def size(key_state):
 # {next_cursor, key1, digest1, pttl1, key2, digest2, pttl2, ...} for the keys of the step
 # outside the reserved prefix (ARGV: cursor, match pattern, count, reserved
 # prefix). A digest is content_digest() of the key computed in Redis, or 'x'
-# for a type redisrepl does not replicate. A hash's digest does not depend on
-# field order (nor on Lua's locale-dependent string order): it is the XOR of
-# the SHA1s of its field/value pairs.
+# for a type redisrepl does not replicate; its first letter tells the type
+# (none for a string: 40 hex digits). The digest of a hash, a set or a sorted
+# set does not depend on the order of its items (nor on Lua's locale-dependent
+# string order): it is the XOR of the SHA1s of its items.
 DIGEST_SCAN_SCRIPT_BODY = b"""\
 local res = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
 local reserved = ARGV[4]
@@ -268,6 +312,13 @@ local function xor_into(acc, hex)
   for i = 1, 5 do
     acc[i] = bit.bxor(acc[i], tonumber(string.sub(hex, i * 8 - 7, i * 8), 16))
   end
+end
+local function hex(acc)
+  local parts = {}
+  for i = 1, 5 do
+    parts[i] = string.format('%08x', acc[i] % 4294967296)
+  end
+  return table.concat(parts)
 end
 for _, k in ipairs(res[2]) do
   if reserved == '' or string.sub(k, 1, #reserved) ~= reserved then
@@ -281,11 +332,26 @@ for _, k in ipairs(res[2]) do
       for i = 1, #flat, 2 do
         xor_into(acc, redis.sha1hex(#flat[i] .. ':' .. flat[i] .. flat[i + 1]))
       end
-      local parts = {'h'}
-      for i = 1, 5 do
-        parts[i + 1] = string.format('%08x', acc[i] % 4294967296)
+      d = 'h' .. hex(acc)
+    elseif t == 'list' then
+      local parts = {}
+      for i, e in ipairs(redis.call('LRANGE', k, 0, -1)) do
+        parts[i] = #e .. ':' .. e
       end
-      d = table.concat(parts)
+      d = 'l' .. redis.sha1hex(table.concat(parts))
+    elseif t == 'set' then
+      local acc = {0, 0, 0, 0, 0}
+      for _, m in ipairs(redis.call('SMEMBERS', k)) do
+        xor_into(acc, redis.sha1hex(m))
+      end
+      d = 'm' .. hex(acc)
+    elseif t == 'zset' then
+      local acc = {0, 0, 0, 0, 0}
+      local flat = redis.call('ZRANGE', k, 0, -1, 'WITHSCORES')
+      for i = 1, #flat, 2 do
+        xor_into(acc, redis.sha1hex(#flat[i] .. ':' .. flat[i] .. flat[i + 1]))
+      end
+      d = 'z' .. hex(acc)
     elseif t ~= 'none' then
       d = 'x'
     end
@@ -302,16 +368,27 @@ return out
 DIGEST_SCAN_SCRIPT = Script(DIGEST_SCAN_SCRIPT_BODY)
 
 
+def _xor_sha1(chunks):
+    acc = 0
+    for chunk in chunks:
+        acc ^= int(hashlib.sha1(chunk).hexdigest(), 16)
+    return b"%040x" % acc
+
+
 def content_digest(key_state):
     """The digest DIGEST_SCAN_SCRIPT computes for this state (bytes), None if absent."""
-    if key_state.kind == STRING:
-        return hashlib.sha1(b"s" + key_state.value).hexdigest().encode()
-    if key_state.kind == HASH:
-        acc = 0
-        for field, item in key_state.value:
-            acc ^= int(hashlib.sha1(b"%d:" % len(field) + field + item).hexdigest(), 16)
-        return b"h" + b"%040x" % acc
-    if key_state.kind == NONE:
+    kind, value = key_state.kind, key_state.value
+    if kind == STRING:
+        return hashlib.sha1(b"s" + value).hexdigest().encode()
+    if kind == HASH:
+        return b"h" + _xor_sha1(b"%d:" % len(f) + f + v for f, v in value)
+    if kind == LIST:
+        return b"l" + hashlib.sha1(b"".join(b"%d:" % len(e) + e for e in value)).hexdigest().encode()
+    if kind == SET:
+        return b"m" + _xor_sha1(value)
+    if kind == ZSET:
+        return b"z" + _xor_sha1(b"%d:" % len(m) + m + score for m, score in value)
+    if kind == NONE:
         return None
     return b"x"
 

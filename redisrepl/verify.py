@@ -28,12 +28,13 @@ from redisrepl.webdis_client import QuietConnectionPool, WebdisClient
 TTL_TOLERANCE = 2.0
 
 
+TYPE_LETTERS = {b"h": "hash", b"l": "list", b"m": "set", b"z": "sorted set", b"x": "another type"}
+
+
 def kind(digest):
     if digest is None:
         return "absent"
-    if digest == b"x":
-        return "another type"
-    return "hash" if digest.startswith(b"h") else "string"
+    return TYPE_LETTERS.get(digest[:1], "string")
 
 
 def differences(local, remote, local_ttl, remote_ttl, tolerance=TTL_TOLERANCE):

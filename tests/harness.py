@@ -38,7 +38,13 @@ def key_state(r, key):
     kind = r.type(key).decode()
     if kind == "none":
         return ("none", None, False)
-    value = r.get(key) if kind == "string" else r.hgetall(key) if kind == "hash" else None
+    value = {
+        "string": lambda: r.get(key),
+        "hash": lambda: r.hgetall(key),
+        "list": lambda: r.lrange(key, 0, -1),
+        "set": lambda: r.smembers(key),
+        "zset": lambda: r.zrange(key, 0, -1, withscores=True),
+    }.get(kind, lambda: None)()
     return (kind, value, r.pttl(key) > 0)
 
 

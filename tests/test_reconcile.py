@@ -7,8 +7,9 @@ import pytest
 
 from redisrepl.reconcile import decide
 from redisrepl.router import LOCAL, REMOTE
-from redisrepl.state import DIGEST_SCAN_SCRIPT_BODY, HASH, STRING, KeyState, content_digest
-from tests.harness import wait_until
+from redisrepl.state import (DIGEST_SCAN_SCRIPT_BODY, HASH, LIST, SET, STRING, ZSET, KeyState,
+                             content_digest)
+from tests.harness import key_state, wait_until
 
 SLOW = 30.0
 
@@ -48,17 +49,29 @@ def test_digests_computed_in_redis_match(lab):
     rng = random.Random(7)
     r = lab.local
     states = {}
-    for i in range(30):
+    for i in range(50):
         key = b"dg:%d:" % i + rng.randbytes(5)
-        if i % 2:
+        items = [rng.randbytes(rng.randrange(0, 30)) for _ in range(rng.randrange(1, 20))]
+        if i % 5 == 0:
             value = rng.randbytes(rng.randrange(0, 200))
             r.set(key, value)
             states[key] = KeyState(STRING, value)
-        else:
+        elif i % 5 == 1:
             fields = {rng.randbytes(rng.randrange(0, 9)): rng.randbytes(rng.randrange(0, 50))
                       for _ in range(rng.randrange(1, 20))}
             r.hset(key, mapping=fields)
             states[key] = KeyState(HASH, tuple(sorted(fields.items())))
+        elif i % 5 == 2:
+            r.rpush(key, *items)
+            states[key] = KeyState(LIST, tuple(items))
+        elif i % 5 == 3:
+            r.sadd(key, *items)
+            states[key] = KeyState(SET, tuple(sorted(set(items))))
+        else:
+            scores = {m: rng.uniform(-1e6, 1e6) for m in items}
+            r.zadd(key, scores)
+            flat = r.zrange(key, 0, -1, withscores=True, score_cast_func=bytes)
+            states[key] = KeyState(ZSET, tuple(sorted(flat)))
     reply = r.eval(DIGEST_SCAN_SCRIPT_BODY, 0, b"0", b"dg:*", b"1000", b"dg:__redisrepl__:")
     assert reply[0] == b"0"
     got = dict(zip(reply[1::3], reply[2::3]))
@@ -87,8 +100,7 @@ def equal_namespace(lab, ns):
         for key in r.scan_iter(match=ns + "*", count=1000):
             if b"__redisrepl__:" in key:
                 continue
-            kind = r.type(key)
-            out[key] = r.get(key) if kind == b"string" else r.hgetall(key)
+            out[key] = key_state(r, key)[1]
         return out
     a, b = snapshot(lab.local), snapshot(lab.remote)
     return a == b and a
@@ -253,3 +265,19 @@ def test_key_deleted_on_both_sides_while_stopped_is_forgotten(daemons):
     # a new key of that name is a new key, not a conflict with the old one
     lab.local.set(ns + "gone", "reborn")
     wait_until(lambda: lab.remote.get(ns + "gone") == b"reborn")
+
+
+def test_collections_changed_while_stopped(daemons):
+    lab = daemons
+    ns = "coll:"
+    sync_and_stop(lab, ns, {"anchor": "v"})
+    lab.local.rpush(ns + "list", "a", "b", "a")
+    lab.remote.sadd(ns + "set", "x", "y")
+    lab.local.zadd(ns + "zset", {"m": 2.5})
+    lab.daemon(ns, rc=True)
+    state = wait_until(lambda: equal_namespace(lab, ns) and lab.local.exists(ns + "set")
+                       and lab.remote.exists(ns + "list", ns + "zset") == 2, SLOW)
+    assert lab.remote.lrange(ns + "list", 0, -1) == [b"a", b"b", b"a"]
+    assert lab.local.smembers(ns + "set") == {b"x", b"y"}
+    assert lab.remote.zrange(ns + "zset", 0, -1, withscores=True) == [(b"m", 2.5)]
+    assert state

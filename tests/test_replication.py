@@ -56,6 +56,36 @@ LOCAL_COMMANDS = {
     "del": lambda r, k: (r.set(k, "x"), r.delete(k)),
     "unlink": lambda r, k: (r.hset(k, "a", "1"), r.unlink(k)),
     "pexpire_gone": lambda r, k: (r.set(k, "x"), r.pexpire(k, 50)),
+    # lists
+    "lpush": lambda r, k: r.lpush(k, "a", "b", "c"),
+    "rpush_dup": lambda r, k: r.rpush(k, "x", "x", "y"),
+    "lset": lambda r, k: (r.rpush(k, "a", "b"), r.lset(k, 0, "z")),
+    "lrem": lambda r, k: (r.rpush(k, "a", "b", "a"), r.lrem(k, 1, "a")),
+    "ltrim": lambda r, k: (r.rpush(k, *"abcdef"), r.ltrim(k, 1, 3)),
+    "lmove": lambda r, k: (r.rpush(k, "a", "b"), r.rpush(k + ":dst", "c"),
+                           r.lmove(k, k + ":dst", "LEFT", "RIGHT")),
+    "lpop_last": lambda r, k: (r.rpush(k, "only"), r.lpop(k)),
+    # sets
+    "sadd": lambda r, k: r.sadd(k, "a", "b", "\x00\xff"),
+    "srem": lambda r, k: (r.sadd(k, "a", "b"), r.srem(k, "a")),
+    "smove": lambda r, k: (r.sadd(k, "a", "b"), r.smove(k, k + ":dst", "a")),
+    "sunionstore": lambda r, k: (r.sadd(k + ":1", "a"), r.sadd(k + ":2", "b"),
+                                 r.sunionstore(k, [k + ":1", k + ":2"])),
+    # sorted sets
+    "zadd": lambda r, k: r.zadd(k, {"a": 1.5, "b": -2, "c": 1e300}),
+    "zincrby": lambda r, k: (r.zadd(k, {"a": 1}), r.zincrby(k, 0.1, "a")),
+    "zrem": lambda r, k: (r.zadd(k, {"a": 1, "b": 2}), r.zrem(k, "a")),
+    "zpopmin": lambda r, k: (r.zadd(k, {"a": 1, "b": 2}), r.zpopmin(k)),
+    "zunionstore": lambda r, k: (r.zadd(k + ":1", {"a": 1}), r.zadd(k + ":2", {"a": 2}),
+                                 r.zunionstore(k, [k + ":1", k + ":2"])),
+    # keys as a whole
+    "rename_in": lambda r, k: (r.set(k.replace("rep:", "out-of-ns:"), "v"),
+                               r.rename(k.replace("rep:", "out-of-ns:"), k)),
+    "rename_within": lambda r, k: (r.rpush(k + ":old", "a"), r.rename(k + ":old", k)),
+    "copy": lambda r, k: (r.sadd(k + ":src", "a"), r.copy(k + ":src", k)),
+    "sort_store": lambda r, k: (r.rpush(k + ":src", 3, 1, 2), r.sort(k + ":src", store=k)),
+    "restore": lambda r, k: (r.zadd(k + ":src", {"a": 1}),
+                             r.restore(k, 0, r.dump(k + ":src"))),
 }
 
 
@@ -85,6 +115,17 @@ def test_each_command(running, name, direction):
         assert key_state(other, key) == expected
     if name == "mset":
         lab.wait_same(key + ":2")
+    for suffix in (":dst", ":old", ":src"):
+        lab.wait_same(key + suffix)
+
+
+def test_rename_out_of_the_namespace_deletes_on_the_other_side(running):
+    lab = running
+    lab.local.hset("rep:leaving", "f", "v")
+    wait_until(lambda: lab.remote.hget("rep:leaving", "f") == b"v")
+    lab.local.rename("rep:leaving", "elsewhere:left")
+    wait_until(lambda: not lab.remote.exists("rep:leaving"))
+    assert not lab.remote.exists("elsewhere:left")
 
 
 def test_ttl_crosses_with_the_value(running):
