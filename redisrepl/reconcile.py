@@ -90,7 +90,7 @@ class SyncedTable:
         """After a copy: both sides now hold these states. Fire and forget."""
         sets, dels = [], []
         for key, key_state in items:
-            digest = state.content_digest(key_state)
+            digest = state.synced_digest(key_state)
             if digest is None:
                 dels.append(key)
             else:
@@ -120,15 +120,19 @@ class SyncedTable:
 
 
 def compact(digest):
-    """A digest cut to 68 bits (its type letter kept): plenty to tell states
-    apart, and half the memory when a whole namespace is held."""
-    return None if digest is None else digest[:17]
+    """A digest cut to 68 bits (its type letter kept, and its ``@expiry``):
+    plenty to tell states apart, and half the memory when a whole namespace
+    is held."""
+    if digest is None:
+        return None
+    content, at, expiry = digest.partition(b"@")
+    return content[:17] + at + expiry
 
 
 async def scan_steps(store, namespace, reserved_prefix, expiries=None):
-    """Yield, SCAN step by SCAN step, [(key, digest)] of the namespace on one
-    side; with a dict ``expiries``, fill it with {key: remaining ms} of keys
-    that expire."""
+    """Yield, SCAN step by SCAN step, [(key, digest@expiry)] of the namespace
+    on one side (``@expiry`` only for keys that expire: absolute unix ms);
+    with a dict ``expiries``, fill it with {key: expiry ms} too."""
     pattern = webdis.prefix_pattern(namespace)
     cursor = b"0"
     while True:
@@ -137,11 +141,14 @@ async def scan_steps(store, namespace, reserved_prefix, expiries=None):
         if not isinstance(reply, list) or len(reply) % 3 != 1:
             raise ReplicationError(f"unexpected digest scan reply {reply!r:.80}", "bad_reply")
         cursor = reply[0]
-        if expiries is not None:
-            for key, pttl in zip(reply[1::3], reply[3::3]):
-                if int(pttl) >= 0:
-                    expiries[key] = int(pttl)
-        yield list(zip(reply[1::3], reply[2::3]))
+        step = []
+        for key, digest, expiry in zip(reply[1::3], reply[2::3], reply[3::3]):
+            if int(expiry) >= 0 and digest != UNSUPPORTED:
+                digest += b"@" + expiry
+                if expiries is not None:
+                    expiries[key] = int(expiry)
+            step.append((key, digest))
+        yield step
         if cursor in (b"0", 0):
             return
 

@@ -8,7 +8,6 @@ on the local Redis (through txredisapi) and the remote one (through Webdis).
 """
 
 import hashlib
-import math
 
 import attrs
 
@@ -30,7 +29,8 @@ EXPIRY_TOLERANCE = 1.0
 # READ_SCRIPT reply: a flat array with, for each key in KEYS, a segment
 # {type, pttl, n, item1..itemn}: the value of a string (n = 1), the
 # field/value pairs of a hash, the elements of a list (in order) or a set,
-# the member/score pairs of a sorted set. pttl is -1 without an expiry. Flat because
+# the member/score pairs of a sorted set. The expiry is the absolute time in
+# unix ms (PEXPIRETIME, Redis 7), -1 without an expiry. Flat because
 # Webdis' raw output drops nested arrays and nil elements; it also turns
 # integers inside arrays into bulk strings, hence tostring().
 READ_SCRIPT_BODY = b"""\
@@ -41,7 +41,7 @@ for _, k in ipairs(KEYS) do
   local items = {}
   local pttl = '-2'
   if t ~= 'none' then
-    pttl = tostring(redis.call('PTTL', k))
+    pttl = tostring(redis.call('PEXPIRETIME', k))
     if t == 'string' then
       items = {redis.call('GET', k)}
     elseif t == 'hash' then
@@ -66,8 +66,9 @@ end
 return r
 """
 
-# WRITE_SCRIPT ARGV: for each key in KEYS, a segment {type, pttl, n,
-# item1..itemn}; pttl in ms, 0 for no expiry. The type 'none' deletes.
+# WRITE_SCRIPT ARGV: for each key in KEYS, a segment {type, expiry, n,
+# item1..itemn}; the expiry as an absolute unix time in ms (PEXPIREAT: the
+# same instant on both sides), 0 for none. The type 'none' deletes.
 WRITE_SCRIPT_BODY = b"""\
 local function chunked(cmd, k, list, first, last)
   local i = first
@@ -86,16 +87,13 @@ for _, k in ipairs(KEYS) do
   if kind == 'none' then
     redis.call('DEL', k)
   elseif kind == 'string' then
-    if pttl > 0 then
-      redis.call('SET', k, ARGV[first], 'PX', pttl)
-    else
-      redis.call('SET', k, ARGV[first])
-    end
+    redis.call('SET', k, ARGV[first])
+    if pttl > 0 then redis.call('PEXPIREAT', k, pttl) end
   elseif kind == 'hash' or kind == 'list' or kind == 'set' then
     redis.call('DEL', k)
     local cmd = ({hash = 'HSET', list = 'RPUSH', set = 'SADD'})[kind]
     chunked(cmd, k, ARGV, first, a - 1)
-    if pttl > 0 then redis.call('PEXPIRE', k, pttl) end
+    if pttl > 0 then redis.call('PEXPIREAT', k, pttl) end
   elseif kind == 'zset' then
     redis.call('DEL', k)
     local pairs_ = {}
@@ -104,7 +102,7 @@ for _, k in ipairs(KEYS) do
       pairs_[#pairs_ + 1] = ARGV[i]
     end
     chunked('ZADD', k, pairs_, 1, #pairs_)
-    if pttl > 0 then redis.call('PEXPIRE', k, pttl) end
+    if pttl > 0 then redis.call('PEXPIREAT', k, pttl) end
   else
     return redis.error_reply('ERR redisrepl cannot write a key of type ' .. kind)
   end
@@ -175,7 +173,8 @@ class KeyState:
     for a hash and of (member, score) pairs for a sorted set, a tuple of
     elements for a list (in order) and a set (sorted), None when the key is
     absent or of a type not replicated.
-    ``expire_at`` is an absolute time on the daemon's clock, or None.
+    ``expire_at`` is the absolute unix time (seconds) the key expires at, as
+    its server says (PEXPIRETIME), or None.
     """
 
     kind: str
@@ -204,11 +203,11 @@ class KeyState:
 
     def write_args(self, now):
         """ARGV for WRITE_SCRIPT; a key whose expiry has passed is written as absent."""
-        pttl = 0
+        pttl = 0   # here: the absolute expiry in unix ms, 0 for none
         if self.expire_at is not None:
-            pttl = math.ceil((self.expire_at - now) * 1000)
-            if pttl <= 0:
+            if self.expire_at <= now:
                 return [NONE.encode(), b"0"]
+            pttl = max(1, round(self.expire_at * 1000))
         if self.kind in SUPPORTED and self.kind != NONE:
             return [self.kind.encode(), b"%d" % pttl, *items_of(self.kind, self.value)]
         return [NONE.encode(), b"0"]
@@ -240,8 +239,8 @@ def from_reply(reply, now):
     try:
         pttl = int(reply[1])
     except (TypeError, ValueError):
-        raise StateError(f"unexpected PTTL {reply[1]!r:.40}") from None
-    expire_at = now + pttl / 1000.0 if pttl >= 0 else None
+        raise StateError(f"unexpected expiry {reply[1]!r:.40}") from None
+    expire_at = pttl / 1000.0 if pttl >= 0 else None
     payload = reply[2:]
     if not all(isinstance(item, bytes) for item in payload):
         raise StateError("value items are not all strings")
@@ -297,7 +296,8 @@ def size(key_state):
 # -- digests computed inside Redis, for the reconcile -------------------------
 #
 # DIGEST_SCAN_SCRIPT runs one SCAN step and answers, flat,
-# {next_cursor, key1, digest1, pttl1, key2, digest2, pttl2, ...} for the keys of the step
+# {next_cursor, key1, digest1, expiry1, ...} for the keys of the step (the
+# expiry as PEXPIRETIME answers it: absolute unix ms, -1 for none)
 # outside the reserved prefix (ARGV: cursor, match pattern, count, reserved
 # prefix). A digest is content_digest() of the key computed in Redis, or 'x'
 # for a type redisrepl does not replicate; its first letter tells the type
@@ -358,7 +358,7 @@ for _, k in ipairs(res[2]) do
     if d then
       out[#out + 1] = k
       out[#out + 1] = d
-      out[#out + 1] = tostring(redis.call('PTTL', k))
+      out[#out + 1] = tostring(redis.call('PEXPIRETIME', k))
     end
   end
 end
@@ -373,6 +373,15 @@ def _xor_sha1(chunks):
     for chunk in chunks:
         acc ^= int(hashlib.sha1(chunk).hexdigest(), 16)
     return b"%040x" % acc
+
+
+def synced_digest(key_state):
+    """What the reconcile compares for a state: its content digest and its
+    absolute expiry (``digest@ms``), None if absent."""
+    digest = content_digest(key_state)
+    if digest is None or key_state.expire_at is None:
+        return digest
+    return digest + b"@%d" % round(key_state.expire_at * 1000)
 
 
 def content_digest(key_state):

@@ -48,7 +48,7 @@ def differences(local, remote, local_ttl, remote_ttl, tolerance=TTL_TOLERANCE):
             found.append((key, f"missing on the remote side ({kind(here)} on the local)"))
         elif kind(here) != kind(there):
             found.append((key, f"type differs: {kind(here)} locally, {kind(there)} remotely"))
-        elif here != there:
+        elif here.partition(b"@")[0] != there.partition(b"@")[0]:
             found.append((key, f"{kind(here)} value differs"))
         else:
             a, b = local_ttl.get(key), remote_ttl.get(key)

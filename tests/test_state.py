@@ -22,15 +22,15 @@ def test_absent_key():
 def test_string_without_and_with_expiry():
     state = from_reply([b"string", b"-1", b"v\x00\xff"], NOW)
     assert (state.kind, state.value, state.expire_at) == (STRING, b"v\x00\xff", None)
-    state = from_reply([b"string", b"1500", b""], NOW)
-    assert (state.value, state.expire_at) == (b"", NOW + 1.5)
+    # the expiry is absolute (PEXPIRETIME, unix ms), whatever the time of reading
+    state = from_reply([b"string", b"1700000001500", b""], NOW)
+    assert (state.value, state.expire_at) == (b"", 1700000001.5)
     assert state.supported
-    # PTTL 0: expiring right now, which is not "no expiry"
-    assert from_reply([b"string", b"0", b"v"], NOW).expire_at == NOW
+    assert from_reply([b"string", b"0", b"v"], NOW).expire_at == 0
 
 
-def test_pttl_may_be_an_integer_reply():
-    assert from_reply([b"string", 2000, b"v"], NOW).expire_at == NOW + 2.0
+def test_expiry_may_be_an_integer_reply():
+    assert from_reply([b"string", 1700000002000, b"v"], NOW).expire_at == 1700000002.0
 
 
 def test_hash_pairs_are_sorted_by_field():
@@ -53,8 +53,8 @@ def test_field_order_does_not_change_state_or_digest(fields, rnd):
 
 
 def test_unsupported_type_keeps_kind_and_expiry_only():
-    state = from_reply([b"stream", b"3000"], NOW)
-    assert (state.kind, state.value, state.expire_at) == ("stream", None, NOW + 3.0)
+    state = from_reply([b"stream", b"1700000003000"], NOW)
+    assert (state.kind, state.value, state.expire_at) == ("stream", None, 1700000003.0)
     assert not state.supported
     assert from_reply([b"stream", b"-1"], NOW).same_as(KeyState("stream"))
 
@@ -146,19 +146,20 @@ def test_same_as_digest_compares_with_a_state_known_by_digest_and_expiry():
 
 # -- write_args ------------------------------------------------------------------------
 
-def test_write_args_string():
+def test_write_args_string_with_absolute_expiry():
     assert KeyState(STRING, b"v").write_args(NOW) == [b"string", b"0", b"v"]
-    assert KeyState(STRING, b"v", NOW + 2.5).write_args(NOW) == [b"string", b"2500", b"v"]
+    at = NOW + 2.5
+    assert KeyState(STRING, b"v", at).write_args(NOW) == [b"string", b"%d" % round(at * 1000), b"v"]
 
 
-def test_write_args_rounds_the_ttl_up_to_a_millisecond():
-    assert KeyState(STRING, b"v", NOW + 0.0001).write_args(NOW) == [b"string", b"1", b"v"]
-    assert KeyState(STRING, b"v", NOW + 1.0004).write_args(NOW) == [b"string", b"1001", b"v"]
+def test_write_args_expiry_is_whole_milliseconds():
+    state = KeyState(STRING, b"v", 1700000001.0004)
+    assert state.write_args(1700000000.0) == [b"string", b"1700000001000", b"v"]
 
 
 def test_write_args_hash_is_flat_pairs():
-    state = KeyState(HASH, ((b"a", b"1"), (b"b", b"2")), NOW + 10)
-    assert state.write_args(NOW) == [b"hash", b"10000", b"a", b"1", b"b", b"2"]
+    state = KeyState(HASH, ((b"a", b"1"), (b"b", b"2")), 1700000010.0)
+    assert state.write_args(1700000000.0) == [b"hash", b"1700000010000", b"a", b"1", b"b", b"2"]
 
 
 @pytest.mark.parametrize("state", [
@@ -190,14 +191,14 @@ states = st.one_of(
 def test_written_state_reads_back_the_same(spec, now):
     kind, value, ttl = spec
     state = KeyState(kind, value, None if ttl is None else now + ttl)
-    kind_arg, pttl_arg, *values = state.write_args(now)
-    # WRITE_SCRIPT takes 0 for "no expiry" where PTTL (hence READ_SCRIPT) answers -1
-    read = from_reply([kind_arg, b"-1" if pttl_arg == b"0" else pttl_arg, *values], now)
+    kind_arg, expiry_arg, *values = state.write_args(now)
+    # WRITE_SCRIPT takes 0 for "no expiry" where PEXPIRETIME (hence READ_SCRIPT) answers -1
+    read = from_reply([kind_arg, b"-1" if expiry_arg == b"0" else expiry_arg, *values], now)
     assert (read.kind, read.value) == (kind, value)
     assert read.digest == state.digest
     if ttl is None:
         assert read.expire_at is None
     else:
-        # PTTL is whole milliseconds, rounded up (1e-6: float noise at 2e9 s)
-        assert -1e-6 <= read.expire_at - state.expire_at <= 0.001 + 1e-6
+        # whole milliseconds, rounded to the nearest (1e-6: float noise at 2e9 s)
+        assert abs(read.expire_at - state.expire_at) <= 0.0005 + 1e-6
     assert read.same_as(state)
