@@ -124,7 +124,7 @@ class LocalSource(ConnectionService):
             lambda f: log.failure("local subscription failed", f))
 
     def disconnected(self):
-        if self.up:
+        if self.up and self.running:
             log.warn("lost the local Redis at {where}; reconnecting", where=self._description)
         self.up = False
 

@@ -212,15 +212,6 @@ class KeyState:
             return [self.kind.encode(), b"%d" % pttl, *items_of(self.kind, self.value)]
         return [NONE.encode(), b"0"]
 
-    def describe(self):
-        """A short description for logs; never the value itself."""
-        if self.kind == STRING:
-            return f"string of {len(self.value)} bytes"
-        if self.kind in SUPPORTED and self.kind != NONE:
-            n = len(self.value)
-            return f"{self.kind} of {n} item{'s' if n != 1 else ''}"
-        return self.kind
-
 
 ABSENT = KeyState(NONE)
 
