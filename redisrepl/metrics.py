@@ -70,6 +70,9 @@ class ReplicationCollector:
                 reconnects.add_metric([side], source.reconnects)
         yield up
         yield reconnects
+        yield CounterMetricFamily("redisrepl_unsupported_changes",
+                                  "Changes to keys of a type not replicated (streams, modules)",
+                                  value=stats.unsupported)
         yield CounterMetricFamily("redisrepl_backlog_overflows",
                                   "Changes not queued because the queue was full (left to the reconcile)",
                                   value=stats.overflows)

@@ -384,6 +384,9 @@ class _Run:
         if key in self._watcher:
             return  # a live event is being handled: it wins
         r = self._r
+        for digest, where in ((here, LOCAL), (there, REMOTE)):
+            if digest == UNSUPPORTED:
+                r._router.unsupported(key, where, "type (stream or module)")
         side = decide(here, there, last, r.two_way, r.winner, self.remote_lost, r.keep_remote_only)
         if side is not None:
             self.fixed += 1

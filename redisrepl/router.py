@@ -76,6 +76,7 @@ class Stats:
     unchanged: int = 0
     ignored: int = 0
     overflows: int = 0                                 # changes not queued: the queue was full
+    unsupported: int = 0                               # changes to keys of a type not replicated
     backlog_high: int = 0                              # most keys waiting at once
 
 
@@ -110,6 +111,7 @@ class Router:
         #: called with no argument when a change had to be dropped (queue full)
         self.on_overflow = []
         self._watchers = []
+        self._warned = set()          # keys of a type not replicated, already reported
 
     # -- input -------------------------------------------------------------
 
@@ -132,6 +134,14 @@ class Router:
         hold that state already (the reconcile found it does not)."""
         self._sides[OTHER[side]].expected.forget(key)
         self._enqueue(side, key)
+
+    def unsupported(self, key, side, kind):
+        """Count, and report once per key, a key of a type not replicated."""
+        self.stats.unsupported += 1
+        if key not in self._warned and len(self._warned) < 10_000:
+            self._warned.add(key)
+            log.warn("{key} on the {side} side is a {kind}, which is not replicated",
+                     key=short(key), side=side, kind=kind)
 
     def watch(self):
         """A set that collects every key with an event from now on."""
@@ -290,8 +300,7 @@ class Router:
             elif dst.expected.holds(key, state):
                 self.stats.unchanged += 1   # already there: nothing to write
             elif not state.supported:
-                log.warn("{key} on the {side} side is a {kind}, which is not replicated",
-                         key=short(key), side=source, kind=state.kind)
+                self.unsupported(key, source, state.kind)
             else:
                 items.append((key, state))
         if not items:

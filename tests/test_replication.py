@@ -266,3 +266,17 @@ def test_another_database_on_both_sides(lab):
         assert lab.remote.get("db2:a") is None and lab.local.get("db2:h") is None
     finally:
         daemon.stop()
+
+
+def test_a_stream_is_left_alone_and_reported_once(lab):
+    for i in range(5):
+        lab.local.xadd("st:events", {"n": i})
+    daemon = lab.daemon("st:", rc=False, extra=["--reconcile-interval", "0.5"])
+    try:
+        daemon.wait_log("done:", count=3)          # found by each reconcile...
+        lab.local.set("st:after", "1")
+        wait_until(lambda: lab.remote.get("st:after") == b"1")
+        assert not lab.remote.exists("st:events")
+        assert daemon.log().count("st:events on the local side is a type (stream or module)") == 1
+    finally:
+        daemon.stop()
