@@ -71,7 +71,7 @@ class ReplicationCollector:
         yield up
         yield reconnects
         yield CounterMetricFamily("redisrepl_unsupported_changes",
-                                  "Changes to keys of a type not replicated (streams, modules)",
+                                  "Changes to keys of a type not replicated (module types)",
                                   value=stats.unsupported)
         yield CounterMetricFamily("redisrepl_backlog_overflows",
                                   "Changes not queued because the queue was full (left to the reconcile)",

@@ -7,9 +7,9 @@ A Redis restart resets ``notify-keyspace-events`` to its configured value
 from redisrepl.errors import RefusedError
 
 #: K: keyspace channel (key in the channel name); g: del, expire, rename...;
-#: $: strings; l: lists; s: sets; h: hashes; z: sorted sets; x: expired;
-#: e: evicted.
-NEEDED = "Kg$lshzxe"
+#: $: strings; l: lists; s: sets; h: hashes; z: sorted sets; t: streams;
+#: x: expired; e: evicted.
+NEEDED = "Kg$lshztxe"
 #: What "A" stands for in the flags.
 ALL_CLASSES = "g$lshzxetd"
 

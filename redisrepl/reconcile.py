@@ -386,7 +386,7 @@ class _Run:
         r = self._r
         for digest, where in ((here, LOCAL), (there, REMOTE)):
             if digest == UNSUPPORTED:
-                r._router.unsupported(key, where, "type (stream or module)")
+                r._router.unsupported(key, where, "module type")
         side = decide(here, there, last, r.two_way, r.winner, self.remote_lost, r.keep_remote_only)
         if side is not None:
             self.fixed += 1

@@ -17,7 +17,8 @@ HASH = "hash"
 LIST = "list"
 SET = "set"
 ZSET = "zset"
-SUPPORTED = (NONE, STRING, HASH, LIST, SET, ZSET)
+STREAM = "stream"
+SUPPORTED = (NONE, STRING, HASH, LIST, SET, ZSET, STREAM)
 #: Types whose items come in pairs (field/value, member/score).
 PAIRED = (HASH, ZSET)
 
@@ -29,7 +30,8 @@ EXPIRY_TOLERANCE = 1.0
 # READ_SCRIPT reply: a flat array with, for each key in KEYS, a segment
 # {type, pttl, n, item1..itemn}: the value of a string (n = 1), the
 # field/value pairs of a hash, the elements of a list (in order) or a set,
-# the member/score pairs of a sorted set. The expiry is the absolute time in
+# the member/score pairs of a sorted set, and for a stream, each entry as
+# {id, 2n, field1, value1, ... fieldn, valuen}. The expiry is the absolute time in
 # unix ms (PEXPIRETIME, Redis 7), -1 without an expiry. Flat because
 # Webdis' raw output drops nested arrays and nil elements; it also turns
 # integers inside arrays into bulk strings, hence tostring().
@@ -52,6 +54,14 @@ for _, k in ipairs(KEYS) do
       items = redis.call('SMEMBERS', k)
     elseif t == 'zset' then
       items = redis.call('ZRANGE', k, 0, -1, 'WITHSCORES')
+    elseif t == 'stream' then
+      for _, entry in ipairs(redis.call('XRANGE', k, '-', '+')) do
+        items[#items + 1] = entry[1]
+        items[#items + 1] = tostring(#entry[2])
+        for _, x in ipairs(entry[2]) do
+          items[#items + 1] = x
+        end
+      end
     end
   end
   r[n + 1] = t
@@ -103,6 +113,20 @@ for _, k in ipairs(KEYS) do
     end
     chunked('ZADD', k, pairs_, 1, #pairs_)
     if pttl > 0 then redis.call('PEXPIREAT', k, pttl) end
+  elseif kind == 'stream' then
+    redis.call('DEL', k)
+    local i = first
+    while i < a do
+      local n = tonumber(ARGV[i + 1])
+      redis.call('XADD', k, ARGV[i], unpack(ARGV, i + 2, i + 1 + n))
+      i = i + 2 + n
+    end
+    if first == a then
+      -- an empty stream still exists: create it and take its only entry away
+      redis.call('XADD', k, '0-1', '_', '_')
+      redis.call('XDEL', k, '0-1')
+    end
+    if pttl > 0 then redis.call('PEXPIREAT', k, pttl) end
   else
     return redis.error_reply('ERR redisrepl cannot write a key of type ' .. kind)
   end
@@ -140,6 +164,11 @@ def items_of(kind, value):
         return [x for pair in value for x in pair]
     if kind in (LIST, SET):
         return list(value)
+    if kind == STREAM:
+        flat = []
+        for entry_id, fields in value:
+            flat += (entry_id, b"%d" % len(fields), *fields)
+        return flat
     return []
 
 
@@ -155,6 +184,18 @@ def value_of(kind, items):
         return tuple(sorted(items))
     if kind == LIST:
         return tuple(items)
+    if kind == STREAM:
+        entries, i = [], 0
+        while i < len(items):
+            try:
+                n = int(items[i + 1])
+            except (IndexError, ValueError):
+                raise StateError("stream entry without its field count") from None
+            if n < 0 or i + 2 + n > len(items):
+                raise StateError("stream entry runs past the reply")
+            entries.append((items[i], tuple(items[i + 2:i + 2 + n])))
+            i += 2 + n
+        return tuple(entries)
     return None
 
 
@@ -242,7 +283,7 @@ def from_reply(reply, now):
             raise StateError("string reply without a value")
         return KeyState(STRING, payload[0], expire_at)
     if kind in SUPPORTED:
-        if not payload or (kind in PAIRED and len(payload) % 2):
+        if (not payload and kind != STREAM) or (kind in PAIRED and len(payload) % 2):
             raise StateError(f"{kind} reply without its items")
         return KeyState(kind, value_of(kind, payload), expire_at)
     return KeyState(kind, None, expire_at)
@@ -343,6 +384,16 @@ for _, k in ipairs(res[2]) do
         xor_into(acc, redis.sha1hex(#flat[i] .. ':' .. flat[i] .. flat[i + 1]))
       end
       d = 'z' .. hex(acc)
+    elseif t == 'stream' then
+      local parts = {}
+      for _, entry in ipairs(redis.call('XRANGE', k, '-', '+')) do
+        parts[#parts + 1] = #entry[1] .. ':' .. entry[1]
+        for _, x in ipairs(entry[2]) do
+          parts[#parts + 1] = #x .. ':' .. x
+        end
+        parts[#parts + 1] = ';'
+      end
+      d = 't' .. redis.sha1hex(table.concat(parts))
     elseif t ~= 'none' then
       d = 'x'
     end
@@ -388,6 +439,13 @@ def content_digest(key_state):
         return b"m" + _xor_sha1(value)
     if kind == ZSET:
         return b"z" + _xor_sha1(b"%d:" % len(m) + m + score for m, score in value)
+    if kind == STREAM:
+        parts = []
+        for entry_id, fields in value:
+            parts.append(b"%d:" % len(entry_id) + entry_id)
+            parts += [b"%d:" % len(x) + x for x in fields]
+            parts.append(b";")
+        return b"t" + hashlib.sha1(b"".join(parts)).hexdigest().encode()
     if kind == NONE:
         return None
     return b"x"

@@ -28,7 +28,8 @@ from redisrepl.webdis_client import QuietConnectionPool, WebdisClient
 TTL_TOLERANCE = 2.0
 
 
-TYPE_LETTERS = {b"h": "hash", b"l": "list", b"m": "set", b"z": "sorted set", b"x": "another type"}
+TYPE_LETTERS = {b"h": "hash", b"l": "list", b"m": "set", b"z": "sorted set", b"t": "stream",
+                b"x": "another type"}
 
 
 def kind(digest):

@@ -44,6 +44,7 @@ def key_state(r, key):
         "list": lambda: r.lrange(key, 0, -1),
         "set": lambda: r.smembers(key),
         "zset": lambda: r.zrange(key, 0, -1, withscores=True),
+        "stream": lambda: r.xrange(key),
     }.get(kind, lambda: None)()
     return (kind, value, r.pttl(key) > 0)
 

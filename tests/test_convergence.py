@@ -18,7 +18,7 @@ KEYS = 40
 def random_op(rng, r, key):
     """One random change of ``key`` (of any replicated type) on Redis ``r``."""
     value = rng.randbytes(rng.randrange(0, 12))
-    op = rng.randrange(14)
+    op = rng.randrange(16)
     try:
         if op == 0:
             r.set(key, value)
@@ -46,6 +46,10 @@ def random_op(rng, r, key):
             r.append(key, value)
         elif op == 12:
             r.expire(key, rng.randrange(1, 100))
+        elif op == 14:
+            r.xadd(key, {b"v": value})
+        elif op == 15:
+            r.xtrim(key, maxlen=rng.randrange(0, 3))
         else:
             r.incr(key)
     except Exception as e:            # WRONGTYPE and friends: a user's mistake, not ours

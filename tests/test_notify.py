@@ -10,7 +10,7 @@ from redisrepl.notify import NEEDED, NotifyConfigError, ensure, merged, missing
 
 
 def test_missing_from_nothing_is_everything_needed():
-    assert missing("") == NEEDED == "Kg$lshzxe"
+    assert missing("") == NEEDED == "Kg$lshztxe"
 
 
 def test_a_stands_for_every_class():
@@ -20,9 +20,9 @@ def test_a_stands_for_every_class():
 
 
 def test_missing_names_only_what_is_absent_in_needed_order():
-    assert missing("Kgx") == "$lshze"
-    assert missing("ehxK$glsz") == ""
-    assert missing("E$lsz") == "Kghxe"
+    assert missing("Kgx") == "$lshzte"
+    assert missing("ehxK$glszt") == ""
+    assert missing("E$lsz") == "Kghtxe"
     assert missing("g", needed="Kgh") == "Kh"
 
 
@@ -69,9 +69,9 @@ class EnsureTests(TestCase):
 
     def test_missing_flags_are_added_to_the_existing_ones(self):
         redis = FakeRedis("Elx")
-        self.assertEqual(self.successResultOf(self.ensure(redis)), "Kg$shze")
-        self.assertEqual(redis.calls, [GET, ("CONFIG", "SET", "notify-keyspace-events", "ElxKg$shze")])
-        self.assertEqual(redis.flags, "ElxKg$shze")
+        self.assertEqual(self.successResultOf(self.ensure(redis)), "Kg$shzte")
+        self.assertEqual(redis.calls, [GET, ("CONFIG", "SET", "notify-keyspace-events", "ElxKg$shzte")])
+        self.assertEqual(redis.flags, "ElxKg$shzte")
 
     def test_empty_flags_get_all_needed(self):
         redis = FakeRedis("")
@@ -84,7 +84,7 @@ class EnsureTests(TestCase):
         redis = FakeRedis("", refuse={"GET"})
         failure = self.failureResultOf(self.ensure(redis), notify.NotifyUnknown)
         message = str(failure.value)
-        self.assertIn("'Kg$lshzxe'", message)
+        self.assertIn("'Kg$lshztxe'", message)
         self.assertIn("remote Redis at hub", message)
         self.assertIn("NOPERM", message)
         self.assertEqual(redis.calls, [GET])
@@ -93,7 +93,7 @@ class EnsureTests(TestCase):
         redis = FakeRedis("Kg", refuse={"SET"})
         failure = self.failureResultOf(self.ensure(redis), NotifyConfigError)
         message = str(failure.value)
-        self.assertIn("'$lshzxe'", message)
+        self.assertIn("'$lshztxe'", message)
         self.assertIn("is 'Kg'", message)
         self.assertIn("remote Redis at hub", message)
         self.assertEqual(len(redis.calls), 2)
@@ -104,7 +104,7 @@ class EnsureTests(TestCase):
         self.assertEqual(self.successResultOf(self.ensure(redis)), "")
 
     def test_unexpected_config_get_reply_is_a_config_error(self):
-        for reply in (None, [], [b"notify-keyspace-events"], b"Kg$lshzxe"):
+        for reply in (None, [], [b"notify-keyspace-events"], b"Kg$lshztxe"):
             async def command(*args, reply=reply):
                 return reply
             d = Deferred.fromCoroutine(ensure(command, "local Redis"))

@@ -7,8 +7,8 @@ import pytest
 
 from redisrepl.reconcile import decide
 from redisrepl.router import LOCAL, REMOTE
-from redisrepl.state import (DIGEST_SCAN_SCRIPT_BODY, HASH, LIST, SET, STRING, ZSET, KeyState,
-                             content_digest)
+from redisrepl.state import (DIGEST_SCAN_SCRIPT_BODY, HASH, LIST, SET, STREAM, STRING, ZSET,
+                             KeyState, content_digest)
 from tests.harness import key_state, wait_until
 
 SLOW = 30.0
@@ -49,10 +49,17 @@ def test_digests_computed_in_redis_match(lab):
     rng = random.Random(7)
     r = lab.local
     states = {}
-    for i in range(50):
+    for i in range(60):
         key = b"dg:%d:" % i + rng.randbytes(5)
         items = [rng.randbytes(rng.randrange(0, 30)) for _ in range(rng.randrange(1, 20))]
-        if i % 5 == 0:
+        if i % 6 == 5:
+            entries = []
+            for j, item in enumerate(items):
+                entry_id = r.xadd(key, {item: rng.randbytes(3), b"n": b"%d" % j})
+                entries.append(entry_id)
+            states[key] = KeyState(STREAM, tuple((e[0], tuple(x for pair in e[1].items() for x in pair))
+                                                 for e in r.xrange(key)))
+        elif i % 5 == 0:
             value = rng.randbytes(rng.randrange(0, 200))
             r.set(key, value)
             states[key] = KeyState(STRING, value)

@@ -76,6 +76,11 @@ LOCAL_COMMANDS = {
     "zincrby": lambda r, k: (r.zadd(k, {"a": 1}), r.zincrby(k, 0.1, "a")),
     "zrem": lambda r, k: (r.zadd(k, {"a": 1, "b": 2}), r.zrem(k, "a")),
     "zpopmin": lambda r, k: (r.zadd(k, {"a": 1, "b": 2}), r.zpopmin(k)),
+    # streams
+    "xadd": lambda r, k: (r.xadd(k, {"t": "21.5", "\x00": "\xff"}), r.xadd(k, {"t": "22"}, id="99999999999999-0")),
+    "xdel": lambda r, k: (r.xadd(k, {"a": 1}, id="1-1"), r.xadd(k, {"b": 2}, id="1-2"), r.xdel(k, "1-1")),
+    "xtrim": lambda r, k: ([r.xadd(k, {"n": i}) for i in range(5)], r.xtrim(k, maxlen=2)),
+    "xdel_all": lambda r, k: (r.xadd(k, {"a": 1}, id="5-5"), r.xdel(k, "5-5")),
     "zunionstore": lambda r, k: (r.zadd(k + ":1", {"a": 1}), r.zadd(k + ":2", {"a": 2}),
                                  r.zunionstore(k, [k + ":1", k + ":2"])),
     # keys as a whole
@@ -268,15 +273,3 @@ def test_another_database_on_both_sides(lab):
         daemon.stop()
 
 
-def test_a_stream_is_left_alone_and_reported_once(lab):
-    for i in range(5):
-        lab.local.xadd("st:events", {"n": i})
-    daemon = lab.daemon("st:", rc=False, extra=["--reconcile-interval", "0.5"])
-    try:
-        daemon.wait_log("done:", count=3)          # found by each reconcile...
-        lab.local.set("st:after", "1")
-        wait_until(lambda: lab.remote.get("st:after") == b"1")
-        assert not lab.remote.exists("st:events")
-        assert daemon.log().count("st:events on the local side is a type (stream or module)") == 1
-    finally:
-        daemon.stop()

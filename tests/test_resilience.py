@@ -209,8 +209,8 @@ def test_local_password_file_and_acl_user(daemons, tmp_path):
 
 
 @pytest.mark.parametrize("acl,expect,fatal", [
-    ("-config|set", "add 'Kg$lshzxe' to notify-keyspace-events", True),
-    ("-config", "make sure notify-keyspace-events includes 'Kg$lshzxe'", False),
+    ("-config|set", "add 'Kg$lshztxe' to notify-keyspace-events", True),
+    ("-config", "make sure notify-keyspace-events includes 'Kg$lshztxe'", False),
 ])
 def test_refused_config_names_the_flags(daemons, acl, expect, fatal):
     lab = daemons

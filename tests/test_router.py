@@ -249,3 +249,11 @@ class RouterTests(TestCase):
         self.assertEqual(self.local.data[b"ns:a"], s(b"changed there"))
         self.local.user_set(b"ns:a", s(b"v"))
         self.assertEqual(self.remote.data[b"ns:a"], s(b"v"))
+
+    def test_type_not_replicated_is_counted_and_left_alone(self):
+        for _ in range(3):
+            self.local.user_set(b"ns:mod", KeyState("ReJSON-RL"))
+        self.assertEqual(self.remote.writes, [])
+        self.assertEqual(self.router.stats.unsupported, 3)
+        self.assertEqual(self.router._warned, {b"ns:mod"})   # reported once
+        self.flushLoggedErrors()

@@ -53,16 +53,17 @@ def test_field_order_does_not_change_state_or_digest(fields, rnd):
 
 
 def test_unsupported_type_keeps_kind_and_expiry_only():
-    state = from_reply([b"stream", b"1700000003000"], NOW)
-    assert (state.kind, state.value, state.expire_at) == ("stream", None, 1700000003.0)
+    state = from_reply([b"module", b"1700000003000"], NOW)
+    assert (state.kind, state.value, state.expire_at) == ("module", None, 1700000003.0)
     assert not state.supported
-    assert from_reply([b"stream", b"-1"], NOW).same_as(KeyState("stream"))
+    assert from_reply([b"module", b"-1"], NOW).same_as(KeyState("module"))
 
 
 @pytest.mark.parametrize("kind,items,value", [
     ("list", [b"b", b"a", b"b"], (b"b", b"a", b"b")),               # order kept
     ("set", [b"b", b"a"], (b"a", b"b")),                             # order canonical
     ("zset", [b"b", b"2", b"a", b"1.5"], ((b"a", b"1.5"), (b"b", b"2"))),
+    ("stream", [b"1-1", b"2", b"f", b"v", b"2-0", b"0"], ((b"1-1", (b"f", b"v")), (b"2-0", ()))),
 ])
 def test_collections(kind, items, value):
     state = from_reply([kind.encode(), b"-1", *items], NOW)
@@ -171,7 +172,7 @@ def test_already_expired_key_is_written_as_absent(state):
     assert state.write_args(NOW) == [b"none", b"0"]
 
 
-@pytest.mark.parametrize("state", [ABSENT, KeyState("stream", None, None), KeyState("module", None, NOW + 9)])
+@pytest.mark.parametrize("state", [ABSENT, KeyState("ReJSON-RL", None, None), KeyState("module", None, NOW + 9)])
 def test_absent_or_unsupported_key_is_written_as_absent(state):
     assert state.write_args(NOW) == [b"none", b"0"]
 
