@@ -52,6 +52,10 @@ SCAN_COUNT = 1000
 #: A progress line every so many keys scanned.
 PROGRESS_EVERY = 50_000
 UNSUPPORTED = b"x"
+#: The digest of a key too big to digest (not compared).
+TOO_BIG = b"B"
+#: Keys with more items are not compared (their digest would block Redis).
+DIGEST_MAX_ITEMS = 10_000
 
 
 def decide(local, remote, synced, two_way=True, winner=REMOTE, remote_lost=False,
@@ -62,7 +66,7 @@ def decide(local, remote, synced, two_way=True, winner=REMOTE, remote_lost=False
     """
     if local == remote:
         return None
-    if UNSUPPORTED in (local, remote):
+    if UNSUPPORTED in (local, remote) or TOO_BIG in (local, remote):
         return None
     if not two_way:
         if local is None and keep_remote_only:
@@ -137,13 +141,14 @@ async def scan_steps(store, namespace, reserved_prefix, expiries=None):
     cursor = b"0"
     while True:
         reply = await store.run_script(state.DIGEST_SCAN_SCRIPT, [],
-                                       [cursor, pattern, b"%d" % SCAN_COUNT, reserved_prefix])
+                                       [cursor, pattern, b"%d" % SCAN_COUNT, reserved_prefix,
+                                        b"%d" % DIGEST_MAX_ITEMS])
         if not isinstance(reply, list) or len(reply) % 3 != 1:
             raise ReplicationError(f"unexpected digest scan reply {reply!r:.80}", "bad_reply")
         cursor = reply[0]
         step = []
         for key, digest, expiry in zip(reply[1::3], reply[2::3], reply[3::3]):
-            if int(expiry) >= 0 and digest != UNSUPPORTED:
+            if int(expiry) >= 0 and digest not in (UNSUPPORTED, TOO_BIG):
                 digest += b"@" + expiry
                 if expiries is not None:
                     expiries[key] = int(expiry)
@@ -387,13 +392,16 @@ class _Run:
         for digest, where in ((here, LOCAL), (there, REMOTE)):
             if digest == UNSUPPORTED:
                 r._router.unsupported(key, where, "module type")
+            elif digest == TOO_BIG:
+                r._router.report_once(key, f"on the {where} side has more than {DIGEST_MAX_ITEMS} items: "
+                                      "the reconcile does not compare it (its live changes still cross)")
         side = decide(here, there, last, r.two_way, r.winner, self.remote_lost, r.keep_remote_only)
         if side is not None:
             self.fixed += 1
             log.debug("reconcile: {key} differs; taking the {side} side", key=short(key), side=side)
             await r.router_room()
             r._router.force(side, key)
-        elif here == there and here != last and here != UNSUPPORTED:
+        elif here == there and here != last and here not in (UNSUPPORTED, TOO_BIG):
             # equal on both sides but not as recorded (changed the same way on both)
             self._sets += (key, here)
 

@@ -138,10 +138,13 @@ class Router:
     def unsupported(self, key, side, kind):
         """Count, and report once per key, a key of a type not replicated."""
         self.stats.unsupported += 1
+        self.report_once(key, f"on the {side} side is a {kind}, which is not replicated")
+
+    def report_once(self, key, text):
+        """Log a warning about ``key``, once per key (and for 10,000 keys at most)."""
         if key not in self._warned and len(self._warned) < 10_000:
             self._warned.add(key)
-            log.warn("{key} on the {side} side is a {kind}, which is not replicated",
-                     key=short(key), side=side, kind=kind)
+            log.warn("{key} {text}", key=short(key), text=text)
 
     def watch(self):
         """A set that collects every key with an event from now on."""

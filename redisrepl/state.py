@@ -331,14 +331,17 @@ def size(key_state):
 # {next_cursor, key1, digest1, expiry1, ...} for the keys of the step (the
 # expiry as PEXPIRETIME answers it: absolute unix ms, -1 for none)
 # outside the reserved prefix (ARGV: cursor, match pattern, count, reserved
-# prefix). A digest is content_digest() of the key computed in Redis, or 'x'
-# for a type redisrepl does not replicate; its first letter tells the type
+# prefix, most items a key may have to be digested). A digest is
+# content_digest() of the key computed in Redis, 'x' for a type redisrepl
+# does not replicate, 'B' for a key with more items than the limit (its
+# digest would block the server too long: about 0.4 s per 100,000 items); its first letter tells the type
 # (none for a string: 40 hex digits). The digest of a hash, a set or a sorted
 # set does not depend on the order of its items (nor on Lua's locale-dependent
 # string order): it is the XOR of the SHA1s of its items.
 DIGEST_SCAN_SCRIPT_BODY = b"""\
 local res = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
 local reserved = ARGV[4]
+local big = tonumber(ARGV[5] or '10000')
 local out = {res[1]}
 local function xor_into(acc, hex)
   for i = 1, 5 do
@@ -356,6 +359,12 @@ for _, k in ipairs(res[2]) do
   if reserved == '' or string.sub(k, 1, #reserved) ~= reserved then
     local t = redis.call('TYPE', k)['ok']
     local d = nil
+    local counter = ({hash = 'HLEN', list = 'LLEN', set = 'SCARD', zset = 'ZCARD', stream = 'XLEN'})[t]
+    if counter and redis.call(counter, k) > big then
+      -- too big to digest here without blocking the server: not compared
+      t = 'big'
+      d = 'B'
+    end
     if t == 'string' then
       d = redis.sha1hex('s' .. redis.call('GET', k))
     elseif t == 'hash' then
@@ -394,7 +403,7 @@ for _, k in ipairs(res[2]) do
         parts[#parts + 1] = ';'
       end
       d = 't' .. redis.sha1hex(table.concat(parts))
-    elseif t ~= 'none' then
+    elseif t ~= 'none' and t ~= 'big' then
       d = 'x'
     end
     if d then

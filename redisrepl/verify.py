@@ -29,7 +29,7 @@ TTL_TOLERANCE = 2.0
 
 
 TYPE_LETTERS = {b"h": "hash", b"l": "list", b"m": "set", b"z": "sorted set", b"t": "stream",
-                b"x": "another type"}
+                b"x": "another type", b"B": "key too big to compare"}
 
 
 def kind(digest):

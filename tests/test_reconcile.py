@@ -288,3 +288,18 @@ def test_collections_changed_while_stopped(daemons):
     assert lab.local.smembers(ns + "set") == {b"x", b"y"}
     assert lab.remote.zrange(ns + "zset", 0, -1, withscores=True) == [(b"m", 2.5)]
     assert state
+
+
+def test_key_too_big_to_digest_is_left_to_the_live_path(daemons):
+    from redisrepl.reconcile import DIGEST_MAX_ITEMS
+    lab = daemons
+    ns = "bigd:"
+    key = ns + "set"
+    lab.local.sadd(key, *range(DIGEST_MAX_ITEMS + 1))
+    lab.remote.sadd(key, "other")
+    d = lab.daemon(ns, rc=True)
+    d.wait_log("done:")
+    d.wait_log("the reconcile does not compare it")
+    assert lab.remote.smembers(key) == {b"other"}     # not compared: left as it was
+    lab.local.sadd(key, "live")                          # a live change crosses, whole
+    wait_until(lambda: lab.remote.scard(key) == DIGEST_MAX_ITEMS + 2, SLOW)
