@@ -30,7 +30,8 @@ class ExpectedEvents:
         self._clock = clock
         self.lifetime = lifetime
         self.capacity = capacity
-        # key -> (digest, expire_at, deadline), oldest first; no values kept
+        # key -> (digest, expire_at, deadline, known to be there), oldest
+        # first; no values kept
         self._entries = OrderedDict()
 
     def __len__(self):
@@ -40,18 +41,26 @@ class ExpectedEvents:
     def expect(self, key, state):
         """Record that ``key`` is about to be made to hold ``state``."""
         self._entries.pop(key, None)
-        self._entries[key] = (state.digest, state.expire_at, self._clock.seconds() + self.lifetime)
+        self._entries[key] = (state.digest, state.expire_at, self._clock.seconds() + self.lifetime, True)
         self._purge()
 
     def forget(self, key):
         self._entries.pop(key, None)
+
+    def uncertain(self, key):
+        """The write of the expected state failed: it may or may not have
+        landed. Its echo is still recognised, but the state no longer counts
+        as known to be there (``holds`` is False)."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries[key] = entry[:3] + (False,)
 
     def holds(self, key, state):
         """True if redisrepl wrote ``state`` to ``key`` here and has seen no
         other state there since: writing it again would change nothing."""
         self._purge()
         entry = self._entries.get(key)
-        return entry is not None and state.same_as_digest(entry[0], entry[1])
+        return entry is not None and entry[3] and state.same_as_digest(entry[0], entry[1])
 
     def is_echo(self, key, state):
         """True if ``state``, just read from this side, is what redisrepl wrote there."""
@@ -69,7 +78,7 @@ class ExpectedEvents:
             self._entries.popitem(last=False)
         now = self._clock.seconds()
         while self._entries:
-            key, (_, _, deadline) = next(iter(self._entries.items()))
+            key, (_, _, deadline, _) = next(iter(self._entries.items()))
             if deadline > now:
                 break
             del self._entries[key]

@@ -59,7 +59,7 @@ DIGEST_MAX_ITEMS = 10_000
 
 
 def decide(local, remote, synced, two_way=True, winner=REMOTE, remote_lost=False,
-           keep_remote_only=False):
+           keep_remote_only=False, local_lost=False):
     """The side whose state both sides must take for one key, or None.
 
     ``local``, ``remote``, ``synced``: digests (None: absent / never synced).
@@ -69,6 +69,8 @@ def decide(local, remote, synced, two_way=True, winner=REMOTE, remote_lost=False
     if UNSUPPORTED in (local, remote) or TOO_BIG in (local, remote):
         return None
     if not two_way:
+        if local is None and local_lost:
+            return REMOTE     # refill the local side that lost its data
         if local is None and keep_remote_only:
             return None
         return LOCAL
@@ -181,7 +183,8 @@ class Reconciler(Service):
     ``interval`` seconds; one run at a time, failed runs retried with backoff."""
 
     def __init__(self, router, local_store, remote_store, namespace, reserved_prefix, clock,
-                 two_way, winner=REMOTE, keep_remote_only=False, interval=60.0, backoff=None):
+                 two_way, winner=REMOTE, keep_remote_only=False, interval=60.0, backoff=None,
+                 site=b"site"):
         self._router = router
         self._stores = {LOCAL: local_store, REMOTE: remote_store}
         self._namespace = namespace
@@ -192,7 +195,11 @@ class Reconciler(Service):
         self.keep_remote_only = keep_remote_only
         self.interval = interval
         self.synced = SyncedTable(local_store, reserved_prefix)
-        self._marker_key = reserved_prefix + b"marker"
+        # The local marker says the local data is the one redisrepl synced;
+        # the remote one, per site (several sites may share a namespace),
+        # says the same of the remote data for this site.
+        self._local_marker = reserved_prefix + b"marker"
+        self._remote_marker = reserved_prefix + b"marker:" + site
         self._backoff = backoff or Backoff(initial=1.0, maximum=30.0)
         self._pending = None        # DelayedCall of the next run
         self._reasons = set()
@@ -200,8 +207,7 @@ class Reconciler(Service):
         self._periodic = None
         self.dirty = False          # a run is owed (overflow, failure)
         self.stats = ReconcileStats()
-        router.on_written.append(self._written)
-        self._markers_set = False
+        router.on_written.append(lambda target, items: self.synced.record(items))
         router.on_overflow.append(lambda: self.request("the queue was full"))
 
     # -- service ---------------------------------------------------------------
@@ -222,24 +228,11 @@ class Reconciler(Service):
         if self._running is not None:
             self._running.cancel()
 
-    def _written(self, target, items):
-        if not self._markers_set:
-            # from the first synchronised key on, a side without its marker
-            # is a side that lost its data
-            self._markers_set = True
-            d = Deferred.fromCoroutine(self._ensure_markers())
-            d.addErrback(self._markers_failed)
-        self.synced.record(items)
-
-    def _markers_failed(self, failure):
-        self._markers_set = False
-        log.warn("could not set the reconcile markers: {e}", e=failure.value)
-
-    async def _ensure_markers(self):
-        marker = os.urandom(8).hex().encode()
-        # remote first: a remote flushed in between is then still seen as lost
-        for side in (REMOTE, LOCAL):
-            await self._stores[side].command("SET", self._marker_key, marker, "NX")
+    async def _set_markers(self):
+        """Only a reconcile sets them, after comparing (and, after a loss,
+        once the refill has been copied): set earlier, they would hide a loss."""
+        await self._stores[LOCAL].command("SET", self._local_marker, b"1", "NX")
+        await self._stores[REMOTE].command("SET", self._remote_marker, b"1", "NX")
 
     # -- scheduling --------------------------------------------------------------
 
@@ -291,14 +284,20 @@ class Reconciler(Service):
         try:
             log.info("reconcile ({reason}): comparing the namespace on both sides", reason=reason)
             local_store, remote_store = self._stores[LOCAL], self._stores[REMOTE]
-            local_marker = await local_store.command("GET", self._marker_key)
-            remote_marker = await remote_store.command("GET", self._marker_key)
-            # both markers missing: the first reconcile of this namespace
-            run.remote_lost = (remote_marker is None and local_marker is not None
-                               and await self.synced.count() > 0)
+            local_marker = await local_store.command("GET", self._local_marker)
+            remote_marker = await remote_store.command("GET", self._remote_marker)
+            # synchronised state without the remote marker: the remote lost its
+            # data (or it was never marked: refilling is the safe mistake)
+            run.remote_lost = remote_marker is None and await self.synced.count() > 0
+            # the remote knows this site but the local marker is gone: the
+            # local side lost its data (with its synchronised state)
+            run.local_lost = local_marker is None and remote_marker is not None
             if run.remote_lost:
                 log.warn("the remote side lost its data (its marker is gone): refilling it from the "
                          "local side rather than deleting there")
+            if run.local_lost:
+                log.warn("the local side lost its data (its marker is gone): refilling it from the "
+                         "remote side rather than deleting there")
             # The local digests are held (compact); the remote ones are
             # compared as they come, a SCAN step at a time.
             local = {}
@@ -326,8 +325,12 @@ class Reconciler(Service):
             await self._forget_stale()
         finally:
             self._router.unwatch(watcher)
-        await self._ensure_markers()
-        self._markers_set = True
+        if run.remote_lost or run.local_lost:
+            # the markers say "this side holds synchronised data": only once
+            # the refill is copied, or the next run would take the missing
+            # keys for deletions
+            await self._drained(run.forced)
+        await self._set_markers()
         duration = self._clock.seconds() - started
         self.stats.runs += 1
         self.stats.keys_compared += run.compared
@@ -355,6 +358,14 @@ class Reconciler(Service):
             if cursor in (b"0", 0):
                 return
 
+    async def _drained(self, keys):
+        """Wait until the router has copied ``keys`` (none queued or in flight)."""
+        keys = set(keys)
+        while keys:
+            keys = {key for key in keys if self._router.pending(key)}
+            if keys:
+                await task.deferLater(self._clock, 0.1, lambda: None)
+
     async def router_room(self):
         """Wait while the router's queue is more than half full: the fixes of
         a large reconcile go in as fast as they are copied, never overflowing."""
@@ -380,24 +391,29 @@ class _Run:
         self._r = reconciler
         self._watcher = watcher
         self.remote_lost = False
+        self.local_lost = False
+        self.forced = []         # keys copied by this run (kept only after a loss)
         self.compared = 0
         self.fixed = 0
         self._sets, self._dels = [], []
 
     async def judge(self, key, here, there, last):
         self.compared += 1
-        if key in self._watcher:
-            return  # a live event is being handled: it wins
         r = self._r
+        if key in self._watcher or r._router.pending(key):
+            return  # a live event (or an earlier fix) is being handled: it wins
         for digest, where in ((here, LOCAL), (there, REMOTE)):
             if digest == UNSUPPORTED:
                 r._router.unsupported(key, where, "module type")
             elif digest == TOO_BIG:
                 r._router.report_once(key, f"on the {where} side has more than {DIGEST_MAX_ITEMS} items: "
                                       "the reconcile does not compare it (its live changes still cross)")
-        side = decide(here, there, last, r.two_way, r.winner, self.remote_lost, r.keep_remote_only)
+        side = decide(here, there, last, r.two_way, r.winner, self.remote_lost, r.keep_remote_only,
+                      self.local_lost)
         if side is not None:
             self.fixed += 1
+            if self.remote_lost or self.local_lost:
+                self.forced.append(key)
             log.debug("reconcile: {key} differs; taking the {side} side", key=short(key), side=side)
             await r.router_room()
             r._router.force(side, key)

@@ -83,7 +83,7 @@ class Stats:
 class Router:
     def __init__(self, clock, local, remote, namespace, reserved_prefix,
                  concurrency=4, batch_size=256, max_backlog=100_000,
-                 link_backoff=None, key_backoff=None):
+                 link_backoff=None, key_backoff=None, first=FIRST):
         self._clock = clock
         self._sides = {LOCAL: local, REMOTE: remote}
         self.namespace = namespace
@@ -91,6 +91,7 @@ class Router:
         self.concurrency = concurrency
         self.batch_size = batch_size
         self.max_backlog = max_backlog
+        self.first = first            # copied first (and so wins) when a key changed on both sides
         self._link_backoff = link_backoff or Backoff(initial=0.2, maximum=5.0)
         self._key_backoff_factory = key_backoff or (lambda: Backoff(initial=1.0, maximum=60.0))
         self._dirty = OrderedDict()   # key -> BIT mask of the sides it changed on, oldest first
@@ -130,10 +131,15 @@ class Router:
         self._enqueue(side, key)
 
     def force(self, side, key):
-        """Copy ``key`` from ``side`` even if the other side is believed to
-        hold that state already (the reconcile found it does not)."""
-        self._sides[OTHER[side]].expected.forget(key)
+        """Copy ``key`` from ``side``: the reconcile found the sides differ,
+        whatever the expected-event tables remember."""
+        self._sides[LOCAL].expected.forget(key)
+        self._sides[REMOTE].expected.forget(key)
         self._enqueue(side, key)
+
+    def pending(self, key):
+        """Is a copy of ``key`` queued, waiting to be retried or under way?"""
+        return key in self._dirty or key in self._parked or key in self._in_flight
 
     def unsupported(self, key, side, kind):
         """Count, and report once per key, a key of a type not replicated."""
@@ -244,7 +250,7 @@ class Router:
             if key in self._in_flight:
                 continue
             # a key dirty on both sides goes in a batch from FIRST first
-            side = FIRST if mask & BIT[FIRST] else OTHER[FIRST]
+            side = self.first if mask & BIT[self.first] else OTHER[self.first]
             if source is None:
                 source = side
             elif side != source or key in self._solo:
@@ -313,9 +319,10 @@ class Router:
         try:
             await dst.store.write(items)
         except Exception as e:
-            # maybe written, maybe not: it must not count as known to be there
+            # maybe written, maybe not: its echo may still come, but it must
+            # not count as known to be there
             for key, _ in items:
-                dst.expected.forget(key)
+                dst.expected.uncertain(key)
             self._failed(target, e)
             raise
         self._answered(target)

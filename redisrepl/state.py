@@ -54,6 +54,11 @@ for _, k in ipairs(KEYS) do
       items = redis.call('SMEMBERS', k)
     elseif t == 'zset' then
       items = redis.call('ZRANGE', k, 0, -1, 'WITHSCORES')
+      for i = 2, #items, 2 do
+        -- one spelling of a score whatever the Redis version (7.2 prints
+        -- 1.1 where 7.0 prints 1.1000000000000001)
+        items[i] = string.format('%.17g', tonumber(items[i]))
+      end
     elseif t == 'stream' then
       for _, entry in ipairs(redis.call('XRANGE', k, '-', '+')) do
         items[#items + 1] = entry[1]
@@ -390,7 +395,8 @@ for _, k in ipairs(res[2]) do
       local acc = {0, 0, 0, 0, 0}
       local flat = redis.call('ZRANGE', k, 0, -1, 'WITHSCORES')
       for i = 1, #flat, 2 do
-        xor_into(acc, redis.sha1hex(#flat[i] .. ':' .. flat[i] .. flat[i + 1]))
+        local score = string.format('%.17g', tonumber(flat[i + 1]))
+        xor_into(acc, redis.sha1hex(#flat[i] .. ':' .. flat[i] .. score))
       end
       d = 'z' .. hex(acc)
     elseif t == 'stream' then

@@ -86,6 +86,19 @@ def summary(config):
     return " ".join(parts)
 
 
+def site_id(config):
+    """A stable name for this site on the hub: from its client certificate
+    (what the hub knows it by), else its host name and local Redis."""
+    import hashlib
+    import socket
+    if config["tls_policy"] is not None:
+        with open(config["cert"], "rb") as f:
+            seed = f.read()
+    else:
+        seed = f"{socket.gethostname()} {config['raddr']}".encode()
+    return hashlib.sha1(seed).hexdigest()[:16].encode()
+
+
 def makeService(config, reactor=None):
     if reactor is None:
         from twisted.internet import reactor
@@ -115,12 +128,12 @@ def makeService(config, reactor=None):
         Side(REMOTE, remote_store, ExpectedEvents(reactor)),
         config["namespace"], config["reserved_prefix"],
         concurrency=config["concurrency"], batch_size=config["batch"],
-        max_backlog=config["max-backlog"])
+        max_backlog=config["max-backlog"], first=config["winner"])
     RouterService(router, summary(config)).setServiceParent(top)
     reconciler = Reconciler(router, local_store, remote_store, config["namespace"],
                             config["reserved_prefix"], reactor, two_way=bool(config["rc"]),
                             winner=config["winner"], keep_remote_only=bool(config["keep-remote-only"]),
-                            interval=config["reconcile-interval"])
+                            interval=config["reconcile-interval"], site=site_id(config))
     reconciler.setServiceParent(top)
 
     def fatal(message):

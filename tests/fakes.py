@@ -21,6 +21,7 @@ class FakeStore:
         self.held = []            # Deferreds of held writes
         self.error = None         # exception raised by every read and write
         self.errors_for = {}      # key -> exception for that key only
+        self.lose_reply = None    # exception raised after a write landed (reply lost)
 
     def read(self, keys):
         self.reads += 1
@@ -35,6 +36,9 @@ class FakeStore:
                 return fail(self.errors_for[key])
         if self.error is not None:
             return fail(self.error)
+        if self.lose_reply is not None:
+            self._apply(items)
+            return fail(self.lose_reply)
         if not self.hold:
             return succeed(self._apply(items))
         d = Deferred()

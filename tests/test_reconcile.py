@@ -91,6 +91,7 @@ def test_digests_computed_in_redis_match(lab):
 def sync_and_stop(lab, ns, keys, rc=True, extra=()):
     """Start a daemon, make ``keys`` (name -> value) equal on both sides, stop it."""
     d = lab.daemon(ns, rc=rc, extra=list(extra))
+    d.wait_log("done:")            # a first reconcile has marked both sides
     for name, value in keys.items():
         lab.local.set(ns + name, value)
     for name, value in keys.items():
@@ -303,3 +304,25 @@ def test_key_too_big_to_digest_is_left_to_the_live_path(daemons):
     assert lab.remote.smembers(key) == {b"other"}     # not compared: left as it was
     lab.local.sadd(key, "live")                          # a live change crosses, whole
     wait_until(lambda: lab.remote.scard(key) == DIGEST_MAX_ITEMS + 2, SLOW)
+
+
+def test_hub_lost_its_data_and_a_live_write_came_first(daemons):
+    lab = daemons
+    ns = "lw:"
+    sync_and_stop(lab, ns, {"a": "1", "b": "2"})
+    lab.remote.flushdb()                       # the hub restarted without persistence
+    lab.daemon(ns, rc=True)
+    lab.local.set(ns + "live", "3")            # copied before the first reconcile reads markers
+    state = wait_until(lambda: equal_namespace(lab, ns) if lab.remote.exists(ns + "a") else None, SLOW)
+    assert state == {b"lw:a": b"1", b"lw:b": b"2", b"lw:live": b"3"}
+
+
+def test_one_way_local_lost_its_data_is_refilled_not_mirrored(daemons):
+    lab = daemons
+    ns = "ll:"
+    sync_and_stop(lab, ns, {"a": "1", "b": "2"}, rc=False)
+    lab.local.flushdb()                        # the local Redis lost everything
+    d = lab.daemon(ns, rc=False)
+    d.wait_log("the local side lost its data")
+    wait_until(lambda: lab.local.get(ns + "a") == b"1" and lab.local.get(ns + "b") == b"2", SLOW)
+    assert lab.remote.get(ns + "a") == b"1"

@@ -257,3 +257,33 @@ class RouterTests(TestCase):
         self.assertEqual(self.router.stats.unsupported, 3)
         self.assertEqual(self.router._warned, {b"ns:mod"})   # reported once
         self.flushLoggedErrors()
+
+    def test_forced_copy_is_not_taken_for_an_echo(self):
+        # copied remote -> local: the local table expects that state
+        self.remote.user_set(b"ns:a", s(b"1"))
+        self.assertEqual(self.local.data[b"ns:a"], s(b"1"))
+        # the remote loses it without an event; the reconcile forces a copy
+        del self.remote.data[b"ns:a"]
+        self.router.force(LOCAL, b"ns:a")
+        self.clock.advance(0)
+        self.assertEqual(self.remote.data[b"ns:a"], s(b"1"))
+
+    def test_echo_of_a_write_whose_reply_was_lost_does_not_revert_a_newer_change(self):
+        self.remote.lose_reply = LinkError("reply lost")
+        self.local.user_set(b"ns:a", s(b"1"))       # lands remotely, echo queued, router paused
+        self.remote.lose_reply = None
+        self.local.user_set(b"ns:a", s(b"2"))       # a newer local change meanwhile
+        self.clock.advance(10)
+        self.assertEqual(self.local.data[b"ns:a"], s(b"2"))
+        self.assertEqual(self.remote.data[b"ns:a"], s(b"2"))
+
+    def test_local_winner(self):
+        self.router.first = LOCAL
+        self.local.router = self.remote.router = None
+        self.local.data[b"ns:a"] = s(b"L")
+        self.remote.data[b"ns:a"] = s(b"R")
+        self.router.changed(REMOTE, b"ns:a")
+        self.router.changed(LOCAL, b"ns:a")
+        self.clock.advance(0)
+        self.assertEqual(self.remote.data[b"ns:a"], s(b"L"))
+        self.assertEqual(self.local.data[b"ns:a"], s(b"L"))
