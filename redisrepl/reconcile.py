@@ -37,7 +37,7 @@ import os
 import attrs
 from twisted.application.service import Service
 from twisted.internet import task
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 
 from redisrepl import state, webdis
@@ -66,15 +66,16 @@ def decide(local, remote, synced, two_way=True, winner=REMOTE, remote_lost=False
     """
     if local == remote:
         return None
+    # a side that lost its data is refilled (presence needs no digest)
+    if remote_lost and remote is None and local != UNSUPPORTED:
+        return LOCAL
+    if local_lost and local is None and remote != UNSUPPORTED:
+        return REMOTE
     if UNSUPPORTED in (local, remote) or TOO_BIG in (local, remote):
         return None
     if not two_way:
-        if local is None and local_lost:
-            return REMOTE     # refill the local side that lost its data
         if local is None and keep_remote_only:
             return None
-        return LOCAL
-    if remote_lost and remote is None:
         return LOCAL
     local_changed = local != synced
     remote_changed = remote != synced
@@ -105,11 +106,17 @@ class SyncedTable:
         d.addErrback(lambda f: log.warn("could not record synchronised state: {e}", e=f.value))
 
     async def update(self, sets, dels):
-        """Store ``sets`` (flat key, digest pairs) and drop ``dels``."""
-        for start in range(0, len(sets), 2000):
-            await self._store.command("HSET", self.key, *sets[start:start + 2000])
-        for start in range(0, len(dels), 1000):
-            await self._store.command("HDEL", self.key, *dels[start:start + 1000])
+        """Store ``sets`` (flat key, digest pairs) and drop ``dels``.
+
+        Every command is sent before any reply is awaited, so that updates
+        reach Redis in the order they were made (one connection, in order).
+        """
+        sent = [Deferred.fromCoroutine(self._store.command("HSET", self.key, *sets[i:i + 2000]))
+                for i in range(0, len(sets), 2000)]
+        sent += [Deferred.fromCoroutine(self._store.command("HDEL", self.key, *dels[i:i + 1000]))
+                 for i in range(0, len(dels), 1000)]
+        if sent:
+            await gatherResults(sent, consumeErrors=True)
 
     async def get(self, keys):
         """The synchronised digests of ``keys``, in order (None: never synced)."""

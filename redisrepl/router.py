@@ -306,8 +306,10 @@ class Router:
         for key, state in zip(keys, states):
             if src.expected.is_echo(key, state):
                 self.stats.echoes[source] += 1
-            elif dst.expected.holds(key, state):
-                self.stats.unchanged += 1   # already there: nothing to write
+            elif not self._dirty.get(key, 0) & BIT[target] and dst.expected.holds(key, state):
+                # already there (and no change of the target is waiting to
+                # say otherwise): nothing to write
+                self.stats.unchanged += 1
             elif not state.supported:
                 self.unsupported(key, source, state.kind)
             else:

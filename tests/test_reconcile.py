@@ -33,6 +33,12 @@ def test_two_way_decisions(local, remote, synced, expect):
     assert decide(local, remote, synced, two_way=True, winner=REMOTE) == expect
 
 
+def test_lost_side_is_refilled_even_with_keys_too_big_to_digest():
+    assert decide(b"B", None, b"h1", two_way=True, remote_lost=True) == LOCAL
+    assert decide(None, b"B", None, two_way=False, local_lost=True) == REMOTE
+    assert decide(b"B", b"hx", b"h1", two_way=True) is None
+
+
 def test_local_winner_and_lost_remote():
     assert decide(b"b", b"c", b"a", two_way=True, winner=LOCAL) == LOCAL
     # the remote lost everything: its missing keys are refilled, not deleted here
