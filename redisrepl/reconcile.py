@@ -37,7 +37,7 @@ import os
 import attrs
 from twisted.application.service import Service
 from twisted.internet import task
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, FirstError, gatherResults
 from twisted.logger import Logger
 
 from redisrepl import state, webdis
@@ -116,7 +116,10 @@ class SyncedTable:
         sent += [Deferred.fromCoroutine(self._store.command("HDEL", self.key, *dels[i:i + 1000]))
                  for i in range(0, len(dels), 1000)]
         if sent:
-            await gatherResults(sent, consumeErrors=True)
+            try:
+                await gatherResults(sent, consumeErrors=True)
+            except FirstError as e:
+                e.subFailure.raiseException()
 
     async def get(self, keys):
         """The synchronised digests of ``keys``, in order (None: never synced)."""
