@@ -127,6 +127,13 @@ class Lab:
         """True once both sides hold the same state for ``key``."""
         return key_state(self.local, key) == key_state(self.remote, key)
 
+    def crosses_both_ways(self, ns, timeout=CROSS):
+        """A SET under ``ns`` reaches the remote, and one on the remote comes back."""
+        self.local.set(ns + "to-remote", "L")
+        wait_until(lambda: self.remote.get(ns + "to-remote") == b"L", timeout, what="local -> remote")
+        self.remote.set(ns + "to-local", "R")
+        wait_until(lambda: self.local.get(ns + "to-local") == b"R", timeout, what="remote -> local")
+
     def wait_same(self, key, timeout=CROSS):
         try:
             wait_until(lambda: self.same(key), timeout, what=f"{key!r} equal on both sides")

@@ -16,11 +16,7 @@ def running(lab):
 
 
 def test_set_crosses_both_ways(running):
-    lab = running
-    lab.local.set("rep:hello", "world")
-    wait_until(lambda: lab.remote.get("rep:hello") == b"world")
-    lab.remote.set("rep:back", "from the hub")
-    wait_until(lambda: lab.local.get("rep:back") == b"from the hub")
+    running.crosses_both_ways("rep:set:")
 
 
 def test_hset_crosses_both_ways(running):

@@ -198,10 +198,7 @@ def test_local_password_file_and_acl_user(daemons, tmp_path):
     try:
         admin.execute_command("AUTH", "default", "admin-pw")
         d = lab.daemon("pw:", rc=True, extra=["--username", "repl", "--password-file", str(pw)])
-        admin.set("pw:a", "1")
-        wait_until(lambda: lab.remote.get("pw:a") == b"1")
-        lab.remote.set("pw:b", "2")
-        wait_until(lambda: admin.get("pw:b") == b"2")
+        lab.crosses_both_ways("pw:")
         assert "pw-of-repl" not in d.log()
     finally:
         admin.execute_command("ACL", "SETUSER", "default", "nopass")
@@ -235,10 +232,7 @@ def test_local_redis_over_a_unix_socket(daemons):
     args = sb.daemon_args("sock:", rc=True)
     args[args.index(f"127.0.0.1:{sb.local_redis_port}")] = sb.socket_path("local_redis")
     lab.daemon("sock:", args=args)
-    lab.local.set("sock:a", "1")
-    wait_until(lambda: lab.remote.get("sock:a") == b"1")
-    lab.remote.set("sock:b", "2")
-    wait_until(lambda: lab.local.get("sock:b") == b"2")
+    lab.crosses_both_ways("sock:")
 
 
 def test_evicted_key_is_deleted_on_the_other_side(daemons):
