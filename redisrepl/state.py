@@ -204,13 +204,6 @@ def value_of(kind, items):
     return None
 
 
-def _digest(kind, value):
-    h = hashlib.sha256(kind.encode())
-    for item in items_of(kind, value):
-        h.update(b"%d:" % len(item) + item)
-    return h.digest()
-
-
 @attrs.frozen
 class KeyState:
     """What a key holds: its type, its value and when it expires.
@@ -229,7 +222,8 @@ class KeyState:
     digest: bytes = attrs.field(init=False, eq=False, repr=False)
 
     def __attrs_post_init__(self):
-        object.__setattr__(self, "digest", _digest(self.kind, self.value))
+        # the same digest the reconcile compares (computed once per state)
+        object.__setattr__(self, "digest", content_digest(self) or b"")
 
     @property
     def supported(self):
@@ -259,7 +253,6 @@ class KeyState:
         return [NONE.encode(), b"0"]
 
 
-ABSENT = KeyState(NONE)
 
 
 def _text(item):
@@ -435,7 +428,7 @@ def _xor_sha1(chunks):
 def synced_digest(key_state):
     """What the reconcile compares for a state: its content digest and its
     absolute expiry (``digest@ms``), None if absent."""
-    digest = content_digest(key_state)
+    digest = key_state.digest or None
     if digest is None or key_state.expire_at is None:
         return digest
     return digest + b"@%d" % round(key_state.expire_at * 1000)
@@ -474,3 +467,7 @@ for i, k in ipairs(KEYS) do
 end
 return r
 """)
+
+
+#: The state of a key that does not exist.
+ABSENT = KeyState(NONE)
