@@ -29,6 +29,16 @@ def wait_until(predicate, timeout=CROSS, interval=0.02, what=None):
         time.sleep(interval)
 
 
+def write_toml(path, **values):
+    """A redisrepl --config file: keys are long option names (``_`` for ``-``)."""
+    def spell(value):
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return str(value) if isinstance(value, int) else '"%s"' % value
+    path.write_text("".join(f"{k.replace('_', '-')} = {spell(v)}\n" for k, v in values.items()))
+    return path
+
+
 def client(port, db=0):
     return redis.Redis(host="127.0.0.1", port=port, db=db, socket_timeout=5)
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.harness import ROOT, wait_until
+from tests.harness import ROOT, wait_until, write_toml
 
 CONTRIB = os.path.join(ROOT, "contrib")
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
@@ -32,16 +32,9 @@ def test_systemd_unit_verifies(tmp_path):
 def test_sysv_init_script_starts_replicates_and_stops(daemons, tmp_path):
     lab = daemons
     sb = lab.sandbox
-    config = tmp_path / "redisrepl.toml"
-    config.write_text(f'''
-haddr = "{sb.haddr}"
-cert = "{sb.client_cert}"
-key = "{sb.client_key}"
-ca = "{sb.ca_cert}"
-raddr = "127.0.0.1:{sb.local_redis_port}"
-nam = "init:"
-rc = true
-''')
+    config = write_toml(tmp_path / "redisrepl.toml", haddr=sb.haddr, cert=sb.client_cert,
+                        key=sb.client_key, ca=sb.ca_cert, raddr=f"127.0.0.1:{sb.local_redis_port}",
+                        nam="init:", rc=True)
     defaults = tmp_path / "default"
     defaults.write_text(f'''
 TWISTD={TWISTD}

@@ -12,7 +12,7 @@ import pytest
 from redisrepl import __version__
 from redisrepl.options import Options, translate_legacy
 from redisrepl.sandbox import generate_certificates
-from tests.harness import ROOT
+from tests.harness import ROOT, write_toml
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 
@@ -141,18 +141,9 @@ def test_installed_plugin_is_listed_by_twistd(tmp_path):
 
 
 def test_config_file_with_flags_overriding(certs, tmp_path):
-    conf = tmp_path / "redisrepl.toml"
-    conf.write_text(f'''
-haddr = "https://hub.example.org/redis"
-cert = "{certs['client_cert']}"
-key = "{certs['client_key']}"
-ca = "{certs['ca_cert']}"
-nam = "fromfile:"
-rc = true
-db = 2
-metrics = "9187"
-raddr = "/run/redis.sock"
-''')
+    conf = write_toml(tmp_path / "redisrepl.toml", haddr="https://hub.example.org/redis",
+                      cert=certs["client_cert"], key=certs["client_key"], ca=certs["ca_cert"],
+                      nam="fromfile:", rc=True, db=2, metrics="9187", raddr="/run/redis.sock")
     options = parse(["--config", str(conf), "--nam", "fromflag:"])
     assert options["namespace"] == b"fromflag:"
     assert options["rc"] == 1 and options["db"] == 2
