@@ -13,9 +13,16 @@ is gone costs one redundant write, never a loop.
 The same table tells the router when a state is already on a side (it wrote
 it there and has seen nothing else since), so a key that changes back and
 forth faster than it is copied is not written again with the same state.
+
+Big keys (copied in chunks by redisrepl.big_keys) are too big to read back
+and compare, so their echoes are recognised by their events instead: the
+copy records the exact events its last step causes (``expect_events``), and
+``echo_event`` drops each of them once. Any other event is genuine. The
+events of one copy come together (one script causes them), so none of
+somebody else's can come between them.
 """
 
-from collections import OrderedDict
+from collections import OrderedDict, deque
 
 #: Seconds an expectation is kept when no echo arrives.
 DEFAULT_LIFETIME = 30.0
@@ -33,6 +40,8 @@ class ExpectedEvents:
         # key -> (digest, expire_at, deadline, known to be there), oldest
         # first; no values kept
         self._entries = OrderedDict()
+        # big keys: key -> deque of (deadline, event name) still to come
+        self._events = OrderedDict()
 
     def __len__(self):
         self._purge()
@@ -72,6 +81,48 @@ class ExpectedEvents:
             return True
         del self._entries[key]
         return False
+
+    def expect_events(self, key, events):
+        """Record that redisrepl is about to cause ``events`` (names) on
+        ``key`` here, on top of those of earlier copies whose events have not
+        come yet."""
+        deadline = self._clock.seconds() + self.lifetime
+        queue = self._events.setdefault(key, deque())
+        queue.extend((deadline, event) for event in events)
+        while len(self._events) > self.capacity:
+            self._events.popitem(last=False)
+
+    def withdraw_events(self, key, count):
+        """The last ``count`` events expected for ``key`` will not come."""
+        queue = self._events.get(key)
+        for _ in range(min(count, len(queue or ()))):
+            queue.pop()
+        if queue is not None and not queue:
+            del self._events[key]
+
+    def forget_events(self):
+        """Events were lost (the stream broke): expect none of those announced."""
+        self._events.clear()
+
+    def echo_event(self, key, event):
+        """True if ``event`` on ``key`` here is one redisrepl said it would
+        cause (each expected event is an echo once). Not necessarily in
+        order: Webdis reverses the order of events that reach it together."""
+        queue = self._events.get(key)
+        if queue is None:
+            return False
+        now = self._clock.seconds()
+        while queue and queue[0][0] <= now:
+            queue.popleft()
+        found = False
+        for i, (_, name) in enumerate(queue):
+            if name == event:
+                del queue[i]
+                found = True
+                break
+        if not queue:
+            del self._events[key]
+        return found
 
     def _purge(self):
         while len(self._entries) > self.capacity:

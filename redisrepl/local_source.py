@@ -4,7 +4,7 @@ A SubscriberFactory keeps one connection up (txredisapi's ClientService does
 the reconnecting, with backoff). On every connect, before subscribing, it
 turns on the notification flags redisrepl needs (a restarted Redis has lost
 them) and then ``PSUBSCRIBE __keyspace@<db>__:<namespace>*``. Each message
-becomes ``router.changed("local", key)``.
+becomes ``router.changed("local", key, event)``.
 """
 
 import txredisapi
@@ -163,7 +163,7 @@ class LocalSource(ConnectionService):
     def message(self, channel, event):
         key = webdis.keyspace_key(channel, self._db)
         if key is not None:
-            self._router.changed(LOCAL, key)
+            self._router.changed(LOCAL, key, event)
 
 
 def _protocol_command(protocol):

@@ -73,6 +73,9 @@ class ReplicationCollector:
         yield CounterMetricFamily("redisrepl_unsupported_changes",
                                   "Changes to keys of a type not replicated (module types)",
                                   value=stats.unsupported)
+        yield CounterMetricFamily("redisrepl_big_keys_copied",
+                                  "Big keys (more than --big-key-items items) copied in chunks",
+                                  value=stats.big_copies)
         yield CounterMetricFamily("redisrepl_backlog_overflows",
                                   "Changes not queued because the queue was full (left to the reconcile)",
                                   value=stats.overflows)

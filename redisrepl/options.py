@@ -73,6 +73,8 @@ class Options(usage.Options):
         ["max-backlog", None, "100000", "most keys waiting in memory; past it changes are left to the reconcile"],
         ["concurrency", None, "4", "batches copied at the same time, each on its own connection"],
         ["batch", None, "256", "most keys read or written in one request"],
+        ["big-key-items", None, "10000", "keys with more items (fields, elements, members, entries) are copied "
+                                         "and digested in chunks of 1000"],
     ]
     optFlags = [
         ["rc", None, "also replicate remote changes to the local Redis"],
@@ -133,6 +135,7 @@ class Options(usage.Options):
         self["db"] = _integer(self["db"], "--db", 0, 1 << 20)
         self["concurrency"] = _integer(self["concurrency"], "--concurrency", 1, 64)
         self["batch"] = _integer(self["batch"], "--batch", 1, 10000)
+        self["big-key-items"] = _integer(self["big-key-items"], "--big-key-items", 1, 1_000_000)
         self["max-backlog"] = _integer(self["max-backlog"], "--max-backlog", 100, 100_000_000)
         if self["winner"] not in ("remote", "local"):
             fail(f"--winner must be remote or local, not {self['winner']!r}")

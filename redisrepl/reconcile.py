@@ -40,7 +40,7 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred, FirstError, gatherResults
 from twisted.logger import Logger
 
-from redisrepl import state, webdis
+from redisrepl import big_keys, state, webdis
 from redisrepl.backoff import Backoff
 from redisrepl.errors import ReplicationError
 from redisrepl.router import LOCAL, REMOTE, short
@@ -52,10 +52,9 @@ SCAN_COUNT = 1000
 #: A progress line every so many keys scanned.
 PROGRESS_EVERY = 50_000
 UNSUPPORTED = b"x"
-#: The digest of a key too big to digest (not compared).
-TOO_BIG = b"B"
-#: Keys with more items are not compared (their digest would block Redis).
-DIGEST_MAX_ITEMS = 10_000
+#: The digest of a big key that changed type while it was digested in
+#: chunks: not compared in this run (the event of that change is handled).
+CHANGING = b"B"
 
 
 def decide(local, remote, synced, two_way=True, winner=REMOTE, remote_lost=False,
@@ -71,7 +70,7 @@ def decide(local, remote, synced, two_way=True, winner=REMOTE, remote_lost=False
         return LOCAL
     if local_lost and local is None and remote != UNSUPPORTED:
         return REMOTE
-    if UNSUPPORTED in (local, remote) or TOO_BIG in (local, remote):
+    if UNSUPPORTED in (local, remote) or CHANGING in (local, remote):
         return None
     if not two_way:
         if local is None and keep_remote_only:
@@ -145,22 +144,32 @@ def compact(digest):
     return content[:17] + at + expiry
 
 
-async def scan_steps(store, namespace, reserved_prefix, expiries=None):
+async def scan_steps(store, namespace, reserved_prefix, expiries=None, on_big=None):
     """Yield, SCAN step by SCAN step, [(key, digest@expiry)] of the namespace
     on one side (``@expiry`` only for keys that expire: absolute unix ms);
-    with a dict ``expiries``, fill it with {key: expiry ms} too."""
+    with a dict ``expiries``, fill it with {key: expiry ms} too. Big keys
+    (more than ``store.big_items`` items) are digested a chunk per call,
+    after ``on_big(key, type)`` is called."""
     pattern = webdis.prefix_pattern(namespace)
     cursor = b"0"
     while True:
         reply = await store.run_script(state.DIGEST_SCAN_SCRIPT, [],
                                        [cursor, pattern, b"%d" % SCAN_COUNT, reserved_prefix,
-                                        b"%d" % DIGEST_MAX_ITEMS])
+                                        b"%d" % store.big_items])
         if not isinstance(reply, list) or len(reply) % 3 != 1:
             raise ReplicationError(f"unexpected digest scan reply {reply!r:.80}", "bad_reply")
         cursor = reply[0]
         step = []
         for key, digest, expiry in zip(reply[1::3], reply[2::3], reply[3::3]):
-            if int(expiry) >= 0 and digest not in (UNSUPPORTED, TOO_BIG):
+            if digest[:1] == CHANGING and len(digest) > 1:
+                kind = digest[1:].decode("ascii", "replace")
+                if on_big is not None:
+                    on_big(key, kind)
+                try:
+                    digest = await big_keys.digest(store, key, kind)
+                except big_keys.KeyChanged:
+                    digest = CHANGING
+            if int(expiry) >= 0 and digest not in (UNSUPPORTED, CHANGING):
                 digest += b"@" + expiry
                 if expiries is not None:
                     expiries[key] = int(expiry)
@@ -170,10 +179,10 @@ async def scan_steps(store, namespace, reserved_prefix, expiries=None):
             return
 
 
-async def scan_digests(store, namespace, reserved_prefix, expiries=None):
+async def scan_digests(store, namespace, reserved_prefix, expiries=None, on_big=None):
     """{key: digest} of every key of the namespace on one side."""
     digests = {}
-    async for step in scan_steps(store, namespace, reserved_prefix, expiries):
+    async for step in scan_steps(store, namespace, reserved_prefix, expiries, on_big):
         digests.update(step)
     return digests
 
@@ -312,11 +321,13 @@ class Reconciler(Service):
             # compared as they come, a SCAN step at a time.
             local = {}
             report = self._progress("local", started)
-            async for step in scan_steps(local_store, self._namespace, self._reserved):
+            async for step in scan_steps(local_store, self._namespace, self._reserved,
+                                         on_big=self._big_progress(LOCAL)):
                 local.update((key, compact(digest)) for key, digest in step)
                 report(len(local))
             report = self._progress("remote", started)
-            async for step in scan_steps(remote_store, self._namespace, self._reserved):
+            async for step in scan_steps(remote_store, self._namespace, self._reserved,
+                                         on_big=self._big_progress(REMOTE)):
                 synced = await self.synced.get([key for key, _ in step])
                 for (key, there), last in zip(step, synced):
                     await run.judge(key, local.pop(key, None), compact(there), compact(last))
@@ -382,6 +393,12 @@ class Reconciler(Service):
         while self._router.backlog >= self._router.max_backlog // 2:
             await task.deferLater(self._clock, 0.05, lambda: None)
 
+    def _big_progress(self, side):
+        def report(key, kind):
+            log.info("reconcile: digesting the big {kind} {key} on the {side} side, a chunk at a time",
+                     kind=kind, key=short(key), side=side)
+        return report
+
     def _progress(self, side, started):
         state_ = {"next": PROGRESS_EVERY}
 
@@ -415,9 +432,6 @@ class _Run:
         for digest, where in ((here, LOCAL), (there, REMOTE)):
             if digest == UNSUPPORTED:
                 r._router.unsupported(key, where, "module type")
-            elif digest == TOO_BIG:
-                r._router.report_once(key, f"on the {where} side has more than {DIGEST_MAX_ITEMS} items: "
-                                      "the reconcile does not compare it (its live changes still cross)")
         side = decide(here, there, last, r.two_way, r.winner, self.remote_lost, r.keep_remote_only,
                       self.local_lost)
         if side is not None:
@@ -427,7 +441,7 @@ class _Run:
             log.debug("reconcile: {key} differs; taking the {side} side", key=short(key), side=side)
             await r.router_room()
             r._router.force(side, key)
-        elif here == there and here != last and here not in (UNSUPPORTED, TOO_BIG):
+        elif here == there and here != last and here not in (UNSUPPORTED, CHANGING):
             # equal on both sides but not as recorded (changed the same way on both)
             self._sets += (key, here)
 

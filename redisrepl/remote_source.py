@@ -2,7 +2,7 @@
 
 One long-lived ``GET <haddr>/PSUBSCRIBE/<pattern>.raw``; the body is the Redis
 protocol, parsed incrementally whatever the chunk boundaries. Each keyspace
-message becomes ``router.changed("remote", key)``.
+message becomes ``router.changed("remote", key, event)``.
 
 When the stream ends or fails, the loop reconnects after a capped,
 jittered exponential backoff. A heartbeat guards against a stream that stays
@@ -225,7 +225,7 @@ class RemoteSource(Service):
                 self.last_heartbeat_rtt = now - self._heartbeat_sent
                 self._heartbeat_sent = None
             return
-        self._router.changed(REMOTE, key)
+        self._router.changed(REMOTE, key, event)
 
     # -- heartbeat -----------------------------------------------------------
 

@@ -19,6 +19,11 @@ queue. A ``LinkError`` pauses all work with capped backoff (a side is down).
 A ``RefusedError`` on a batch of several keys sends them again one per
 batch, so that only the key actually refused is parked, with its own
 backoff, while the others go on.
+
+A big key (more items than the stores' threshold) is read as a header only
+and copied in chunks by ``redisrepl.big_keys``, inside its batch (so still
+one copy of it at a time); its echoes are recognised by their event names,
+which the sources pass to ``changed``.
 """
 
 from collections import Counter, OrderedDict
@@ -29,6 +34,7 @@ from twisted.internet.defer import CancelledError, Deferred, DeferredList, succe
 from twisted.logger import Logger
 
 from redisrepl.backoff import Backoff
+from redisrepl.big_keys import KeyChanged
 from redisrepl.errors import LinkError, RefusedError, ReplicationError
 
 log = Logger()
@@ -75,6 +81,7 @@ class Stats:
     coalesced: int = 0
     unchanged: int = 0
     ignored: int = 0
+    big_copies: int = 0                                # big keys copied in chunks
     overflows: int = 0                                 # changes not queued: the queue was full
     unsupported: int = 0                               # changes to keys of a type not replicated
     backlog_high: int = 0                              # most keys waiting at once
@@ -83,8 +90,9 @@ class Stats:
 class Router:
     def __init__(self, clock, local, remote, namespace, reserved_prefix,
                  concurrency=4, batch_size=256, max_backlog=100_000,
-                 link_backoff=None, key_backoff=None, first=FIRST):
+                 link_backoff=None, key_backoff=None, first=FIRST, big=None):
         self._clock = clock
+        self.big = big                # copies big keys (redisrepl.big_keys.BigCopier)
         self._sides = {LOCAL: local, REMOTE: remote}
         self.namespace = namespace
         self.reserved_prefix = reserved_prefix
@@ -120,12 +128,16 @@ class Router:
         """Is ``key`` one redisrepl replicates?"""
         return key.startswith(self.namespace) and not key.startswith(self.reserved_prefix)
 
-    def changed(self, side, key):
-        """Side ``side`` announced a change to ``key``."""
+    def changed(self, side, key, event=None):
+        """Side ``side`` announced a change to ``key`` (by an ``event`` of
+        that name, when the source knows it)."""
         if not self.owns(key):
             self.stats.ignored += 1
             return
         self.stats.events[side] += 1
+        if event is not None and self._sides[side].expected.echo_event(key, event):
+            self.stats.echoes[side] += 1     # the end of a big key's copy
+            return
         for watcher in self._watchers:
             watcher.add(key)
         self._enqueue(side, key)
@@ -302,9 +314,11 @@ class Router:
             self._failed(source, e)
             raise
         self._answered(source)
-        items = []
+        items, bigs = [], []
         for key, state in zip(keys, states):
-            if src.expected.is_echo(key, state):
+            if state.big:
+                bigs.append((key, state))
+            elif src.expected.is_echo(key, state):
                 self.stats.echoes[source] += 1
             elif not self._dirty.get(key, 0) & BIT[target] and dst.expected.holds(key, state):
                 # already there (and no change of the target is waiting to
@@ -314,8 +328,13 @@ class Router:
                 self.unsupported(key, source, state.kind)
             else:
                 items.append((key, state))
-        if not items:
-            return
+        if items:
+            await self._write(target, items)
+        for key, header in bigs:
+            await self._copy_big(source, target, key, header)
+
+    async def _write(self, target, items):
+        dst = self._sides[target]
         for key, state in items:
             dst.expected.expect(key, state)
         try:
@@ -327,12 +346,34 @@ class Router:
                 dst.expected.uncertain(key)
             self._failed(target, e)
             raise
+        self._written(target, items, 1)
+
+    def _written(self, target, items, requests):
         self._answered(target)
-        self.stats.requests[target] += 1
+        self.stats.requests[target] += requests
         self.stats.writes[target] += len(items)
         self.stats.last_write[target] = self._clock.seconds()
         for callback in self.on_written:
             callback(target, items)
+
+    async def _copy_big(self, source, target, key, header):
+        src, dst = self._sides[source], self._sides[target]
+        if self.big is None:
+            self.report_once(key, f"on the {source} side has {header.count} items and big keys "
+                             "are not copied here")
+            return
+        dst.expected.forget(key)      # what it held is being replaced
+        try:
+            copied, requests = await self.big.copy(src, dst, key, header)
+        except KeyChanged:
+            # it changed type or went away meanwhile: read it again
+            self._requeue([key], source)
+            return
+        except ReplicationError as e:
+            self._failed(getattr(e, "side", target), e)
+            raise
+        self.stats.big_copies += 1
+        self._written(target, [(key, copied)], requests)
 
     def _failed(self, side, error):
         self.stats.failures[side, getattr(error, "kind", "error")] += 1

@@ -22,6 +22,10 @@ SUPPORTED = (NONE, STRING, HASH, LIST, SET, ZSET, STREAM)
 #: Types whose items come in pairs (field/value, member/score).
 PAIRED = (HASH, ZSET)
 
+#: Keys with more items than this are big keys (read and written in chunks,
+#: by redisrepl.big_keys); ``--big-key-items``.
+BIG_ITEMS = 10_000
+
 #: Expiry times closer than this (seconds) count as the same expiry.
 EXPIRY_TOLERANCE = 1.0
 
@@ -35,7 +39,11 @@ EXPIRY_TOLERANCE = 1.0
 # unix ms (PEXPIRETIME, Redis 7), -1 without an expiry. Flat because
 # Webdis' raw output drops nested arrays and nil elements; it also turns
 # integers inside arrays into bulk strings, hence tostring().
+# A key with more items than ARGV[1] (a big key) is not read: its segment is
+# {'big', pttl, 2, type, item count}, and redisrepl.big_keys copies it in chunks.
 READ_SCRIPT_BODY = b"""\
+local big = tonumber(ARGV[1] or '10000')
+local counters = {hash = 'HLEN', list = 'LLEN', set = 'SCARD', zset = 'ZCARD', stream = 'XLEN'}
 local r = {}
 local n = 0
 for _, k in ipairs(KEYS) do
@@ -44,7 +52,12 @@ for _, k in ipairs(KEYS) do
   local pttl = '-2'
   if t ~= 'none' then
     pttl = tostring(redis.call('PEXPIRETIME', k))
-    if t == 'string' then
+    local count = counters[t] and redis.call(counters[t], k) or 0
+    if count > big then
+      -- too big to read in one piece: its header only (big_keys copies it)
+      items = {t, tostring(count)}
+      t = 'big'
+    elseif t == 'string' then
       items = {redis.call('GET', k)}
     elseif t == 'hash' then
       items = redis.call('HGETALL', k)
@@ -83,7 +96,9 @@ return r
 
 # WRITE_SCRIPT ARGV: for each key in KEYS, a segment {type, expiry, n,
 # item1..itemn}; the expiry as an absolute unix time in ms (PEXPIREAT: the
-# same instant on both sides), 0 for none. The type 'none' deletes.
+# same instant on both sides), 0 for none. The type 'none' deletes. A type
+# with a '+' in front ('+hash') adds the items to what the key holds instead
+# of replacing it (a chunk of a big key).
 WRITE_SCRIPT_BODY = b"""\
 local function chunked(cmd, k, list, first, last)
   local i = first
@@ -99,18 +114,22 @@ for _, k in ipairs(KEYS) do
   local pttl = tonumber(ARGV[a + 1])
   local first = a + 3
   a = first + tonumber(ARGV[a + 2])
+  local append = string.sub(kind, 1, 1) == '+'
+  if append then
+    kind = string.sub(kind, 2)
+  elseif ({hash = 1, list = 1, set = 1, zset = 1, stream = 1})[kind] then
+    redis.call('DEL', k)
+  end
   if kind == 'none' then
     redis.call('DEL', k)
   elseif kind == 'string' then
     redis.call('SET', k, ARGV[first])
     if pttl > 0 then redis.call('PEXPIREAT', k, pttl) end
   elseif kind == 'hash' or kind == 'list' or kind == 'set' then
-    redis.call('DEL', k)
     local cmd = ({hash = 'HSET', list = 'RPUSH', set = 'SADD'})[kind]
     chunked(cmd, k, ARGV, first, a - 1)
     if pttl > 0 then redis.call('PEXPIREAT', k, pttl) end
   elseif kind == 'zset' then
-    redis.call('DEL', k)
     local pairs_ = {}
     for i = first, a - 1, 2 do
       pairs_[#pairs_ + 1] = ARGV[i + 1]
@@ -119,14 +138,13 @@ for _, k in ipairs(KEYS) do
     chunked('ZADD', k, pairs_, 1, #pairs_)
     if pttl > 0 then redis.call('PEXPIREAT', k, pttl) end
   elseif kind == 'stream' then
-    redis.call('DEL', k)
     local i = first
     while i < a do
       local n = tonumber(ARGV[i + 1])
       redis.call('XADD', k, ARGV[i], unpack(ARGV, i + 2, i + 1 + n))
       i = i + 2 + n
     end
-    if first == a then
+    if first == a and not append then
       -- an empty stream still exists: create it and take its only entry away
       redis.call('XADD', k, '0-1', '_', '_')
       redis.call('XDEL', k, '0-1')
@@ -225,6 +243,8 @@ class KeyState:
         # the same digest the reconcile compares (computed once per state)
         object.__setattr__(self, "digest", content_digest(self) or b"")
 
+    big = False
+
     @property
     def supported(self):
         return self.kind in SUPPORTED
@@ -254,6 +274,19 @@ class KeyState:
 
 
 
+@attrs.frozen
+class BigState:
+    """A big key as READ_SCRIPT describes it: its type, number of items and
+    expiry, not its items (redisrepl.big_keys copies it in chunks).
+    ``digest`` is its content digest, once a chunked copy has computed it."""
+
+    kind: str
+    count: int
+    expire_at: float | None = None
+    digest: bytes = b""
+    supported = True
+    big = True
+
 
 def _text(item):
     if isinstance(item, bytes):
@@ -276,6 +309,11 @@ def from_reply(reply, now):
         raise StateError("value items are not all strings")
     if kind == NONE:
         return ABSENT
+    if kind == "big":
+        try:
+            return BigState(_text(payload[0]), int(payload[1]), expire_at)
+        except (IndexError, ValueError):
+            raise StateError("big key reply without its type and size") from None
     if kind == STRING:
         if len(payload) != 1:
             raise StateError("string reply without a value")
@@ -331,11 +369,15 @@ def size(key_state):
 # outside the reserved prefix (ARGV: cursor, match pattern, count, reserved
 # prefix, most items a key may have to be digested). A digest is
 # content_digest() of the key computed in Redis, 'x' for a type redisrepl
-# does not replicate, 'B' for a key with more items than the limit (its
-# digest would block the server too long: about 0.4 s per 100,000 items); its first letter tells the type
-# (none for a string: 40 hex digits). The digest of a hash, a set or a sorted
-# set does not depend on the order of its items (nor on Lua's locale-dependent
-# string order): it is the XOR of the SHA1s of its items.
+# does not replicate, 'B' and the type for a big key, one with more items than
+# the limit (digested in one call, it would block the server: about 0.4 s per
+# 100,000 items; redisrepl.big_keys digests it a chunk per call instead). Its
+# first letter tells the type (none for a string: 40 hex digits). The digest
+# of a hash, a set or a sorted set does not depend on the order of its items
+# (nor on Lua's locale-dependent string order): it is the XOR of the SHA1s of
+# its items. That of a list or a stream is the SHA1 of the SHA1s (in hex) of
+# its items taken DIGEST_CHUNK at a time, so that it can be computed a chunk
+# per call too.
 DIGEST_SCAN_SCRIPT_BODY = b"""\
 local res = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
 local reserved = ARGV[4]
@@ -359,9 +401,10 @@ for _, k in ipairs(res[2]) do
     local d = nil
     local counter = ({hash = 'HLEN', list = 'LLEN', set = 'SCARD', zset = 'ZCARD', stream = 'XLEN'})[t]
     if counter and redis.call(counter, k) > big then
-      -- too big to digest here without blocking the server: not compared
+      -- too big to digest in one call without blocking the server:
+      -- big_keys digests it a chunk per call
+      d = 'B' .. t
       t = 'big'
-      d = 'B'
     end
     if t == 'string' then
       d = redis.sha1hex('s' .. redis.call('GET', k))
@@ -373,11 +416,16 @@ for _, k in ipairs(res[2]) do
       end
       d = 'h' .. hex(acc)
     elseif t == 'list' then
-      local parts = {}
-      for i, e in ipairs(redis.call('LRANGE', k, 0, -1)) do
-        parts[i] = #e .. ':' .. e
+      local hexes, parts = {}, {}
+      for _, e in ipairs(redis.call('LRANGE', k, 0, -1)) do
+        parts[#parts + 1] = #e .. ':' .. e
+        if #parts == 1000 then
+          hexes[#hexes + 1] = redis.sha1hex(table.concat(parts))
+          parts = {}
+        end
       end
-      d = 'l' .. redis.sha1hex(table.concat(parts))
+      if #parts > 0 then hexes[#hexes + 1] = redis.sha1hex(table.concat(parts)) end
+      d = 'l' .. redis.sha1hex(table.concat(hexes))
     elseif t == 'set' then
       local acc = {0, 0, 0, 0, 0}
       for _, m in ipairs(redis.call('SMEMBERS', k)) do
@@ -393,15 +441,21 @@ for _, k in ipairs(res[2]) do
       end
       d = 'z' .. hex(acc)
     elseif t == 'stream' then
-      local parts = {}
+      local hexes, parts, n = {}, {}, 0
       for _, entry in ipairs(redis.call('XRANGE', k, '-', '+')) do
         parts[#parts + 1] = #entry[1] .. ':' .. entry[1]
         for _, x in ipairs(entry[2]) do
           parts[#parts + 1] = #x .. ':' .. x
         end
         parts[#parts + 1] = ';'
+        n = n + 1
+        if n == 1000 then
+          hexes[#hexes + 1] = redis.sha1hex(table.concat(parts))
+          parts, n = {}, 0
+        end
       end
-      d = 't' .. redis.sha1hex(table.concat(parts))
+      if n > 0 then hexes[#hexes + 1] = redis.sha1hex(table.concat(parts)) end
+      d = 't' .. redis.sha1hex(table.concat(hexes))
     elseif t ~= 'none' and t ~= 'big' then
       d = 'x'
     end
@@ -418,11 +472,84 @@ return out
 DIGEST_SCAN_SCRIPT = Script(DIGEST_SCAN_SCRIPT_BODY)
 
 
-def _xor_sha1(chunks):
-    acc = 0
-    for chunk in chunks:
-        acc ^= int(hashlib.sha1(chunk).hexdigest(), 16)
-    return b"%040x" % acc
+#: Items (list elements, stream entries) per SHA1 in the digest of a list or
+#: a stream (1000 in the Lua scripts too).
+DIGEST_CHUNK = 1000
+#: The first letter of the digest of each type (a string has none).
+DIGEST_LETTER = {HASH: b"h", LIST: b"l", SET: b"m", ZSET: b"z", STREAM: b"t"}
+
+
+class Digester:
+    """content_digest() computed as the flat items of a value pass, in any
+    number of pieces (as READ_SCRIPT or a chunked read gives them), holding
+    none of them: the digest of a key of any size in constant memory."""
+
+    def __init__(self, kind):
+        self.kind = kind
+        self._xor = 0                     # hash, set, zset: XOR of the items' SHA1s
+        self._outer = hashlib.sha1()      # list, stream: SHA1 of the chunks' SHA1s
+        self._chunk = hashlib.sha1()
+        self._in_chunk = 0
+        self._pending = []                # an item (or stream entry) cut between pieces
+
+    def add(self, items):
+        kind = self.kind
+        if kind == SET:
+            for member in items:
+                self._xor ^= int.from_bytes(hashlib.sha1(member).digest(), "big")
+        elif kind in PAIRED:
+            items = self._pending + list(items)
+            cut = len(items) - len(items) % 2
+            self._pending = items[cut:]
+            sha1, acc = hashlib.sha1, self._xor
+            for name, value in zip(items[0:cut:2], items[1:cut:2]):
+                acc ^= int.from_bytes(sha1(b"%d:" % len(name) + name + value).digest(), "big")
+            self._xor = acc
+        elif kind == LIST:
+            for element in items:
+                self._chunk.update(b"%d:" % len(element) + element)
+                self._count_one()
+        elif kind == STREAM:
+            items = self._pending + list(items)
+            i = 0
+            while i + 2 <= len(items):
+                n = int(items[i + 1])
+                if i + 2 + n > len(items):
+                    break
+                self._chunk.update(b"%d:" % len(items[i]) + items[i])
+                for x in items[i + 2:i + 2 + n]:
+                    self._chunk.update(b"%d:" % len(x) + x)
+                self._chunk.update(b";")
+                self._count_one()
+                i += 2 + n
+            self._pending = items[i:]
+        elif kind == STRING:
+            self._chunk.update(b"s" + b"".join(items))
+
+    def _count_one(self):
+        self._in_chunk += 1
+        if self._in_chunk == DIGEST_CHUNK:
+            self._outer.update(self._chunk.hexdigest().encode())
+            self._chunk = hashlib.sha1()
+            self._in_chunk = 0
+
+    def add_xor(self, hexdigest):
+        """Fold in the XOR (hex) of the items of a piece digested elsewhere."""
+        self._xor ^= int(hexdigest, 16)
+
+    def add_chunk(self, hexdigest):
+        """Fold in the SHA1 (hex) of a whole chunk digested elsewhere."""
+        self._outer.update(hexdigest)
+
+    def digest(self):
+        if self.kind == STRING:
+            return self._chunk.hexdigest().encode()
+        if self.kind in (LIST, STREAM):
+            outer = self._outer.copy()
+            if self._in_chunk:
+                outer.update(self._chunk.hexdigest().encode())
+            return DIGEST_LETTER[self.kind] + outer.hexdigest().encode()
+        return DIGEST_LETTER[self.kind] + b"%040x" % self._xor
 
 
 def synced_digest(key_state):
@@ -436,27 +563,16 @@ def synced_digest(key_state):
 
 def content_digest(key_state):
     """The digest DIGEST_SCAN_SCRIPT computes for this state (bytes), None if absent."""
-    kind, value = key_state.kind, key_state.value
-    if kind == STRING:
-        return hashlib.sha1(b"s" + value).hexdigest().encode()
-    if kind == HASH:
-        return b"h" + _xor_sha1(b"%d:" % len(f) + f + v for f, v in value)
-    if kind == LIST:
-        return b"l" + hashlib.sha1(b"".join(b"%d:" % len(e) + e for e in value)).hexdigest().encode()
-    if kind == SET:
-        return b"m" + _xor_sha1(value)
-    if kind == ZSET:
-        return b"z" + _xor_sha1(b"%d:" % len(m) + m + score for m, score in value)
-    if kind == STREAM:
-        parts = []
-        for entry_id, fields in value:
-            parts.append(b"%d:" % len(entry_id) + entry_id)
-            parts += [b"%d:" % len(x) + x for x in fields]
-            parts.append(b";")
-        return b"t" + hashlib.sha1(b"".join(parts)).hexdigest().encode()
+    kind = key_state.kind
+    if kind == STRING:   # the common case, kept short
+        return hashlib.sha1(b"s" + key_state.value).hexdigest().encode()
     if kind == NONE:
         return None
-    return b"x"
+    if kind not in SUPPORTED:
+        return b"x"
+    digester = Digester(kind)
+    digester.add(items_of(kind, key_state.value))
+    return digester.digest()
 
 
 #: {"0" or "1" for each key of KEYS}: which keys exist (flat, as strings, for Webdis).

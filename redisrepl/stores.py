@@ -18,7 +18,10 @@ MAX_WRITE_BYTES = 4 * 1024 * 1024
 
 class _StateStore:
     """Reads and writes whole key states, many keys per round trip, with the
-    scripts of redisrepl.state; subclasses provide ``command(*args)``."""
+    scripts of redisrepl.state; subclasses provide ``command(*args)``. Keys
+    of more than ``big_items`` items are read as headers only (big keys)."""
+
+    big_items = state.BIG_ITEMS
 
     async def run_script(self, script, keys, args):
         try:
@@ -29,7 +32,7 @@ class _StateStore:
 
     async def read(self, keys):
         """The current states of ``keys``, in order, read atomically."""
-        reply = await self.run_script(state.READ_SCRIPT, keys, ())
+        reply = await self.run_script(state.READ_SCRIPT, keys, (b"%d" % self.big_items,))
         return state.split_reply(reply, len(keys), self._clock.seconds())
 
     async def write(self, items):
@@ -53,10 +56,11 @@ class _StateStore:
 class LocalStore(_StateStore):
     """The local Redis, through a txredisapi connection factory."""
 
-    def __init__(self, factory, clock, timeout=30.0):
+    def __init__(self, factory, clock, timeout=30.0, big_items=state.BIG_ITEMS):
         self._factory = factory
         self._clock = clock
         self._timeout = timeout
+        self.big_items = big_items
 
     async def command(self, *args):
         if not self._factory.size:
@@ -83,9 +87,10 @@ class LocalStore(_StateStore):
 class RemoteStore(_StateStore):
     """The remote Redis, through Webdis."""
 
-    def __init__(self, client, clock):
+    def __init__(self, client, clock, big_items=state.BIG_ITEMS):
         self._client = client
         self._clock = clock
+        self.big_items = big_items
 
     async def command(self, *args):
         return await self._client.command(*args)

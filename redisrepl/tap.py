@@ -20,6 +20,7 @@ from twisted.web.client import Agent
 from treq.client import HTTPClient
 
 from redisrepl import __version__
+from redisrepl.big_keys import BigCopier
 from redisrepl.expected import ExpectedEvents
 from redisrepl.health import Health, HubProbe
 from redisrepl.local_source import ConnectionService, LocalSource, command_factory
@@ -121,14 +122,17 @@ def makeService(config, reactor=None):
     commands = command_factory(config["db"], config["password"], config["username"])
     ConnectionService(commands, endpoint, where).setServiceParent(top)
 
-    local_store, remote_store = LocalStore(commands, reactor), RemoteStore(client, reactor)
+    big_items = config["big-key-items"]
+    local_store = LocalStore(commands, reactor, big_items=big_items)
+    remote_store = RemoteStore(client, reactor, big_items=big_items)
     router = Router(
         reactor,
-        Side(LOCAL, local_store, ExpectedEvents(reactor)),
-        Side(REMOTE, remote_store, ExpectedEvents(reactor)),
+        Side(LOCAL, local_store, local_expected := ExpectedEvents(reactor)),
+        Side(REMOTE, remote_store, remote_expected := ExpectedEvents(reactor)),
         config["namespace"], config["reserved_prefix"],
         concurrency=config["concurrency"], batch_size=config["batch"],
-        max_backlog=config["max-backlog"], first=config["winner"])
+        max_backlog=config["max-backlog"], first=config["winner"],
+        big=BigCopier(reactor, config["reserved_prefix"]))
     RouterService(router, summary(config)).setServiceParent(top)
     reconciler = Reconciler(router, local_store, remote_store, config["namespace"],
                             config["reserved_prefix"], reactor, two_way=bool(config["rc"]),
@@ -147,6 +151,8 @@ def makeService(config, reactor=None):
                         password=config["password"], username=config["username"],
                         on_fatal=fatal)
     local.setServiceParent(top)
+    # events made while a stream was down are lost for good: none is expected any more
+    local.on_subscribed.append(local_expected.forget_events)
     local.on_subscribed.append(lambda: reconciler.request("local events (re)subscribed"))
 
     remote = probe = None
@@ -157,6 +163,7 @@ def makeService(config, reactor=None):
                               config["reserved_prefix"], reactor,
                               heartbeat_interval=config["heartbeat"])
         remote.setServiceParent(top)
+        remote.on_subscribed.append(remote_expected.forget_events)
         remote.on_subscribed.append(lambda: reconciler.request("remote events (re)subscribed"))
     elif config["metrics_endpoint"]:
         probe = HubProbe(client, config["heartbeat"], reactor)

@@ -29,7 +29,7 @@ TTL_TOLERANCE = 2.0
 
 
 TYPE_LETTERS = {b"h": "hash", b"l": "list", b"m": "set", b"z": "sorted set", b"t": "stream",
-                b"x": "another type", b"B": "key too big to compare"}
+                b"x": "another type", b"B": "big key that changed while it was compared"}
 
 
 def kind(digest):
@@ -75,8 +75,9 @@ async def verify(reactor, config, out=sys.stdout):
             print(f"redisrepl verify: cannot use the local Redis at {where}: {e}", file=out)
             return 2
         http = HTTPClient(Agent(reactor, contextFactory=config["tls_policy"] or plain_policy(), pool=pool))
-        remote_store = RemoteStore(WebdisClient(http, config["haddr"], reactor, db=config["db"]), reactor)
-        local_store = LocalStore(factory, reactor)
+        remote_store = RemoteStore(WebdisClient(http, config["haddr"], reactor, db=config["db"]), reactor,
+                                   big_items=config["big-key-items"])
+        local_store = LocalStore(factory, reactor, big_items=config["big-key-items"])
         local_ttl, remote_ttl = {}, {}
         try:
             local = await scan_digests(local_store, config["namespace"], config["reserved_prefix"],

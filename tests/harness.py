@@ -7,6 +7,7 @@ condition and fails with a description when the deadline passes.
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import redis
@@ -45,6 +46,16 @@ def client(port, db=0):
 
 def key_state(r, key):
     """(type, value, has_ttl) of a key, read with redis-py; values as bytes."""
+    while True:
+        try:
+            return _key_state(r, key)
+        except redis.ResponseError as e:
+            if not str(e).startswith("WRONGTYPE"):
+                raise
+            # it changed type between TYPE and the read: read it again
+
+
+def _key_state(r, key):
     kind = r.type(key).decode()
     if kind == "none":
         return ("none", None, False)
@@ -57,6 +68,14 @@ def key_state(r, key):
         "stream": lambda: r.xrange(key),
     }.get(kind, lambda: None)()
     return (kind, value, r.pttl(key) > 0)
+
+
+def run_verify(lab, ns, extra=()):
+    """``python -m redisrepl verify`` with the daemon's connection flags."""
+    args = lab.sandbox.daemon_args(ns, rc=True, extra=list(extra))
+    args = args[args.index("redisrepl") + 1:]
+    return subprocess.run([sys.executable, "-m", "redisrepl", "verify", *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
 
 
 class Daemon:

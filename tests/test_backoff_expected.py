@@ -155,3 +155,39 @@ def test_expected_table_keeps_at_most_its_capacity():
     assert not table.holds(b"k0", KeyState(STRING, b"v"))
     assert table.holds(b"k4", KeyState(STRING, b"v"))
     assert not table.holds(b"k4", KeyState(STRING, b"w"))
+
+
+# -- expected events (big keys) ----------------------------------------------------
+
+def test_expected_events_are_echoes_once_each_in_any_order(table):
+    table.expect_events(b"k", [b"rename_to", b"persist"])
+    assert not table.echo_event(b"k", b"hset")          # somebody else's: genuine
+    assert table.echo_event(b"k", b"persist")           # Webdis may reverse them
+    assert table.echo_event(b"k", b"rename_to")
+    assert not table.echo_event(b"k", b"rename_to")     # each once
+    assert not table.echo_event(b"other", b"rename_to")
+
+
+def test_events_of_successive_copies_add_up(table):
+    table.expect_events(b"k", [b"rename_to", b"persist"])
+    table.expect_events(b"k", [b"rename_to", b"expire"])
+    got = [table.echo_event(b"k", e) for e in (b"rename_to", b"persist", b"rename_to", b"expire", b"expire")]
+    assert got == [True, True, True, True, False]
+
+
+def test_expected_events_expire(table, clock):
+    table.expect_events(b"k", [b"rename_to"])
+    clock.advance(31)
+    assert not table.echo_event(b"k", b"rename_to")
+
+
+def test_withdrawn_and_forgotten_events_are_genuine(table):
+    table.expect_events(b"k", [b"rename_to", b"persist"])
+    table.expect_events(b"k", [b"rename_to", b"expire"])
+    table.withdraw_events(b"k", 2)                     # the last copy did nothing
+    assert not table.echo_event(b"k", b"expire")
+    assert table.echo_event(b"k", b"persist")
+    table.expect_events(b"j", [b"rename_to"])
+    table.forget_events()                              # the stream broke: those are lost
+    assert not table.echo_event(b"j", b"rename_to")
+    assert not table.echo_event(b"k", b"rename_to")

@@ -3,10 +3,11 @@
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
+from redisrepl.big_keys import KeyChanged
 from redisrepl.errors import LinkError, RefusedError
 from redisrepl.expected import ExpectedEvents
 from redisrepl.router import LOCAL, REMOTE, Router, Side
-from redisrepl.state import ABSENT, HASH, STRING, KeyState
+from redisrepl.state import ABSENT, HASH, LIST, SET, STRING, BigState, KeyState
 from tests.fakes import FakeStore
 
 
@@ -287,3 +288,94 @@ class RouterTests(TestCase):
         self.clock.advance(0)
         self.assertEqual(self.remote.data[b"ns:a"], s(b"L"))
         self.assertEqual(self.local.data[b"ns:a"], s(b"L"))
+
+
+class FakeBigCopier:
+    """Copies a big key as one write, announcing the events a real chunked
+    copy makes on the target (rename_to, then persist)."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.copies = []
+        self.error = None          # raised by the next copy
+        self.changed_once = False  # the next copy finds the key changed
+
+    def copy(self, source, target, key, header):
+        from twisted.internet.defer import Deferred
+
+        async def run():
+            if self.error is not None:
+                error, self.error = self.error, None
+                raise error
+            if self.changed_once:
+                self.changed_once = False
+                raise KeyChanged(b"string")
+            self.copies.append((source.name, target.name, key))
+            target.expected.expect_events(key, [b"rename_to", b"persist"])
+            target.store.data[key] = header
+            copied = BigState(header.kind, header.count, header.expire_at, b"hdigest")
+            return copied, 3
+        return Deferred.fromCoroutine(run())
+
+
+class BigKeyRouterTests(TestCase):
+    def setUp(self):
+        self.clock = Clock()
+        self.clock.advance(1000)
+        self.local = FakeStore(self.clock, LOCAL)
+        self.remote = FakeStore(self.clock, REMOTE)
+        self.big = FakeBigCopier(self.clock)
+        self.router = Router(
+            self.clock,
+            Side(LOCAL, self.local, ExpectedEvents(self.clock, lifetime=30)),
+            Side(REMOTE, self.remote, ExpectedEvents(self.clock, lifetime=30)),
+            b"ns:", b"ns:__redisrepl__:", concurrency=2, batch_size=3, big=self.big)
+        self.written = []
+        self.router.on_written.append(lambda target, items: self.written.append((target, items)))
+
+    def announce(self, side, key, event):
+        self.router.changed(side, key, event)
+        self.clock.advance(0)
+
+    def test_big_key_goes_to_the_copier_and_its_echo_is_dropped(self):
+        header = BigState(HASH, 50_000)
+        self.local.data[b"ns:big"] = header
+        self.local.data[b"ns:small"] = s(b"1")
+        self.router.changed(LOCAL, b"ns:small", b"set")
+        self.announce(LOCAL, b"ns:big", b"hset")
+        self.assertEqual(self.big.copies, [(LOCAL, REMOTE, b"ns:big")])
+        self.assertEqual(self.remote.data[b"ns:small"], s(b"1"))     # small keys still batch
+        self.assertEqual(self.remote.writes, [(b"ns:small", s(b"1"))])
+        # the digest computed during the copy is what gets recorded
+        self.assertIn((REMOTE, [(b"ns:big", BigState(HASH, 50_000, None, b"hdigest"))]), self.written)
+        self.assertEqual(self.router.stats.big_copies, 1)
+        self.assertEqual(self.router.stats.requests[REMOTE], 1 + 3)  # the batch, the copy's 3
+        # its events on the remote are echoes: nothing comes back
+        self.announce(REMOTE, b"ns:big", b"rename_to")
+        self.announce(REMOTE, b"ns:big", b"persist")
+        self.assertEqual(self.router.backlog, 0)
+        self.assertEqual(self.big.copies, [(LOCAL, REMOTE, b"ns:big")])
+        self.assertEqual(self.router.stats.echoes[REMOTE], 2)
+        # a genuine change on the remote afterwards crosses back
+        self.announce(REMOTE, b"ns:big", b"hset")
+        self.assertEqual(self.big.copies[-1], (REMOTE, LOCAL, b"ns:big"))
+
+    def test_big_key_that_changed_meanwhile_is_read_again(self):
+        self.local.data[b"ns:big"] = BigState(SET, 20_000)
+        self.big.changed_once = True
+        self.announce(LOCAL, b"ns:big", b"sadd")
+        self.clock.advance(0)
+        self.assertEqual(self.big.copies, [(LOCAL, REMOTE, b"ns:big")])
+        self.assertEqual(self.router.backlog, 0)
+
+    def test_failed_big_copy_is_retried_and_blames_the_right_side(self):
+        self.local.data[b"ns:big"] = BigState(LIST, 20_000)
+        error = LinkError("the local Redis did not answer", "connection")
+        error.side = LOCAL
+        self.big.error = error
+        self.announce(LOCAL, b"ns:big", b"rpush")
+        self.assertEqual(self.router.link_error, {LOCAL: "the local Redis did not answer", REMOTE: None})
+        self.assertEqual(self.router.backlog, 1)
+        self.clock.advance(10)                         # the link backoff passes
+        self.assertEqual(self.big.copies, [(LOCAL, REMOTE, b"ns:big")])
+        self.assertEqual(self.router.backlog, 0)

@@ -4,7 +4,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from redisrepl.resp import ErrorReply
-from redisrepl.state import ABSENT, HASH, NONE, STRING, KeyState, StateError, from_reply
+from redisrepl.state import (ABSENT, DIGEST_CHUNK, HASH, LIST, NONE, SET, STREAM, STRING, ZSET, BigState,
+                             Digester, KeyState, StateError, content_digest, from_reply, items_of,
+                             split_reply)
 
 SETTINGS = settings(max_examples=200, deadline=None, database=None)
 
@@ -203,3 +205,51 @@ def test_written_state_reads_back_the_same(spec, now):
         # whole milliseconds, rounded to the nearest (1e-6: float noise at 2e9 s)
         assert abs(read.expire_at - state.expire_at) <= 0.0005 + 1e-6
     assert read.same_as(state)
+
+
+# -- digests computed in pieces (big keys) ---------------------------------------
+
+def _pieces(items, cuts):
+    """``items`` cut at the (sorted, deduplicated) positions ``cuts``."""
+    bounds = [0] + sorted({c % (len(items) + 1) for c in cuts}) + [len(items)]
+    return [items[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+_binary = st.binary(max_size=6)
+
+
+@st.composite
+def _big_values(draw):
+    kind = draw(st.sampled_from([HASH, LIST, SET, ZSET, STREAM]))
+    n = draw(st.sampled_from([0, 1, 7, DIGEST_CHUNK - 1, DIGEST_CHUNK, DIGEST_CHUNK + 1, 2 * DIGEST_CHUNK + 3]))
+    if kind == STREAM:
+        value = tuple((b"%d-0" % i, tuple(draw(st.lists(_binary, max_size=4)))) for i in range(n))
+    elif kind in (HASH, ZSET):
+        value = tuple(sorted((b"f%d" % i, b"%d" % draw(st.integers(0, 9))) for i in range(max(n, 1))))
+    else:
+        value = tuple(b"e%d" % (i // 2 if kind == LIST else i) for i in range(max(n, 1)))
+    return KeyState(kind, value)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_big_values(), st.lists(st.integers(min_value=0), max_size=6))
+def test_digest_in_pieces_is_the_digest_of_the_whole(key_state, cuts):
+    items = items_of(key_state.kind, key_state.value)
+    digester = Digester(key_state.kind)
+    for piece in _pieces(items, cuts):
+        digester.add(piece)
+    assert digester.digest() == content_digest(key_state)
+
+
+def test_list_digest_depends_on_order_across_chunks():
+    a = tuple(b"%d" % i for i in range(DIGEST_CHUNK + 5))
+    b = a[:DIGEST_CHUNK - 1] + (a[DIGEST_CHUNK],) + (a[DIGEST_CHUNK - 1],) + a[DIGEST_CHUNK + 1:]
+    assert content_digest(KeyState(LIST, a)) != content_digest(KeyState(LIST, b))
+
+
+def test_big_key_header_from_a_reply():
+    header = split_reply([b"big", b"1700000000000", b"2", b"hash", b"123456"], 1, 0)[0]
+    assert header == BigState(HASH, 123456, 1700000000.0)
+    assert header.big and not KeyState(HASH, ((b"f", b"v"),)).big
+    with pytest.raises(StateError):
+        split_reply([b"big", b"-1", b"1", b"hash"], 1, 0)

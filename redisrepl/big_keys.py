@@ -1,0 +1,256 @@
+"""Big keys: copied and digested in chunks, never held whole.
+
+A key with more items than the threshold (``--big-key-items``, 10,000 by
+default) is not read in one piece: READ_SCRIPT gives only its header
+(``state.BigState``: type, number of items, expiry). The router then hands it
+here:
+
+- **Copy**: the source is read a chunk at a time (``HSCAN``/``SSCAN``/
+  ``ZSCAN``, ``LRANGE`` ranges, ``XRANGE`` from the last ID), each chunk is
+  added to a temporary key under the reserved prefix of the target (it
+  expires by itself if the copy is abandoned), and one last script renames
+  it over the key and sets its expiry. The target never shows half a key,
+  and the daemon holds at most two chunks (the next one is read while the
+  last one is written) whatever the size of the key.
+- **Digest**: the key's content digest is computed as the chunks pass
+  (``state.Digester``), and recorded as the synchronised state like that of
+  any other copy.
+- **Echo**: the copy's only events on the target are ``rename_to`` and then
+  ``expire`` or ``persist`` (``del`` for an expiry already past). They are
+  recorded as expected *events* before the last script runs, and the router
+  drops exactly those, once each; any other event on the key is genuine.
+- **Reconcile**: ``digest`` computes a big key's digest inside Redis a chunk
+  per call, so no call blocks the server for long, and sums the pieces here.
+
+A key that changes while it is copied is copied again (its event queued it
+again); one that changes type or disappears meanwhile is re-read from
+scratch. A SCAN may return an item twice while a hash grows: the copy is
+still right, and its digest is then merely wrong, which costs one extra copy
+at the next reconcile and never a lost change.
+"""
+
+import os
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from redisrepl import state
+from redisrepl.errors import ReplicationError
+from redisrepl.state import DIGEST_CHUNK, Digester, Script
+
+log = Logger()
+
+#: Items per chunk (a hint for the SCAN family, exact for lists and streams).
+CHUNK_ITEMS = DIGEST_CHUNK
+#: Seconds a temporary key lives if its copy is abandoned.
+TEMPORARY_LIFETIME = 300
+
+# CHUNK_SCRIPT: KEYS = {key}; ARGV = {type, cursor, count, mode}. Reads one
+# chunk of a big key and answers, flat, {next cursor ('0' at the end), type,
+# ...}: with mode 'items', the chunk's items as READ_SCRIPT gives them; with
+# mode 'digest', the XOR of their SHA1s (hash, set, sorted set) or the SHA1
+# of the chunk (list, stream: count must be DIGEST_CHUNK), in hex. When the
+# key is no longer of that type it answers {'0', its type now}. The cursor of
+# a list is the index of its next element, that of a stream the last ID read.
+CHUNK_SCRIPT = Script(b"""\
+local k, kind, cursor, count, mode = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local t = redis.call('TYPE', k)['ok']
+if t ~= kind then return {'0', t} end
+local next_cursor = '0'
+local items = {}
+local entries = 0
+if t == 'hash' or t == 'set' or t == 'zset' then
+  local res = redis.call(({hash = 'HSCAN', set = 'SSCAN', zset = 'ZSCAN'})[t], k, cursor, 'COUNT', count)
+  next_cursor = res[1]
+  items = res[2]
+  if t == 'zset' then
+    for i = 2, #items, 2 do
+      items[i] = string.format('%.17g', tonumber(items[i]))
+    end
+  end
+elseif t == 'list' then
+  local start = tonumber(cursor)
+  items = redis.call('LRANGE', k, start, start + count - 1)
+  if #items == count then next_cursor = tostring(start + count) end
+elseif t == 'stream' then
+  local from = '-'
+  if cursor ~= '0' then from = '(' .. cursor end
+  local got = redis.call('XRANGE', k, from, '+', 'COUNT', count)
+  for _, entry in ipairs(got) do
+    items[#items + 1] = entry[1]
+    items[#items + 1] = tostring(#entry[2])
+    for _, x in ipairs(entry[2]) do
+      items[#items + 1] = x
+    end
+  end
+  entries = #got
+  if entries == count then next_cursor = got[entries][1] end
+else
+  return {'0', t}
+end
+if mode ~= 'digest' then
+  local out = {next_cursor, t}
+  for i = 1, #items do
+    out[i + 2] = items[i]
+  end
+  return out
+end
+if t == 'list' or t == 'stream' then
+  local parts = {}
+  if t == 'list' then
+    for i, e in ipairs(items) do
+      parts[i] = #e .. ':' .. e
+    end
+  else
+    local i = 1
+    while i <= #items do
+      local n = tonumber(items[i + 1])
+      parts[#parts + 1] = #items[i] .. ':' .. items[i]
+      for j = i + 2, i + 1 + n do
+        parts[#parts + 1] = #items[j] .. ':' .. items[j]
+      end
+      parts[#parts + 1] = ';'
+      i = i + 2 + n
+    end
+  end
+  local hex = ''
+  if #items > 0 then hex = redis.sha1hex(table.concat(parts)) end
+  return {next_cursor, t, hex}
+end
+local acc = {0, 0, 0, 0, 0}
+local function xor_into(h)
+  for i = 1, 5 do
+    acc[i] = bit.bxor(acc[i], tonumber(string.sub(h, i * 8 - 7, i * 8), 16))
+  end
+end
+if t == 'set' then
+  for _, m in ipairs(items) do
+    xor_into(redis.sha1hex(m))
+  end
+else
+  for i = 1, #items, 2 do
+    xor_into(redis.sha1hex(#items[i] .. ':' .. items[i] .. items[i + 1]))
+  end
+end
+local parts = {}
+for i = 1, 5 do
+  parts[i] = string.format('%08x', acc[i] % 4294967296)
+end
+return {next_cursor, t, table.concat(parts)}
+""")
+
+# FINISH_SCRIPT: KEYS = {temporary key, key}; ARGV = {expiry: absolute unix
+# ms, 0 for none}. Puts the copied key in place; 0 if the temporary key is
+# gone (nothing was done), 1 otherwise.
+FINISH_SCRIPT = Script(b"""\
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('RENAME', KEYS[1], KEYS[2])
+local at = tonumber(ARGV[1])
+if at > 0 then
+  redis.call('PEXPIREAT', KEYS[2], at)
+else
+  redis.call('PERSIST', KEYS[2])
+end
+return 1
+""")
+
+
+class KeyChanged(Exception):
+    """The key changed type or disappeared while it was read in chunks."""
+
+
+def finish_events(expire_at, now):
+    """The keyspace events FINISH_SCRIPT causes on the key, in order."""
+    if expire_at is None:
+        return [b"rename_to", b"persist"]
+    if expire_at * 1000 <= now * 1000:
+        return [b"rename_to", b"del"]     # PEXPIREAT in the past deletes
+    return [b"rename_to", b"expire"]
+
+
+async def read_chunk(store, key, kind, cursor, count=CHUNK_ITEMS, mode=b"items"):
+    """One chunk of a big key: (next cursor, items or [digest]); the cursor
+    is b"0" after the last chunk. Raises KeyChanged if the key is no longer
+    of type ``kind``."""
+    reply = await store.run_script(CHUNK_SCRIPT, [key], [kind.encode(), cursor, b"%d" % count, mode])
+    if not isinstance(reply, list) or len(reply) < 2:
+        raise ReplicationError(f"unexpected chunk reply {reply!r:.80}", "bad_reply")
+    if reply[1] != kind.encode():
+        raise KeyChanged(reply[1])
+    return reply[0], reply[2:]
+
+
+async def digest(store, key, kind):
+    """The content digest of a big key, computed inside Redis a chunk per call."""
+    digester = Digester(kind)
+    cursor = b"0"
+    while True:
+        cursor, piece = await read_chunk(store, key, kind, cursor, DIGEST_CHUNK, b"digest")
+        if piece and piece[0]:
+            if kind in (state.LIST, state.STREAM):
+                digester.add_chunk(piece[0])
+            else:
+                digester.add_xor(piece[0])
+        if cursor in (b"0", 0):
+            return digester.digest()
+
+
+class BigCopier:
+    """Copies big keys from one side to the other in chunks (see the module)."""
+
+    def __init__(self, clock, reserved_prefix, chunk_items=CHUNK_ITEMS):
+        self._clock = clock
+        self._reserved = reserved_prefix
+        self.chunk_items = chunk_items
+
+    async def copy(self, source, target, key, header):
+        """Make ``key`` on ``target`` (a router Side) hold what it holds on
+        ``source``. Raises
+        KeyChanged if the key must be read again from scratch; errors of a
+        side carry that side's name in ``side``. Returns (the BigState
+        copied, with its digest; the number of write requests sent)."""
+        kind = header.kind
+        temporary = self._reserved + b"tmp:" + os.urandom(8).hex().encode()
+        digester = Digester(kind)
+        cursor, reading, requests = b"0", None, 1
+        try:
+            reading = self._read(source, key, kind, cursor)
+            while reading is not None:
+                cursor, items = await reading
+                # the next chunk is read while this one is written
+                reading = self._read(source, key, kind, cursor) if cursor not in (b"0", 0) else None
+                digester.add(items)
+                if items:
+                    await self._append(target, temporary, kind, items)
+                    requests += 1
+        finally:
+            if reading is not None:
+                reading.addErrback(lambda _: None)   # given up with the copy
+        now = self._clock.seconds()
+        expire_ms = 0 if header.expire_at is None else max(1, round(header.expire_at * 1000))
+        events = finish_events(header.expire_at, now)
+        target.expected.expect_events(key, events)
+        # on a failure it may be done or not: its events stay expected (for a while)
+        done = await self._on(target, target.store.run_script(
+            FINISH_SCRIPT, [temporary, key], [b"%d" % expire_ms]))
+        if not int(done):
+            target.expected.withdraw_events(key, len(events))
+            raise KeyChanged(b"none")
+        return state.BigState(kind, header.count, header.expire_at, digester.digest()), requests
+
+    def _read(self, side, key, kind, cursor):
+        return Deferred.fromCoroutine(self._on(side, read_chunk(
+            side.store, key, kind, cursor, self.chunk_items)))
+
+    async def _append(self, side, temporary, kind, items):
+        until = round((self._clock.seconds() + TEMPORARY_LIFETIME) * 1000)
+        await self._on(side, side.store.run_script(
+            state.WRITE_SCRIPT, [temporary], [b"+" + kind.encode(), b"%d" % until, b"%d" % len(items), *items]))
+
+    @staticmethod
+    async def _on(side, awaitable):
+        try:
+            return await awaitable
+        except ReplicationError as e:
+            e.side = side.name
+            raise

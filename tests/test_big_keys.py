@@ -1,0 +1,259 @@
+"""Big keys: copied and digested in chunks, never held whole (real Redis,
+Webdis, nginx and daemon). The threshold is set low (--big-key-items) so
+that keys of a few thousand items take the chunked path; one test takes a
+hash of 1,000,000 fields at the default threshold and bounds the daemon's
+peak memory."""
+
+import random
+
+import pytest
+
+from redisrepl import big_keys
+from redisrepl.sandbox import free_port
+from redisrepl.state import DIGEST_CHUNK, DIGEST_SCAN_SCRIPT, READ_SCRIPT, split_reply
+from tests.harness import key_state, run_verify, wait_until
+from tests.test_replication import EventCounter
+from tests.test_service import metric, scrape
+
+NS = "big:"
+THRESHOLD = 50
+#: Items in a big key of the tests: several chunks, and a last one cut short.
+ITEMS = 2 * DIGEST_CHUNK + 345
+SLOW = 60.0
+KINDS = ["hash", "list", "set", "zset", "stream"]
+
+
+def fill(r, key, kind, n, seed):
+    """Give ``key`` ``n`` random items of type ``kind``."""
+    rng = random.Random(seed)
+    pipe = r.pipeline(transaction=False)
+    for start in range(0, n, 500):
+        count = min(500, n - start)
+        if kind == "hash":
+            pipe.hset(key, mapping={b"f%d:" % (start + i) + rng.randbytes(3): rng.randbytes(rng.randrange(0, 20))
+                                    for i in range(count)})
+        elif kind == "list":
+            pipe.rpush(key, *[rng.randbytes(rng.randrange(0, 12)) for _ in range(count)])
+        elif kind == "set":
+            pipe.sadd(key, *[b"m%d:" % (start + i) + rng.randbytes(4) for i in range(count)])
+        elif kind == "zset":
+            pipe.zadd(key, {b"m%d" % (start + i): rng.uniform(-1e9, 1e9) for i in range(count)})
+        else:
+            for i in range(count):
+                pipe.xadd(key, {b"i": b"%d" % (start + i), rng.randbytes(3): rng.randbytes(rng.randrange(0, 9))})
+    pipe.execute()
+
+
+def same_with_expiry(lab, key):
+    """Both sides hold the same type, value and absolute expiry (to the ms)."""
+    return (key_state(lab.local, key) == key_state(lab.remote, key)
+            and lab.local.pexpiretime(key) == lab.remote.pexpiretime(key))
+
+
+def wait_same(lab, key, timeout=SLOW):
+    wait_until(lambda: same_with_expiry(lab, key), timeout, what=f"{key} equal on both sides")
+
+
+def settle(lab):
+    """A marker written on each side has crossed: anything written before has."""
+    for writer, reader in ((lab.local, lab.remote), (lab.remote, lab.local)):
+        token = random.randbytes(8).hex()
+        writer.set(NS + "marker", token)
+        wait_until(lambda: reader.get(NS + "marker") == token.encode(), what="marker")
+
+
+class SyncStore:
+    """A store over redis-py, for driving the pure coroutines of big_keys
+    without a reactor."""
+
+    def __init__(self, r, big_items=THRESHOLD):
+        self.r = r
+        self.big_items = big_items
+
+    async def run_script(self, script, keys, args):
+        return self.r.eval(script.body, len(keys), *keys, *args)
+
+
+def run(coroutine):
+    try:
+        coroutine.send(None)
+    except StopIteration as e:
+        return e.value
+    raise AssertionError("the coroutine waited")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_digests_in_chunks_inside_redis_match_the_daemons(lab, kind):
+    r = lab.local
+    key = f"dgc:{kind}"
+    fill(r, key, kind, ITEMS, seed=kind)
+    # the whole state, read at once, digested by the daemon
+    whole = split_reply(r.eval(READ_SCRIPT.body, 1, key, b"%d" % (10 * ITEMS)), 1, 0)[0]
+    assert whole.kind == kind and not whole.big
+    # digested inside Redis in one call (below the threshold)...
+    reply = r.eval(DIGEST_SCAN_SCRIPT.body, 0, b"0", key, b"10", b"dgc:__redisrepl__:", b"%d" % (10 * ITEMS))
+    assert reply[1:3] == [key.encode(), whole.digest]
+    # ...and a chunk per call (above it), summed by the daemon
+    reply = r.eval(DIGEST_SCAN_SCRIPT.body, 0, b"0", key, b"10", b"dgc:__redisrepl__:", b"%d" % THRESHOLD)
+    assert reply[2] == b"B" + kind.encode()
+    assert run(big_keys.digest(SyncStore(r), key, kind)) == whole.digest
+    # a change of one item changes it
+    fill(r, key, kind, 1, seed="other")
+    assert run(big_keys.digest(SyncStore(r), key, kind)) != whole.digest
+
+
+@pytest.fixture(scope="module")
+def big(lab):
+    port = free_port()
+    daemon = lab.daemon(NS, rc=True, extra=["--big-key-items", str(THRESHOLD), "--metrics", str(port)])
+    daemon.metrics_port = port
+    yield lab, daemon
+    daemon.stop()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("direction", ["local-to-remote", "remote-to-local"])
+def test_big_key_crosses_in_chunks_byte_for_byte(big, kind, direction):
+    lab, daemon = big
+    writer, other = (lab.local, lab.remote) if direction == "local-to-remote" else (lab.remote, lab.local)
+    key = f"{NS}{kind}:{direction}"
+    copied = metric(scrape(daemon.metrics_port), "redisrepl_big_keys_copied_total")
+    fill(writer, key, kind, ITEMS, seed=kind + direction)
+    writer.pexpire(key, 3_600_000)
+    wait_same(lab, key)
+    assert other.pttl(key) > 0
+    assert metric(scrape(daemon.metrics_port), "redisrepl_big_keys_copied_total") > copied
+    # one more item on the other side crosses back, the expiry kept
+    fill(other, key, kind, 1, seed=99)
+    wait_same(lab, key)
+    assert len(key_state(writer, key)[1]) in (ITEMS + 1, ITEMS)   # a set/hash member may repeat
+    # and removing the expiry crosses too
+    other.persist(key)
+    wait_until(lambda: writer.pttl(key) == -1, what="persist crossed")
+    # no temporary key is left behind (once a copy that coalesced the
+    # writes above has finished)
+    wait_until(lambda: not lab.local.keys(NS + "__redisrepl__:tmp:*")
+               and not lab.remote.keys(NS + "__redisrepl__:tmp:*"), what="temporary keys gone")
+
+
+def test_no_loop_after_a_big_copy(big):
+    lab, daemon = big
+    key = NS + "loop"
+    counters = {"local": EventCounter(lab.local, key), "remote": EventCounter(lab.remote, key)}
+    try:
+        lab.local.hset(key, mapping={b"f%d" % i: b"v" for i in range(ITEMS)})   # one event
+        wait_same(lab, key)
+        settle(lab)
+        settle(lab)
+        events = {side: c.drain() for side, c in counters.items()}
+        # the copy: rename_to and persist on the remote, and nothing comes back
+        assert events == {"local": [b"hset"], "remote": [b"rename_to", b"persist"]}, events
+    finally:
+        for c in counters.values():
+            c.close()
+
+
+def test_changes_during_a_big_copy_are_not_lost(big):
+    lab, _ = big
+    key = NS + "busy"
+    fill(lab.local, key, "hash", 20 * DIGEST_CHUNK, seed=6)
+    for i in range(300):       # while the chunks travel
+        lab.local.hset(key, b"late%d" % i, b"%d" % i)
+        if i % 50 == 0:
+            lab.local.hdel(key, b"late%d" % (i // 2))
+    wait_same(lab, key)
+    assert lab.remote.hget(key, b"late299") == b"299"
+
+
+def test_big_key_becomes_small_and_big_again(big):
+    lab, _ = big
+    key = NS + "shrink"
+    fill(lab.local, key, "list", ITEMS, seed=8)
+    wait_same(lab, key)
+    lab.local.ltrim(key, 0, 9)           # below the threshold: written whole
+    wait_until(lambda: lab.remote.llen(key) == 10)
+    wait_same(lab, key)
+    lab.local.delete(key)
+    lab.local.set(key, "now a string")
+    wait_same(lab, key)
+    fill(lab.remote, key + ":2", "set", ITEMS, seed=9)
+    lab.remote.rename(key + ":2", key)   # a big set replaces the string
+    wait_same(lab, key)
+
+
+def test_reconcile_compares_big_keys_in_chunks(daemons):
+    lab = daemons
+    ns = "bigr:"
+    extra = ["--big-key-items", str(THRESHOLD)]
+    for name, kind in (("changed", "hash"), ("deleted", "list"), ("same", "zset"), ("stream", "stream")):
+        fill(lab.local, ns + name, kind, ITEMS, seed=len(name))
+    d = lab.daemon(ns, rc=True, extra=extra)
+    for name in ("changed", "deleted", "same", "stream"):
+        wait_same(lab, ns + name)
+    wait_until(lambda: lab.local.hlen(ns + "__redisrepl__:synced") >= 4, what="synced digests recorded")
+    d.stop()
+    lab.daemons.remove(d)
+    # while the daemon is stopped: one field changes on the remote, a big
+    # list is deleted locally, a stream entry is added locally
+    lab.remote.hset(ns + "changed", "f0", "remote")
+    lab.local.delete(ns + "deleted")
+    lab.local.xadd(ns + "stream", {"late": "entry"})
+    d = lab.daemon(ns, rc=True, extra=extra)
+    d.wait_log("done:", SLOW)
+    assert "digesting the big hash" in d.log()
+    for name in ("changed", "deleted", "same", "stream"):
+        wait_same(lab, ns + name)
+    assert lab.local.hget(ns + "changed", "f0") == b"remote"
+    assert not lab.remote.exists(ns + "deleted")       # deleted stays deleted
+    assert lab.remote.xrevrange(ns + "stream", count=1)[0][1] == {b"late": b"entry"}
+    result = run_verify(lab, ns, extra)
+    assert result.returncode == 0, result.stdout + result.stderr
+    # verify compares big keys too: a difference in one field is seen
+    d.stop()
+    lab.daemons.remove(d)
+    lab.remote.zincrby(ns + "same", 1, b"m7")
+    result = run_verify(lab, ns, extra)
+    assert result.returncode == 1 and "bigr:same: sorted set value differs" in result.stdout, result.stdout
+
+
+def peak_rss_mb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+#: The documented bound on the daemon's peak RSS while it copies and
+#: reconciles a hash of 1,000,000 fields (README, "Big keys").
+HUGE_RSS_MB = 80
+
+
+def test_million_field_hash_is_reconciled_in_bounded_memory(daemons):
+    lab = daemons
+    ns = "huge:"
+    key = ns + "h"
+    fields = 1_000_000
+    for start in range(0, fields, 100_000):   # built inside Redis, 100,000 fields a call
+        lab.local.eval("for i = ARGV[1], ARGV[2] do redis.call('HSET', KEYS[1], 'field:' .. i, 'value:' .. i) end",
+                       1, key, start, start + 99_999)
+    assert lab.local.hlen(key) == fields
+    # the start-up reconcile digests it in chunks, finds it missing remotely
+    # and copies it in chunks
+    d = lab.daemon(ns, rc=True)
+    wait_until(lambda: lab.remote.hlen(key) == fields, 120, what="1,000,000 fields copied")
+    d.wait_log("done:", SLOW)
+    rss = [peak_rss_mb(d.proc.pid)]
+    d.stop()
+    lab.daemons.remove(d)
+    # one field changed on the remote while stopped: both sides are digested
+    # in chunks and that side's state crosses
+    lab.remote.hset(key, "field:123456", "changed remotely")
+    d = lab.daemon(ns, rc=True)
+    wait_until(lambda: lab.local.hget(key, "field:123456") == b"changed remotely", 120,
+               what="the remote change reconciled")
+    rss.append(peak_rss_mb(d.proc.pid))
+    assert lab.local.hlen(key) == fields
+    assert max(rss) < HUGE_RSS_MB, rss
+    result = run_verify(lab, ns)
+    assert result.returncode == 0, result.stdout + result.stderr
