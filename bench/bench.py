@@ -13,6 +13,8 @@ twistd and measures it from the outside:
   reverse  (--rc) N SETs on the remote: time until all are local, keys/s
   outage   the hub down while 300,000 distinct keys change: peak RSS, then
            time to convergence once it is back (through the reconcile)
+  bighash  a hash of 1,000,000 fields (a big key, copied in chunks), then one
+           field of it changed: time until each is on the remote
 
 and for each, the daemon's CPU seconds and peak RSS.
 
@@ -207,6 +209,26 @@ def outage(lab, n):
     return run_scenario(lab, "outage", False, body)
 
 
+def big_hash(lab, fields):
+    """A hash of FIELDS fields (a big key: copied in chunks), then one field
+    of it changed: time until the remote holds each."""
+    local, remote = lab["local"], lab["remote"]
+
+    def body(ns):
+        key = ns + "h"
+        t0 = time.perf_counter()
+        for start in range(0, fields, 100_000):
+            local.eval("for i = ARGV[1], ARGV[2] do redis.call('HSET', KEYS[1], 'field:' .. i, 'value:' .. i) end",
+                       1, key, start, min(fields, start + 100_000) - 1)
+        t1 = poll(lambda: remote.hlen(key) >= fields, timeout=600, interval=0.1)
+        local.hset(key, "field:7", "changed")
+        t2 = time.perf_counter()
+        t3 = poll(lambda: remote.hget(key, "field:7") == b"changed", timeout=600, interval=0.05)
+        return {"fields": fields, "written and copied s": f"{t1 - t0:.2f}",
+                "one field changed, copied again s": f"{t3 - t2:.2f}"}
+    return run_scenario(lab, "bighash", False, body)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--burst", type=int, default=20000)
@@ -214,7 +236,8 @@ def main():
     parser.add_argument("--rate", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--outage", type=int, default=300000)
-    parser.add_argument("--only", default="burst,latency,hot,hash,reverse,outage")
+    parser.add_argument("--big-hash", type=int, default=1_000_000)
+    parser.add_argument("--only", default="burst,latency,hot,hash,reverse,outage,bighash")
     args = parser.parse_args()
     only = set(args.only.split(","))
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
@@ -230,6 +253,7 @@ def main():
             ("hash", lambda: hashes(lab)),
             ("reverse", lambda: reverse(lab, args.reverse)),
             ("outage", lambda: outage(lab, args.outage)),
+            ("bighash", lambda: big_hash(lab, args.big_hash)),
         ]
         for name, run in scenarios:
             if name not in only:
