@@ -77,17 +77,21 @@ def workload(rng, lab, ns, steps, sides=("local", "remote")):
 
 
 SEEDS = [int(os.environ["REDISREPL_SEED"])] if os.environ.get("REDISREPL_SEED") else [1, 2, 3]
+#: (seed, big): with big, every collection of more than 2 items is a big key
+#: (copied and digested in chunks).
+CASES = [(seed, False) for seed in SEEDS] + [(SEEDS[-1] + 1 if len(SEEDS) > 1 else SEEDS[0], True)]
 
 
-@pytest.mark.parametrize("seed", SEEDS)
-def test_random_workload_with_faults_converges(daemons, seed):
+@pytest.mark.parametrize("seed,big", CASES)
+def test_random_workload_with_faults_converges(daemons, seed, big):
     lab = daemons
     rng = random.Random(seed)
-    ns = f"cv{seed}:"
+    ns = f"cv{seed}{'b' if big else ''}:"
     faults = ["webdis", "nginx", "remote_redis", "stop-daemon", "flush-remote-while-stopped"]
     rng.shuffle(faults)
+    options = ["--heartbeat", "0.5", "--reconcile-interval", "5"] + (["--big-key-items", "2"] if big else [])
     try:
-        daemon = lab.daemon(ns, rc=True, extra=["--heartbeat", "0.5", "--reconcile-interval", "5"])
+        daemon = lab.daemon(ns, rc=True, extra=options)
         for fault in faults:
             workload(rng, lab, ns, 150)
             if fault in ("stop-daemon", "flush-remote-while-stopped"):
@@ -96,7 +100,7 @@ def test_random_workload_with_faults_converges(daemons, seed):
                 workload(rng, lab, ns, 100)          # both sides change while it is stopped
                 if fault == "flush-remote-while-stopped":
                     lab.remote.flushdb()
-                daemon = lab.daemon(ns, rc=True, extra=["--heartbeat", "0.5", "--reconcile-interval", "5"])
+                daemon = lab.daemon(ns, rc=True, extra=options)
             else:
                 lab.sandbox.stop_component(fault)
                 up = ("local",) if fault == "remote_redis" else ("local", "remote")
@@ -105,7 +109,7 @@ def test_random_workload_with_faults_converges(daemons, seed):
         workload(rng, lab, ns, 150)
         # writes stop here; keys with a short TTL may still expire, which is fine
         wait_until(lambda: converged(lab, ns), SETTLE, interval=0.2,
-                   what=f"both namespaces equal (seed {seed}, faults {faults})")
+                   what=f"both namespaces equal (seed {seed}, big keys {big}, faults {faults})")
     except AssertionError as e:
         a, b = snapshot(lab.local, ns), snapshot(lab.remote, ns)
         diff = {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if a.get(k) != b.get(k)}
