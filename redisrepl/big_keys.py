@@ -11,7 +11,8 @@ here:
   expires by itself if the copy is abandoned), and one last script renames
   it over the key and sets its expiry. The target never shows half a key,
   and the daemon holds at most two chunks (the next one is read while the
-  last one is written) whatever the size of the key.
+  last one is written) whatever the size of the key: 1,000 items, fewer
+  when chunks pass 4 MB (the next one then asks for fewer items).
 - **Digest**: the key's content digest is computed as the chunks pass
   (``state.Digester``), and recorded as the synchronised state like that of
   any other copy.
@@ -42,6 +43,8 @@ log = Logger()
 
 #: Items per chunk (a hint for the SCAN family, exact for lists and streams).
 CHUNK_ITEMS = DIGEST_CHUNK
+#: A copy asks for fewer items per chunk when chunks pass this many bytes.
+CHUNK_BYTES = 4 * 1024 * 1024
 #: Seconds a temporary key lives if its copy is abandoned.
 TEMPORARY_LIFETIME = 300
 
@@ -168,6 +171,16 @@ def finish_events(expire_at, now):
     return [b"rename_to", b"expire"]
 
 
+def next_count(count, size, most=CHUNK_ITEMS, limit=CHUNK_BYTES):
+    """Items to ask for next, after a chunk of ``count`` items took ``size``
+    bytes: fewer when chunks are too big (big items), back up to ``most``."""
+    if size > limit:
+        return max(1, count * limit // size)
+    if size < limit // 4:
+        return min(most, count * 2)
+    return count
+
+
 async def read_chunk(store, key, kind, cursor, count=CHUNK_ITEMS, mode=b"items"):
     """One chunk of a big key: (next cursor, items or [digest]); the cursor
     is b"0" after the last chunk. Raises KeyChanged if the key is no longer
@@ -212,13 +225,14 @@ class BigCopier:
         kind = header.kind
         temporary = self._reserved + b"tmp:" + os.urandom(8).hex().encode()
         digester = Digester(kind)
-        cursor, reading, requests = b"0", None, 1
+        cursor, reading, requests, count = b"0", None, 1, self.chunk_items
         try:
-            reading = self._read(source, key, kind, cursor)
+            reading = self._read(source, key, kind, cursor, count)
             while reading is not None:
                 cursor, items = await reading
+                count = next_count(count, sum(len(item) for item in items), self.chunk_items)
                 # the next chunk is read while this one is written
-                reading = self._read(source, key, kind, cursor) if cursor not in (b"0", 0) else None
+                reading = self._read(source, key, kind, cursor, count) if cursor not in (b"0", 0) else None
                 digester.add(items)
                 if items:
                     await self._append(target, temporary, kind, items)
@@ -238,9 +252,8 @@ class BigCopier:
             raise KeyChanged(b"none")
         return state.BigState(kind, header.count, header.expire_at, digester.digest()), requests
 
-    def _read(self, side, key, kind, cursor):
-        return Deferred.fromCoroutine(self._on(side, read_chunk(
-            side.store, key, kind, cursor, self.chunk_items)))
+    def _read(self, side, key, kind, cursor, count):
+        return Deferred.fromCoroutine(self._on(side, read_chunk(side.store, key, kind, cursor, count)))
 
     async def _append(self, side, temporary, kind, items):
         until = round((self._clock.seconds() + TEMPORARY_LIFETIME) * 1000)

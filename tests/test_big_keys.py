@@ -181,6 +181,15 @@ def test_big_key_becomes_small_and_big_again(big):
     wait_same(lab, key)
 
 
+def test_big_key_of_big_items_crosses(big):
+    lab, _ = big
+    key = NS + "heavy"
+    items = [random.randbytes(64 * 1024) for _ in range(3 * THRESHOLD)]   # 9.6 MB
+    lab.local.rpush(key, *items)
+    wait_until(lambda: lab.remote.llen(key) == len(items), SLOW)
+    assert lab.remote.lrange(key, 0, -1) == items
+
+
 def test_reconcile_compares_big_keys_in_chunks(daemons):
     lab = daemons
     ns = "bigr:"

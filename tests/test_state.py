@@ -253,3 +253,12 @@ def test_big_key_header_from_a_reply():
     assert header.big and not KeyState(HASH, ((b"f", b"v"),)).big
     with pytest.raises(StateError):
         split_reply([b"big", b"-1", b"1", b"hash"], 1, 0)
+
+
+def test_chunks_shrink_when_items_are_big_and_grow_back():
+    from redisrepl.big_keys import next_count
+    assert next_count(1000, 1000 * 100, most=1000, limit=4000) == 40       # 100-byte items: 40 fit
+    assert next_count(1000, 1000 * 10**6, most=1000, limit=4000) == 1      # never below one
+    assert next_count(40, 400, most=1000, limit=4000) == 80                # small again: grows
+    assert next_count(1000, 10, most=1000, limit=4000) == 1000             # up to the most
+    assert next_count(40, 2000, most=1000, limit=4000) == 40               # about right: kept
