@@ -55,22 +55,17 @@ TEMPORARY_LIFETIME = 300
 # of the chunk (list, stream: count must be DIGEST_CHUNK), in hex. When the
 # key is no longer of that type it answers {'0', its type now}. The cursor of
 # a list is the index of its next element, that of a stream the last ID read.
-CHUNK_SCRIPT = Script(b"""\
+CHUNK_SCRIPT = Script(state.LUA_HELPERS + b"""\
 local k, kind, cursor, count, mode = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local t = redis.call('TYPE', k)['ok']
 if t ~= kind then return {'0', t} end
 local next_cursor = '0'
 local items = {}
-local entries = 0
 if t == 'hash' or t == 'set' or t == 'zset' then
   local res = redis.call(({hash = 'HSCAN', set = 'SSCAN', zset = 'ZSCAN'})[t], k, cursor, 'COUNT', count)
   next_cursor = res[1]
   items = res[2]
-  if t == 'zset' then
-    for i = 2, #items, 2 do
-      items[i] = string.format('%.17g', tonumber(items[i]))
-    end
-  end
+  if t == 'zset' then items = canonical_scores(items) end
 elseif t == 'list' then
   local start = tonumber(cursor)
   items = redis.call('LRANGE', k, start, start + count - 1)
@@ -78,16 +73,9 @@ elseif t == 'list' then
 elseif t == 'stream' then
   local from = '-'
   if cursor ~= '0' then from = '(' .. cursor end
-  local got = redis.call('XRANGE', k, from, '+', 'COUNT', count)
-  for _, entry in ipairs(got) do
-    items[#items + 1] = entry[1]
-    items[#items + 1] = tostring(#entry[2])
-    for _, x in ipairs(entry[2]) do
-      items[#items + 1] = x
-    end
-  end
-  entries = #got
-  if entries == count then next_cursor = got[entries][1] end
+  local entries = redis.call('XRANGE', k, from, '+', 'COUNT', count)
+  if #entries == count then next_cursor = entries[#entries][1] end
+  items = flatten_entries(entries, {})
 else
   return {'0', t}
 end
@@ -99,47 +87,11 @@ if mode ~= 'digest' then
   return out
 end
 if t == 'list' or t == 'stream' then
-  local parts = {}
-  if t == 'list' then
-    for i, e in ipairs(items) do
-      parts[i] = #e .. ':' .. e
-    end
-  else
-    local i = 1
-    while i <= #items do
-      local n = tonumber(items[i + 1])
-      parts[#parts + 1] = #items[i] .. ':' .. items[i]
-      for j = i + 2, i + 1 + n do
-        parts[#parts + 1] = #items[j] .. ':' .. items[j]
-      end
-      parts[#parts + 1] = ';'
-      i = i + 2 + n
-    end
-  end
-  local hex = ''
-  if #items > 0 then hex = redis.sha1hex(table.concat(parts)) end
-  return {next_cursor, t, hex}
+  local h = ''
+  if #items > 0 then h = chunk_sha1(t, items) end
+  return {next_cursor, t, h}
 end
-local acc = {0, 0, 0, 0, 0}
-local function xor_into(h)
-  for i = 1, 5 do
-    acc[i] = bit.bxor(acc[i], tonumber(string.sub(h, i * 8 - 7, i * 8), 16))
-  end
-end
-if t == 'set' then
-  for _, m in ipairs(items) do
-    xor_into(redis.sha1hex(m))
-  end
-else
-  for i = 1, #items, 2 do
-    xor_into(redis.sha1hex(#items[i] .. ':' .. items[i] .. items[i + 1]))
-  end
-end
-local parts = {}
-for i = 1, 5 do
-  parts[i] = string.format('%08x', acc[i] % 4294967296)
-end
-return {next_cursor, t, table.concat(parts)}
+return {next_cursor, t, xor_digest(t, items)}
 """)
 
 # FINISH_SCRIPT: KEYS = {temporary key, key}; ARGV = {expiry: absolute unix

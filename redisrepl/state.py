@@ -29,6 +29,76 @@ BIG_ITEMS = 10_000
 #: Expiry times closer than this (seconds) count as the same expiry.
 EXPIRY_TOLERANCE = 1.0
 
+# Lua helpers shared by the scripts that read values (prepended to them).
+LUA_HELPERS = b"""\
+local COUNTERS = {hash = 'HLEN', list = 'LLEN', set = 'SCARD', zset = 'ZCARD', stream = 'XLEN'}
+-- XRANGE entries as flat items: id, field count, field, value, ... each
+local function flatten_entries(entries, items)
+  for _, entry in ipairs(entries) do
+    items[#items + 1] = entry[1]
+    items[#items + 1] = tostring(#entry[2])
+    for _, x in ipairs(entry[2]) do
+      items[#items + 1] = x
+    end
+  end
+  return items
+end
+-- one spelling of a score whatever the Redis version (7.2 prints 1.1 where
+-- 7.0 prints 1.1000000000000001)
+local function canonical_scores(flat)
+  for i = 2, #flat, 2 do
+    flat[i] = string.format('%.17g', tonumber(flat[i]))
+  end
+  return flat
+end
+-- the XOR of the SHA1s of the items of a set, or of the pairs of a hash or
+-- a sorted set (its scores canonical), in hex
+local function xor_digest(t, items)
+  local acc = {0, 0, 0, 0, 0}
+  local function xor_into(h)
+    for i = 1, 5 do
+      acc[i] = bit.bxor(acc[i], tonumber(string.sub(h, i * 8 - 7, i * 8), 16))
+    end
+  end
+  if t == 'set' then
+    for _, m in ipairs(items) do
+      xor_into(redis.sha1hex(m))
+    end
+  else
+    for i = 1, #items, 2 do
+      xor_into(redis.sha1hex(#items[i] .. ':' .. items[i] .. items[i + 1]))
+    end
+  end
+  local parts = {}
+  for i = 1, 5 do
+    parts[i] = string.format('%08x', acc[i] % 4294967296)
+  end
+  return table.concat(parts)
+end
+-- the SHA1 (hex) of one chunk of list elements or of flat stream entries
+local function chunk_sha1(t, items)
+  local parts = {}
+  if t == 'list' then
+    for i, e in ipairs(items) do
+      parts[i] = #e .. ':' .. e
+    end
+  else
+    local i = 1
+    while i <= #items do
+      local n = tonumber(items[i + 1])
+      parts[#parts + 1] = #items[i] .. ':' .. items[i]
+      for j = i + 2, i + 1 + n do
+        parts[#parts + 1] = #items[j] .. ':' .. items[j]
+      end
+      parts[#parts + 1] = ';'
+      i = i + 2 + n
+    end
+  end
+  return redis.sha1hex(table.concat(parts))
+end
+"""
+
+
 # Both scripts take many keys at once (one round trip for a batch).
 #
 # READ_SCRIPT reply: a flat array with, for each key in KEYS, a segment
@@ -41,9 +111,8 @@ EXPIRY_TOLERANCE = 1.0
 # integers inside arrays into bulk strings, hence tostring().
 # A key with more items than ARGV[1] (a big key) is not read: its segment is
 # {'big', pttl, 2, type, item count}, and redisrepl.big_keys copies it in chunks.
-READ_SCRIPT_BODY = b"""\
+READ_SCRIPT_BODY = LUA_HELPERS + b"""\
 local big = tonumber(ARGV[1] or '10000')
-local counters = {hash = 'HLEN', list = 'LLEN', set = 'SCARD', zset = 'ZCARD', stream = 'XLEN'}
 local r = {}
 local n = 0
 for _, k in ipairs(KEYS) do
@@ -52,7 +121,7 @@ for _, k in ipairs(KEYS) do
   local pttl = '-2'
   if t ~= 'none' then
     pttl = tostring(redis.call('PEXPIRETIME', k))
-    local count = counters[t] and redis.call(counters[t], k) or 0
+    local count = COUNTERS[t] and redis.call(COUNTERS[t], k) or 0
     if count > big then
       -- too big to read in one piece: its header only (big_keys copies it)
       items = {t, tostring(count)}
@@ -66,20 +135,9 @@ for _, k in ipairs(KEYS) do
     elseif t == 'set' then
       items = redis.call('SMEMBERS', k)
     elseif t == 'zset' then
-      items = redis.call('ZRANGE', k, 0, -1, 'WITHSCORES')
-      for i = 2, #items, 2 do
-        -- one spelling of a score whatever the Redis version (7.2 prints
-        -- 1.1 where 7.0 prints 1.1000000000000001)
-        items[i] = string.format('%.17g', tonumber(items[i]))
-      end
+      items = canonical_scores(redis.call('ZRANGE', k, 0, -1, 'WITHSCORES'))
     elseif t == 'stream' then
-      for _, entry in ipairs(redis.call('XRANGE', k, '-', '+')) do
-        items[#items + 1] = entry[1]
-        items[#items + 1] = tostring(#entry[2])
-        for _, x in ipairs(entry[2]) do
-          items[#items + 1] = x
-        end
-      end
+      items = flatten_entries(redis.call('XRANGE', k, '-', '+'), {})
     end
   end
   r[n + 1] = t
@@ -378,85 +436,42 @@ def size(key_state):
 # its items. That of a list or a stream is the SHA1 of the SHA1s (in hex) of
 # its items taken DIGEST_CHUNK at a time, so that it can be computed a chunk
 # per call too.
-DIGEST_SCAN_SCRIPT_BODY = b"""\
+DIGEST_SCAN_SCRIPT_BODY = LUA_HELPERS + b"""\
 local res = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
 local reserved = ARGV[4]
 local big = tonumber(ARGV[5] or '10000')
 local out = {res[1]}
-local function xor_into(acc, hex)
-  for i = 1, 5 do
-    acc[i] = bit.bxor(acc[i], tonumber(string.sub(hex, i * 8 - 7, i * 8), 16))
+-- the SHA1 of the SHA1s of the chunks of a list's elements or a stream's entries
+local function chunked_sha1(t, all)
+  local hexes = {}
+  for first = 1, #all, 1000 do
+    local chunk = {unpack(all, first, math.min(first + 999, #all))}
+    if t == 'stream' then chunk = flatten_entries(chunk, {}) end
+    hexes[#hexes + 1] = chunk_sha1(t, chunk)
   end
-end
-local function hex(acc)
-  local parts = {}
-  for i = 1, 5 do
-    parts[i] = string.format('%08x', acc[i] % 4294967296)
-  end
-  return table.concat(parts)
+  return redis.sha1hex(table.concat(hexes))
 end
 for _, k in ipairs(res[2]) do
   if reserved == '' or string.sub(k, 1, #reserved) ~= reserved then
     local t = redis.call('TYPE', k)['ok']
     local d = nil
-    local counter = ({hash = 'HLEN', list = 'LLEN', set = 'SCARD', zset = 'ZCARD', stream = 'XLEN'})[t]
-    if counter and redis.call(counter, k) > big then
+    if COUNTERS[t] and redis.call(COUNTERS[t], k) > big then
       -- too big to digest in one call without blocking the server:
       -- big_keys digests it a chunk per call
       d = 'B' .. t
-      t = 'big'
-    end
-    if t == 'string' then
+    elseif t == 'string' then
       d = redis.sha1hex('s' .. redis.call('GET', k))
     elseif t == 'hash' then
-      local acc = {0, 0, 0, 0, 0}
-      local flat = redis.call('HGETALL', k)
-      for i = 1, #flat, 2 do
-        xor_into(acc, redis.sha1hex(#flat[i] .. ':' .. flat[i] .. flat[i + 1]))
-      end
-      d = 'h' .. hex(acc)
-    elseif t == 'list' then
-      local hexes, parts = {}, {}
-      for _, e in ipairs(redis.call('LRANGE', k, 0, -1)) do
-        parts[#parts + 1] = #e .. ':' .. e
-        if #parts == 1000 then
-          hexes[#hexes + 1] = redis.sha1hex(table.concat(parts))
-          parts = {}
-        end
-      end
-      if #parts > 0 then hexes[#hexes + 1] = redis.sha1hex(table.concat(parts)) end
-      d = 'l' .. redis.sha1hex(table.concat(hexes))
+      d = 'h' .. xor_digest(t, redis.call('HGETALL', k))
     elseif t == 'set' then
-      local acc = {0, 0, 0, 0, 0}
-      for _, m in ipairs(redis.call('SMEMBERS', k)) do
-        xor_into(acc, redis.sha1hex(m))
-      end
-      d = 'm' .. hex(acc)
+      d = 'm' .. xor_digest(t, redis.call('SMEMBERS', k))
     elseif t == 'zset' then
-      local acc = {0, 0, 0, 0, 0}
-      local flat = redis.call('ZRANGE', k, 0, -1, 'WITHSCORES')
-      for i = 1, #flat, 2 do
-        local score = string.format('%.17g', tonumber(flat[i + 1]))
-        xor_into(acc, redis.sha1hex(#flat[i] .. ':' .. flat[i] .. score))
-      end
-      d = 'z' .. hex(acc)
+      d = 'z' .. xor_digest(t, canonical_scores(redis.call('ZRANGE', k, 0, -1, 'WITHSCORES')))
+    elseif t == 'list' then
+      d = 'l' .. chunked_sha1(t, redis.call('LRANGE', k, 0, -1))
     elseif t == 'stream' then
-      local hexes, parts, n = {}, {}, 0
-      for _, entry in ipairs(redis.call('XRANGE', k, '-', '+')) do
-        parts[#parts + 1] = #entry[1] .. ':' .. entry[1]
-        for _, x in ipairs(entry[2]) do
-          parts[#parts + 1] = #x .. ':' .. x
-        end
-        parts[#parts + 1] = ';'
-        n = n + 1
-        if n == 1000 then
-          hexes[#hexes + 1] = redis.sha1hex(table.concat(parts))
-          parts, n = {}, 0
-        end
-      end
-      if n > 0 then hexes[#hexes + 1] = redis.sha1hex(table.concat(parts)) end
-      d = 't' .. redis.sha1hex(table.concat(hexes))
-    elseif t ~= 'none' and t ~= 'big' then
+      d = 't' .. chunked_sha1(t, redis.call('XRANGE', k, '-', '+'))
+    elseif t ~= 'none' then
       d = 'x'
     end
     if d then
