@@ -15,8 +15,10 @@ def s(value, expire_at=None):
     return KeyState(STRING, value, expire_at)
 
 
-class RouterTests(TestCase):
-    def setUp(self):
+class _Sides:
+    """A router between two in-memory sides, on a task.Clock."""
+
+    def make_router(self, **kwargs):
         self.clock = Clock()
         self.clock.advance(1000)
         self.local = FakeStore(self.clock, LOCAL)
@@ -25,7 +27,12 @@ class RouterTests(TestCase):
             self.clock,
             Side(LOCAL, self.local, ExpectedEvents(self.clock, lifetime=30)),
             Side(REMOTE, self.remote, ExpectedEvents(self.clock, lifetime=30)),
-            b"ns:", b"ns:__redisrepl__:", concurrency=2, batch_size=3)
+            b"ns:", b"ns:__redisrepl__:", concurrency=2, batch_size=3, **kwargs)
+
+
+class RouterTests(_Sides, TestCase):
+    def setUp(self):
+        self.make_router()
         self.local.router = self.router
         self.remote.router = self.router
 
@@ -294,8 +301,7 @@ class FakeBigCopier:
     """Copies a big key as one write, announcing the events a real chunked
     copy makes on the target (rename_to, then persist)."""
 
-    def __init__(self, clock):
-        self.clock = clock
+    def __init__(self):
         self.copies = []
         self.error = None          # raised by the next copy
         self.changed_once = False  # the next copy finds the key changed
@@ -318,18 +324,10 @@ class FakeBigCopier:
         return Deferred.fromCoroutine(run())
 
 
-class BigKeyRouterTests(TestCase):
+class BigKeyRouterTests(_Sides, TestCase):
     def setUp(self):
-        self.clock = Clock()
-        self.clock.advance(1000)
-        self.local = FakeStore(self.clock, LOCAL)
-        self.remote = FakeStore(self.clock, REMOTE)
-        self.big = FakeBigCopier(self.clock)
-        self.router = Router(
-            self.clock,
-            Side(LOCAL, self.local, ExpectedEvents(self.clock, lifetime=30)),
-            Side(REMOTE, self.remote, ExpectedEvents(self.clock, lifetime=30)),
-            b"ns:", b"ns:__redisrepl__:", concurrency=2, batch_size=3, big=self.big)
+        self.big = FakeBigCopier()
+        self.make_router(big=self.big)
         self.written = []
         self.router.on_written.append(lambda target, items: self.written.append((target, items)))
 
