@@ -1,7 +1,10 @@
 """Strings and hashes cross both ways, byte for byte, with no loops (real
 Redis, Webdis, nginx with mTLS, and the daemon under twistd)."""
 
+import time
+
 import pytest
+import redis
 
 from tests.harness import key_state, wait_until
 
@@ -26,6 +29,15 @@ def test_hset_crosses_both_ways(running):
     lab.remote.hset("rep:h2", mapping={"x": "9"})
     lab.wait_same("rep:h2")
     assert lab.local.hgetall("rep:h2") == {b"x": b"9"}
+
+
+def _move_in(r, key):
+    """``key`` made in database 9, then moved into database 0."""
+    kwargs = r.connection_pool.connection_kwargs
+    other = redis.Redis(host=kwargs["host"], port=kwargs["port"], db=9)
+    other.set(key, "from db 9")
+    other.move(key, 0)
+    other.close()
 
 
 # Each command of the string and hash families, as a user would type it.
@@ -87,6 +99,14 @@ LOCAL_COMMANDS = {
     "sort_store": lambda r, k: (r.rpush(k + ":src", 3, 1, 2), r.sort(k + ":src", store=k)),
     "restore": lambda r, k: (r.zadd(k + ":src", {"a": 1}),
                              r.restore(k, 0, r.dump(k + ":src"))),
+    # MOVE to and from another database: gone from this one, or arrived in it
+    "move_out": lambda r, k: (r.sadd(k, "a"), r.move(k, 9)),
+    "move_in": lambda r, k: _move_in(r, k),
+    # expiries
+    "set_keepttl": lambda r, k: (r.set(k, "a", ex=300), r.set(k, "b", keepttl=True)),
+    "expire": lambda r, k: (r.rpush(k, "a"), r.expire(k, 300)),
+    "pexpireat": lambda r, k: (r.hset(k, "f", "v"), r.pexpireat(k, int(time.time() * 1000) + 300_000)),
+    "persist": lambda r, k: (r.set(k, "v", ex=300), r.persist(k)),
 }
 
 
