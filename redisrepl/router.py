@@ -21,16 +21,18 @@ batch, so that only the key actually refused is parked, with its own
 backoff, while the others go on.
 
 A big key (more items than the stores' threshold) is read as a header only
-and copied in chunks by ``redisrepl.big_keys``, inside its batch (so still
-one copy of it at a time); its echoes are recognised by their event names,
-which the sources pass to ``changed``.
+and copied in chunks by ``redisrepl.big_keys``, beside the batches (at most
+``big_concurrency`` at once; the key stays in flight until its copy ends, so
+there is still one copy of it at a time, and a long copy never holds up the
+small keys); its echoes are recognised by their event names, which the
+sources pass to ``changed``.
 """
 
 from collections import Counter, OrderedDict
 
 import attrs
 from twisted.internet import task
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, succeed
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, DeferredSemaphore, succeed
 from twisted.logger import Logger
 
 from redisrepl.backoff import Backoff
@@ -90,9 +92,11 @@ class Stats:
 class Router:
     def __init__(self, clock, local, remote, namespace, reserved_prefix,
                  concurrency=4, batch_size=256, max_backlog=100_000,
-                 link_backoff=None, key_backoff=None, first=FIRST, big=None):
+                 link_backoff=None, key_backoff=None, first=FIRST, big=None, big_concurrency=2):
         self._clock = clock
         self.big = big                # copies big keys (redisrepl.big_keys.BigCopier)
+        self._big_slots = DeferredSemaphore(big_concurrency)
+        self._big_copies = {}         # key -> Deferred of its big copy (waiting or under way)
         self._sides = {LOCAL: local, REMOTE: remote}
         self.namespace = namespace
         self.reserved_prefix = reserved_prefix
@@ -217,9 +221,9 @@ class Router:
         for _, call in self._parked.values():
             if call.active():
                 call.cancel()
-        if not self._batches:
+        if not self._batches and not self._big_copies:
             return succeed(None)
-        d = DeferredList(list(self._batches), consumeErrors=True)
+        d = DeferredList(list(self._batches) + list(self._big_copies.values()), consumeErrors=True)
         d.addTimeout(timeout, self._clock)
         d.addErrback(lambda f: log.warn("gave up on {n} keys in flight at shutdown", n=len(self._in_flight)))
         # The last batch may finish inside a connection's dataReceived; let the
@@ -282,7 +286,8 @@ class Router:
 
     def _finished(self, result, d, keys):
         self._batches.discard(d)
-        self._in_flight.difference_update(keys)
+        # big keys stay in flight until their own copy ends
+        self._in_flight.difference_update(key for key in keys if key not in self._big_copies)
         self._pump()
 
     async def _batch(self, source, keys):
@@ -331,7 +336,7 @@ class Router:
         if items:
             await self._write(target, items)
         for key, header in bigs:
-            await self._copy_big(source, target, key, header)
+            self._start_big(source, target, key, header)
 
     async def _write(self, target, items):
         dst = self._sides[target]
@@ -356,12 +361,27 @@ class Router:
         for callback in self.on_written:
             callback(target, items)
 
-    async def _copy_big(self, source, target, key, header):
-        src, dst = self._sides[source], self._sides[target]
+    def _start_big(self, source, target, key, header):
         if self.big is None:
             self.report_once(key, f"on the {source} side has {header.count} items and big keys "
                              "are not copied here")
             return
+        finished = []
+
+        def done(_):
+            finished.append(True)
+            if self._big_copies.pop(key, None) is not None:
+                self._in_flight.discard(key)
+                self._pump()
+        d = self._big_slots.run(lambda: Deferred.fromCoroutine(self._copy_big(source, target, key, header)))
+        d.addBoth(done)
+        if not finished:   # (a copy that ends at once leaves with its batch)
+            self._big_copies[key] = d
+
+    async def _copy_big(self, source, target, key, header):
+        if self._stopping:
+            return
+        src, dst = self._sides[source], self._sides[target]
         dst.expected.forget(key)      # what it held is being replaced
         try:
             copied, requests = await self.big.copy(src, dst, key, header)
@@ -369,9 +389,24 @@ class Router:
             # it changed type or went away meanwhile: read it again
             self._requeue([key], source)
             return
-        except ReplicationError as e:
+        except LinkError as e:
             self._failed(getattr(e, "side", target), e)
-            raise
+            self._requeue([key], source)
+            self._pause(e)
+            return
+        except RefusedError as e:
+            self._failed(getattr(e, "side", target), e)
+            self._park(key, source, e)
+            return
+        except CancelledError:
+            return
+        except Exception:
+            log.failure("unexpected error copying the big key {key} from the {source} side",
+                        key=short(key), source=source)
+            self._park(key, source, None)
+            return
+        self._link_backoff.reset()
+        self._key_backoffs.pop(key, None)
         self.stats.big_copies += 1
         self._written(target, [(key, copied)], requests)
 

@@ -303,6 +303,7 @@ class FakeBigCopier:
 
     def __init__(self):
         self.copies = []
+        self.hold = None           # a Deferred every copy waits for
         self.error = None          # raised by the next copy
         self.changed_once = False  # the next copy finds the key changed
 
@@ -310,6 +311,8 @@ class FakeBigCopier:
         from twisted.internet.defer import Deferred
 
         async def run():
+            if self.hold is not None:
+                await self.hold
             if self.error is not None:
                 error, self.error = self.error, None
                 raise error
@@ -377,3 +380,22 @@ class BigKeyRouterTests(_Sides, TestCase):
         self.clock.advance(10)                         # the link backoff passes
         self.assertEqual(self.big.copies, [(LOCAL, REMOTE, b"ns:big")])
         self.assertEqual(self.router.backlog, 0)
+
+    def test_a_long_big_copy_does_not_hold_up_small_keys(self):
+        from twisted.internet.defer import Deferred
+        self.big.hold = Deferred()
+        self.local.data[b"ns:big"] = BigState(HASH, 1_000_000)
+        self.announce(LOCAL, b"ns:big", b"hset")
+        self.announce(LOCAL, b"ns:big", b"hset")           # again, while it is copied
+        for i in range(5):                                 # more than the batch slots
+            self.local.data[b"ns:s%d" % i] = s(b"%d" % i)
+            self.announce(LOCAL, b"ns:s%d" % i, b"set")
+        self.assertEqual(len(self.remote.writes), 5)       # the small keys went on
+        self.assertEqual(self.big.copies, [])
+        self.assertTrue(self.router.pending(b"ns:big"))
+        self.big.hold.callback(None)                      # the copy ends...
+        self.big.hold = None
+        self.clock.advance(0)
+        # ...and the change that came during it is copied after it, once
+        self.assertEqual(self.big.copies, [(LOCAL, REMOTE, b"ns:big")] * 2)
+        self.assertFalse(self.router.pending(b"ns:big"))
