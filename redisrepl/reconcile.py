@@ -320,12 +320,12 @@ class Reconciler(Service):
             # The local digests are held (compact); the remote ones are
             # compared as they come, a SCAN step at a time.
             local = {}
-            report = self._progress("local", started)
+            report = self._progress("local", started, run)
             async for step in scan_steps(local_store, self._namespace, self._reserved,
                                          on_big=self._big_progress(LOCAL)):
                 local.update((key, compact(digest)) for key, digest in step)
                 report(len(local))
-            report = self._progress("remote", started)
+            report = self._progress("remote", started, run)
             async for step in scan_steps(remote_store, self._namespace, self._reserved,
                                          on_big=self._big_progress(REMOTE)):
                 synced = await self.synced.get([key for key, _ in step])
@@ -399,15 +399,16 @@ class Reconciler(Service):
                      kind=kind, key=short(key), side=side)
         return report
 
-    def _progress(self, side, started):
+    def _progress(self, side, started, run):
         state_ = {"next": PROGRESS_EVERY}
 
         def report(scanned):
             if scanned >= state_["next"]:
                 state_["next"] += PROGRESS_EVERY
                 elapsed = max(self._clock.seconds() - started, 1e-6)
-                log.info("reconcile: {n} keys scanned on the {side} side ({rate:.0f} keys/s)",
-                         n=scanned, side=side, rate=scanned / elapsed)
+                log.info("reconcile: {n} keys scanned on the {side} side ({rate:.0f} keys/s), "
+                         "{fixed} of {compared} compared so far differ and are being copied",
+                         n=scanned, side=side, rate=scanned / elapsed, fixed=run.fixed, compared=run.compared)
         return report
 
 

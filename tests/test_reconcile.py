@@ -308,3 +308,26 @@ def test_one_way_local_lost_its_data_is_refilled_not_mirrored(daemons):
     d.wait_log("the local side lost its data")
     wait_until(lambda: lab.local.get(ns + "a") == b"1" and lab.local.get(ns + "b") == b"2", SLOW)
     assert lab.remote.get(ns + "a") == b"1"
+
+
+def test_long_runs_log_their_progress():
+    from types import SimpleNamespace
+
+    from twisted.internet.task import Clock
+    from twisted.logger import capturedLogs, formatEvent
+
+    from redisrepl.reconcile import PROGRESS_EVERY, Reconciler
+    clock = Clock()
+    router = SimpleNamespace(on_written=[], on_overflow=[])
+    reconciler = Reconciler(router, None, None, b"ns:", b"ns:__redisrepl__:", clock, two_way=True)
+    run = SimpleNamespace(fixed=0, compared=0)
+    report = reconciler._progress("remote", clock.seconds(), run)
+    with capturedLogs() as events:
+        clock.advance(2)
+        report(PROGRESS_EVERY - 1)                 # not yet
+        run.fixed, run.compared = 12, PROGRESS_EVERY
+        report(PROGRESS_EVERY)
+        report(PROGRESS_EVERY + 1)                 # once per step
+    assert [formatEvent(e) for e in events] == [
+        f"reconcile: {PROGRESS_EVERY} keys scanned on the remote side ({PROGRESS_EVERY // 2} keys/s), "
+        f"12 of {PROGRESS_EVERY} compared so far differ and are being copied"]
