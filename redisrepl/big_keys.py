@@ -114,13 +114,14 @@ class KeyChanged(Exception):
     """The key changed type or disappeared while it was read in chunks."""
 
 
-def finish_events(expire_at, now):
-    """The keyspace events FINISH_SCRIPT causes on the key, in order."""
-    if expire_at is None:
-        return [b"rename_to", b"persist"]
-    if expire_at * 1000 <= now * 1000:
-        return [b"rename_to", b"del"]     # PEXPIREAT in the past deletes
-    return [b"rename_to", b"expire"]
+#: A copy whose key expires sooner than this (seconds) is not finished: the
+#: key is read again (and, expired by then, deleted on the other side).
+EXPIRY_MARGIN = 1.0
+
+
+def finish_events(expire_at):
+    """The keyspace events FINISH_SCRIPT causes on the key."""
+    return [b"rename_to", b"persist" if expire_at is None else b"expire"]
 
 
 def next_count(count, size, most=CHUNK_ITEMS, limit=CHUNK_BYTES):
@@ -163,38 +164,62 @@ async def digest(store, key, kind):
 class BigCopier:
     """Copies big keys from one side to the other in chunks (see the module)."""
 
-    def __init__(self, clock, reserved_prefix, chunk_items=CHUNK_ITEMS):
+    def __init__(self, clock, reserved_prefix, chunk_items=CHUNK_ITEMS, chunk_bytes=CHUNK_BYTES):
         self._clock = clock
         self._reserved = reserved_prefix
         self.chunk_items = chunk_items
+        self.chunk_bytes = chunk_bytes
+
+    def temporary_key(self):
+        """A new temporary key for each copy: a late request of an abandoned
+        copy (its deletion included) can never touch the next one's."""
+        return self._reserved + b"tmp:" + os.urandom(10).hex().encode()
+
+    async def digest(self, side, key, kind):
+        """The digest of a big key on ``side`` (a router Side), computed there."""
+        return await self._on(side, digest(side.store, key, kind))
 
     async def copy(self, source, target, key, header):
         """Make ``key`` on ``target`` (a router Side) hold what it holds on
-        ``source``. Raises
-        KeyChanged if the key must be read again from scratch; errors of a
-        side carry that side's name in ``side``. Returns (the BigState
-        copied, with its digest; the number of write requests sent)."""
+        ``source``. Returns (the BigState copied, with its digest; the
+        number of write requests sent); the state is None when the target's
+        table says it holds that state already (nothing was put in place).
+        Raises KeyChanged if the key must be read again from scratch (it
+        changed type, went away, or is about to expire); errors of a side
+        carry that side's name in ``side``."""
         kind = header.kind
-        temporary = self._reserved + b"tmp:" + os.urandom(8).hex().encode()
+        temporary = self.temporary_key()
         digester = Digester(kind)
         cursor, reading, requests, count = b"0", None, 1, self.chunk_items
+        first = True
         try:
             reading = self._read(source, key, kind, cursor, count)
             while reading is not None:
                 cursor, items = await reading
-                count = next_count(count, sum(len(item) for item in items), self.chunk_items)
+                count = next_count(count, sum(len(item) for item in items), self.chunk_items, self.chunk_bytes)
                 # the next chunk is read while this one is written
                 reading = self._read(source, key, kind, cursor, count) if cursor not in (b"0", 0) else None
                 digester.add(items)
                 if items:
-                    await self._append(target, temporary, kind, items)
+                    await self._write_chunk(target, temporary, kind, items, first)
+                    first = False
                     requests += 1
+            if header.expire_at is not None and header.expire_at - self._clock.seconds() < EXPIRY_MARGIN:
+                raise KeyChanged(b"expiring")
+            copied = state.BigState(kind, header.count, header.expire_at, digester.digest())
+            if target.expected.holds(key, copied):
+                # what redisrepl last wrote there: putting it in place again
+                # would change nothing, or undo a newer change of the target
+                self._abandon(target, temporary)
+                return None, requests
+        except BaseException:
+            self._abandon(target, temporary)
+            raise
         finally:
             if reading is not None:
                 reading.addErrback(lambda _: None)   # given up with the copy
-        now = self._clock.seconds()
         expire_ms = 0 if header.expire_at is None else max(1, round(header.expire_at * 1000))
-        events = finish_events(header.expire_at, now)
+        events = finish_events(header.expire_at)
         target.expected.expect_events(key, events)
         # on a failure it may be done or not: its events stay expected (for a while)
         done = await self._on(target, target.store.run_script(
@@ -202,15 +227,22 @@ class BigCopier:
         if not int(done):
             target.expected.withdraw_events(key, len(events))
             raise KeyChanged(b"none")
-        return state.BigState(kind, header.count, header.expire_at, digester.digest()), requests
+        return copied, requests
 
     def _read(self, side, key, kind, cursor, count):
         return Deferred.fromCoroutine(self._on(side, read_chunk(side.store, key, kind, cursor, count)))
 
-    async def _append(self, side, temporary, kind, items):
-        until = round((self._clock.seconds() + TEMPORARY_LIFETIME) * 1000)
+    async def _write_chunk(self, side, temporary, kind, items, first):
+        mode = b"=" if first else b"+"
         await self._on(side, side.store.run_script(
-            state.WRITE_SCRIPT, [temporary], [b"+" + kind.encode(), b"%d" % until, b"%d" % len(items), *items]))
+            state.WRITE_SCRIPT, [temporary],
+            [mode + kind.encode(), b"%d" % (TEMPORARY_LIFETIME * 1000), b"%d" % len(items), *items]))
+
+    def _abandon(self, side, temporary):
+        """Delete what an abandoned copy wrote, if the side answers (it
+        expires by itself otherwise)."""
+        d = Deferred.fromCoroutine(side.store.run_script(state.WRITE_SCRIPT, [temporary], [b"none", b"0", b"0"]))
+        d.addErrback(lambda _: None)
 
     @staticmethod
     async def _on(side, awaitable):

@@ -14,12 +14,15 @@ The same table tells the router when a state is already on a side (it wrote
 it there and has seen nothing else since), so a key that changes back and
 forth faster than it is copied is not written again with the same state.
 
-Big keys (copied in chunks by redisrepl.big_keys) are too big to read back
-and compare, so their echoes are recognised by their events instead: the
-copy records the exact events its last step causes (``expect_events``), and
-``echo_event`` drops each of them once. Any other event is genuine. The
-events of one copy come together (one script causes them), so none of
-somebody else's can come between them.
+Big keys (copied in chunks by redisrepl.big_keys) are costly to read back
+and compare, so their echoes are first recognised by their events: the copy
+records the exact events its last step causes (``expect_events``), and
+``echo_event`` drops each of them once, in any order (Webdis reverses events
+that reach it together). Any other event is genuine. The events of one copy
+come together (one script causes them), so none of somebody else's can come
+between them. A big key's content is recorded too, as for any key, and
+compared (digested a chunk at a time) when its events come late or not at
+all.
 """
 
 from collections import OrderedDict, deque
@@ -33,10 +36,13 @@ DEFAULT_CAPACITY = 100_000
 class ExpectedEvents:
     """Per-side table of key -> state redisrepl wrote, with expiry."""
 
-    def __init__(self, clock, lifetime=DEFAULT_LIFETIME, capacity=DEFAULT_CAPACITY):
+    def __init__(self, clock, lifetime=DEFAULT_LIFETIME, capacity=DEFAULT_CAPACITY, events=True):
         self._clock = clock
         self.lifetime = lifetime
         self.capacity = capacity
+        #: False for a side whose events redisrepl does not listen to (the
+        #: remote in one-way mode): no event is expected there
+        self.events = events
         # key -> (digest, expire_at, deadline, known to be there), oldest
         # first; no values kept
         self._entries = OrderedDict()
@@ -52,6 +58,11 @@ class ExpectedEvents:
         self._entries.pop(key, None)
         self._entries[key] = (state.digest, state.expire_at, self._clock.seconds() + self.lifetime, True)
         self._purge()
+
+    def has(self, key):
+        """Is a state redisrepl wrote to ``key`` here still remembered?"""
+        self._purge()
+        return key in self._entries
 
     def forget(self, key):
         self._entries.pop(key, None)
@@ -86,11 +97,18 @@ class ExpectedEvents:
         """Record that redisrepl is about to cause ``events`` (names) on
         ``key`` here, on top of those of earlier copies whose events have not
         come yet."""
-        deadline = self._clock.seconds() + self.lifetime
-        queue = self._events.setdefault(key, deque())
-        queue.extend((deadline, event) for event in events)
-        while len(self._events) > self.capacity:
-            self._events.popitem(last=False)
+        if not self.events:
+            return
+        now = self._clock.seconds()
+        queue = self._events.pop(key, None) or deque()
+        queue.extend((now + self.lifetime, event) for event in events)
+        self._events[key] = queue          # newest last
+        # the oldest go when they are all past their time, or the table is full
+        while self._events:
+            oldest_key, oldest = next(iter(self._events.items()))
+            if len(self._events) <= self.capacity and oldest[-1][0] > now:
+                break
+            del self._events[oldest_key]
 
     def withdraw_events(self, key, count):
         """The last ``count`` events expected for ``key`` will not come."""

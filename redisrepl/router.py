@@ -36,8 +36,9 @@ from twisted.internet.defer import CancelledError, Deferred, DeferredList, Defer
 from twisted.logger import Logger
 
 from redisrepl.backoff import Backoff
-from redisrepl.big_keys import KeyChanged
+from redisrepl.big_keys import EXPIRY_MARGIN, KeyChanged
 from redisrepl.errors import LinkError, RefusedError, ReplicationError
+from redisrepl.state import ABSENT
 
 log = Logger()
 
@@ -325,9 +326,10 @@ class Router:
                 bigs.append((key, state))
             elif src.expected.is_echo(key, state):
                 self.stats.echoes[source] += 1
-            elif not self._dirty.get(key, 0) & BIT[target] and dst.expected.holds(key, state):
-                # already there (and no change of the target is waiting to
-                # say otherwise): nothing to write
+            elif dst.expected.holds(key, state):
+                # already there, as far as redisrepl knows: nothing to write
+                # (and if the target changed meanwhile, its change is newer
+                # and must not be overwritten: its event brings it back)
                 self.stats.unchanged += 1
             elif not state.supported:
                 self.unsupported(key, source, state.kind)
@@ -382,9 +384,24 @@ class Router:
         if self._stopping:
             return
         src, dst = self._sides[source], self._sides[target]
-        dst.expected.forget(key)      # what it held is being replaced
         try:
+            if src.expected.has(key):
+                # maybe what redisrepl wrote there: compare contents (digested
+                # there, a chunk per call: far cheaper than copying it back)
+                digest = await self.big.digest(src, key, header.kind)
+                if src.expected.is_echo(key, attrs.evolve(header, digest=digest)):
+                    self.stats.echoes[source] += 1
+                    return
+            if header.expire_at is not None and header.expire_at - self._clock.seconds() < EXPIRY_MARGIN:
+                # expiring: gone by the time it would be copied
+                await self._write(target, [(key, ABSENT)])
+                return
             copied, requests = await self.big.copy(src, dst, key, header)
+            if copied is None:
+                self.stats.unchanged += 1
+                return
+            # its echo is recognised by its events; by its content if they are late or lost
+            dst.expected.expect(key, copied)
         except KeyChanged:
             # it changed type or went away meanwhile: read it again
             self._requeue([key], source)
@@ -411,6 +428,9 @@ class Router:
         self._written(target, [(key, copied)], requests)
 
     def _failed(self, side, error):
+        if getattr(error, "counted", False):
+            return     # already counted where it happened
+        error.counted = True
         self.stats.failures[side, getattr(error, "kind", "error")] += 1
         if isinstance(error, LinkError):
             self.link_error[side] = str(error)

@@ -154,9 +154,10 @@ return r
 
 # WRITE_SCRIPT ARGV: for each key in KEYS, a segment {type, expiry, n,
 # item1..itemn}; the expiry as an absolute unix time in ms (PEXPIREAT: the
-# same instant on both sides), 0 for none. The type 'none' deletes. A type
-# with a '+' in front ('+hash') adds the items to what the key holds instead
-# of replacing it (a chunk of a big key).
+# same instant on both sides), 0 for none. The type 'none' deletes. Chunks
+# of a big key go to a temporary key: a type with '=' in front ('=hash')
+# replaces what the key holds, one with '+' in front adds to it, and for both
+# the expiry is relative (ms from now, PEXPIRE: by the server's clock).
 WRITE_SCRIPT_BODY = b"""\
 local function chunked(cmd, k, list, first, last)
   local i = first
@@ -166,27 +167,34 @@ local function chunked(cmd, k, list, first, last)
     i = j + 1
   end
 end
+local function expire(k, at, temporary)
+  if at > 0 then
+    redis.call(temporary and 'PEXPIRE' or 'PEXPIREAT', k, at)
+  end
+end
 local a = 1
 for _, k in ipairs(KEYS) do
   local kind = ARGV[a]
   local pttl = tonumber(ARGV[a + 1])
   local first = a + 3
   a = first + tonumber(ARGV[a + 2])
-  local append = string.sub(kind, 1, 1) == '+'
-  if append then
+  local mode = string.sub(kind, 1, 1)
+  local temporary = mode == '+' or mode == '='
+  if temporary then
     kind = string.sub(kind, 2)
-  elseif ({hash = 1, list = 1, set = 1, zset = 1, stream = 1})[kind] then
+  end
+  if mode ~= '+' and ({hash = 1, list = 1, set = 1, zset = 1, stream = 1})[kind] then
     redis.call('DEL', k)
   end
   if kind == 'none' then
     redis.call('DEL', k)
   elseif kind == 'string' then
     redis.call('SET', k, ARGV[first])
-    if pttl > 0 then redis.call('PEXPIREAT', k, pttl) end
+    expire(k, pttl, temporary)
   elseif kind == 'hash' or kind == 'list' or kind == 'set' then
     local cmd = ({hash = 'HSET', list = 'RPUSH', set = 'SADD'})[kind]
     chunked(cmd, k, ARGV, first, a - 1)
-    if pttl > 0 then redis.call('PEXPIREAT', k, pttl) end
+    expire(k, pttl, temporary)
   elseif kind == 'zset' then
     local pairs_ = {}
     for i = first, a - 1, 2 do
@@ -194,7 +202,7 @@ for _, k in ipairs(KEYS) do
       pairs_[#pairs_ + 1] = ARGV[i]
     end
     chunked('ZADD', k, pairs_, 1, #pairs_)
-    if pttl > 0 then redis.call('PEXPIREAT', k, pttl) end
+    expire(k, pttl, temporary)
   elseif kind == 'stream' then
     local i = first
     while i < a do
@@ -202,12 +210,12 @@ for _, k in ipairs(KEYS) do
       redis.call('XADD', k, ARGV[i], unpack(ARGV, i + 2, i + 1 + n))
       i = i + 2 + n
     end
-    if first == a and not append then
+    if first == a and not temporary then
       -- an empty stream still exists: create it and take its only entry away
       redis.call('XADD', k, '0-1', '_', '_')
       redis.call('XDEL', k, '0-1')
     end
-    if pttl > 0 then redis.call('PEXPIREAT', k, pttl) end
+    expire(k, pttl, temporary)
   else
     return redis.error_reply('ERR redisrepl cannot write a key of type ' .. kind)
   end
@@ -280,8 +288,21 @@ def value_of(kind, items):
     return None
 
 
+class _Compared:
+    """States compared by content digest and expiry."""
+
+    def same_as_digest(self, digest, expire_at, tolerance=EXPIRY_TOLERANCE):
+        """Same content as a state known only by its digest and expiry
+        (expiries within ``tolerance`` seconds)."""
+        if self.digest != digest:
+            return False
+        if self.expire_at is None or expire_at is None:
+            return self.expire_at is None and expire_at is None
+        return abs(self.expire_at - expire_at) <= tolerance
+
+
 @attrs.frozen
-class KeyState:
+class KeyState(_Compared):
     """What a key holds: its type, its value and when it expires.
 
     ``value`` is bytes for a string, a sorted tuple of (field, value) pairs
@@ -311,13 +332,6 @@ class KeyState:
         """Same type and value, and expiries within ``tolerance`` of each other."""
         return self.same_as_digest(other.digest, other.expire_at, tolerance)
 
-    def same_as_digest(self, digest, expire_at, tolerance=EXPIRY_TOLERANCE):
-        """``same_as`` against a state known only by its digest and expiry."""
-        if self.digest != digest:
-            return False
-        if self.expire_at is None or expire_at is None:
-            return self.expire_at is None and expire_at is None
-        return abs(self.expire_at - expire_at) <= tolerance
 
     def write_args(self, now):
         """ARGV for WRITE_SCRIPT; a key whose expiry has passed is written as absent."""
@@ -333,7 +347,7 @@ class KeyState:
 
 
 @attrs.frozen
-class BigState:
+class BigState(_Compared):
     """A big key as READ_SCRIPT describes it: its type, number of items and
     expiry, not its items (redisrepl.big_keys copies it in chunks).
     ``digest`` is its content digest, once a chunked copy has computed it."""

@@ -128,7 +128,7 @@ def makeService(config, reactor=None):
     router = Router(
         reactor,
         Side(LOCAL, local_store, local_expected := ExpectedEvents(reactor)),
-        Side(REMOTE, remote_store, remote_expected := ExpectedEvents(reactor)),
+        Side(REMOTE, remote_store, remote_expected := ExpectedEvents(reactor, events=bool(config["rc"]))),
         config["namespace"], config["reserved_prefix"],
         concurrency=config["concurrency"], batch_size=config["batch"],
         max_backlog=config["max-backlog"], first=config["winner"],

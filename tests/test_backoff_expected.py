@@ -191,3 +191,22 @@ def test_withdrawn_and_forgotten_events_are_genuine(table):
     table.forget_events()                              # the stream broke: those are lost
     assert not table.echo_event(b"j", b"rename_to")
     assert not table.echo_event(b"k", b"rename_to")
+
+
+def test_expected_events_stay_bounded(clock):
+    table = ExpectedEvents(clock, lifetime=30, capacity=3)
+    for i in range(10):
+        table.expect_events(b"k%d" % i, [b"rename_to"])
+    assert not table.echo_event(b"k0", b"rename_to")      # the oldest went
+    assert table.echo_event(b"k9", b"rename_to")
+    table.expect_events(b"a", [b"rename_to"])
+    clock.advance(31)
+    table.expect_events(b"b", [b"rename_to"])              # purges those past their time
+    assert list(table._events) == [b"b"]
+
+
+def test_no_events_expected_where_none_are_heard(clock):
+    table = ExpectedEvents(clock, events=False)          # the remote, one-way
+    table.expect_events(b"k", [b"rename_to"])
+    assert not table.echo_event(b"k", b"rename_to")
+    assert not table._events

@@ -303,6 +303,7 @@ class FakeBigCopier:
 
     def __init__(self):
         self.copies = []
+        self.digests = []          # (side, key) of each digest computed
         self.hold = None           # a Deferred every copy waits for
         self.error = None          # raised by the next copy
         self.changed_once = False  # the next copy finds the key changed
@@ -321,10 +322,16 @@ class FakeBigCopier:
                 raise KeyChanged(b"string")
             self.copies.append((source.name, target.name, key))
             target.expected.expect_events(key, [b"rename_to", b"persist"])
+            # what the source held when the header was read (a fake header
+            # carries the digest of the whole state)
             target.store.data[key] = header
-            copied = BigState(header.kind, header.count, header.expire_at, b"hdigest")
-            return copied, 3
+            return header, 3
         return Deferred.fromCoroutine(run())
+
+    def digest(self, side, key, kind):
+        from twisted.internet.defer import succeed
+        self.digests.append((side.name, key))
+        return succeed(side.store.data[key].digest)
 
 
 class BigKeyRouterTests(_Sides, TestCase):
@@ -339,7 +346,7 @@ class BigKeyRouterTests(_Sides, TestCase):
         self.clock.advance(0)
 
     def test_big_key_goes_to_the_copier_and_its_echo_is_dropped(self):
-        header = BigState(HASH, 50_000)
+        header = BigState(HASH, 50_000, None, b"hdigest")
         self.local.data[b"ns:big"] = header
         self.local.data[b"ns:small"] = s(b"1")
         self.router.changed(LOCAL, b"ns:small", b"set")
@@ -358,11 +365,49 @@ class BigKeyRouterTests(_Sides, TestCase):
         self.assertEqual(self.big.copies, [(LOCAL, REMOTE, b"ns:big")])
         self.assertEqual(self.router.stats.echoes[REMOTE], 2)
         # a genuine change on the remote afterwards crosses back
+        self.remote.data[b"ns:big"] = BigState(HASH, 50_001, None, b"hdigest2")
         self.announce(REMOTE, b"ns:big", b"hset")
         self.assertEqual(self.big.copies[-1], (REMOTE, LOCAL, b"ns:big"))
+        self.assertEqual(self.local.data[b"ns:big"].digest, b"hdigest2")
+
+    def test_changes_on_both_sides_during_a_big_copy(self):
+        """A remote event during a local->remote copy (a late echo, or a write
+        the copy then replaced) must not copy the remote's older state back
+        over the local change made meanwhile."""
+        from twisted.internet.defer import Deferred
+        self.local.data[b"ns:big"] = BigState(HASH, 50_000, None, b"v1")
+        self.big.hold = Deferred()
+        self.announce(LOCAL, b"ns:big", b"hset")
+        self.announce(REMOTE, b"ns:big", b"hset")           # during the copy
+        self.local.data[b"ns:big"] = BigState(HASH, 50_001, None, b"v2")
+        self.announce(LOCAL, b"ns:big", b"hset")            # a newer local change
+        hold, self.big.hold = self.big.hold, None
+        hold.callback(None)                                 # v1 lands on the remote
+        self.clock.advance(0)
+        # the remote's state (v1, what redisrepl wrote) is recognised by its
+        # content and not copied back; v2 goes over
+        self.assertIn((REMOTE, b"ns:big"), self.big.digests)
+        self.assertEqual(self.big.copies, [(LOCAL, REMOTE, b"ns:big")] * 2)
+        self.assertEqual(self.local.data[b"ns:big"].digest, b"v2")
+        self.assertEqual(self.remote.data[b"ns:big"].digest, b"v2")
+
+    def test_stale_entry_of_the_source_does_not_swallow_a_big_change(self):
+        self.local.user_set = None
+        self.router._sides[LOCAL].expected.expect(b"ns:k", s(b"small"))   # written here earlier
+        self.local.data[b"ns:k"] = BigState(SET, 20_000, None, b"mbig")
+        self.announce(LOCAL, b"ns:k", b"sadd")
+        self.assertEqual(self.big.copies, [(LOCAL, REMOTE, b"ns:k")])
+        self.assertFalse(self.router._sides[LOCAL].expected.has(b"ns:k"))  # dropped, not kept
+
+    def test_expiring_big_key_is_deleted_not_copied(self):
+        self.remote.data[b"ns:big"] = s(b"old")
+        self.local.data[b"ns:big"] = BigState(LIST, 20_000, self.clock.seconds() + 0.5, b"l")
+        self.announce(LOCAL, b"ns:big", b"rpush")
+        self.assertEqual(self.big.copies, [])
+        self.assertNotIn(b"ns:big", self.remote.data)
 
     def test_big_key_that_changed_meanwhile_is_read_again(self):
-        self.local.data[b"ns:big"] = BigState(SET, 20_000)
+        self.local.data[b"ns:big"] = BigState(SET, 20_000, None, b"m")
         self.big.changed_once = True
         self.announce(LOCAL, b"ns:big", b"sadd")
         self.clock.advance(0)
@@ -370,7 +415,7 @@ class BigKeyRouterTests(_Sides, TestCase):
         self.assertEqual(self.router.backlog, 0)
 
     def test_failed_big_copy_is_retried_and_blames_the_right_side(self):
-        self.local.data[b"ns:big"] = BigState(LIST, 20_000)
+        self.local.data[b"ns:big"] = BigState(LIST, 20_000, None, b"l")
         error = LinkError("the local Redis did not answer", "connection")
         error.side = LOCAL
         self.big.error = error
@@ -384,7 +429,7 @@ class BigKeyRouterTests(_Sides, TestCase):
     def test_a_long_big_copy_does_not_hold_up_small_keys(self):
         from twisted.internet.defer import Deferred
         self.big.hold = Deferred()
-        self.local.data[b"ns:big"] = BigState(HASH, 1_000_000)
+        self.local.data[b"ns:big"] = BigState(HASH, 1_000_000, None, b"h")
         self.announce(LOCAL, b"ns:big", b"hset")
         self.announce(LOCAL, b"ns:big", b"hset")           # again, while it is copied
         for i in range(5):                                 # more than the batch slots
