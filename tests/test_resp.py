@@ -88,6 +88,17 @@ def test_byte_by_byte_reply_appears_with_its_last_byte():
     assert parser.pending == 0
 
 
+def test_large_bulk_string_in_small_pieces_then_the_next_reply():
+    value = bytes(range(256)) * 4096            # 1 MiB, CR and LF bytes included
+    wire = b"*2\r\n$%d\r\n%s\r\n:7\r\n" % (len(value), value) + b"+OK\r\n"
+    parser = RespParser()
+    out = []
+    for i in range(0, len(wire), 1000):
+        out += parser.feed(wire[i:i + 1000])
+        assert parser.pending == (i + len(wire[i:i + 1000]) if not out else 0)
+    assert out == [[value, 7], b"OK"]
+
+
 def test_error_reply_text():
     [reply] = RespParser().feed(b"-ERR unknown command 'FOO'\r\n")
     assert reply == ErrorReply(b"ERR unknown command 'FOO'")
