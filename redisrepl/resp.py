@@ -61,6 +61,36 @@ def _line_end(buf, pos):
     return end
 
 
+#: Arrays of at least this many items first try _bulk_strings ...
+_SPLIT_MIN = 16
+#: ... unless more than this many bytes (plus 64 an item) follow their
+#: header: the split copies everything after it, which must stay in
+#: proportion to the array (a small array at the head of a large buffer
+#: is parsed item by item).
+_SPLIT_SLACK = 64 * 1024
+
+
+def _bulk_strings(buf, pos, count):
+    """The common case of a large reply (a batch read: thousands of items),
+    parsed in a few passes of C rather than item by item: ``count`` bulk
+    strings starting at ``pos``, none of them null or holding CRLF, their
+    lengths spelled plainly. Returns (items, end), or None for anything else
+    (including an incomplete array), which the item-by-item loop then parses.
+
+    Splitting on CRLF gives header, value, header, value, ...; if each
+    header is exactly ``$<len(value)>``, the bytes are precisely those bulk
+    strings, so the values are the reply whatever they hold."""
+    parts = buf[pos:].split(b"\r\n", 2 * count)
+    if len(parts) != 2 * count + 1:
+        return None
+    values = parts[1:-1:2]
+    if parts[0:-1:2] != [b"$%d" % len(v) for v in values]:
+        return None
+    if max(map(len, values)) > MAX_BULK:
+        return None     # the item-by-item loop raises the error
+    return values, len(buf) - len(parts[-1])
+
+
 def _parse(buf, pos, depth):
     """The reply starting at ``pos`` of ``buf`` (bytes) and where it ends."""
     if depth > MAX_DEPTH:
@@ -91,6 +121,10 @@ def _parse(buf, pos, depth):
             raise ProtocolError(f"bad array length {count}")
         if count and depth + 1 > MAX_DEPTH:
             raise ProtocolError("arrays nested too deep")
+        if count >= _SPLIT_MIN and len(buf) - pos <= _SPLIT_SLACK + 64 * count:
+            found = _bulk_strings(buf, pos, count)
+            if found is not None:
+                return found
         items = []
         append = items.append
         size = len(buf)
