@@ -61,36 +61,6 @@ def _line_end(buf, pos):
     return end
 
 
-#: Arrays of at least this many items first try _bulk_strings ...
-_SPLIT_MIN = 16
-#: ... unless more than this many bytes (plus 64 an item) follow their
-#: header: the split copies everything after it, which must stay in
-#: proportion to the array (a small array at the head of a large buffer
-#: is parsed item by item).
-_SPLIT_SLACK = 64 * 1024
-
-
-def _bulk_strings(buf, pos, count):
-    """The common case of a large reply (a batch read: thousands of items),
-    parsed in a few passes of C rather than item by item: ``count`` bulk
-    strings starting at ``pos``, none of them null or holding CRLF, their
-    lengths spelled plainly. Returns (items, end), or None for anything else
-    (including an incomplete array), which the item-by-item loop then parses.
-
-    Splitting on CRLF gives header, value, header, value, ...; if each
-    header is exactly ``$<len(value)>``, the bytes are precisely those bulk
-    strings, so the values are the reply whatever they hold."""
-    parts = buf[pos:].split(b"\r\n", 2 * count)
-    if len(parts) != 2 * count + 1:
-        return None
-    values = parts[1:-1:2]
-    if parts[0:-1:2] != [b"$%d" % len(v) for v in values]:
-        return None
-    if max(map(len, values)) > MAX_BULK:
-        return None     # the item-by-item loop raises the error
-    return values, len(buf) - len(parts[-1])
-
-
 def _parse(buf, pos, depth):
     """The reply starting at ``pos`` of ``buf`` (bytes) and where it ends."""
     if depth > MAX_DEPTH:
@@ -121,10 +91,6 @@ def _parse(buf, pos, depth):
             raise ProtocolError(f"bad array length {count}")
         if count and depth + 1 > MAX_DEPTH:
             raise ProtocolError("arrays nested too deep")
-        if count >= _SPLIT_MIN and len(buf) - pos <= _SPLIT_SLACK + 64 * count:
-            found = _bulk_strings(buf, pos, count)
-            if found is not None:
-                return found
         items = []
         append = items.append
         size = len(buf)
@@ -169,6 +135,66 @@ def _parse(buf, pos, depth):
     raise ProtocolError(f"unknown reply type {bytes([kind])!r}")
 
 
+def _scan(buf, replies):
+    """Parse the replies at the start of ``buf`` that take the common forms
+    (arrays of bulk strings such as keyspace events and batch reads, bulk
+    strings, integers, simple strings and errors) from one split of the
+    buffer on CRLF, with a few passes of C a reply rather than a step per
+    item; append them to ``replies`` and return where they end. Stops at
+    the first reply of another form, one that is incomplete or one whose
+    strings hold CRLF: _parse takes it from there, and decides as before.
+
+    A reply is taken only if its lines re-spell it exactly (``*n``, then
+    ``$<length of the value>`` before each value), so the bytes are
+    precisely that reply and it is the one _parse would have returned."""
+    if len(buf) > MAX_BULK:
+        return 0
+    parts = buf.split(b"\r\n")
+    last = len(parts) - 1   # parts[last] follows the last CRLF: not a whole line
+    append = replies.append
+    i = pos = 0
+    while i < last:
+        head = parts[i]
+        kind = head[:1]
+        if kind == b"*":
+            count = head[1:]
+            if not count.isdigit() or len(count) > 19:
+                break
+            stop = i + 1 + 2 * int(count)
+            if stop > last:
+                break
+            values = parts[i + 2:stop:2]
+            if parts[i + 1:stop:2] != [b"$%d" % len(v) for v in values]:
+                break
+            append(values)
+            pos += len(head) + sum(map(len, parts[i + 1:stop])) + 2 * (stop - i)
+            i = stop
+            continue
+        if len(head) > MAX_LINE + 1:
+            break
+        if kind == b"$":
+            if i + 1 >= last or head != b"$%d" % len(parts[i + 1]):
+                break
+            append(parts[i + 1])
+            pos += len(head) + len(parts[i + 1]) + 4
+            i += 2
+            continue
+        if kind == b":":
+            value = head[1:]
+            if not value.isdigit() or len(value) > 19:
+                break
+            append(int(value))
+        elif kind == b"+":
+            append(head[1:])
+        elif kind == b"-":
+            append(ErrorReply(head[1:]))
+        else:
+            break
+        pos += len(head) + 2
+        i += 1
+    return pos
+
+
 _BULK, _ARRAY, _SIMPLE, _ERROR, _INT = b"$*+-:"
 
 
@@ -199,6 +225,7 @@ class RespParser:
         replies = []
         pos, size, need = 0, len(buf), 0
         try:
+            pos = _scan(buf, replies)
             while pos < size:
                 reply, pos = _parse(buf, pos, 0)
                 replies.append(reply)
