@@ -152,47 +152,66 @@ def _scan(buf, replies):
     parts = buf.split(b"\r\n")
     last = len(parts) - 1   # parts[last] follows the last CRLF: not a whole line
     append = replies.append
-    i = pos = 0
+    i = 0
     while i < last:
         head = parts[i]
-        kind = head[:1]
-        if kind == b"*":
-            count = head[1:]
-            if not count.isdigit() or len(count) > 19:
+        count = _ARRAY_HEADS.get(head)
+        if count is None:
+            kind = head[:1]
+            if kind == b"*":
+                count = head[1:]
+                if not count.isdigit() or len(count) > 19:
+                    break
+                count = int(count)
+            elif len(head) > MAX_LINE + 1:
                 break
-            stop = i + 1 + 2 * int(count)
-            if stop > last:
+            elif kind == b"$":
+                if i + 1 >= last or head != _bulk_head(len(parts[i + 1])):
+                    break
+                append(parts[i + 1])
+                i += 2
+                continue
+            elif kind == b":":
+                value = head[1:]
+                if not value.isdigit() or len(value) > 19:
+                    break
+                append(int(value))
+                i += 1
+                continue
+            elif kind == b"+":
+                append(head[1:])
+                i += 1
+                continue
+            elif kind == b"-":
+                append(ErrorReply(head[1:]))
+                i += 1
+                continue
+            else:
                 break
-            values = parts[i + 2:stop:2]
-            if parts[i + 1:stop:2] != [b"$%d" % len(v) for v in values]:
-                break
-            append(values)
-            pos += len(head) + sum(map(len, parts[i + 1:stop])) + 2 * (stop - i)
-            i = stop
-            continue
-        if len(head) > MAX_LINE + 1:
+        stop = i + 1 + 2 * count
+        if stop > last:
             break
-        if kind == b"$":
-            if i + 1 >= last or head != b"$%d" % len(parts[i + 1]):
-                break
-            append(parts[i + 1])
-            pos += len(head) + len(parts[i + 1]) + 4
-            i += 2
-            continue
-        if kind == b":":
-            value = head[1:]
-            if not value.isdigit() or len(value) > 19:
-                break
-            append(int(value))
-        elif kind == b"+":
-            append(head[1:])
-        elif kind == b"-":
-            append(ErrorReply(head[1:]))
-        else:
+        values = parts[i + 2:stop:2]
+        try:
+            heads = list(map(_BULK_HEADS.__getitem__, map(len, values)))
+        except IndexError:
+            heads = [b"$%d" % len(v) for v in values]
+        if parts[i + 1:stop:2] != heads:
             break
-        pos += len(head) + 2
-        i += 1
-    return pos
+        append(values)
+        i = stop
+    # each line taken was followed by its CRLF
+    return sum(map(len, parts[:i])) + 2 * i
+
+
+#: The header lines of short arrays and bulk strings, spelled as _scan
+#: requires them.
+_ARRAY_HEADS = {b"*%d" % n: n for n in range(64)}
+_BULK_HEADS = [b"$%d" % n for n in range(4096)]
+
+
+def _bulk_head(length):
+    return _BULK_HEADS[length] if length < len(_BULK_HEADS) else b"$%d" % length
 
 
 _BULK, _ARRAY, _SIMPLE, _ERROR, _INT = b"$*+-:"
