@@ -158,8 +158,10 @@ def hot(lab, keys=100, writes=200):
         last = time.perf_counter()
         final = f"v{writes - 1}".encode()
         t1 = poll(lambda: all(v == final for v in remote.mget([f"{ns}{k}" for k in range(keys)])))
-        # quiet: no remote write for 1 s
-        poll(lambda: not events.events or time.perf_counter() - events.events[-1][0] > 1.0)
+        # quiet: no remote write for 1 s, counted from the final values at the
+        # earliest (events already on their way must not be missed; with a
+        # fast daemon, the last event seen could be an older heartbeat)
+        poll(lambda: time.perf_counter() - max(t1, events.events[-1][0] if events.events else t1) > 1.0)
         events.stop()
         writes_seen = sum(1 for _, _, e in events.events if e == b"set")
         stopped = events.events[-1][0] if events.events else t1

@@ -143,11 +143,12 @@ class ExpectedEvents:
         return found
 
     def _purge(self):
-        while len(self._entries) > self.capacity:
-            self._entries.popitem(last=False)
+        entries = self._entries
+        while len(entries) > self.capacity:
+            entries.popitem(last=False)
         now = self._clock.seconds()
-        while self._entries:
-            key, (_, _, deadline, _) = next(iter(self._entries.items()))
-            if deadline > now:
+        while entries:
+            key = next(iter(entries))
+            if entries[key][2] > now:    # its deadline
                 break
-            del self._entries[key]
+            del entries[key]

@@ -64,6 +64,13 @@ class StreamProtocol(Protocol):
             self.transport.stopProducing()
 
     def _handle(self, message):
+        if isinstance(message, list) and len(message) == 4:
+            # the usual case, checked without a generator: a pmessage
+            kind, pattern, channel, event = message
+            if (isinstance(kind, bytes) and isinstance(pattern, bytes) and isinstance(channel, bytes)
+                    and isinstance(event, bytes) and kind.lower() == b"pmessage"):
+                self._on_event(channel, event)
+                return
         if not (isinstance(message, list) and message and all(isinstance(m, bytes) for m in message)):
             raise StreamError(f"unexpected message {message!r:.100}")
         kind = message[0].lower()

@@ -75,9 +75,14 @@ def keyspace_pattern(db, namespace):
     return b"__keyspace@%d__:" % db + prefix_pattern(namespace)
 
 
+_KEYSPACE_PREFIXES = {}
+
+
 def keyspace_key(channel, db):
     """The key named by a keyspace channel, or None if it is not one for ``db``."""
-    prefix = b"__keyspace@%d__:" % db
+    prefix = _KEYSPACE_PREFIXES.get(db)
+    if prefix is None:     # once per database: this runs for every event
+        prefix = _KEYSPACE_PREFIXES[db] = b"__keyspace@%d__:" % db
     if not channel.startswith(prefix):
         return None
     return channel[len(prefix):]

@@ -3,6 +3,7 @@
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from redisrepl import resp
 from redisrepl.resp import (
     MAX_BULK, MAX_DEPTH, MAX_LINE, ErrorReply, ProtocolError, RespParser, encode_command, parse_one)
 
@@ -86,6 +87,17 @@ def test_byte_by_byte_reply_appears_with_its_last_byte():
         assert parser.pending == i + 1
     assert parser.feed(wire[-1:]) == [[b"pmessage", -42, b"a\x00b"]]
     assert parser.pending == 0
+
+
+def test_large_bulk_string_in_small_pieces_then_the_next_reply():
+    value = bytes(range(256)) * 4096            # 1 MiB, CR and LF bytes included
+    wire = b"*2\r\n$%d\r\n%s\r\n:7\r\n" % (len(value), value) + b"+OK\r\n"
+    parser = RespParser()
+    out = []
+    for i in range(0, len(wire), 1000):
+        out += parser.feed(wire[i:i + 1000])
+        assert parser.pending == (i + len(wire[i:i + 1000]) if not out else 0)
+    assert out == [[value, 7], b"OK"]
 
 
 def test_error_reply_text():
@@ -213,3 +225,37 @@ def _as_bytes(arg):
 @given(st.lists(_args, max_size=8))
 def test_encode_command_is_an_array_of_bulk_strings(args):
     assert parse_one(encode_command(*args)) == [_as_bytes(a) for a in args]
+
+
+# -- the fast path (one split of the buffer) agrees with the item-by-item parser --
+
+_crlf_bulk = (st.lists(st.sampled_from([b"a", b"\r\n", b"\r", b"\n", b"$1", b"*2", b":1", b"+"]), max_size=6)
+              .map(b"".join).map(_bulk))
+_flat_arrays = st.lists(st.one_of(st.binary(max_size=8).map(_bulk), _crlf_bulk), max_size=40).map(_array)
+
+
+def _outcome(pieces):
+    parser = RespParser()
+    out = []
+    try:
+        for piece in pieces:
+            out.append(("ok", parser.feed(piece), parser.pending))
+    except ProtocolError as e:
+        out.append(("error", e.replies, parser.pending))
+    return out
+
+
+@SETTINGS
+@given(st.lists(st.one_of(replies, _crlf_bulk, _flat_arrays), min_size=1, max_size=5),
+       st.binary(max_size=6), st.data())
+def test_fast_path_and_item_by_item_parser_agree(many, tail, data):
+    wire = b"".join(w for w, _ in many) + tail
+    pieces = chunks(wire, data.draw)
+    fast = _outcome(pieces)
+    scan = resp._scan
+    resp._scan = lambda buf, replies: 0      # the item-by-item parser alone
+    try:
+        slow = _outcome(pieces)
+    finally:
+        resp._scan = scan
+    assert fast == slow
