@@ -5,8 +5,10 @@ stopped, while a stream is down, or what no event announces (FLUSHDB), is
 never announced again. The reconcile finds it by comparison:
 
 1. Both sides compute a digest of every key of the namespace themselves
-   (DIGEST_SCAN_SCRIPT, one SCAN step per request; through Webdis on the
-   remote side), so values do not travel to be compared.
+   (DIGEST_SCAN_SCRIPT, one SCAN step per request, through Webdis on the
+   remote side; DIGEST_KEYS_SCRIPT for the same keys on the local side), so
+   values do not travel to be compared, and a run holds one SCAN step at a
+   time: memory does not grow with the namespace.
 2. The last synchronised digests are kept in the local Redis, in the hash
    ``<namespace>__redisrepl__:synced`` (updated after every copy), so they
    survive the daemon's restarts.
@@ -134,14 +136,23 @@ class SyncedTable:
         return await self._store.command("HSCAN", self.key, cursor, "COUNT", SCAN_COUNT)
 
 
-def compact(digest):
-    """A digest cut to 68 bits (its type letter kept, and its ``@expiry``):
-    plenty to tell states apart, and half the memory when a whole namespace
-    is held."""
-    if digest is None:
-        return None
-    content, at, expiry = digest.partition(b"@")
-    return content[:17] + at + expiry
+async def _resolved(store, key, digest, expiry, expiries=None, on_big=None):
+    """A digest as the scripts answer it, made final: a big key digested a
+    chunk per call (after ``on_big(key, type)``), and ``@expiry`` added for
+    a key that expires (absolute unix ms; also put in ``expiries``)."""
+    if digest[:1] == CHANGING and len(digest) > 1:
+        kind = digest[1:].decode("ascii", "replace")
+        if on_big is not None:
+            on_big(key, kind)
+        try:
+            digest = await big_keys.digest(store, key, kind)
+        except big_keys.KeyChanged:
+            digest = CHANGING
+    if int(expiry) >= 0 and digest not in (UNSUPPORTED, CHANGING):
+        digest += b"@" + expiry
+        if expiries is not None:
+            expiries[key] = int(expiry)
+    return digest
 
 
 async def scan_steps(store, namespace, reserved_prefix, expiries=None, on_big=None):
@@ -161,22 +172,37 @@ async def scan_steps(store, namespace, reserved_prefix, expiries=None, on_big=No
         cursor = reply[0]
         step = []
         for key, digest, expiry in zip(reply[1::3], reply[2::3], reply[3::3]):
-            if digest[:1] == CHANGING and len(digest) > 1:
-                kind = digest[1:].decode("ascii", "replace")
-                if on_big is not None:
-                    on_big(key, kind)
-                try:
-                    digest = await big_keys.digest(store, key, kind)
-                except big_keys.KeyChanged:
-                    digest = CHANGING
-            if int(expiry) >= 0 and digest not in (UNSUPPORTED, CHANGING):
-                digest += b"@" + expiry
-                if expiries is not None:
-                    expiries[key] = int(expiry)
-            step.append((key, digest))
+            step.append((key, await _resolved(store, key, digest, expiry, expiries, on_big)))
         yield step
         if cursor in (b"0", 0):
             return
+
+
+async def scan_keys(store, namespace, reserved_prefix):
+    """Yield, SCAN step by SCAN step, the keys of the namespace on one side."""
+    pattern = webdis.prefix_pattern(namespace)
+    cursor = b"0"
+    while True:
+        reply = await store.run_script(state.KEY_SCAN_SCRIPT, [],
+                                       [cursor, pattern, b"%d" % SCAN_COUNT, reserved_prefix])
+        if not isinstance(reply, list) or not reply:
+            raise ReplicationError(f"unexpected key scan reply {reply!r:.80}", "bad_reply")
+        cursor = reply[0]
+        yield reply[1:]
+        if cursor in (b"0", 0):
+            return
+
+
+async def digests_of(store, keys, on_big=None):
+    """The digests (digest@expiry, as scan_steps gives them) of ``keys`` on
+    one side, in order; None for a key that does not exist there."""
+    if not keys:
+        return []
+    reply = await store.run_script(state.DIGEST_KEYS_SCRIPT, keys, [b"%d" % store.big_items])
+    if not isinstance(reply, list) or len(reply) != 2 * len(keys):
+        raise ReplicationError(f"unexpected digest reply {reply!r:.80}", "bad_reply")
+    return [await _resolved(store, key, digest, expiry, on_big=on_big) if digest else None
+            for key, digest, expiry in zip(keys, reply[0::2], reply[1::2])]
 
 
 async def scan_digests(store, namespace, reserved_prefix, expiries=None, on_big=None):
@@ -317,32 +343,33 @@ class Reconciler(Service):
             if run.local_lost:
                 log.warn("the local side lost its data (its marker is gone): refilling it from the "
                          "remote side rather than deleting there")
-            # The local digests are held (compact); the remote ones are
-            # compared as they come, a SCAN step at a time.
-            local = {}
-            report = self._progress("local", started, run)
-            async for step in scan_steps(local_store, self._namespace, self._reserved,
-                                         on_big=self._big_progress(LOCAL)):
-                local.update((key, compact(digest)) for key, digest in step)
-                report(len(local))
+            # Memory stays bounded whatever the size of the namespace: one
+            # SCAN step of each side at a time. First every remote key,
+            # against its local digest read then; then the keys that only
+            # the local side has.
             report = self._progress("remote", started, run)
+            on_local_big = self._big_progress(LOCAL)
             async for step in scan_steps(remote_store, self._namespace, self._reserved,
                                          on_big=self._big_progress(REMOTE)):
-                synced = await self.synced.get([key for key, _ in step])
-                for (key, there), last in zip(step, synced):
-                    await run.judge(key, local.pop(key, None), compact(there), compact(last))
+                keys = [key for key, _ in step]
+                here = await digests_of(local_store, keys, on_local_big)
+                synced = await self.synced.get(keys)
+                for (key, there), mine, last in zip(step, here, synced):
+                    await run.judge(key, mine, there, last)
                 await run.flush()
                 report(run.compared)
-            # the keys only the local side has
-            rest = list(local.items())
-            local.clear()
-            for start in range(0, len(rest), SCAN_COUNT):
-                chunk = rest[start:start + SCAN_COUNT]
-                synced = await self.synced.get([key for key, _ in chunk])
-                for (key, here), last in zip(chunk, synced):
-                    await run.judge(key, here, None, compact(last))
+            report = self._progress("local", started, run)
+            scanned = 0
+            async for keys in scan_keys(local_store, self._namespace, self._reserved):
+                scanned += len(keys)
+                there = await remote_store.run_script(state.EXISTS_SCRIPT, keys, []) if keys else []
+                only_here = [key for key, exists in zip(keys, there) if int(exists) == 0]
+                here = await digests_of(local_store, only_here, on_local_big)
+                synced = await self.synced.get(only_here)
+                for key, mine, last in zip(only_here, here, synced):
+                    await run.judge(key, mine, None, last)
                 await run.flush()
-            del rest
+                report(scanned)
             await self._forget_stale()
         finally:
             self._router.unwatch(watcher)

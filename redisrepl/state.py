@@ -96,6 +96,39 @@ local function chunk_sha1(t, items)
   end
   return redis.sha1hex(table.concat(parts))
 end
+-- the SHA1 of the SHA1s of the chunks of a list's elements or a stream's entries
+local function chunked_sha1(t, all)
+  local hexes = {}
+  for first = 1, #all, 1000 do
+    local chunk = {unpack(all, first, math.min(first + 999, #all))}
+    if t == 'stream' then chunk = flatten_entries(chunk, {}) end
+    hexes[#hexes + 1] = chunk_sha1(t, chunk)
+  end
+  return redis.sha1hex(table.concat(hexes))
+end
+-- content_digest() of key k; 'B' and its type for a key of more than big
+-- items; 'x' for a type not replicated; nil if absent
+local function key_digest(k, big)
+  local t = redis.call('TYPE', k)['ok']
+  if COUNTERS[t] and redis.call(COUNTERS[t], k) > big then
+    return 'B' .. t
+  elseif t == 'string' then
+    return redis.sha1hex('s' .. redis.call('GET', k))
+  elseif t == 'hash' then
+    return 'h' .. xor_digest(t, redis.call('HGETALL', k))
+  elseif t == 'set' then
+    return 'm' .. xor_digest(t, redis.call('SMEMBERS', k))
+  elseif t == 'zset' then
+    return 'z' .. xor_digest(t, canonical_scores(redis.call('ZRANGE', k, 0, -1, 'WITHSCORES')))
+  elseif t == 'list' then
+    return 'l' .. chunked_sha1(t, redis.call('LRANGE', k, 0, -1))
+  elseif t == 'stream' then
+    return 't' .. chunked_sha1(t, redis.call('XRANGE', k, '-', '+'))
+  elseif t ~= 'none' then
+    return 'x'
+  end
+  return nil
+end
 """
 
 
@@ -455,39 +488,9 @@ local res = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
 local reserved = ARGV[4]
 local big = tonumber(ARGV[5] or '10000')
 local out = {res[1]}
--- the SHA1 of the SHA1s of the chunks of a list's elements or a stream's entries
-local function chunked_sha1(t, all)
-  local hexes = {}
-  for first = 1, #all, 1000 do
-    local chunk = {unpack(all, first, math.min(first + 999, #all))}
-    if t == 'stream' then chunk = flatten_entries(chunk, {}) end
-    hexes[#hexes + 1] = chunk_sha1(t, chunk)
-  end
-  return redis.sha1hex(table.concat(hexes))
-end
 for _, k in ipairs(res[2]) do
   if reserved == '' or string.sub(k, 1, #reserved) ~= reserved then
-    local t = redis.call('TYPE', k)['ok']
-    local d = nil
-    if COUNTERS[t] and redis.call(COUNTERS[t], k) > big then
-      -- too big to digest in one call without blocking the server:
-      -- big_keys digests it a chunk per call
-      d = 'B' .. t
-    elseif t == 'string' then
-      d = redis.sha1hex('s' .. redis.call('GET', k))
-    elseif t == 'hash' then
-      d = 'h' .. xor_digest(t, redis.call('HGETALL', k))
-    elseif t == 'set' then
-      d = 'm' .. xor_digest(t, redis.call('SMEMBERS', k))
-    elseif t == 'zset' then
-      d = 'z' .. xor_digest(t, canonical_scores(redis.call('ZRANGE', k, 0, -1, 'WITHSCORES')))
-    elseif t == 'list' then
-      d = 'l' .. chunked_sha1(t, redis.call('LRANGE', k, 0, -1))
-    elseif t == 'stream' then
-      d = 't' .. chunked_sha1(t, redis.call('XRANGE', k, '-', '+'))
-    elseif t ~= 'none' then
-      d = 'x'
-    end
+    local d = key_digest(k, big)
     if d then
       out[#out + 1] = k
       out[#out + 1] = d
@@ -499,6 +502,34 @@ return out
 """
 
 DIGEST_SCAN_SCRIPT = Script(DIGEST_SCAN_SCRIPT_BODY)
+
+#: One SCAN step (ARGV: cursor, match pattern, count, reserved prefix),
+#: flat: {next cursor, key, ...}, without the keys under the reserved prefix.
+KEY_SCAN_SCRIPT = Script(b"""\
+local res = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
+local reserved = ARGV[4]
+local out = {res[1]}
+for _, k in ipairs(res[2]) do
+  if reserved == '' or string.sub(k, 1, #reserved) ~= reserved then
+    out[#out + 1] = k
+  end
+end
+return out
+""")
+
+#: The digests of the keys of KEYS (ARGV: most items a key may have to be
+#: digested), flat {digest, expiry} for each: as DIGEST_SCAN_SCRIPT gives
+#: them, '' and -2 for an absent key.
+DIGEST_KEYS_SCRIPT = Script(LUA_HELPERS + b"""\
+local big = tonumber(ARGV[1] or '10000')
+local out = {}
+for i, k in ipairs(KEYS) do
+  local d = key_digest(k, big)
+  out[2 * i - 1] = d or ''
+  out[2 * i] = d and tostring(redis.call('PEXPIRETIME', k)) or '-2'
+end
+return out
+""")
 
 
 #: Items (list elements, stream entries) per SHA1 in the digest of a list or
