@@ -115,8 +115,8 @@ def makeService(config, reactor=None):
     pool.maxPersistentPerHost = config["concurrency"] + 2
     pool.cachedConnectionTimeout = POOL_IDLE_TIMEOUT
     PoolService(pool).setServiceParent(top)
-    http = HTTPClient(Agent(reactor, contextFactory=policy, pool=pool))
-    client = WebdisClient(http, config["haddr"], reactor, db=config["db"])
+    client = WebdisClient(Agent(reactor, contextFactory=policy, pool=pool), config["haddr"], reactor,
+                          db=config["db"])
 
     endpoint, where = local_endpoint(reactor, config["local_endpoint"])
     commands = command_factory(config["db"], config["password"], config["username"])

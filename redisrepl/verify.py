@@ -12,7 +12,6 @@ import sys
 from twisted.internet import task
 from twisted.internet.defer import TimeoutError
 from twisted.web.client import Agent
-from treq.client import HTTPClient
 
 from redisrepl.errors import ReplicationError
 from redisrepl.local_source import command_factory
@@ -74,8 +73,8 @@ async def verify(reactor, config, out=sys.stdout):
         except (TimeoutError, ValueError) as e:
             print(f"redisrepl verify: cannot use the local Redis at {where}: {e}", file=out)
             return 2
-        http = HTTPClient(Agent(reactor, contextFactory=config["tls_policy"] or plain_policy(), pool=pool))
-        remote_store = RemoteStore(WebdisClient(http, config["haddr"], reactor, db=config["db"]), reactor,
+        agent = Agent(reactor, contextFactory=config["tls_policy"] or plain_policy(), pool=pool)
+        remote_store = RemoteStore(WebdisClient(agent, config["haddr"], reactor, db=config["db"]), reactor,
                                    big_items=config["big-key-items"])
         local_store = LocalStore(factory, reactor, big_items=config["big-key-items"])
         local_ttl, remote_ttl = {}, {}

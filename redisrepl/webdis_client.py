@@ -1,16 +1,24 @@
 """Commands to the remote Redis, as HTTPS requests to Webdis behind the proxy.
 
 Every command goes as ``POST <haddr>/`` with the body ``[db/]CMD/arg/...raw``
-(escaped by redisrepl.webdis), over treq's persistent connection pool, one
+(escaped by redisrepl.webdis), over a persistent connection pool, one
 request per connection at a time (Webdis may answer pipelined requests out of
 order). Replies come back in the Redis protocol, byte-exact.
+
+Commands use Twisted's ``Agent`` directly: its URL is fixed and its body is
+bytes, so treq's per-request work (URL parsing with IDNA, cookies,
+redirects, content decoding) would only add latency to every write. The
+event stream, a long poll, uses treq (redisrepl.remote_source).
 """
 
 from OpenSSL import SSL
 from twisted.internet import error as neterror
-from twisted.internet.defer import CancelledError, TimeoutError
+from twisted.internet.defer import CancelledError, TimeoutError, succeed
 from twisted.web import client
-from twisted.web.client import RequestTransmissionFailed, ResponseFailed, ResponseNeverReceived
+from twisted.web.client import RequestTransmissionFailed, ResponseFailed, ResponseNeverReceived, readBody
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IBodyProducer
+from zope.interface import implementer
 
 from redisrepl import resp, webdis
 from redisrepl.errors import LinkError, NoScriptError, RefusedError
@@ -95,12 +103,39 @@ class QuietConnectionPool(client.HTTPConnectionPool):
         noisy = False
 
 
-class WebdisClient:
-    """Runs Redis commands on the remote side through Webdis."""
+@implementer(IBodyProducer)
+class _Body:
+    """A request body already in memory, written at once."""
 
-    def __init__(self, http, haddr, clock, db=None, timeout=REQUEST_TIMEOUT):
-        self._http = http
+    def __init__(self, data):
+        self._data = data
+        self.length = len(data)
+
+    def startProducing(self, consumer):
+        consumer.write(self._data)
+        return succeed(None)
+
+    def pauseProducing(self):
+        pass
+
+    def resumeProducing(self):
+        pass
+
+    def stopProducing(self):
+        pass
+
+
+_HEADERS = {b"Content-Type": [b"application/octet-stream"]}
+
+
+class WebdisClient:
+    """Runs Redis commands on the remote side through Webdis, with an
+    ``IAgent`` (``twisted.web.client.Agent`` over a persistent pool)."""
+
+    def __init__(self, agent, haddr, clock, db=None, timeout=REQUEST_TIMEOUT):
+        self._agent = agent
         self._url = haddr.rstrip("/") + "/"
+        self._url_bytes = self._url.encode("ascii")
         self._clock = clock
         self._db = db
         self._timeout = timeout
@@ -150,11 +185,10 @@ class WebdisClient:
         return reply
 
     async def _post(self, body):
-        d = self._http.post(self._url, data=body,
-                            headers={b"Content-Type": [b"application/octet-stream"]})
+        d = self._agent.request(b"POST", self._url_bytes, Headers(_HEADERS), _Body(body))
         d.addTimeout(self._timeout, self._clock)
         response = await d
-        d = response.content()
+        d = readBody(response)
         d.addTimeout(self._timeout, self._clock)
         return response, await d
 
