@@ -161,7 +161,6 @@ def hot(lab, keys=100, writes=200):
         for w in range(writes):
             for k in range(keys):
                 pipe.set(f"{ns}{k}", f"v{w}")
-        t0 = time.perf_counter()
         pipe.execute()
         last = time.perf_counter()
         final = f"v{writes - 1}".encode()

@@ -9,7 +9,8 @@ here:
   ``ZSCAN``, ``LRANGE`` ranges, ``XRANGE`` from the last ID), each chunk is
   added to a temporary key under the reserved prefix of the target (it
   expires by itself if the copy is abandoned), and one last script renames
-  it over the key and sets its expiry. The target never shows half a key,
+  it over the key and sets its expiry (unless what was read is what the
+  target is known to hold already). The target never shows half a key,
   and the daemon holds at most two chunks (the next one is read while the
   last one is written) whatever the size of the key: 1,000 items, fewer
   when chunks pass 4 MB (the next one then asks for fewer items).
@@ -17,29 +18,29 @@ here:
   (``state.Digester``), and recorded as the synchronised state like that of
   any other copy.
 - **Echo**: the copy's only events on the target are ``rename_to`` and then
-  ``expire`` or ``persist`` (``del`` for an expiry already past). They are
-  recorded as expected *events* before the last script runs, and the router
-  drops exactly those, once each; any other event on the key is genuine.
+  ``expire`` or ``persist``. They are recorded as expected *events* before
+  the last script runs, and the router drops exactly those, once each; any
+  other event on the key is genuine. The state copied is recorded too, so
+  that an echo whose events come late (or were lost) is still recognised,
+  by digesting the key where it changed.
 - **Reconcile**: ``digest`` computes a big key's digest inside Redis a chunk
   per call, so no call blocks the server for long, and sums the pieces here.
 
 A key that changes while it is copied is copied again (its event queued it
 again); one that changes type or disappears meanwhile is re-read from
-scratch. A SCAN may return an item twice while a hash grows: the copy is
-still right, and its digest is then merely wrong, which costs one extra copy
-at the next reconcile and never a lost change.
+scratch; one about to expire is deleted on the other side instead (by the
+router). A SCAN may return an item twice while a hash grows: the copy is
+still right, and its digest is then merely wrong, which can cost one extra
+copy, never a lost change.
 """
 
 import os
 
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 
 from redisrepl import state
 from redisrepl.errors import ReplicationError
 from redisrepl.state import DIGEST_CHUNK, Digester, Script
-
-log = Logger()
 
 #: Items per chunk (a hint for the SCAN family, exact for lists and streams).
 CHUNK_ITEMS = DIGEST_CHUNK

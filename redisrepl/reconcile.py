@@ -34,8 +34,6 @@ refilled from the remote.)
 Keys with live events during a run are left to the live path: events win.
 """
 
-import os
-
 import attrs
 from twisted.application.service import Service
 from twisted.internet import task

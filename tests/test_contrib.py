@@ -6,8 +6,6 @@ import shutil
 import subprocess
 import sys
 
-import pytest
-
 from tests.harness import ROOT, wait_until, write_toml
 
 CONTRIB = os.path.join(ROOT, "contrib")

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from redisrepl import resp
-from tests.harness import Daemon, wait_until
+from tests.harness import wait_until
 
 SLOW = 30.0  # a restart costs a backoff period or a heartbeat timeout
 
