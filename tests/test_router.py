@@ -444,3 +444,23 @@ class BigKeyRouterTests(_Sides, TestCase):
         # ...and the change that came during it is copied after it, once
         self.assertEqual(self.big.copies, [(LOCAL, REMOTE, b"ns:big")] * 2)
         self.assertFalse(self.router.pending(b"ns:big"))
+
+
+class WinnerLocalTests(_Sides, TestCase):
+    def setUp(self):
+        self.make_router(first=LOCAL)
+        self.local.router = self.router
+        self.remote.router = self.router
+
+    def test_a_stale_event_never_overwrites_a_newer_change(self):
+        """The local key still holds what was copied; an event for it comes
+        again while the remote changed: the remote's change wins, even when
+        the local side is copied first."""
+        self.local.user_set(b"ns:a", s(b"A"))                  # copied: the remote holds A
+        self.assertEqual(self.remote.data[b"ns:a"], s(b"A"))
+        self.remote.data[b"ns:a"] = s(b"C")                    # a genuine remote change...
+        self.router.changed(REMOTE, b"ns:a")
+        self.router.changed(LOCAL, b"ns:a")                    # ...and a stale local event
+        self.clock.advance(0)
+        self.assertEqual(self.remote.data[b"ns:a"], s(b"C"))
+        self.assertEqual(self.local.data[b"ns:a"], s(b"C"))
