@@ -15,7 +15,8 @@ from OpenSSL import SSL
 from twisted.internet import error as neterror
 from twisted.internet.defer import CancelledError, TimeoutError, succeed
 from twisted.web import client
-from twisted.web.client import RequestTransmissionFailed, ResponseFailed, ResponseNeverReceived, readBody
+from twisted.web.client import (PartialDownloadError, RequestTransmissionFailed, ResponseFailed,
+                                ResponseNeverReceived, readBody)
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
@@ -190,7 +191,13 @@ class WebdisClient:
         response = await d
         d = readBody(response)
         d.addTimeout(self._timeout, self._clock)
-        return response, await d
+        try:
+            return response, await d
+        except PartialDownloadError as e:
+            # a body without a length, ended by closing the connection
+            # (HTTP/1.0): complete as far as HTTP can tell; the Redis
+            # protocol parser checks it is whole
+            return response, e.response
 
 
 def _stale(exc):

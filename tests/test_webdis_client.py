@@ -1,0 +1,78 @@
+"""WebdisClient with a stub Agent: replies, HTTP errors, stale connections,
+bodies without a length (no reactor, no network)."""
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+from twisted.web.client import ResponseDone, ResponseNeverReceived
+from twisted.web.http import PotentialDataLoss
+from twisted.web.http_headers import Headers
+
+from redisrepl.errors import LinkError, RefusedError
+from redisrepl.webdis_client import WebdisClient
+
+
+class StubResponse:
+    def __init__(self, code, body, complete=True):
+        self.code = code
+        self.phrase = b"OK"
+        self.headers = Headers()
+        self.length = len(body) if complete else None
+        self._body = body
+        self._end = ResponseDone() if complete else PotentialDataLoss()
+
+    def deliverBody(self, protocol):
+        protocol.dataReceived(self._body)
+        protocol.connectionLost(Failure(self._end))
+
+
+class StubAgent:
+    """Answers each request with the next of ``answers`` (a response or an exception)."""
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+        self.requests = []
+
+    def request(self, method, uri, headers=None, bodyProducer=None):
+        body = []
+        bodyProducer.startProducing(type("Consumer", (), {"write": lambda self, data: body.append(data)})())
+        self.requests.append((method, uri, b"".join(body)))
+        answer = self.answers.pop(0)
+        return fail(answer) if isinstance(answer, Exception) else succeed(answer)
+
+
+class WebdisClientTests(TestCase):
+    def run_command(self, agent, *args):
+        client = WebdisClient(agent, "https://hub.example.org/redis", Clock(), db=3)
+        return Deferred.fromCoroutine(client.command(*args))
+
+    def test_one_post_with_the_escaped_command_and_a_raw_reply(self):
+        agent = StubAgent(StubResponse(200, b"$3\r\na\x00b\r\n"))
+        self.assertEqual(self.successResultOf(self.run_command(agent, b"GET", b"k/1")), b"a\x00b")
+        self.assertEqual(agent.requests, [(b"POST", b"https://hub.example.org/redis/", b"3/GET/k%2F1.raw")])
+
+    def test_a_body_without_a_length_is_taken_when_it_is_whole(self):
+        agent = StubAgent(StubResponse(200, b"+PONG\r\n", complete=False))
+        self.assertEqual(self.successResultOf(self.run_command(agent, b"PING")), b"PONG")
+
+    def test_a_cut_body_is_a_link_error(self):
+        agent = StubAgent(StubResponse(200, b"$5\r\nab", complete=False))
+        error = self.failureResultOf(self.run_command(agent, b"GET", b"k"), LinkError).value
+        self.assertEqual(error.kind, "bad_reply")
+
+    def test_403_is_a_refusal_and_503_a_link_error(self):
+        refused = self.failureResultOf(self.run_command(StubAgent(StubResponse(403, b"forbidden")), b"FLUSHALL"),
+                                       RefusedError).value
+        self.assertIn("HTTP 403", str(refused))
+        down = self.failureResultOf(self.run_command(StubAgent(StubResponse(503, b"")), b"PING"), LinkError).value
+        self.assertEqual(down.kind, "http_503")
+
+    def test_a_stale_pooled_connection_is_tried_again_once(self):
+        stale = ResponseNeverReceived([Failure(ConnectionDone())])
+        agent = StubAgent(stale, StubResponse(200, b":1\r\n"))
+        self.assertEqual(self.successResultOf(self.run_command(agent, b"EXISTS", b"k")), 1)
+        agent = StubAgent(stale, stale)
+        self.failureResultOf(self.run_command(agent, b"EXISTS", b"k"), LinkError)
+        self.assertEqual(len(agent.requests), 2)
