@@ -221,12 +221,20 @@ class BigCopier:
                 reading.addErrback(lambda _: None)   # given up with the copy
         expire_ms = 0 if header.expire_at is None else max(1, round(header.expire_at * 1000))
         events = finish_events(header.expire_at)
+        # its echo: by its events, or by its content if they come late or not at all
         target.expected.expect_events(key, events)
-        # on a failure it may be done or not: its events stay expected (for a while)
-        done = await self._on(target, target.store.run_script(
-            FINISH_SCRIPT, [temporary, key], [b"%d" % expire_ms]))
+        target.expected.expect(key, copied)
+        try:
+            done = await self._on(target, target.store.run_script(
+                FINISH_SCRIPT, [temporary, key], [b"%d" % expire_ms]))
+        except BaseException:
+            # maybe done, maybe not: its echo is still recognised, but it is
+            # not known to be there (and its events stay expected a while)
+            target.expected.uncertain(key)
+            raise
         if not int(done):
             target.expected.withdraw_events(key, len(events))
+            target.expected.forget(key)
             raise KeyChanged(b"none")
         return copied, requests
 

@@ -400,8 +400,6 @@ class Router:
             if copied is None:
                 self.stats.unchanged += 1
                 return
-            # its echo is recognised by its events; by its content if they are late or lost
-            dst.expected.expect(key, copied)
         except KeyChanged:
             # it changed type or went away meanwhile: read it again
             self._requeue([key], source)

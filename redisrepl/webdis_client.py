@@ -11,6 +11,7 @@ redirects, content decoding) would only add latency to every write. The
 event stream, a long poll, uses treq (redisrepl.remote_source).
 """
 
+from hyperlink import EncodedURL
 from OpenSSL import SSL
 from twisted.internet import error as neterror
 from twisted.internet.defer import CancelledError, TimeoutError, succeed
@@ -136,7 +137,8 @@ class WebdisClient:
     def __init__(self, agent, haddr, clock, db=None, timeout=REQUEST_TIMEOUT):
         self._agent = agent
         self._url = haddr.rstrip("/") + "/"
-        self._url_bytes = self._url.encode("ascii")
+        # once, not per request: an international host name in IDNA
+        self._url_bytes = EncodedURL.from_text(self._url).to_uri().to_text().encode("ascii")
         self._clock = clock
         self._db = db
         self._timeout = timeout
@@ -160,9 +162,9 @@ class WebdisClient:
                 response, content = await self._post(body)
                 break
             except (ResponseNeverReceived, RequestTransmissionFailed, client.RequestNotSent) as e:
-                if attempt == 2 or not _stale(e):
+                if attempt == 2 or not (_stale(e) or isinstance(e, client.RequestNotSent)):
                     raise link_error(e, self._url) from None
-            except (ResponseFailed, neterror.ConnectError, neterror.ConnectionLost,
+            except (ResponseFailed, neterror.ConnectError, neterror.DNSLookupError, neterror.ConnectionLost,
                     neterror.ConnectionDone, TimeoutError, CancelledError, SSL.Error) as e:
                 raise link_error(e, self._url) from None
             except Exception as e:
@@ -186,11 +188,12 @@ class WebdisClient:
         return reply
 
     async def _post(self, body):
+        deadline = self._clock.seconds() + self._timeout   # for the whole request
         d = self._agent.request(b"POST", self._url_bytes, Headers(_HEADERS), _Body(body))
         d.addTimeout(self._timeout, self._clock)
         response = await d
         d = readBody(response)
-        d.addTimeout(self._timeout, self._clock)
+        d.addTimeout(max(0.0, deadline - self._clock.seconds()), self._clock)
         try:
             return response, await d
         except PartialDownloadError as e:

@@ -230,6 +230,42 @@ def test_copier_shrinks_chunks_of_big_items(lab):
         (clock.seconds() + 30, b"persist"), (clock.seconds() + 30, b"rename_to")]
 
 
+def test_copier_lost_finish_reply_is_not_taken_as_there(lab):
+    """The last script ran but its reply was lost: the state is not known to
+    be there (a retry copies it again), but its echo is still recognised."""
+    from twisted.internet.task import Clock
+
+    from redisrepl.errors import LinkError
+    from redisrepl.expected import ExpectedEvents
+    from redisrepl.router import LOCAL, REMOTE, Side
+    from redisrepl.state import BigState
+    key = b"cpf:set"
+    lab.local.sadd(key, *[b"m%d" % i for i in range(300)])
+    clock = Clock()
+    clock.advance(lab.local.time()[0])
+    sides = [Side(name, SyncStore(r), ExpectedEvents(clock)) for name, r in ((LOCAL, lab.local), (REMOTE, lab.remote))]
+    store = sides[1].store
+    original = store.run_script
+
+    async def reply_lost(script, keys, args):
+        result = await original(script, keys, args)
+        if script is big_keys.FINISH_SCRIPT:
+            raise LinkError("reply lost", "connection")
+        return result
+    store.run_script = reply_lost
+    copier = big_keys.BigCopier(clock, b"cpf:__redisrepl__:", chunk_items=100)
+    coroutine = copier.copy(sides[0], sides[1], key, BigState("set", 300))
+    try:
+        coroutine.send(None)
+        raise AssertionError("the copy did not fail")
+    except LinkError:
+        pass
+    assert lab.remote.scard(key) == 300                      # it did land
+    state = BigState("set", 300, None, run(big_keys.digest(SyncStore(lab.local), key, "set")))
+    assert not sides[1].expected.holds(key, state)           # not known to be there
+    assert sides[1].expected.is_echo(key, state)             # but its echo is recognised
+
+
 def test_big_key_of_big_items_crosses(big):
     lab, _ = big
     key = NS + "heavy"

@@ -322,6 +322,7 @@ class FakeBigCopier:
                 raise KeyChanged(b"string")
             self.copies.append((source.name, target.name, key))
             target.expected.expect_events(key, [b"rename_to", b"persist"])
+            target.expected.expect(key, header)
             # what the source held when the header was read (a fake header
             # carries the digest of the whole state)
             target.store.data[key] = header

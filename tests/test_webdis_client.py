@@ -76,3 +76,18 @@ class WebdisClientTests(TestCase):
         agent = StubAgent(stale, stale)
         self.failureResultOf(self.run_command(agent, b"EXISTS", b"k"), LinkError)
         self.assertEqual(len(agent.requests), 2)
+
+    def test_a_request_never_sent_is_tried_again_and_dns_failure_is_a_link_error(self):
+        from twisted.internet.error import DNSLookupError
+        from twisted.web.client import RequestNotSent
+        agent = StubAgent(RequestNotSent(), StubResponse(200, b"+OK\r\n"))
+        self.assertEqual(self.successResultOf(self.run_command(agent, b"PING")), b"OK")
+        error = self.failureResultOf(self.run_command(StubAgent(DNSLookupError("hub.example.org")), b"PING"),
+                                     LinkError).value
+        self.assertEqual(error.kind, "dns")
+
+    def test_an_international_host_name_is_sent_in_idna(self):
+        agent = StubAgent(StubResponse(200, b"+PONG\r\n"))
+        client = WebdisClient(agent, "https://bücher.example/redis", Clock())
+        self.successResultOf(Deferred.fromCoroutine(client.command(b"PING")))
+        self.assertEqual(agent.requests[0][1], b"https://xn--bcher-kva.example/redis/")
