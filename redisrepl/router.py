@@ -251,7 +251,7 @@ class Router:
                     return
                 source, keys = picked
                 self._in_flight.update(keys)
-                d = Deferred.fromCoroutine(self._batch(source, keys))
+                d = Deferred.fromCoroutine(self._guarded(source, keys, self._copy(source, OTHER[source], keys)))
                 if not d.called:
                     self._batches.add(d)
                 d.addBoth(self._finished, d, keys)
@@ -291,10 +291,11 @@ class Router:
         self._in_flight.difference_update(key for key in keys if key not in self._big_copies)
         self._pump()
 
-    async def _batch(self, source, keys):
-        target = OTHER[source]
+    async def _guarded(self, source, keys, copying):
+        """Await ``copying`` (a copy of ``keys`` from ``source``) and deal with
+        its outcome: one policy for every failure, batches and big keys alike."""
         try:
-            await self._copy(source, target, keys)
+            await copying
         except LinkError as e:
             self._requeue(keys, source)
             self._pause(e)
@@ -375,7 +376,8 @@ class Router:
             if self._big_copies.pop(key, None) is not None:
                 self._in_flight.discard(key)
                 self._pump()
-        d = self._big_slots.run(lambda: Deferred.fromCoroutine(self._copy_big(source, target, key, header)))
+        d = self._big_slots.run(lambda: Deferred.fromCoroutine(
+            self._guarded(source, [key], self._copy_big(source, target, key, header))))
         d.addBoth(done)
         if not finished:   # (a copy that ends at once leaves with its batch)
             self._big_copies[key] = d
@@ -388,7 +390,7 @@ class Router:
             if src.expected.has(key):
                 # maybe what redisrepl wrote there: compare contents (digested
                 # there, a chunk per call: far cheaper than copying it back)
-                digest = await self.big.digest(src, key, header.kind)
+                digest = await self._big_work(target, self.big.digest(src, key, header.kind))
                 if src.expected.is_echo(key, attrs.evolve(header, digest=digest)):
                     self.stats.echoes[source] += 1
                     return
@@ -396,39 +398,26 @@ class Router:
                 # expiring: gone by the time it would be copied
                 await self._write(target, [(key, ABSENT)])
                 return
-            copied, requests = await self.big.copy(src, dst, key, header)
-            if copied is None:
-                self.stats.unchanged += 1
-                return
+            copied, requests = await self._big_work(target, self.big.copy(src, dst, key, header))
         except KeyChanged:
             # it changed type or went away meanwhile: read it again
             self._requeue([key], source)
             return
-        except LinkError as e:
-            self._failed(getattr(e, "side", target), e)
-            self._requeue([key], source)
-            self._pause(e)
+        if copied is None:
+            self.stats.unchanged += 1
             return
-        except RefusedError as e:
-            self._failed(getattr(e, "side", target), e)
-            self._park(key, source, e)
-            return
-        except CancelledError:
-            return
-        except Exception:
-            log.failure("unexpected error copying the big key {key} from the {source} side",
-                        key=short(key), source=source)
-            self._park(key, source, None)
-            return
-        self._link_backoff.reset()
-        self._key_backoffs.pop(key, None)
         self.stats.big_copies += 1
         self._written(target, [(key, copied)], requests)
 
+    async def _big_work(self, target, awaitable):
+        """Count a failure of a big-key step against the side it came from."""
+        try:
+            return await awaitable
+        except ReplicationError as e:
+            self._failed(getattr(e, "side", target), e)
+            raise
+
     def _failed(self, side, error):
-        if getattr(error, "counted", False):
-            return     # already counted where it happened
-        error.counted = True
         self.stats.failures[side, getattr(error, "kind", "error")] += 1
         if isinstance(error, LinkError):
             self.link_error[side] = str(error)
