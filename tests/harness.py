@@ -4,6 +4,7 @@ Nothing here sleeps in place of synchronisation: ``wait_until`` polls a
 condition and fails with a description when the deadline passes.
 """
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -12,7 +13,7 @@ import time
 
 import redis
 
-from redisrepl.sandbox import Sandbox
+from redisrepl.sandbox import Sandbox, Site
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: How long a change may take to cross in a test; far above normal (~ms).
@@ -70,20 +71,25 @@ def _key_state(r, key):
     return (kind, value, r.pttl(key) > 0)
 
 
-def run_verify(lab, ns, extra=()):
-    """``python -m redisrepl verify`` with the daemon's connection flags."""
-    args = lab.sandbox.daemon_args(ns, rc=True, extra=list(extra))
+def run_verify(lab, ns, extra=(), site=None):
+    """``python -m redisrepl verify`` with the daemon's connection flags (``site``'s if given)."""
+    args = lab.sandbox.daemon_args(ns, rc=True, extra=list(extra), site=_site(site))
     args = args[args.index("redisrepl") + 1:]
     return subprocess.run([sys.executable, "-m", "redisrepl", "verify", *args],
                           capture_output=True, text=True, cwd=ROOT, timeout=120)
 
 
 class Daemon:
-    """``twistd -n redisrepl`` as a child process, its log in a file."""
+    """``twistd -n redisrepl`` as a child process, its log in a file.
 
-    def __init__(self, sandbox, namespace, rc=True, extra=(), args=None, env=None):
+    ``site``/``cert``/``key`` go to :meth:`Sandbox.daemon_args`: the daemon of that site
+    (default the local Redis), with another client certificate if given."""
+
+    def __init__(self, sandbox, namespace, rc=True, extra=(), args=None, env=None,
+                 site=None, cert=None, key=None):
         self.logfile = os.path.join(sandbox.workdir, f"daemon-{time.monotonic_ns()}.log")
-        cmd = args if args is not None else sandbox.daemon_args(namespace, rc=rc, extra=extra)
+        cmd = args if args is not None else sandbox.daemon_args(
+            namespace, rc=rc, extra=extra, site=_site(site), cert=cert, key=key)
         full_env = dict(os.environ)
         full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, full_env.get("PYTHONPATH")]))
         full_env.update(env or {})
@@ -127,17 +133,42 @@ class Daemon:
         return self.proc.returncode
 
 
+@dataclasses.dataclass
+class LabSite:
+    """An extra site of the lab: the sandbox's :class:`Site` and a redis-py client on its Redis."""
+    name: str
+    site: Site
+    redis: redis.Redis
+
+
+def _site(site):
+    """What daemon_args takes for a site: a LabSite is unwrapped, a name or Site passes."""
+    return site.site if isinstance(site, LabSite) else site
+
+
 class Lab:
-    """A sandbox with redis-py clients on both Redis servers."""
+    """A sandbox with redis-py clients on both Redis servers (and on each extra site)."""
 
     def __init__(self):
         self.sandbox = Sandbox().start()
         self.local = client(self.sandbox.local_redis_port)
         self.remote = client(self.sandbox.remote_redis_port)
         self.daemons = []
+        self.sites = {}  # name -> LabSite
 
-    def daemon(self, namespace, rc=True, extra=(), ready=True, **kw):
-        d = Daemon(self.sandbox, namespace, rc=rc, extra=extra, **kw)
+    def add_site(self, name):
+        """The extra site ``name``, started the first time it is asked for.  The lab is
+        shared by a module's tests, so a later test asking for the same site gets the
+        same one (with whatever an earlier test left in its Redis)."""
+        if name not in self.sites:
+            site = self.sandbox.add_site(name)
+            self.sites[name] = LabSite(name, site, client(site.redis_port))
+        return self.sites[name]
+
+    def daemon(self, namespace, rc=True, extra=(), ready=True, site=None, cert=None, key=None,
+               **kw):
+        """A daemon for ``site`` (a LabSite, a Site or a name; default the local Redis)."""
+        d = Daemon(self.sandbox, namespace, rc=rc, extra=extra, site=site, cert=cert, key=key, **kw)
         self.daemons.append(d)
         return d.wait_ready() if ready else d
 
@@ -147,10 +178,13 @@ class Lab:
         self.daemons = []
 
     def close(self):
+        """Stop the daemons, then the sandbox: its extra sites with it."""
         try:
             self.stop_daemons()
         finally:
             self.sandbox.stop()
+            for lab_site in self.sites.values():
+                lab_site.redis.close()
 
     def same(self, key):
         """True once both sides hold the same state for ``key``."""
