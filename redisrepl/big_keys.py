@@ -1,7 +1,7 @@
 """Big keys: copied and digested in chunks, never held whole.
 
 A key with more items than the threshold (``--big-key-items``, 10,000 by
-default) is not read in one piece: READ_SCRIPT gives only its header
+default) is not read in one piece: the read script gives only its header
 (``state.BigState``: type, number of items, expiry). The router then hands it
 here:
 
@@ -36,11 +36,13 @@ copy, never a lost change.
 
 import os
 
+import attrs
 from twisted.internet.defer import Deferred
 
-from redisrepl import state
+from redisrepl import scripts, state
 from redisrepl.errors import ReplicationError
-from redisrepl.state import DIGEST_CHUNK, Digester, Script
+from redisrepl.sides import REMOTE
+from redisrepl.state import DIGEST_CHUNK, Digester
 
 #: Items per chunk (a hint for the SCAN family, exact for lists and streams).
 CHUNK_ITEMS = DIGEST_CHUNK
@@ -48,68 +50,6 @@ CHUNK_ITEMS = DIGEST_CHUNK
 CHUNK_BYTES = 4 * 1024 * 1024
 #: Seconds a temporary key lives if its copy is abandoned.
 TEMPORARY_LIFETIME = 300
-
-# CHUNK_SCRIPT: KEYS = {key}; ARGV = {type, cursor, count, mode}. Reads one
-# chunk of a big key and answers, flat, {next cursor ('0' at the end), type,
-# ...}: with mode 'items', the chunk's items as READ_SCRIPT gives them; with
-# mode 'digest', the XOR of their SHA1s (hash, set, sorted set) or the SHA1
-# of the chunk (list, stream: count must be DIGEST_CHUNK), in hex. When the
-# key is no longer of that type it answers {'0', its type now}. The cursor of
-# a list is the index of its next element, that of a stream the last ID read.
-CHUNK_SCRIPT = Script(state.LUA_HELPERS + b"""\
-local k, kind, cursor, count, mode = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
-local t = redis.call('TYPE', k)['ok']
-if t ~= kind then return {'0', t} end
-local next_cursor = '0'
-local items = {}
-if t == 'hash' or t == 'set' or t == 'zset' then
-  local res = redis.call(({hash = 'HSCAN', set = 'SSCAN', zset = 'ZSCAN'})[t], k, cursor, 'COUNT', count)
-  next_cursor = res[1]
-  items = res[2]
-  if t == 'zset' then items = canonical_scores(items) end
-elseif t == 'list' then
-  local start = tonumber(cursor)
-  items = redis.call('LRANGE', k, start, start + count - 1)
-  if #items == count then next_cursor = tostring(start + count) end
-elseif t == 'stream' then
-  local from = '-'
-  if cursor ~= '0' then from = '(' .. cursor end
-  local entries = redis.call('XRANGE', k, from, '+', 'COUNT', count)
-  if #entries == count then next_cursor = entries[#entries][1] end
-  items = flatten_entries(entries, {})
-else
-  return {'0', t}
-end
-if mode ~= 'digest' then
-  local out = {next_cursor, t}
-  for i = 1, #items do
-    out[i + 2] = items[i]
-  end
-  return out
-end
-if t == 'list' or t == 'stream' then
-  local h = ''
-  if #items > 0 then h = chunk_sha1(t, items) end
-  return {next_cursor, t, h}
-end
-return {next_cursor, t, xor_digest(t, items)}
-""")
-
-# FINISH_SCRIPT: KEYS = {temporary key, key}; ARGV = {expiry: absolute unix
-# ms, 0 for none}. Puts the copied key in place; 0 if the temporary key is
-# gone (nothing was done), 1 otherwise.
-FINISH_SCRIPT = Script(b"""\
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('RENAME', KEYS[1], KEYS[2])
-local at = tonumber(ARGV[1])
-if at > 0 then
-  redis.call('PEXPIREAT', KEYS[2], at)
-else
-  redis.call('PERSIST', KEYS[2])
-end
-return 1
-""")
-
 
 class KeyChanged(Exception):
     """The key changed type or disappeared while it was read in chunks."""
@@ -121,7 +61,7 @@ EXPIRY_MARGIN = 1.0
 
 
 def finish_events(expire_at):
-    """The keyspace events FINISH_SCRIPT causes on the key."""
+    """The keyspace events the finish script causes on the key."""
     return [b"rename_to", b"persist" if expire_at is None else b"expire"]
 
 
@@ -136,15 +76,29 @@ def next_count(count, size, most=CHUNK_ITEMS, limit=CHUNK_BYTES):
 
 
 async def read_chunk(store, key, kind, cursor, count=CHUNK_ITEMS, mode=b"items"):
-    """One chunk of a big key: (next cursor, items or [digest]); the cursor
-    is b"0" after the last chunk. Raises KeyChanged if the key is no longer
-    of type ``kind``."""
-    reply = await store.run_script(CHUNK_SCRIPT, [key], [kind.encode(), cursor, b"%d" % count, mode])
-    if not isinstance(reply, list) or len(reply) < 2:
+    """One chunk of a big key: (next cursor, items or [digest], the side's
+    generation); the cursor is b"0" after the last chunk. Raises KeyChanged
+    if the key is no longer of type ``kind``."""
+    reply, generation = await store.call(scripts.CHUNK, [key], [kind.encode(), cursor, b"%d" % count, mode])
+    if len(reply) < 2:
         raise ReplicationError(f"unexpected chunk reply {reply!r:.80}", "bad_reply")
     if reply[1] != kind.encode():
         raise KeyChanged(reply[1])
-    return reply[0], reply[2:]
+    return reply[0], reply[2:], generation
+
+
+@attrs.frozen
+class BigCopy:
+    """The outcome of a big key's copy: the BigState copied, with its digest
+    (None when the target's table says it holds that state already: nothing
+    was put in place); the write requests sent; the hub's stamp of the state
+    (read from it, or written to it); ``refused``: a refill the hub refused
+    because it holds something as fresh."""
+
+    state: object = None
+    requests: int = 0
+    stamp: int = 0
+    refused: bool = False
 
 
 async def digest(store, key, kind):
@@ -152,7 +106,7 @@ async def digest(store, key, kind):
     digester = Digester(kind)
     cursor = b"0"
     while True:
-        cursor, piece = await read_chunk(store, key, kind, cursor, DIGEST_CHUNK, b"digest")
+        cursor, piece, _ = await read_chunk(store, key, kind, cursor, DIGEST_CHUNK, b"digest")
         if piece and piece[0]:
             if kind in (state.LIST, state.STREAM):
                 digester.add_chunk(piece[0])
@@ -180,23 +134,22 @@ class BigCopier:
         """The digest of a big key on ``side`` (a router Side), computed there."""
         return await self._on(side, digest(side.store, key, kind))
 
-    async def copy(self, source, target, key, header):
+    async def copy(self, source, target, key, header, origin=None):
         """Make ``key`` on ``target`` (a router Side) hold what it holds on
-        ``source``. Returns (the BigState copied, with its digest; the
-        number of write requests sent); the state is None when the target's
-        table says it holds that state already (nothing was put in place).
-        Raises KeyChanged if the key must be read again from scratch (it
-        changed type, went away, or is about to expire); errors of a side
-        carry that side's name in ``side``."""
+        ``source`` (with ``origin``: as a refill of a state known since that
+        stamp). Returns a BigCopy. Raises KeyChanged if the key must be read
+        again from scratch (it changed type, went away, or is about to
+        expire); errors of a side carry that side's name in ``side``."""
         kind = header.kind
         temporary = self.temporary_key()
         digester = Digester(kind)
         cursor, reading, requests, count = b"0", None, 1, self.chunk_items
-        first = True
+        first, read_stamp = True, 0
         try:
             reading = self._read(source, key, kind, cursor, count)
             while reading is not None:
-                cursor, items = await reading
+                cursor, items, generation = await reading
+                read_stamp = generation.stamp
                 count = next_count(count, sum(len(item) for item in items), self.chunk_items, self.chunk_bytes)
                 # the next chunk is read while this one is written
                 reading = self._read(source, key, kind, cursor, count) if cursor not in (b"0", 0) else None
@@ -212,7 +165,7 @@ class BigCopier:
                 # what redisrepl last wrote there: putting it in place again
                 # would change nothing, or undo a newer change of the target
                 self._abandon(target, temporary)
-                return None, requests
+                return BigCopy(None, requests, read_stamp)
         except BaseException:
             self._abandon(target, temporary)
             raise
@@ -225,18 +178,22 @@ class BigCopier:
         target.expected.expect_events(key, events)
         target.expected.expect(key, copied)
         try:
-            done = await self._on(target, target.store.run_script(
-                FINISH_SCRIPT, [temporary, key], [b"%d" % expire_ms]))
+            done, generation = await self._on(target, target.store.call(
+                scripts.FINISH, [temporary, key],
+                [b"%d" % expire_ms, b"" if origin is None else b"%d" % origin]))
         except BaseException:
             # maybe done, maybe not: its echo is still recognised, but it is
             # not known to be there (and its events stay expected a while)
             target.expected.uncertain(key)
             raise
-        if not int(done):
+        outcome = int(done[0]) if done else 0
+        if outcome != 1:
             target.expected.withdraw_events(key, len(events))
             target.expected.forget(key)
+            if outcome == 2:
+                return BigCopy(None, requests, read_stamp, refused=True)
             raise KeyChanged(b"none")
-        return copied, requests
+        return BigCopy(copied, requests, generation.stamp if target.name == REMOTE else read_stamp)
 
     def _read(self, side, key, kind, cursor, count):
         return Deferred.fromCoroutine(self._on(side, read_chunk(side.store, key, kind, cursor, count)))
@@ -244,13 +201,13 @@ class BigCopier:
     async def _write_chunk(self, side, temporary, kind, items, first):
         mode = b"=" if first else b"+"
         await self._on(side, side.store.run_script(
-            state.WRITE_SCRIPT, [temporary],
-            [mode + kind.encode(), b"%d" % (TEMPORARY_LIFETIME * 1000), b"%d" % len(items), *items]))
+            scripts.WRITE, [temporary],
+            [mode + kind.encode(), b"%d" % (TEMPORARY_LIFETIME * 1000), b"", b"%d" % len(items), *items]))
 
     def _abandon(self, side, temporary):
         """Delete what an abandoned copy wrote, if the side answers (it
         expires by itself otherwise)."""
-        d = Deferred.fromCoroutine(side.store.run_script(state.WRITE_SCRIPT, [temporary], [b"none", b"0", b"0"]))
+        d = Deferred.fromCoroutine(side.store.run_script(scripts.WRITE, [temporary], [b"none", b"0", b"", b"0"]))
         d.addErrback(lambda _: None)
 
     @staticmethod

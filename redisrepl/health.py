@@ -2,50 +2,27 @@
 
 Healthy means: the local subscription is up, the hub answers (with ``--rc``:
 the remote event stream is up and its heartbeat came back recently; without:
-a periodic ``PING`` through the hub succeeds), and the last request to each
-side did not fail for want of a link.
+the watchdog's periodic check of the hub succeeds), the last request to each
+side did not fail for want of a link, and no reconcile is holding back a
+mass deletion.
 """
 
-from twisted.application.internet import TimerService
-from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from redisrepl.errors import ReplicationError
-from redisrepl.router import LOCAL, REMOTE
+from redisrepl.sides import LOCAL, REMOTE
 
 log = Logger()
 
 
-class HubProbe(TimerService):
-    """Without ``--rc`` nothing else talks to the hub while idle: ``PING`` it
-    every ``interval`` seconds so that health reflects the link."""
-
-    def __init__(self, client, interval, clock):
-        super().__init__(interval, self._probe)
-        self.clock = clock
-        self._client = client
-        self.error = "not checked yet"
-
-    def _probe(self):
-        d = Deferred.fromCoroutine(self._client.command("PING"))
-        d.addCallbacks(self._ok, self._failed)
-        return d
-
-    def _ok(self, _):
-        self.error = None
-
-    def _failed(self, failure):
-        failure.trap(ReplicationError)
-        self.error = str(failure.value)
-
-
 class Health:
-    def __init__(self, clock, router, local_source, remote_source=None, probe=None, max_lag=15.0):
+    def __init__(self, clock, router, local_source, remote_source=None, watchdog=None, reconciler=None,
+                 max_lag=15.0):
         self._clock = clock
         self._router = router
         self._local = local_source
         self._remote = remote_source
-        self._probe = probe
+        self._watchdog = watchdog
+        self._reconciler = reconciler
         self.max_lag = max_lag
 
     def problems(self):
@@ -60,8 +37,11 @@ class Health:
                 seen = self._remote.last_heartbeat_seen
                 if seen is None or self._clock.seconds() - seen > self.max_lag:
                     found.append(f"remote event stream: no heartbeat within {self.max_lag:.0f}s")
-        if self._probe is not None and self._probe.error is not None:
-            found.append(f"hub: {self._probe.error}")
+        elif self._watchdog is not None and self._watchdog.error[REMOTE] is not None:
+            found.append(f"hub: {self._watchdog.error[REMOTE]}")
+        if self._reconciler is not None:
+            for side, n in sorted(self._reconciler.guard_tripped.items()):
+                found.append(f"reconcile: {n} deletions on the {side} side held back by --max-delete")
         for side in (LOCAL, REMOTE):
             if self._router.link_error[side] is not None:
                 found.append(f"{side}: {self._router.link_error[side]}")

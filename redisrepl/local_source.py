@@ -13,8 +13,9 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from redisrepl import notify, resp, webdis
+from redisrepl.backoff import reconnect_backoff
 from redisrepl.errors import RefusedError
-from redisrepl.router import LOCAL
+from redisrepl.sides import LOCAL
 
 log = Logger()
 
@@ -60,10 +61,17 @@ class _KeyspaceProtocol(_FastReplies, txredisapi.SubscriberProtocol):
         self.factory.source.message(channel, message)
 
 
+def _retry_delay(factory, attempt):
+    """txredisapi's reconnect delay (ClientService's retry policy): quick
+    first retries, so that a Redis that comes back is used within a second."""
+    policy = reconnect_backoff()
+    policy.failures = max(0, attempt - 1)
+    return policy.next_delay()
+
+
 class _KeyspaceFactory(txredisapi.SubscriberFactory):
     protocol = _KeyspaceProtocol
-    initialDelay = 0.5
-    maxDelay = 10
+    retryDelay = _retry_delay
 
     def __init__(self, source, password=None, username=None):
         super().__init__(isLazy=True)
@@ -89,8 +97,7 @@ def command_factory(db, password=None, username=None):
         None, db, 1, isLazy=True, charset=None, password=password,
         convertNumbers=False, username=username, replyTimeout=None)
     factory.protocol = _CommandProtocol
-    factory.initialDelay = 0.5
-    factory.maxDelay = 10
+    factory.retryDelay = _retry_delay.__get__(factory)
     return factory
 
 
@@ -150,6 +157,8 @@ class LocalSource(ConnectionService):
         else:
             if added:
                 log.info("turned on keyspace notification flags '{added}' on the local Redis", added=added)
+        if not self._ever_connected:
+            await notify.warn_if_evicting(_protocol_command(protocol), f"the local Redis {self._description}")
         await protocol.psubscribe([self._pattern])
         if self._ever_connected:
             self.reconnects += 1

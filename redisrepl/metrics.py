@@ -9,7 +9,7 @@ from prometheus_client.twisted import MetricsResource
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from redisrepl.router import LOCAL, REMOTE
+from redisrepl.sides import LOCAL, REMOTE
 
 SIDES = (LOCAL, REMOTE)
 
@@ -79,6 +79,15 @@ class ReplicationCollector:
         yield CounterMetricFamily("redisrepl_backlog_overflows",
                                   "Changes not queued because the queue was full (left to the reconcile)",
                                   value=stats.overflows)
+        yield self._per_side(CounterMetricFamily(
+            "redisrepl_evictions", "Keys evicted by a side (not replicated as deletions)", labels=["side"]),
+            stats.evicted)
+        yield CounterMetricFamily("redisrepl_copies_voided",
+                                  "Reconcile copies dropped because their source lost or rolled back data "
+                                  "since the reconcile decided", value=stats.voided)
+        yield CounterMetricFamily("redisrepl_refills_refused",
+                                  "Refills the hub refused because it held something as fresh",
+                                  value=stats.refills_refused)
         if self._reconciler is not None:
             r = self._reconciler.stats
             yield CounterMetricFamily("redisrepl_reconcile_runs", "Reconciles completed", value=r.runs)
@@ -92,6 +101,19 @@ class ReplicationCollector:
                                     "How long the last reconcile took", value=r.last_duration)
             yield GaugeMetricFamily("redisrepl_reconcile_owed", "1 while a reconcile is owed "
                                     "(after an overflow or a failed run)", value=int(self._reconciler.dirty))
+            yield CounterMetricFamily("redisrepl_reconcile_voided",
+                                      "Reconciles stopped because a side lost or rolled back data during them",
+                                      value=r.voided)
+            yield CounterMetricFamily("redisrepl_reconcile_keys_refilled",
+                                      "Keys refilled on the hub after it lost data", value=r.refilled)
+            yield self._per_side(CounterMetricFamily(
+                "redisrepl_reconcile_keys_deleted", "Keys deleted by reconciles, by side deleted on",
+                labels=["side"]), r.deleted)
+            yield self._per_side(GaugeMetricFamily(
+                "redisrepl_reconcile_deletions_blocked", "Deletions the last reconcile held back on a side "
+                "because they were more than --max-delete (0: none)", labels=["side"]), r.blocked)
+            yield CounterMetricFamily("redisrepl_hub_keys_refused",
+                                      "Keys a side listed outside the namespace, refused", value=r.refused_keys)
         if self._remote is not None and self._remote.last_heartbeat_rtt is not None:
             yield GaugeMetricFamily("redisrepl_heartbeat_rtt_seconds",
                                     "Last heartbeat round trip: remote write to its event on the stream "

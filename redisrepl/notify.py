@@ -4,7 +4,11 @@ A Redis restart resets ``notify-keyspace-events`` to its configured value
 (empty by default), so both sources call ``ensure`` on every (re)connect.
 """
 
+from twisted.logger import Logger
+
 from redisrepl.errors import RefusedError
+
+log = Logger()
 
 #: K: keyspace channel (key in the channel name); g: del, expire, rename...;
 #: $: strings; l: lists; s: sets; h: hashes; z: sorted sets; t: streams;
@@ -61,3 +65,21 @@ async def ensure(command, where, needed=NEEDED):
             f"{where}: notify-keyspace-events is '{current}' and CONFIG SET was refused ({e}); "
             f"add '{add}' to notify-keyspace-events in its redis.conf") from None
     return add
+
+
+async def warn_if_evicting(command, where):
+    """Say at start if ``where`` may evict keys: evictions are not
+    replicated as deletions, so an evicted key stays evicted there and is
+    kept on the other side."""
+    try:
+        policy = await command("CONFIG", "GET", "maxmemory-policy")
+        limit = await command("CONFIG", "GET", "maxmemory")
+    except RefusedError:
+        return
+    if not (isinstance(policy, list) and len(policy) == 2 and isinstance(limit, list) and len(limit) == 2):
+        return
+    name = policy[1].decode("ascii", "replace")
+    if name != "noeviction" and limit[1] not in (b"0", 0):
+        log.warn("{where} may evict keys (maxmemory {limit}, maxmemory-policy {policy}): evicted keys "
+                 "are not deleted on the other side; they stay evicted here and kept there",
+                 where=where, limit=limit[1].decode("ascii", "replace"), policy=name)

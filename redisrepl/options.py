@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from twisted.python import usage
 
 from redisrepl import __version__
+from redisrepl.merge import DeleteLimit
 from redisrepl.tls import CredentialsError, load_policy
 
 #: The Go program's single-dash flags and their names here.
@@ -66,7 +67,10 @@ class Options(usage.Options):
         ["password-file", None, None, f"file whose first line is the local Redis password (or ${PASSWORD_ENV})"],
         ["key-password-file", None, None, "file whose first line is the passphrase of an encrypted --key"],
         ["pass", None, None, "DEPRECATED (visible in ps): the local Redis password; use --password-file"],
-        ["heartbeat", None, "5", "seconds between heartbeats on the remote stream (with --rc)"],
+        ["heartbeat", None, "1", "seconds between checks of both sides (and heartbeats on the remote stream)"],
+        ["site", None, None, "this site's name (default: one made at the first start and kept in the local Redis)"],
+        ["max-delete", None, "10%", "most keys a reconcile may delete on a side: a share of its namespace "
+                                    "(at least 100 keys), a number, or 'all'"],
         ["metrics", None, None, "serve /metrics and /healthz on [HOST:]PORT (HOST defaults to 127.0.0.1)"],
         ["winner", None, "remote", "with --rc: the side whose state wins when a key changed on both (remote or local)"],
         ["reconcile-interval", None, "60", "seconds between periodic reconciles (0: only at start-up, reconnects, overflow)"],
@@ -80,7 +84,9 @@ class Options(usage.Options):
         ["rc", None, "also replicate remote changes to the local Redis"],
         ["all-keys", None, "replicate every key (allows an empty namespace)"],
         ["allow-http", None, "allow a plain http:// hub (only for Webdis on a trusted host)"],
-        ["keep-remote-only", None, "without --rc: do not delete remote keys that the local side does not have"],
+        ["mirror", None, "without --rc: make the remote an exact mirror (delete remote keys this site never wrote)"],
+        ["keep-remote-only", None, "deprecated, the default now: without --rc remote keys this site never "
+                                   "wrote are left alone"],
     ]
 
     def opt_version(self):
@@ -151,6 +157,18 @@ class Options(usage.Options):
             fail(f"--heartbeat must be a number of seconds, not {self['heartbeat']!r}")
         if not 0.1 <= self["heartbeat"] <= 3600:
             fail("--heartbeat must be between 0.1 and 3600 seconds")
+        try:
+            self["max_delete"] = DeleteLimit.parse(self["max-delete"])
+        except ValueError:
+            fail(f"--max-delete must be a percentage (10%), a number of keys or 'all', not {self['max-delete']!r}")
+        if self["mirror"] and self["rc"]:
+            fail("--mirror is for one-way mode: with --rc both sides are merged")
+        if self["keep-remote-only"]:
+            self["warnings"].append("--keep-remote-only is the default now and can be dropped")
+        site = self["site"]
+        if site is not None and not (0 < len(site) <= 64 and all(c.isalnum() or c in "-_." for c in site)):
+            fail(f"--site must be 1 to 64 letters, digits, '-', '_' or '.', not {site!r}")
+        self["site_name"] = site.encode() if site else None
         self._check_namespace()
         self._check_haddr()
         self._check_raddr()

@@ -4,46 +4,52 @@ Keyspace notifications are fire-and-forget: what changes while the daemon is
 stopped, while a stream is down, or what no event announces (FLUSHDB), is
 never announced again. The reconcile finds it by comparison:
 
-1. Both sides compute a digest of every key of the namespace themselves
-   (DIGEST_SCAN_SCRIPT, one SCAN step per request, through Webdis on the
-   remote side; DIGEST_KEYS_SCRIPT for the same keys on the local side), so
-   values do not travel to be compared, and a run holds one SCAN step at a
-   time: memory does not grow with the namespace.
-2. The last synchronised digests are kept in the local Redis, in the hash
-   ``<namespace>__redisrepl__:synced`` (updated after every copy), so they
-   survive the daemon's restarts.
-3. For each key where the sides differ, ``decide`` picks the side whose state
-   both must take, and the router copies it (reading the current state then,
-   so anything newer wins).
+1. Both sides compute a digest of every key of the namespace themselves (the
+   digest_scan script, one SCAN step per request, through Webdis on the
+   remote side; digest_keys for the same keys on the local side), so values
+   do not travel to be compared, and a run holds one SCAN step at a time:
+   memory does not grow with the namespace.
+2. The synchronised state of each key is kept in the local Redis
+   (redisrepl.synced), with the hub's stamp of it.
+3. For each key where the sides differ, ``redisrepl.merge.decide`` picks the
+   side whose state both must take, and the router copies it (reading the
+   current state then, so anything newer wins).
 
-Two-way (``--rc``) it is a three-way merge against the synchronised digest:
-a key changed (or deleted) on one side only takes that side's state, so a key
-deleted while the daemon was down stays deleted; a key changed on both sides
-takes the winner's (``--winner``, default remote). One-way, the remote becomes
-a mirror of the local side (keys only on the remote are deleted unless
-``--keep-remote-only``).
+A run knows, from each side's generation (redisrepl.epochs), whether that
+side lost or rolled back data since this site last confirmed it: the run is
+then a refill (nothing deleted, nothing the hub lost reverted here), and it
+confirms the new generations only once its refills are copied. Each reply
+tells the side's generation, so a side that loses data during a run voids
+it (at the next step, and at the latest before any deletion, which a run
+makes only at its end), and a new run starts at once. Copies the run asked
+for carry the generation their source had, and the router drops those whose
+source answers with another.
 
-A side that lost its data wholesale (a Redis restarted without persistence,
-FLUSHDB, FLUSHALL) is told apart from a mass deletion by a marker key,
-``<namespace>__redisrepl__:marker``, that redisrepl keeps on each side: when
-the remote's marker is gone, its missing keys are refilled from the local
-side, not deleted there. (When the local side loses its data, its synced
-table goes with it, so its missing keys count as never synchronised and are
-refilled from the remote.)
+Deletions decided by a run (not by live events) are held to its end and
+made only if they are not more than ``--max-delete`` of that side's
+namespace: past it, the run deletes nothing there, says so, and copies the
+rest (``<namespace>__redisrepl__:allow-mass-delete`` in the local Redis lets
+one run through).
 
-Keys with live events during a run are left to the live path: events win.
+Keys the hub lists outside the namespace (or under the reserved prefix) are
+refused, counted and reported: the hub is trusted to be the hub, not to
+reach outside the namespace. Keys with live events during a run are left to
+the live path: events win.
 """
 
 import attrs
 from twisted.application.service import Service
 from twisted.internet import task
-from twisted.internet.defer import Deferred, FirstError, gatherResults
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from redisrepl import big_keys, state, webdis
+from redisrepl import big_keys, scripts, webdis
 from redisrepl.backoff import Backoff
+from redisrepl.epochs import lost_windows
 from redisrepl.errors import ReplicationError
-from redisrepl.router import LOCAL, REMOTE, short
+from redisrepl.merge import CHANGING, UNSUPPORTED, DeleteLimit, Mode, decide
+from redisrepl.sides import LOCAL, OTHER, REMOTE, short
+from redisrepl.synced import SyncedEntry
 
 log = Logger()
 
@@ -51,87 +57,34 @@ log = Logger()
 SCAN_COUNT = 1000
 #: A progress line every so many keys scanned.
 PROGRESS_EVERY = 50_000
-UNSUPPORTED = b"x"
-#: The digest of a big key that changed type while it was digested in
-#: chunks: not compared in this run (the event of that change is handled).
-CHANGING = b"B"
+#: At most this many keys listed when the deletion guard stops a run.
+GUARD_SAMPLE = 5
 
 
-def decide(local, remote, synced, two_way=True, winner=REMOTE, remote_lost=False,
-           keep_remote_only=False, local_lost=False):
-    """The side whose state both sides must take for one key, or None.
+class Voided(Exception):
+    """A side's generation changed during the run: its decisions no longer hold."""
 
-    ``local``, ``remote``, ``synced``: digests (None: absent / never synced).
-    """
-    if local == remote:
-        return None
-    # a side that lost its data is refilled (presence needs no digest)
-    if remote_lost and remote is None and local != UNSUPPORTED:
-        return LOCAL
-    if local_lost and local is None and remote != UNSUPPORTED:
-        return REMOTE
-    if UNSUPPORTED in (local, remote) or CHANGING in (local, remote):
-        return None
-    if not two_way:
-        if local is None and keep_remote_only:
-            return None
-        return LOCAL
-    local_changed = local != synced
-    remote_changed = remote != synced
-    if local_changed and not remote_changed:
-        return LOCAL
-    if remote_changed and not local_changed:
-        return REMOTE
-    return winner
+    def __init__(self, side):
+        super().__init__(side)
+        self.side = side
 
 
-class SyncedTable:
-    """The last synchronised digest of each key, in a hash of the local Redis."""
+def owns(namespace, reserved_prefix, key):
+    """Is ``key`` one the namespace holds (and not one of redisrepl's own)?"""
+    return key.startswith(namespace) and not key.startswith(reserved_prefix)
 
-    def __init__(self, local_store, reserved_prefix):
-        self._store = local_store
-        self.key = reserved_prefix + b"synced"
 
-    def record(self, items):
-        """After a copy: both sides now hold these states. Fire and forget."""
-        sets, dels = [], []
-        for key, key_state in items:
-            digest = state.synced_digest(key_state)
-            if digest is None:
-                dels.append(key)
-            else:
-                sets += (key, digest)
-        d = Deferred.fromCoroutine(self.update(sets, dels))
-        d.addErrback(lambda f: log.warn("could not record synchronised state: {e}", e=f.value))
+class _Refused:
+    """Counts and reports keys a side listed outside the namespace."""
 
-    async def update(self, sets, dels):
-        """Store ``sets`` (flat key, digest pairs) and drop ``dels``.
+    def __init__(self):
+        self.count = 0
 
-        Every command is sent before any reply is awaited, so that updates
-        reach Redis in the order they were made (one connection, in order).
-        """
-        sent = [Deferred.fromCoroutine(self._store.command("HSET", self.key, *sets[i:i + 2000]))
-                for i in range(0, len(sets), 2000)]
-        sent += [Deferred.fromCoroutine(self._store.command("HDEL", self.key, *dels[i:i + 1000]))
-                 for i in range(0, len(dels), 1000)]
-        if sent:
-            try:
-                await gatherResults(sent, consumeErrors=True)
-            except FirstError as e:
-                e.subFailure.raiseException()
-
-    async def get(self, keys):
-        """The synchronised digests of ``keys``, in order (None: never synced)."""
-        if not keys:
-            return []
-        return await self._store.command("HMGET", self.key, *keys)
-
-    async def count(self):
-        return await self._store.command("HLEN", self.key)
-
-    async def scan(self, cursor):
-        """One HSCAN step: [next cursor, [key, digest, ...]]."""
-        return await self._store.command("HSCAN", self.key, cursor, "COUNT", SCAN_COUNT)
+    def __call__(self, side, key):
+        if self.count == 0:
+            log.error("the {side} side listed {key}, which is outside the namespace (or reserved): "
+                      "refused; a hub may not reach keys outside the namespace", side=side, key=short(key))
+        self.count += 1
 
 
 async def _resolved(store, key, digest, expiry, expiries=None, on_big=None):
@@ -153,40 +106,59 @@ async def _resolved(store, key, digest, expiry, expiries=None, on_big=None):
     return digest
 
 
-async def scan_steps(store, namespace, reserved_prefix, expiries=None, on_big=None):
-    """Yield, SCAN step by SCAN step, [(key, digest@expiry)] of the namespace
-    on one side (``@expiry`` only for keys that expire: absolute unix ms);
-    with a dict ``expiries``, fill it with {key: expiry ms} too. Big keys
-    (more than ``store.big_items`` items) are digested a chunk per call,
-    after ``on_big(key, type)`` is called."""
+def _tag(raw):
+    return int(raw) if raw else None
+
+
+async def scan_steps(store, namespace, reserved_prefix, expiries=None, on_big=None, refused=None):
+    """Yield, SCAN step by SCAN step, [(key, digest@expiry, tag)] of the
+    namespace on one side (``@expiry`` only for keys that expire: absolute
+    unix ms; ``tag``: the hub's stamp of what the key holds if written
+    since its generation started, else None); with a dict ``expiries``,
+    fill it with {key: expiry ms} too. Big keys are digested a chunk per
+    call, after ``on_big(key, type)``. A key outside the namespace is not
+    yielded: ``refused(side, key)`` is told."""
     pattern = webdis.prefix_pattern(namespace)
     cursor = b"0"
     while True:
-        reply = await store.run_script(state.DIGEST_SCAN_SCRIPT, [],
+        reply = await store.run_script(scripts.DIGEST_SCAN, [],
                                        [cursor, pattern, b"%d" % SCAN_COUNT, reserved_prefix,
                                         b"%d" % store.big_items])
-        if not isinstance(reply, list) or len(reply) % 3 != 1:
+        if not reply or len(reply) % 4 != 1:
             raise ReplicationError(f"unexpected digest scan reply {reply!r:.80}", "bad_reply")
         cursor = reply[0]
         step = []
-        for key, digest, expiry in zip(reply[1::3], reply[2::3], reply[3::3]):
-            step.append((key, await _resolved(store, key, digest, expiry, expiries, on_big)))
+        for key, digest, expiry, tag in zip(reply[1::4], reply[2::4], reply[3::4], reply[4::4]):
+            if not (isinstance(key, bytes) and owns(namespace, reserved_prefix, key)):
+                if refused is not None:
+                    refused(store_side(store), key)
+                continue
+            step.append((key, await _resolved(store, key, digest, expiry, expiries, on_big), _tag(tag)))
         yield step
         if cursor in (b"0", 0):
             return
 
 
-async def scan_keys(store, namespace, reserved_prefix):
+def store_side(store):
+    return REMOTE if store.track_writes else LOCAL
+
+
+async def scan_keys(store, namespace, reserved_prefix, refused=None):
     """Yield, SCAN step by SCAN step, the keys of the namespace on one side."""
     pattern = webdis.prefix_pattern(namespace)
     cursor = b"0"
     while True:
-        reply = await store.run_script(state.KEY_SCAN_SCRIPT, [],
-                                       [cursor, pattern, b"%d" % SCAN_COUNT, reserved_prefix])
-        if not isinstance(reply, list) or not reply:
+        reply = await store.run_script(scripts.KEY_SCAN, [], [cursor, pattern, b"%d" % SCAN_COUNT, reserved_prefix])
+        if not reply:
             raise ReplicationError(f"unexpected key scan reply {reply!r:.80}", "bad_reply")
         cursor = reply[0]
-        yield reply[1:]
+        keys = []
+        for key in reply[1:]:
+            if isinstance(key, bytes) and owns(namespace, reserved_prefix, key):
+                keys.append(key)
+            elif refused is not None:
+                refused(store_side(store), key)
+        yield keys
         if cursor in (b"0", 0):
             return
 
@@ -196,62 +168,81 @@ async def digests_of(store, keys, on_big=None):
     one side, in order; None for a key that does not exist there."""
     if not keys:
         return []
-    reply = await store.run_script(state.DIGEST_KEYS_SCRIPT, keys, [b"%d" % store.big_items])
-    if not isinstance(reply, list) or len(reply) != 2 * len(keys):
+    reply = await store.run_script(scripts.DIGEST_KEYS, keys, [b"%d" % store.big_items])
+    if len(reply) != 2 * len(keys):
         raise ReplicationError(f"unexpected digest reply {reply!r:.80}", "bad_reply")
     return [await _resolved(store, key, digest, expiry, on_big=on_big) if digest else None
             for key, digest, expiry in zip(keys, reply[0::2], reply[1::2])]
 
 
-async def scan_digests(store, namespace, reserved_prefix, expiries=None, on_big=None):
+async def existing(store, keys):
+    """[(exists, tag)] of ``keys`` on one side, in order."""
+    if not keys:
+        return []
+    reply = await store.run_script(scripts.EXISTS, keys, [])
+    if len(reply) != 2 * len(keys):
+        raise ReplicationError(f"unexpected exists reply {reply!r:.80}", "bad_reply")
+    return [(int(exists) == 1, _tag(tag)) for exists, tag in zip(reply[0::2], reply[1::2])]
+
+
+async def scan_digests(store, namespace, reserved_prefix, expiries=None, on_big=None, refused=None):
     """{key: digest} of every key of the namespace on one side."""
     digests = {}
-    async for step in scan_steps(store, namespace, reserved_prefix, expiries, on_big):
-        digests.update(step)
+    async for step in scan_steps(store, namespace, reserved_prefix, expiries, on_big, refused):
+        digests.update((key, digest) for key, digest, _ in step)
     return digests
+
+
+def _per_side():
+    return {LOCAL: 0, REMOTE: 0}
 
 
 @attrs.define
 class ReconcileStats:
     runs: int = 0
     failures: int = 0
+    voided: int = 0                                    # runs stopped: a side lost data during them
     keys_compared: int = 0
     keys_fixed: int = 0
+    refilled: int = 0                                  # keys refilled on the hub after it lost data
     last_duration: float = 0.0
-    last_end: float = 0.0
+    last_end: float = 0.0                              # clock time the last run succeeded
+    deleted: dict = attrs.field(factory=_per_side)     # keys deleted, by side deleted on
+    blocked: dict = attrs.field(factory=_per_side)     # deletions the guard held back in the last run
+    refused_keys: int = 0                              # keys the hub listed outside the namespace
 
 
 class Reconciler(Service):
-    """Runs the reconcile when asked (start-up, reconnects, overflow) and every
-    ``interval`` seconds; one run at a time, failed runs retried with backoff."""
+    """Runs the reconcile when asked (start-up, reconnects, overflow, a
+    side's new generation) and every ``interval`` seconds; one run at a
+    time, failed runs retried with backoff."""
 
-    def __init__(self, router, local_store, remote_store, namespace, reserved_prefix, clock,
-                 two_way, winner=REMOTE, keep_remote_only=False, interval=60.0, backoff=None,
-                 site=b"site"):
+    def __init__(self, router, local_store, remote_store, synced, epochs, namespace, reserved_prefix,
+                 clock, two_way, winner=REMOTE, mirror=False, interval=60.0, backoff=None,
+                 max_delete=None, site=None):
         self._router = router
         self._stores = {LOCAL: local_store, REMOTE: remote_store}
+        self._epochs = epochs
         self._namespace = namespace
         self._reserved = reserved_prefix
         self._clock = clock
         self.two_way = two_way
         self.winner = winner
-        self.keep_remote_only = keep_remote_only
+        self.mirror = mirror
         self.interval = interval
-        self.synced = SyncedTable(local_store, reserved_prefix)
-        # The local marker says the local data is the one redisrepl synced;
-        # the remote one, per site (several sites may share a namespace),
-        # says the same of the remote data for this site.
-        self._local_marker = reserved_prefix + b"marker"
-        self._remote_marker = reserved_prefix + b"marker:" + site
-        self._backoff = backoff or Backoff(initial=1.0, maximum=30.0)
+        self.max_delete = max_delete or DeleteLimit()
+        self.synced = synced
+        self.site = None                 # this site's name, once known
+        self._wanted_site = site
+        self.allow_key = reserved_prefix + b"allow-mass-delete"
+        self._backoff = backoff or Backoff(initial=0.5, maximum=30.0, quick=5)
         self._pending = None        # DelayedCall of the next run
         self._reasons = set()
         self._running = None        # Deferred of the run under way
         self._periodic = None
         self.dirty = False          # a run is owed (overflow, failure)
         self.stats = ReconcileStats()
-        router.on_written.append(lambda target, items: self.synced.record(items))
-        router.on_overflow.append(lambda: self.request("the queue was full"))
+        self.guard_tripped = {}     # side -> deletions held back by the last run (while it holds)
 
     # -- service ---------------------------------------------------------------
 
@@ -271,11 +262,11 @@ class Reconciler(Service):
         if self._running is not None:
             self._running.cancel()
 
-    async def _set_markers(self):
-        """Only a reconcile sets them, after comparing (and, after a loss,
-        once the refill has been copied): set earlier, they would hide a loss."""
-        await self._stores[LOCAL].command("SET", self._local_marker, b"1", "NX")
-        await self._stores[REMOTE].command("SET", self._remote_marker, b"1", "NX")
+    def generation_changed(self, side, generation):
+        """A reply showed a new generation of ``side``: it lost or rolled back data."""
+        log.warn("the {side} Redis lost or rolled back data (a new generation of it answered): "
+                 "reconciling now, refilling rather than deleting", side=side)
+        self.request(f"the {side} side's generation changed", delay=0)
 
     # -- scheduling --------------------------------------------------------------
 
@@ -285,8 +276,12 @@ class Reconciler(Service):
             return
         if reason != "periodic" or not self._reasons:
             self._reasons.add(reason)
-        if self._running is not None or self._pending is not None:
+        if self._running is not None:
             return
+        if self._pending is not None:
+            if delay > 0 or not self._pending.active():
+                return
+            self._pending.cancel()
         self._pending = self._clock.callLater(delay, self._start)
 
     def _start(self):
@@ -299,7 +294,8 @@ class Reconciler(Service):
         self._running = None
         self._backoff.reset()
         if self._reasons:
-            self.request(", ".join(sorted(self._reasons)))
+            voided = any(reason.startswith("voided") for reason in self._reasons)
+            self.request(", ".join(sorted(self._reasons)), delay=0 if voided else 0.2)
 
     def _failed(self, failure):
         self._running = None
@@ -322,83 +318,145 @@ class Reconciler(Service):
     async def run(self, reason):
         started = self._clock.seconds()
         self.dirty = False
+        self.site = await self.synced.site_name(self.site or self._wanted_site)
+        confirmed = await self._confirmed()
+        checks = {side: await self._stores[side].check(flag_key=self.allow_key if side == LOCAL else b"")
+                  for side in (LOCAL, REMOTE)}
+        if LOCAL not in confirmed:
+            # the local Redis lost this site's record: does the hub remember
+            # this site (by its name) and which local generation it confirmed?
+            recorded = await self._stores[REMOTE].command("GET", self._site_record())
+            if recorded:
+                confirmed[LOCAL] = recorded
+        mode = self._mode(checks, confirmed)
+        run = _Run(self, mode, {side: check.generation.id for side, check in checks.items()},
+                   unlimited=checks[LOCAL].flagged)
+        log.info("reconcile ({reason}): comparing the namespace on both sides{how}", reason=reason,
+                 how=_describe(mode))
         watcher = self._router.watch()
-        run = _Run(self, watcher)
+        run.watcher = watcher
         try:
-            log.info("reconcile ({reason}): comparing the namespace on both sides", reason=reason)
-            local_store, remote_store = self._stores[LOCAL], self._stores[REMOTE]
-            local_marker = await local_store.command("GET", self._local_marker)
-            remote_marker = await remote_store.command("GET", self._remote_marker)
-            # synchronised state without the remote marker: the remote lost its
-            # data (or it was never marked: refilling is the safe mistake)
-            run.remote_lost = remote_marker is None and await self.synced.count() > 0
-            # the remote knows this site but the local marker is gone: the
-            # local side lost its data (with its synchronised state)
-            run.local_lost = local_marker is None and remote_marker is not None
-            if run.remote_lost:
-                log.warn("the remote side lost its data (its marker is gone): refilling it from the "
-                         "local side rather than deleting there")
-            if run.local_lost:
-                log.warn("the local side lost its data (its marker is gone): refilling it from the "
-                         "remote side rather than deleting there")
-            # Memory stays bounded whatever the size of the namespace: one
-            # SCAN step of each side at a time. First every remote key,
-            # against its local digest read then; then the keys that only
-            # the local side has.
-            report = self._progress("remote", started, run)
-            on_local_big = self._big_progress(LOCAL)
-            async for step in scan_steps(remote_store, self._namespace, self._reserved,
-                                         on_big=self._big_progress(REMOTE)):
-                keys = [key for key, _ in step]
-                here = await digests_of(local_store, keys, on_local_big)
-                synced = await self.synced.get(keys)
-                for (key, there), mine, last in zip(step, here, synced):
-                    await run.judge(key, mine, there, last)
-                await run.flush()
-                report(run.compared)
-            report = self._progress("local", started, run)
-            scanned = 0
-            async for keys in scan_keys(local_store, self._namespace, self._reserved):
-                scanned += len(keys)
-                there = await remote_store.run_script(state.EXISTS_SCRIPT, keys, []) if keys else []
-                only_here = [key for key, exists in zip(keys, there) if int(exists) == 0]
-                here = await digests_of(local_store, only_here, on_local_big)
-                synced = await self.synced.get(only_here)
-                for key, mine, last in zip(only_here, here, synced):
-                    await run.judge(key, mine, None, last)
-                await run.flush()
-                report(scanned)
+            await self._compare(run, started)
             await self._forget_stale()
+            await self._recheck(run)            # both sides as decided, just before deleting
+            await run.delete()
+            if mode.after_loss:
+                # the new generations are confirmed only once what was lost
+                # is back, or the next run would take its absence for a deletion
+                await self._drained(run.forced)
+                await self._recheck(run)
+        except Voided as e:
+            self.stats.voided += 1
+            log.warn("reconcile ({reason}) stopped: the {side} side lost or rolled back data during it; "
+                     "its deletions are not made, and a run in refill mode starts now",
+                     reason=reason, side=e.side)
+            self._reasons.add(f"voided: the {e.side} side's generation changed")
+            return
         finally:
             self._router.unwatch(watcher)
-        if run.remote_lost or run.local_lost:
-            # the markers say "this side holds synchronised data": only once
-            # the refill is copied, or the next run would take the missing
-            # keys for deletions
-            await self._drained(run.forced)
-        await self._set_markers()
+        await self._confirm(run.generations)
+        if run.used_allowance:
+            await self._stores[LOCAL].command("DEL", self.allow_key)
         duration = self._clock.seconds() - started
         self.stats.runs += 1
         self.stats.keys_compared += run.compared
         self.stats.keys_fixed += run.fixed
+        self.stats.refilled += run.refilled
         self.stats.last_duration = duration
         self.stats.last_end = self._clock.seconds()
         log.info("reconcile ({reason}) done: {compared} keys compared, {fixed} differed and are being "
                  "copied, in {duration:.2f}s", reason=reason, compared=run.compared, fixed=run.fixed,
                  duration=duration)
 
+    async def _confirmed(self):
+        """{side: generation id} this site last confirmed: from memory (which
+        outlives a wipe of the local Redis), else from the local Redis."""
+        confirmed = await self.synced.confirmed()
+        for side, epoch in self._epochs.items():
+            if epoch.confirmed is not None:
+                confirmed[side] = epoch.confirmed
+            elif side in confirmed:
+                epoch.confirmed = confirmed[side]
+        return confirmed
+
+    def _mode(self, checks, confirmed):
+        remote = checks[REMOTE]
+        hub_lost = REMOTE in confirmed and remote.generation.id != confirmed[REMOTE]
+        local_lost = LOCAL in confirmed and checks[LOCAL].generation.id != confirmed[LOCAL]
+        window_open = remote.now < remote.generation.start + scripts.RECOVERY_WINDOW * 1_000_000
+        return Mode(two_way=self.two_way, winner=self.winner, mirror=self.mirror,
+                    hub_lost=hub_lost, local_lost=local_lost,
+                    windows=tuple(lost_windows(remote.hist, confirmed.get(REMOTE))) if hub_lost else (),
+                    recovery_start=remote.generation.start if window_open else None)
+
+    async def _compare(self, run, started):
+        local_store, remote_store = self._stores[LOCAL], self._stores[REMOTE]
+        refused = _Refused()
+        # Memory stays bounded whatever the size of the namespace: one SCAN
+        # step of each side at a time. First every remote key, against its
+        # local digest read then; then the keys that only the local side has.
+        report = self._progress("remote", started, run)
+        on_local_big = self._big_progress(LOCAL)
+        async for step in scan_steps(remote_store, self._namespace, self._reserved,
+                                     on_big=self._big_progress(REMOTE), refused=refused):
+            run.check_generation(REMOTE)
+            run.sizes[REMOTE] += len(step)
+            keys = [key for key, _, _ in step]
+            here = await digests_of(local_store, keys, on_local_big)
+            run.check_generation(LOCAL)
+            entries = await self.synced.get(keys)
+            for (key, there, tag), mine, entry in zip(step, here, entries):
+                await run.judge(key, mine, there, entry, tag)
+            await run.flush(self._epochs[REMOTE].current.stamp)
+            report(run.compared)
+        report = self._progress("local", started, run)
+        scanned = 0
+        async for keys in scan_keys(local_store, self._namespace, self._reserved, refused=refused):
+            run.check_generation(LOCAL)
+            scanned += len(keys)
+            run.sizes[LOCAL] += len(keys)
+            there = await existing(remote_store, keys)
+            run.check_generation(REMOTE)
+            only_here = [(key, tag) for key, (exists, tag) in zip(keys, there) if not exists]
+            keys_here = [key for key, _ in only_here]
+            here = await digests_of(local_store, keys_here, on_local_big)
+            entries = await self.synced.get(keys_here)
+            for (key, tag), mine, entry in zip(only_here, here, entries):
+                await run.judge(key, mine, None, entry, tag)
+            await run.flush(self._epochs[REMOTE].current.stamp)
+            report(scanned)
+        if refused.count:
+            self.stats.refused_keys += refused.count
+            log.error("reconcile: {n} keys listed outside the namespace were refused", n=refused.count)
+
+    async def _recheck(self, run):
+        for side in (LOCAL, REMOTE):
+            await self._stores[side].check()
+            run.check_generation(side)
+
+    async def _confirm(self, generations):
+        """This site has seen these generations through a whole run: losses
+        before them are refilled."""
+        await self.synced.confirm(generations)
+        for side, gen_id in generations.items():
+            self._epochs[side].confirmed = gen_id
+        await self._stores[REMOTE].command("SET", self._site_record(), generations[LOCAL])
+
+    def _site_record(self):
+        return self._reserved + b"site:" + self.site
+
     async def _forget_stale(self):
-        """Drop the synchronised digests of keys absent on both sides (deleted
-        on both while the daemon was away): kept, they would make a new key of
+        """Drop the synchronised state of keys absent on both sides (deleted
+        on both while the daemon was away): kept, it would make a new key of
         that name look like a conflict."""
         cursor = b"0"
         while True:
             reply = await self.synced.scan(cursor)
             cursor, keys = reply[0], reply[1][0::2]
             if keys:
-                here = await self._stores[LOCAL].run_script(state.EXISTS_SCRIPT, keys, [])
-                there = await self._stores[REMOTE].run_script(state.EXISTS_SCRIPT, keys, [])
-                stale = [key for key, a, b in zip(keys, here, there) if int(a) == 0 and int(b) == 0]
+                here = await existing(self._stores[LOCAL], keys)
+                there = await existing(self._stores[REMOTE], keys)
+                stale = [key for key, (a, _), (b, _) in zip(keys, here, there) if not a and not b]
                 if stale:
                     await self.synced.update([], stale)
             if cursor in (b"0", 0):
@@ -437,40 +495,107 @@ class Reconciler(Service):
         return report
 
 
+def _describe(mode):
+    parts = []
+    if mode.hub_lost:
+        parts.append("the remote side lost or rolled back data since this site last confirmed it: "
+                     "refilling what it lost from the local side")
+    if mode.local_lost:
+        parts.append("the local side lost or rolled back data since this site last confirmed it"
+                     + ("" if mode.two_way else ": refilling it from the remote side"))
+    if parts:
+        parts.append("deleting nothing in this run")
+    return "".join("; " + part for part in parts)
+
+
 class _Run:
     """One reconcile run: its decisions, its updates of the synced table, its counts."""
 
-    def __init__(self, reconciler, watcher):
+    def __init__(self, reconciler, mode, generations, unlimited=False):
         self._r = reconciler
-        self._watcher = watcher
-        self.remote_lost = False
-        self.local_lost = False
-        self.forced = []         # keys copied by this run (kept only after a loss)
+        self.mode = mode
+        self.generations = generations   # side -> generation id the run decides on
+        self.unlimited = unlimited       # allow-mass-delete was set
+        self.used_allowance = False
+        self.watcher = set()
+        self.forced = []                 # keys copied by this run (kept only after a loss)
+        self.deletions = {LOCAL: [], REMOTE: []}   # keys to delete on that side, at the end
+        self.deletions_found = _per_side()
+        self.sizes = _per_side()         # keys of the namespace on each side
         self.compared = 0
         self.fixed = 0
-        self._sets, self._dels = [], []
+        self.refilled = 0
+        self._sets = []
 
-    async def judge(self, key, here, there, last):
+    def check_generation(self, side):
+        current = self._r._epochs[side].current
+        if current is not None and current.id != self.generations[side]:
+            raise Voided(side)
+
+    async def judge(self, key, here, there, entry, tag):
         self.compared += 1
         r = self._r
-        if key in self._watcher or r._router.pending(key):
+        router = r._router
+        if key in self.watcher or router.pending(key):
             return  # a live event (or an earlier fix) is being handled: it wins
         for digest, where in ((here, LOCAL), (there, REMOTE)):
             if digest == UNSUPPORTED:
-                r._router.unsupported(key, where, "module type")
-        side = decide(here, there, last, r.two_way, r.winner, self.remote_lost, r.keep_remote_only,
-                      self.local_lost)
-        if side is not None:
-            self.fixed += 1
-            if self.remote_lost or self.local_lost:
-                self.forced.append(key)
-            log.debug("reconcile: {key} differs; taking the {side} side", key=short(key), side=side)
-            await r.router_room()
-            r._router.force(side, key)
-        elif here == there and here != last and here not in (UNSUPPORTED, CHANGING):
-            # equal on both sides but not as recorded (changed the same way on both)
-            self._sets += (key, here)
+                router.unsupported(key, where, "module type")
+        decision = decide(here, there, entry, self.mode, tag)
+        if decision.side is None:
+            if (here == there and here not in (UNSUPPORTED, CHANGING)
+                    and (entry is None or entry.digest != here or entry.evicted is not None)):
+                # equal on both sides but not as recorded (changed the same way on both)
+                self._sets.append((key, here))
+            return
+        self.fixed += 1
+        if decision.deletes:
+            target = OTHER[decision.side]
+            self.deletions_found[target] += 1
+            if len(self.deletions[target]) < router.max_backlog:
+                self.deletions[target].append(key)
+            return
+        if decision.origin is not None:
+            self.refilled += 1
+        log.debug("reconcile: {key} differs; taking the {side} side", key=short(key), side=decision.side)
+        await r.router_room()
+        router.force(decision.side, key, guard=self.generations[decision.side], origin=decision.origin)
+        if self.mode.after_loss:
+            self.forced.append(key)
 
-    async def flush(self):
-        sets, dels, self._sets, self._dels = self._sets, self._dels, [], []
-        await self._r.synced.update(sets, dels)
+    async def flush(self, stamp):
+        sets, self._sets = self._sets, []
+        flat = [x for key, digest in sets for x in (key, SyncedEntry(digest, stamp).encode())]
+        await self._r.synced.update(flat, [])
+
+    async def delete(self):
+        """Make the deletions decided, side by side, unless more than the
+        limit: then none on that side (the mass-deletion guard)."""
+        r = self._r
+        for target in (LOCAL, REMOTE):
+            found, keys = self.deletions_found[target], self.deletions[target]
+            limit = None if self.unlimited else r.max_delete.limit(self.sizes[target])
+            if limit is not None and found > limit:
+                r.guard_tripped[target] = found
+                r.stats.blocked[target] = found
+                log.error("reconcile: {n} keys of the {side} side's {size} would be deleted, more than "
+                          "--max-delete allows ({limit}: {rule}); none deleted there, everything else "
+                          "copied. Among them: {sample}. If these deletions are wanted, set "
+                          "{allow} in the local Redis (redis-cli SET ... 1) to let the next run through",
+                          n=found, side=target, size=self.sizes[target], limit=limit, rule=str(r.max_delete),
+                          sample=", ".join(short(key) for key in keys[:GUARD_SAMPLE]),
+                          allow=short(r.allow_key, 200))
+                continue
+            if self.unlimited and found:
+                self.used_allowance = True
+            r.guard_tripped.pop(target, None)
+            r.stats.blocked[target] = 0
+            source = OTHER[target]
+            for key in keys:
+                if key in self.watcher or r._router.pending(key):
+                    continue
+                await r.router_room()
+                r._router.force(source, key, guard=self.generations[source])
+            r.stats.deleted[target] += len(keys)
+            if keys:
+                log.info("reconcile: deleting {n} keys on the {side} side", n=len(keys), side=target)

@@ -5,12 +5,14 @@ protocol, parsed incrementally whatever the chunk boundaries. Each keyspace
 message becomes ``router.changed("remote", key, event)``.
 
 When the stream ends or fails, the loop reconnects after a capped,
-jittered exponential backoff. A heartbeat guards against a stream that stays
-open but silent (Webdis keeps it open when it loses its Redis): every
-``heartbeat_interval`` seconds it writes a reserved key on the remote side and
-expects that key's event on the stream within ``heartbeat_timeout``; if the
-event does not come, the stream is closed and opened again, and the
-notification flags are set again (a restarted Redis has lost them).
+jittered backoff (quick at first, so a component that comes back is used
+within a second). A heartbeat guards against a stream that stays open but
+silent (Webdis keeps it open when it loses its Redis): the watchdog
+(redisrepl.watchdog) writes this daemon's heartbeat key on the remote side
+at every check, and the key's event must come back on the stream within
+max(1 s, 10 round trips); if it does not, the stream is closed and opened
+again, and the notification flags are set again (a restarted Redis has lost
+them).
 """
 
 import os
@@ -22,9 +24,9 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
 from redisrepl import notify, resp, webdis
-from redisrepl.backoff import Backoff
-from redisrepl.errors import LinkError, ReplicationError, StreamError
-from redisrepl.router import REMOTE, short
+from redisrepl.backoff import reconnect_backoff
+from redisrepl.errors import ReplicationError, StreamError
+from redisrepl.sides import REMOTE, short
 from redisrepl.webdis_client import REQUEST_TIMEOUT, classify_http, describe_failure
 
 log = Logger()
@@ -88,8 +90,11 @@ class StreamProtocol(Protocol):
 class RemoteSource(Service):
     """Feeds the router with the remote Redis' keyspace events."""
 
+    #: The heartbeat's event must come back within max(this, 10 round trips).
+    HEARTBEAT_BOUND = 1.0
+
     def __init__(self, stream_http, client, router, db, namespace, reserved_prefix, clock,
-                 heartbeat_interval=5.0, heartbeat_timeout=None, backoff=None, instance=None):
+                 heartbeat_interval=1.0, heartbeat_bound=None, backoff=None, instance=None):
         self._http = stream_http
         self._client = client
         self._router = router
@@ -99,13 +104,15 @@ class RemoteSource(Service):
         self._url = client.url + webdis.command_path([b"PSUBSCRIBE", pattern])
         self.heartbeat_key = reserved_prefix + b"heartbeat:" + (instance or os.urandom(6).hex().encode())
         self.heartbeat_interval = heartbeat_interval
-        self.heartbeat_timeout = heartbeat_timeout or 3 * heartbeat_interval
-        self._backoff = backoff or Backoff(initial=0.5, maximum=10.0)
+        self.heartbeat_bound = heartbeat_bound or self.HEARTBEAT_BOUND
+        #: the heartbeat key outlives a few missed checks, then expires
+        self.heartbeat_lifetime_ms = int(max(10.0, 4 * heartbeat_interval) * 1000)
+        self._backoff = backoff or reconnect_backoff()
         self._loop = None
         self._waiting = None       # the Deferred the loop is blocked on
         self._stream = None
-        self._heartbeat = None
         self._heartbeat_sent = None  # time of the oldest heartbeat not seen yet
+        self._rtt = None             # smoothed round trip of the heartbeat's request
         self.up = self._ever_up = False
         self.reconnects = 0
         self.last_heartbeat_rtt = None
@@ -144,7 +151,7 @@ class RemoteSource(Service):
                 reason = str(e)
             except Exception as e:
                 reason = describe_failure(e, self._client.url)
-            self._stop_heartbeat()
+            self._heartbeat_sent = None
             was_up, self.up = self.up, False
             if not self.running:
                 return
@@ -216,8 +223,8 @@ class RemoteSource(Service):
         if self._ever_up:
             self.reconnects += 1
         self._ever_up = self.up = True
+        self._heartbeat_sent = None
         log.info("listening to remote Redis events at {url}", url=self._url)
-        self._start_heartbeat()
         for callback in self.on_subscribed:
             callback()
 
@@ -236,31 +243,20 @@ class RemoteSource(Service):
 
     # -- heartbeat -----------------------------------------------------------
 
-    def _start_heartbeat(self):
-        self._heartbeat_sent = None
-        self._heartbeat = task.LoopingCall(self._beat)
-        self._heartbeat.clock = self._clock
-        self._heartbeat.start(self.heartbeat_interval, now=True)
-
-    def _stop_heartbeat(self):
-        if self._heartbeat is not None and self._heartbeat.running:
-            self._heartbeat.stop()
-        self._heartbeat = None
-        self._heartbeat_sent = None
-
-    def _beat(self):
-        now = self._clock.seconds()
-        if self._heartbeat_sent is not None and now - self._heartbeat_sent >= self.heartbeat_timeout:
-            log.warn("remote event stream silent: heartbeat {key} not seen for {age:.1f}s",
-                     key=short(self.heartbeat_key), age=now - self._heartbeat_sent)
-            self._close_stream()
-            return
+    def beat_sent(self, when, rtt):
+        """The watchdog wrote the heartbeat key at ``when``; its request took ``rtt`` s."""
+        self._rtt = rtt if self._rtt is None else 0.8 * self._rtt + 0.2 * rtt
         if self._heartbeat_sent is None:
-            self._heartbeat_sent = now
-        d = Deferred.fromCoroutine(self._client.command(
-            b"SET", self.heartbeat_key, b"%.3f" % now, b"PX", b"%d" % int(self.heartbeat_timeout * 4000)))
-        d.addErrback(self._beat_failed)
+            self._heartbeat_sent = when
 
-    def _beat_failed(self, failure):
-        failure.trap(LinkError, ReplicationError)
-        log.debug("heartbeat write failed: {error}", error=failure.value)
+    def check_heartbeat(self):
+        """Reopen the stream if the oldest heartbeat not seen is overdue."""
+        if self._heartbeat_sent is None:
+            return
+        age = self._clock.seconds() - self._heartbeat_sent
+        bound = max(self.heartbeat_bound, 10 * (self._rtt or 0.0))
+        if age >= bound:
+            log.warn("remote event stream silent: heartbeat {key} not seen for {age:.1f}s; reopening it",
+                     key=short(self.heartbeat_key), age=age)
+            self._heartbeat_sent = None
+            self._close_stream()

@@ -38,13 +38,11 @@ from twisted.logger import Logger
 from redisrepl.backoff import Backoff
 from redisrepl.big_keys import EXPIRY_MARGIN, KeyChanged
 from redisrepl.errors import LinkError, RefusedError, ReplicationError
+from redisrepl.sides import LOCAL, OTHER, REMOTE, short
 from redisrepl.state import ABSENT
 
 log = Logger()
 
-LOCAL = "local"
-REMOTE = "remote"
-OTHER = {LOCAL: REMOTE, REMOTE: LOCAL}
 #: Which sides a key changed on, as bits of a small int (a set per key would
 #: cost ten times the memory in a queue of 100,000 keys).
 BIT = {LOCAL: 1, REMOTE: 2}
@@ -53,10 +51,21 @@ BIT = {LOCAL: 1, REMOTE: 2}
 FIRST = REMOTE
 
 
-def short(key, limit=80):
-    """A key as printed in logs: repr of the bytes, cut when long."""
-    text = repr(key)[2:-1]
-    return text if len(text) <= limit else text[:limit] + f"...({len(key)} bytes)"
+#: Keys remembered per side as evicted there (their pending copies are not deletions).
+EVICTED_MEMORY = 100_000
+#: Seconds between two log lines about evictions on a side.
+EVICTION_REPORT_EVERY = 60.0
+
+
+@attrs.frozen
+class Forced:
+    """A copy the reconcile asked for: ``guard`` is the generation id the
+    source side had when the reconcile decided (the copy is dropped if the
+    source answers with another: it lost or rolled back data since);
+    ``origin`` makes it a refill of a state known since that stamp."""
+
+    guard: bytes | None = None
+    origin: int | None = None
 
 
 @attrs.define
@@ -88,13 +97,20 @@ class Stats:
     overflows: int = 0                                 # changes not queued: the queue was full
     unsupported: int = 0                               # changes to keys of a type not replicated
     backlog_high: int = 0                              # most keys waiting at once
+    evicted: dict = attrs.field(factory=_per_side)     # eviction events, by side
+    voided: int = 0                                    # reconcile copies dropped: their source lost data since
+    deferred: int = 0                                  # hub keys refilled by another site, left to the reconcile
+    refills_refused: int = 0                           # refills the hub refused: it held something as fresh
 
 
 class Router:
     def __init__(self, clock, local, remote, namespace, reserved_prefix,
                  concurrency=4, batch_size=256, max_backlog=100_000,
-                 link_backoff=None, key_backoff=None, first=FIRST, big=None, big_concurrency=2):
+                 link_backoff=None, key_backoff=None, first=FIRST, big=None, big_concurrency=2,
+                 synced=None):
         self._clock = clock
+        #: records what both sides hold after each copy (redisrepl.synced.SyncedTable)
+        self.synced = synced
         self.big = big                # copies big keys (redisrepl.big_keys.BigCopier)
         self._big_slots = DeferredSemaphore(big_concurrency)
         self._big_copies = {}         # key -> Deferred of its big copy (waiting or under way)
@@ -105,7 +121,7 @@ class Router:
         self.batch_size = batch_size
         self.max_backlog = max_backlog
         self.first = first            # copied first (and so wins) when a key changed on both sides
-        self._link_backoff = link_backoff or Backoff(initial=0.2, maximum=5.0)
+        self._link_backoff = link_backoff or Backoff(initial=0.2, maximum=5.0, quick=40)
         self._key_backoff_factory = key_backoff or (lambda: Backoff(initial=1.0, maximum=60.0))
         self._dirty = OrderedDict()   # key -> BIT mask of the sides it changed on, oldest first
         self._parked = {}             # key -> (BIT mask, DelayedCall)
@@ -120,12 +136,15 @@ class Router:
         self.stats = Stats()
         #: side -> why it could not be reached last time, None once it answers
         self.link_error = {LOCAL: None, REMOTE: None}
-        #: called with (target side, [(key, state)]) after each successful write
-        self.on_written = []
-        #: called with no argument when a change had to be dropped (queue full)
-        self.on_overflow = []
+        #: called with a reason when a reconcile is owed (the queue overflowed,
+        #: a key needs the reconcile's judgement); set by the service's wiring
+        self.reconcile_request = None
         self._watchers = []
         self._warned = set()          # keys of a type not replicated, already reported
+        self._forced = {}             # key -> Forced, until its copy is done
+        self._evicted = {LOCAL: OrderedDict(), REMOTE: OrderedDict()}   # key -> None
+        self._evictions_to_flag = {LOCAL: [], REMOTE: []}
+        self._eviction_report = {LOCAL: None, REMOTE: None}   # (time of the last line, count since)
 
     # -- input -------------------------------------------------------------
 
@@ -140,19 +159,64 @@ class Router:
             self.stats.ignored += 1
             return
         self.stats.events[side] += 1
+        if event == b"evicted":
+            self._eviction(side, key)
+            return
         if event is not None and self._sides[side].expected.echo_event(key, event):
             self.stats.echoes[side] += 1     # the end of a big key's copy
             return
+        self._evicted[side].pop(key, None)
+        self._forced.pop(key, None)           # a live change: copied whatever the reconcile thought
         for watcher in self._watchers:
             watcher.add(key)
         self._enqueue(side, key)
 
-    def force(self, side, key):
+    def force(self, side, key, guard=None, origin=None):
         """Copy ``key`` from ``side``: the reconcile found the sides differ,
-        whatever the expected-event tables remember."""
+        whatever the expected-event tables remember. With ``guard`` (the
+        source's generation id when it decided), the copy is dropped if the
+        source answers with another generation; with ``origin`` it is a
+        refill of a state known since that stamp."""
         self._sides[LOCAL].expected.forget(key)
         self._sides[REMOTE].expected.forget(key)
+        self._forced[key] = Forced(guard, origin)
         self._enqueue(side, key)
+
+    def _eviction(self, side, key):
+        """An eviction is not a deletion of shared data: the key stays
+        evicted here, kept on the other side (and a copy of it already
+        queued from here, which would read it absent, is not made)."""
+        self.stats.evicted[side] += 1
+        evicted = self._evicted[side]
+        evicted[key] = None
+        if len(evicted) > EVICTED_MEMORY:
+            evicted.popitem(last=False)
+        pending = self._evictions_to_flag[side]
+        pending.append(key)
+        if len(pending) == 1:
+            self._clock.callLater(0, self._flag_evictions, side)
+        last, count = self._eviction_report[side] or (None, 0)
+        now = self._clock.seconds()
+        if last is None:
+            log.warn("the {side} Redis evicted {key}: evictions are not replicated as deletions (the key "
+                     "stays evicted there and is kept on the other side); set its maxmemory-policy to "
+                     "noeviction to keep every key", side=side, key=short(key))
+            self._eviction_report[side] = (now, 0)
+        elif now - last >= EVICTION_REPORT_EVERY:
+            log.warn("the {side} Redis evicted {n} keys in the last {seconds:.0f}s (kept on the other side)",
+                     side=side, n=count + 1, seconds=now - last)
+            self._eviction_report[side] = (now, 0)
+        else:
+            self._eviction_report[side] = (last, count + 1)
+
+    def _flag_evictions(self, side):
+        keys, self._evictions_to_flag[side] = self._evictions_to_flag[side], []
+        if keys and self.synced is not None:
+            self.synced.evicted(side, keys)
+
+    def _request_reconcile(self, reason):
+        if self.reconcile_request is not None:
+            self.reconcile_request(reason)
 
     def pending(self, key):
         """Is a copy of ``key`` queued, waiting to be retried or under way?"""
@@ -192,8 +256,7 @@ class Router:
             # Memory stays bounded: the change is not kept, and the reconcile
             # will find it (no change is dropped silently).
             self.stats.overflows += 1
-            for callback in self.on_overflow:
-                callback()
+            self._request_reconcile("the queue was full")
             return
         self._dirty[key] = BIT[side]
         waiting = len(self._dirty) + len(self._parked) + len(self._in_flight)
@@ -312,19 +375,38 @@ class Router:
             for key in keys:
                 self._key_backoffs.pop(key, None)
                 self._solo.discard(key)
+                if key not in self._big_copies:
+                    self._forced.pop(key, None)
 
     async def _copy(self, source, target, keys):
         src, dst = self._sides[source], self._sides[target]
         try:
-            states = await src.store.read(keys)
+            reply = await src.store.read(keys)
         except ReplicationError as e:
             self._failed(source, e)
             raise
         self._answered(source)
-        items, bigs = [], []
-        for key, state in zip(keys, states):
-            if state.big:
-                bigs.append((key, state))
+        generation = reply.generation
+        items, bigs, origins = [], [], {}
+        for key, state, tag in zip(keys, reply.states, reply.tags):
+            forced = self._forced.get(key)
+            if forced is not None and forced.guard is not None and (
+                    generation is None or generation.id != forced.guard):
+                # the source lost or rolled back data since the reconcile
+                # decided: what it holds now is no reason to delete or revert
+                self._forced.pop(key, None)
+                self.stats.voided += 1
+                self._request_reconcile(f"the {source} side's data changed generation")
+            elif state is ABSENT and key in self._evicted[source]:
+                self.stats.unchanged += 1          # evicted there: not a deletion
+            elif (source == REMOTE and forced is None and tag is not None and generation is not None
+                    and tag < generation.start and not (state.big or src.expected.is_echo(key, state))):
+                # another site refilled it after the hub lost data: whether its
+                # state or ours is the fresher is the reconcile's to judge
+                self.stats.deferred += 1
+                self._request_reconcile("a key refilled by another site")
+            elif state.big:
+                bigs.append((key, state, forced))
             elif src.expected.is_echo(key, state):
                 self.stats.echoes[source] += 1
             elif dst.expected.holds(key, state):
@@ -336,17 +418,22 @@ class Router:
                 self.unsupported(key, source, state.kind)
             else:
                 items.append((key, state))
+                if forced is not None and forced.origin is not None:
+                    origins[key] = forced.origin
         if items:
-            await self._write(target, items)
-        for key, header in bigs:
-            self._start_big(source, target, key, header)
+            read_stamp = generation.stamp if source == REMOTE and generation is not None else 0
+            await self._write(target, items, origins, read_stamp)
+        for key, header, forced in bigs:
+            self._start_big(source, target, key, header, forced)
 
-    async def _write(self, target, items):
+    async def _write(self, target, items, origins=None, read_stamp=0):
+        """Write ``items`` to ``target``; ``origins`` marks refills, and
+        ``read_stamp`` is the hub's stamp of states read from it."""
         dst = self._sides[target]
         for key, state in items:
             dst.expected.expect(key, state)
         try:
-            await dst.store.write(items)
+            wrote = await dst.store.write(items, origins or None)
         except Exception as e:
             # maybe written, maybe not: its echo may still come, but it must
             # not count as known to be there
@@ -354,17 +441,29 @@ class Router:
                 dst.expected.uncertain(key)
             self._failed(target, e)
             raise
-        self._written(target, items, 1)
+        if wrote.skipped:
+            self._refills_refused(target, wrote.skipped)
+            items = [(key, state) for key, state in items if key not in wrote.skipped]
+        stamp = wrote.generation.stamp if target == REMOTE and wrote.generation is not None else read_stamp
+        self._written(target, [(key, state, (origins or {}).get(key, stamp)) for key, state in items], 1)
+
+    def _refills_refused(self, target, keys):
+        """The hub refused refills: it holds something as fresh already."""
+        for key in keys:
+            self._sides[target].expected.forget(key)
+        self.stats.refills_refused += len(keys)
+        self._request_reconcile("refills refused by the hub")
 
     def _written(self, target, items, requests):
+        """``items`` (key, state, stamp) are on both sides now."""
         self._answered(target)
         self.stats.requests[target] += requests
         self.stats.writes[target] += len(items)
         self.stats.last_write[target] = self._clock.seconds()
-        for callback in self.on_written:
-            callback(target, items)
+        if self.synced is not None and items:
+            self.synced.record(items)
 
-    def _start_big(self, source, target, key, header):
+    def _start_big(self, source, target, key, header, forced=None):
         if self.big is None:
             self.report_once(key, f"on the {source} side has {header.count} items and big keys "
                              "are not copied here")
@@ -373,16 +472,18 @@ class Router:
 
         def done(_):
             finished.append(True)
+            self._forced.pop(key, None)
             if self._big_copies.pop(key, None) is not None:
                 self._in_flight.discard(key)
                 self._pump()
+        origin = forced.origin if forced is not None else None
         d = self._big_slots.run(lambda: Deferred.fromCoroutine(
-            self._guarded(source, [key], self._copy_big(source, target, key, header))))
+            self._guarded(source, [key], self._copy_big(source, target, key, header, origin))))
         d.addBoth(done)
         if not finished:   # (a copy that ends at once leaves with its batch)
             self._big_copies[key] = d
 
-    async def _copy_big(self, source, target, key, header):
+    async def _copy_big(self, source, target, key, header, origin=None):
         if self._stopping:
             return
         src, dst = self._sides[source], self._sides[target]
@@ -398,16 +499,20 @@ class Router:
                 # expiring: gone by the time it would be copied
                 await self._write(target, [(key, ABSENT)])
                 return
-            copied, requests = await self._big_work(target, self.big.copy(src, dst, key, header))
+            copy = await self._big_work(target, self.big.copy(src, dst, key, header, origin))
         except KeyChanged:
             # it changed type or went away meanwhile: read it again
             self._requeue([key], source)
             return
-        if copied is None:
+        if copy.refused:
+            self._refills_refused(target, [key])
+            return
+        if copy.state is None:
             self.stats.unchanged += 1
             return
         self.stats.big_copies += 1
-        self._written(target, [(key, copied)], requests)
+        stamp = origin if origin is not None else copy.stamp
+        self._written(target, [(key, copy.state, stamp)], copy.requests)
 
     async def _big_work(self, target, awaitable):
         """Count a failure of a big-key step against the side it came from."""

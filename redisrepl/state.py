@@ -1,10 +1,12 @@
 """The state of one key, read and written whole on either side (pure).
 
 redisrepl replicates state, not commands: after a change it reads the key's
-current state with READ_SCRIPT on the side that changed and makes the other
-side equal with WRITE_SCRIPT. Both take a batch of keys, run atomically
-inside Redis, so the other side never sees half a key, and are used unchanged
-on the local Redis (through txredisapi) and the remote one (through Webdis).
+current state with the ``read`` script on the side that changed and makes
+the other side equal with the ``write`` script (redisrepl/lua). Both take a
+batch of keys, run atomically inside Redis, so the other side never sees half
+a key, and are used unchanged on the local Redis (through txredisapi) and the
+remote one (through Webdis). This module turns their replies into states and
+states into their arguments.
 """
 
 import hashlib
@@ -29,255 +31,13 @@ BIG_ITEMS = 10_000
 #: Expiry times closer than this (seconds) count as the same expiry.
 EXPIRY_TOLERANCE = 1.0
 
-# Lua helpers shared by the scripts that read values (prepended to them).
-LUA_HELPERS = b"""\
-local COUNTERS = {hash = 'HLEN', list = 'LLEN', set = 'SCARD', zset = 'ZCARD', stream = 'XLEN'}
--- XRANGE entries as flat items: id, field count, field, value, ... each
-local function flatten_entries(entries, items)
-  for _, entry in ipairs(entries) do
-    items[#items + 1] = entry[1]
-    items[#items + 1] = tostring(#entry[2])
-    for _, x in ipairs(entry[2]) do
-      items[#items + 1] = x
-    end
-  end
-  return items
-end
--- one spelling of a score whatever the Redis version (7.2 prints 1.1 where
--- 7.0 prints 1.1000000000000001)
-local function canonical_scores(flat)
-  for i = 2, #flat, 2 do
-    flat[i] = string.format('%.17g', tonumber(flat[i]))
-  end
-  return flat
-end
--- the XOR of the SHA1s of the items of a set, or of the pairs of a hash or
--- a sorted set (its scores canonical), in hex
-local function xor_digest(t, items)
-  local acc = {0, 0, 0, 0, 0}
-  local function xor_into(h)
-    for i = 1, 5 do
-      acc[i] = bit.bxor(acc[i], tonumber(string.sub(h, i * 8 - 7, i * 8), 16))
-    end
-  end
-  if t == 'set' then
-    for _, m in ipairs(items) do
-      xor_into(redis.sha1hex(m))
-    end
-  else
-    for i = 1, #items, 2 do
-      xor_into(redis.sha1hex(#items[i] .. ':' .. items[i] .. items[i + 1]))
-    end
-  end
-  local parts = {}
-  for i = 1, 5 do
-    parts[i] = string.format('%08x', acc[i] % 4294967296)
-  end
-  return table.concat(parts)
-end
--- the SHA1 (hex) of one chunk of list elements or of flat stream entries
-local function chunk_sha1(t, items)
-  local parts = {}
-  if t == 'list' then
-    for i, e in ipairs(items) do
-      parts[i] = #e .. ':' .. e
-    end
-  else
-    local i = 1
-    while i <= #items do
-      local n = tonumber(items[i + 1])
-      parts[#parts + 1] = #items[i] .. ':' .. items[i]
-      for j = i + 2, i + 1 + n do
-        parts[#parts + 1] = #items[j] .. ':' .. items[j]
-      end
-      parts[#parts + 1] = ';'
-      i = i + 2 + n
-    end
-  end
-  return redis.sha1hex(table.concat(parts))
-end
--- the SHA1 of the SHA1s of the chunks of a list's elements or a stream's entries
-local function chunked_sha1(t, all)
-  local hexes = {}
-  for first = 1, #all, 1000 do
-    local chunk = {unpack(all, first, math.min(first + 999, #all))}
-    if t == 'stream' then chunk = flatten_entries(chunk, {}) end
-    hexes[#hexes + 1] = chunk_sha1(t, chunk)
-  end
-  return redis.sha1hex(table.concat(hexes))
-end
--- content_digest() of key k; 'B' and its type for a key of more than big
--- items; 'x' for a type not replicated; nil if absent
-local function key_digest(k, big)
-  local t = redis.call('TYPE', k)['ok']
-  if COUNTERS[t] and redis.call(COUNTERS[t], k) > big then
-    return 'B' .. t
-  elseif t == 'string' then
-    return redis.sha1hex('s' .. redis.call('GET', k))
-  elseif t == 'hash' then
-    return 'h' .. xor_digest(t, redis.call('HGETALL', k))
-  elseif t == 'set' then
-    return 'm' .. xor_digest(t, redis.call('SMEMBERS', k))
-  elseif t == 'zset' then
-    return 'z' .. xor_digest(t, canonical_scores(redis.call('ZRANGE', k, 0, -1, 'WITHSCORES')))
-  elseif t == 'list' then
-    return 'l' .. chunked_sha1(t, redis.call('LRANGE', k, 0, -1))
-  elseif t == 'stream' then
-    return 't' .. chunked_sha1(t, redis.call('XRANGE', k, '-', '+'))
-  elseif t ~= 'none' then
-    return 'x'
-  end
-  return nil
-end
-"""
-
-
-# Both scripts take many keys at once (one round trip for a batch).
-#
-# READ_SCRIPT reply: a flat array with, for each key in KEYS, a segment
-# {type, pttl, n, item1..itemn}: the value of a string (n = 1), the
-# field/value pairs of a hash, the elements of a list (in order) or a set,
-# the member/score pairs of a sorted set, and for a stream, each entry as
-# {id, 2n, field1, value1, ... fieldn, valuen}. The expiry is the absolute time in
-# unix ms (PEXPIRETIME, Redis 7), -1 without an expiry. Flat because
-# Webdis' raw output drops nested arrays and nil elements; it also turns
-# integers inside arrays into bulk strings, hence tostring().
-# A key with more items than ARGV[1] (a big key) is not read: its segment is
-# {'big', pttl, 2, type, item count}, and redisrepl.big_keys copies it in chunks.
-READ_SCRIPT_BODY = LUA_HELPERS + b"""\
-local big = tonumber(ARGV[1] or '10000')
-local r = {}
-local n = 0
-for _, k in ipairs(KEYS) do
-  local t = redis.call('TYPE', k)['ok']
-  local items = {}
-  local pttl = '-2'
-  if t ~= 'none' then
-    pttl = tostring(redis.call('PEXPIRETIME', k))
-    local count = COUNTERS[t] and redis.call(COUNTERS[t], k) or 0
-    if count > big then
-      -- too big to read in one piece: its header only (big_keys copies it)
-      items = {t, tostring(count)}
-      t = 'big'
-    elseif t == 'string' then
-      items = {redis.call('GET', k)}
-    elseif t == 'hash' then
-      items = redis.call('HGETALL', k)
-    elseif t == 'list' then
-      items = redis.call('LRANGE', k, 0, -1)
-    elseif t == 'set' then
-      items = redis.call('SMEMBERS', k)
-    elseif t == 'zset' then
-      items = canonical_scores(redis.call('ZRANGE', k, 0, -1, 'WITHSCORES'))
-    elseif t == 'stream' then
-      items = flatten_entries(redis.call('XRANGE', k, '-', '+'), {})
-    end
-  end
-  r[n + 1] = t
-  r[n + 2] = pttl
-  r[n + 3] = tostring(#items)
-  n = n + 3
-  for j = 1, #items do
-    r[n + j] = items[j]
-  end
-  n = n + #items
-end
-return r
-"""
-
-# WRITE_SCRIPT ARGV: for each key in KEYS, a segment {type, expiry, n,
-# item1..itemn}; the expiry as an absolute unix time in ms (PEXPIREAT: the
-# same instant on both sides), 0 for none. The type 'none' deletes. Chunks
-# of a big key go to a temporary key: a type with '=' in front ('=hash')
-# replaces what the key holds, one with '+' in front adds to it, and for both
-# the expiry is relative (ms from now, PEXPIRE: by the server's clock).
-WRITE_SCRIPT_BODY = b"""\
-local function chunked(cmd, k, list, first, last)
-  local i = first
-  while i <= last do
-    local j = math.min(i + 3999, last)
-    redis.call(cmd, k, unpack(list, i, j))
-    i = j + 1
-  end
-end
-local function expire(k, at, temporary)
-  if at > 0 then
-    redis.call(temporary and 'PEXPIRE' or 'PEXPIREAT', k, at)
-  end
-end
-local a = 1
-for _, k in ipairs(KEYS) do
-  local kind = ARGV[a]
-  local pttl = tonumber(ARGV[a + 1])
-  local first = a + 3
-  a = first + tonumber(ARGV[a + 2])
-  local mode = string.sub(kind, 1, 1)
-  local temporary = mode == '+' or mode == '='
-  if temporary then
-    kind = string.sub(kind, 2)
-  end
-  if mode ~= '+' and ({hash = 1, list = 1, set = 1, zset = 1, stream = 1})[kind] then
-    redis.call('DEL', k)
-  end
-  if kind == 'none' then
-    redis.call('DEL', k)
-  elseif kind == 'string' then
-    redis.call('SET', k, ARGV[first])
-    expire(k, pttl, temporary)
-  elseif kind == 'hash' or kind == 'list' or kind == 'set' then
-    local cmd = ({hash = 'HSET', list = 'RPUSH', set = 'SADD'})[kind]
-    chunked(cmd, k, ARGV, first, a - 1)
-    expire(k, pttl, temporary)
-  elseif kind == 'zset' then
-    local pairs_ = {}
-    for i = first, a - 1, 2 do
-      pairs_[#pairs_ + 1] = ARGV[i + 1]
-      pairs_[#pairs_ + 1] = ARGV[i]
-    end
-    chunked('ZADD', k, pairs_, 1, #pairs_)
-    expire(k, pttl, temporary)
-  elseif kind == 'stream' then
-    local i = first
-    while i < a do
-      local n = tonumber(ARGV[i + 1])
-      redis.call('XADD', k, ARGV[i], unpack(ARGV, i + 2, i + 1 + n))
-      i = i + 2 + n
-    end
-    if first == a and not temporary then
-      -- an empty stream still exists: create it and take its only entry away
-      redis.call('XADD', k, '0-1', '_', '_')
-      redis.call('XDEL', k, '0-1')
-    end
-    expire(k, pttl, temporary)
-  else
-    return redis.error_reply('ERR redisrepl cannot write a key of type ' .. kind)
-  end
-end
-return #KEYS
-"""
-
-
-@attrs.frozen
-class Script:
-    """A Lua script and its SHA1, for EVALSHA."""
-
-    body: bytes
-    sha: bytes = attrs.field(init=False)
-
-    def __attrs_post_init__(self):
-        object.__setattr__(self, "sha", hashlib.sha1(self.body).hexdigest().encode())
-
-
-READ_SCRIPT = Script(READ_SCRIPT_BODY)
-WRITE_SCRIPT = Script(WRITE_SCRIPT_BODY)
-
 
 class StateError(Exception):
-    """A READ_SCRIPT reply that does not describe a key."""
+    """A the read script reply that does not describe a key."""
 
 
 def items_of(kind, value):
-    """The flat items of a value, as READ_SCRIPT gives and WRITE_SCRIPT takes them."""
+    """The flat items of a value, as the read script gives and the write script takes them."""
     if value is None:
         return []
     if kind == STRING:
@@ -367,7 +127,7 @@ class KeyState(_Compared):
 
 
     def write_args(self, now):
-        """ARGV for WRITE_SCRIPT; a key whose expiry has passed is written as absent."""
+        """ARGV for the write script; a key whose expiry has passed is written as absent."""
         pttl = 0   # here: the absolute expiry in unix ms, 0 for none
         if self.expire_at is not None:
             if self.expire_at <= now:
@@ -381,7 +141,7 @@ class KeyState(_Compared):
 
 @attrs.frozen
 class BigState(_Compared):
-    """A big key as READ_SCRIPT describes it: its type, number of items and
+    """A big key as the read script describes it: its type, number of items and
     expiry, not its items (redisrepl.big_keys copies it in chunks).
     ``digest`` is its content digest, once a chunked copy has computed it."""
 
@@ -400,7 +160,7 @@ def _text(item):
 
 
 def from_reply(reply, now):
-    """Turn a READ_SCRIPT reply into a KeyState read at time ``now``."""
+    """Turn a the read script reply into a KeyState read at time ``now``."""
     if not isinstance(reply, list) or len(reply) < 2:
         raise StateError(f"unexpected reply {reply!r:.80}")
     kind = _text(reply[0])
@@ -431,31 +191,38 @@ def from_reply(reply, now):
 
 
 def split_reply(reply, count, now):
-    """The states of ``count`` keys from one READ_SCRIPT reply, in order."""
+    """(states, tags) of ``count`` keys from one read script reply, in
+    order: each key's state, and the hub's stamp of what it holds (an int,
+    or None: see the prelude's ``after_tag``)."""
     if not isinstance(reply, list):
         raise StateError(f"unexpected reply {reply!r:.80}")
-    states = []
+    states, tags = [], []
     i = 0
     for _ in range(count):
         try:
-            n = int(reply[i + 2])
+            n = int(reply[i + 3])
+            tag = int(reply[i + 2]) if reply[i + 2] else None
         except (IndexError, TypeError, ValueError):
             raise StateError(f"bad segment header at item {i}") from None
-        if n < 0 or i + 3 + n > len(reply):
+        if n < 0 or i + 4 + n > len(reply):
             raise StateError(f"segment at item {i} runs past the reply")
-        states.append(from_reply(reply[i:i + 2] + reply[i + 3:i + 3 + n], now))
-        i += 3 + n
+        states.append(from_reply(reply[i:i + 2] + reply[i + 4:i + 4 + n], now))
+        tags.append(tag)
+        i += 4 + n
     if i != len(reply):
         raise StateError(f"{len(reply) - i} stray items after {count} keys")
-    return states
+    return states, tags
 
 
-def batch_write_args(states, now):
-    """ARGV for WRITE_SCRIPT writing ``states`` (one per key, in order)."""
+def batch_write_args(states, now, origins=None):
+    """ARGV for the write script writing ``states`` (one per key, in order);
+    ``origins``, if given, holds for each state the stamp it is known since
+    when it is a refill (b"" for a genuine change)."""
     args = []
-    for key_state in states:
+    for i, key_state in enumerate(states):
         one = key_state.write_args(now)
         args += one[:2]
+        args.append(origins[i] if origins else b"")
         args.append(b"%d" % (len(one) - 2))
         args += one[2:]
     return args
@@ -464,72 +231,6 @@ def batch_write_args(states, now):
 def size(key_state):
     """Roughly how many bytes a state takes on the wire."""
     return sum(len(item) + 8 for item in items_of(key_state.kind, key_state.value)) + 16
-
-
-# -- digests computed inside Redis, for the reconcile -------------------------
-#
-# DIGEST_SCAN_SCRIPT runs one SCAN step and answers, flat,
-# {next_cursor, key1, digest1, expiry1, ...} for the keys of the step (the
-# expiry as PEXPIRETIME answers it: absolute unix ms, -1 for none)
-# outside the reserved prefix (ARGV: cursor, match pattern, count, reserved
-# prefix, most items a key may have to be digested). A digest is
-# content_digest() of the key computed in Redis, 'x' for a type redisrepl
-# does not replicate, 'B' and the type for a big key, one with more items than
-# the limit (digested in one call, it would block the server: about 0.4 s per
-# 100,000 items; redisrepl.big_keys digests it a chunk per call instead). Its
-# first letter tells the type (none for a string: 40 hex digits). The digest
-# of a hash, a set or a sorted set does not depend on the order of its items
-# (nor on Lua's locale-dependent string order): it is the XOR of the SHA1s of
-# its items. That of a list or a stream is the SHA1 of the SHA1s (in hex) of
-# its items taken DIGEST_CHUNK at a time, so that it can be computed a chunk
-# per call too.
-DIGEST_SCAN_SCRIPT_BODY = LUA_HELPERS + b"""\
-local res = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
-local reserved = ARGV[4]
-local big = tonumber(ARGV[5] or '10000')
-local out = {res[1]}
-for _, k in ipairs(res[2]) do
-  if reserved == '' or string.sub(k, 1, #reserved) ~= reserved then
-    local d = key_digest(k, big)
-    if d then
-      out[#out + 1] = k
-      out[#out + 1] = d
-      out[#out + 1] = tostring(redis.call('PEXPIRETIME', k))
-    end
-  end
-end
-return out
-"""
-
-DIGEST_SCAN_SCRIPT = Script(DIGEST_SCAN_SCRIPT_BODY)
-
-#: One SCAN step (ARGV: cursor, match pattern, count, reserved prefix),
-#: flat: {next cursor, key, ...}, without the keys under the reserved prefix.
-KEY_SCAN_SCRIPT = Script(b"""\
-local res = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
-local reserved = ARGV[4]
-local out = {res[1]}
-for _, k in ipairs(res[2]) do
-  if reserved == '' or string.sub(k, 1, #reserved) ~= reserved then
-    out[#out + 1] = k
-  end
-end
-return out
-""")
-
-#: The digests of the keys of KEYS (ARGV: most items a key may have to be
-#: digested), flat {digest, expiry} for each: as DIGEST_SCAN_SCRIPT gives
-#: them, '' and -2 for an absent key.
-DIGEST_KEYS_SCRIPT = Script(LUA_HELPERS + b"""\
-local big = tonumber(ARGV[1] or '10000')
-local out = {}
-for i, k in ipairs(KEYS) do
-  local d = key_digest(k, big)
-  out[2 * i - 1] = d or ''
-  out[2 * i] = d and tostring(redis.call('PEXPIRETIME', k)) or '-2'
-end
-return out
-""")
 
 
 #: Items (list elements, stream entries) per SHA1 in the digest of a list or
@@ -541,7 +242,7 @@ DIGEST_LETTER = {HASH: b"h", LIST: b"l", SET: b"m", ZSET: b"z", STREAM: b"t"}
 
 class Digester:
     """content_digest() computed as the flat items of a value pass, in any
-    number of pieces (as READ_SCRIPT or a chunked read gives them), holding
+    number of pieces (as the read script or a chunked read gives them), holding
     none of them: the digest of a key of any size in constant memory."""
 
     def __init__(self, kind):
@@ -622,7 +323,7 @@ def synced_digest(key_state):
 
 
 def content_digest(key_state):
-    """The digest DIGEST_SCAN_SCRIPT computes for this state (bytes), None if absent."""
+    """The digest the digest_scan script computes for this state (bytes), None if absent."""
     kind = key_state.kind
     if kind == STRING:   # the common case, kept short
         return hashlib.sha1(b"s" + key_state.value).hexdigest().encode()
@@ -633,16 +334,6 @@ def content_digest(key_state):
     digester = Digester(kind)
     digester.add(items_of(kind, key_state.value))
     return digester.digest()
-
-
-#: {"0" or "1" for each key of KEYS}: which keys exist (flat, as strings, for Webdis).
-EXISTS_SCRIPT = Script(b"""\
-local r = {}
-for i, k in ipairs(KEYS) do
-  r[i] = tostring(redis.call('EXISTS', k))
-end
-return r
-""")
 
 
 #: The state of a key that does not exist.

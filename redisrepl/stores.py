@@ -1,66 +1,147 @@
 """Reading and writing whole key states on either side: the router's two writers.
 
-Both run the same Lua scripts (redisrepl.state), so a key reads and writes
+Both run the same Lua scripts (redisrepl/lua), so a key reads and writes
 identically on the local Redis (txredisapi) and the remote one (Webdis).
+Every script call carries the context the scripts need (the reserved
+prefix, a fresh generation id, whether this side stamps its writes) and
+every reply ends with the side's generation, which the store hands to the
+side's ``SideEpoch`` before returning the rest.
 """
 
+import os
+
+import attrs
 import txredisapi
 from twisted.internet.defer import CancelledError, TimeoutError
 
-from redisrepl import state
-from redisrepl.errors import LinkError, NoScriptError, RefusedError
+from redisrepl import scripts, state
+from redisrepl.epochs import Generation
+from redisrepl.errors import LinkError, NoScriptError, RefusedError, ReplicationError
 from redisrepl.webdis_client import TRANSIENT_REDIS_ERRORS
-
 
 #: A write request is split when the states it carries pass this many bytes.
 MAX_WRITE_BYTES = 4 * 1024 * 1024
 
 
+@attrs.frozen
+class ReadReply:
+    """States read on one side: one per key, in order; for each, the hub's
+    stamp of what it holds if it was written since the hub's generation
+    started (None otherwise, and always on the local side); the side's
+    generation when it answered."""
+
+    states: list
+    tags: list
+    generation: Generation | None = None
+
+
+@attrs.frozen
+class WriteReply:
+    """A write done: the side's generation after it (its stamp is the
+    write's), and the keys not written (refills of keys that hold something
+    as fresh already)."""
+
+    generation: Generation | None = None
+    skipped: frozenset = frozenset()
+
+
+@attrs.frozen
+class CheckReply:
+    """A side's state for the periodic check: its generation, the record of
+    its generations (redisrepl.epochs.parse_hist), whether the flag key
+    asked about exists, and the server's time (microseconds)."""
+
+    generation: Generation
+    hist: bytes
+    flagged: bool
+    now: int
+
+
 class _StateStore:
     """Reads and writes whole key states, many keys per round trip, with the
-    scripts of redisrepl.state; subclasses provide ``command(*args)``. Keys
+    scripts of redisrepl/lua; subclasses provide ``command(*args)``. Keys
     of more than ``big_items`` items are read as headers only (big keys)."""
 
     big_items = state.BIG_ITEMS
+    #: Does this side stamp its writes and remember them after a loss (the hub)?
+    track_writes = False
+    reserved_prefix = b""
+    epoch = None      # the side's SideEpoch, told every generation seen
+    #: Only look (redisrepl verify): scripts do not start or touch the epoch.
+    look_only = False
 
-    async def run_script(self, script, keys, args):
+    async def call(self, script, keys, args):
+        """Run ``script``; (its reply without the generation, the generation)."""
+        context = scripts.context_args(self.reserved_prefix, os.urandom(8).hex().encode(), self.track_writes,
+                                       look_only=self.look_only)
         try:
-            return await self.command("EVALSHA", script.sha, len(keys), *keys, *args)
+            reply = await self.command("EVALSHA", script.sha, len(keys), *keys, *args, *context)
         except NoScriptError:
             # first use, or the server restarted: EVAL caches it again
-            return await self.command("EVAL", script.body, len(keys), *keys, *args)
+            reply = await self.command("EVAL", script.body, len(keys), *keys, *args, *context)
+        try:
+            payload, (gen_id, stamp, start) = scripts.split_generation(reply)
+        except (ValueError, TypeError) as e:
+            raise ReplicationError(f"unexpected reply to the {script.name} script: {e}", "bad_reply") from None
+        generation = Generation(gen_id, stamp, start)
+        if self.epoch is not None:
+            self.epoch.observe(generation)
+        return payload, generation
+
+    async def run_script(self, script, keys, args):
+        """Run ``script``; its reply without the generation."""
+        return (await self.call(script, keys, args))[0]
+
+    async def check(self, heartbeat_key=b"", lifetime_ms=0, flag_key=b""):
+        """The side's generation and its record (setting ``heartbeat_key``
+        for ``lifetime_ms`` if given): a CheckReply."""
+        reply, generation = await self.call(scripts.CHECK, [], [heartbeat_key, b"%d" % lifetime_ms, flag_key])
+        if len(reply) != 3:
+            raise ReplicationError(f"unexpected reply to the check script: {reply!r:.80}", "bad_reply")
+        return CheckReply(generation, reply[0], reply[1] == b"1", int(reply[2]))
 
     async def read(self, keys):
-        """The current states of ``keys``, in order, read atomically."""
-        reply = await self.run_script(state.READ_SCRIPT, keys, (b"%d" % self.big_items,))
-        return state.split_reply(reply, len(keys), self._clock.seconds())
+        """The current states of ``keys``, read atomically: a ReadReply."""
+        reply, generation = await self.call(scripts.READ, keys, (b"%d" % self.big_items,))
+        states, tags = state.split_reply(reply, len(keys), self._clock.seconds())
+        return ReadReply(states, tags, generation)
 
-    async def write(self, items):
-        """Make each (key, state) of ``items`` hold that state."""
-        batch, total = [], 0
+    async def write(self, items, origins=None):
+        """Make each (key, state) of ``items`` hold that state; ``origins``
+        maps the keys that are refills to the stamp their state is known
+        since. A WriteReply."""
+        batch, total, skipped, generation = [], 0, set(), None
         for key, key_state in items:
             batch.append((key, key_state))
             total += len(key) + state.size(key_state)
             if total >= MAX_WRITE_BYTES:
-                await self._write(batch)
+                generation = await self._write(batch, origins, skipped)
                 batch, total = [], 0
         if batch:
-            await self._write(batch)
+            generation = await self._write(batch, origins, skipped)
+        return WriteReply(generation, frozenset(skipped))
 
-    async def _write(self, items):
+    async def _write(self, items, origins, skipped):
         keys = [key for key, _ in items]
-        args = state.batch_write_args([s for _, s in items], self._clock.seconds())
-        await self.run_script(state.WRITE_SCRIPT, keys, args)
+        refills = [b"%d" % origins[key] if origins and key in origins else b"" for key in keys]
+        args = state.batch_write_args([s for _, s in items], self._clock.seconds(),
+                                      refills if origins else None)
+        reply, generation = await self.call(scripts.WRITE, keys, args)
+        for position in reply:
+            skipped.add(keys[int(position) - 1])
+        return generation
 
 
 class LocalStore(_StateStore):
     """The local Redis, through a txredisapi connection factory."""
 
-    def __init__(self, factory, clock, timeout=30.0, big_items=state.BIG_ITEMS):
+    def __init__(self, factory, clock, reserved_prefix, timeout=30.0, big_items=state.BIG_ITEMS, epoch=None):
         self._factory = factory
         self._clock = clock
         self._timeout = timeout
+        self.reserved_prefix = reserved_prefix
         self.big_items = big_items
+        self.epoch = epoch
 
     async def command(self, *args):
         if not self._factory.size:
@@ -83,15 +164,17 @@ class LocalStore(_StateStore):
             raise LinkError(f"the local Redis did not answer: {e or type(e).__name__}", "connection") from None
 
 
-
 class RemoteStore(_StateStore):
-    """The remote Redis, through Webdis."""
+    """The remote Redis, through Webdis: the hub, which stamps its writes."""
 
-    def __init__(self, client, clock, big_items=state.BIG_ITEMS):
+    track_writes = True
+
+    def __init__(self, client, clock, reserved_prefix, big_items=state.BIG_ITEMS, epoch=None):
         self._client = client
         self._clock = clock
+        self.reserved_prefix = reserved_prefix
         self.big_items = big_items
+        self.epoch = epoch
 
     async def command(self, *args):
         return await self._client.command(*args)
-

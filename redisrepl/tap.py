@@ -21,15 +21,19 @@ from treq.client import HTTPClient
 
 from redisrepl import __version__
 from redisrepl.big_keys import BigCopier
+from redisrepl.epochs import SideEpoch
 from redisrepl.expected import ExpectedEvents
-from redisrepl.health import Health, HubProbe
+from redisrepl.health import Health
 from redisrepl.local_source import ConnectionService, LocalSource, command_factory
 from redisrepl.options import Options
 from redisrepl.reconcile import Reconciler
 from redisrepl.remote_source import RemoteSource
-from redisrepl.router import LOCAL, REMOTE, Router, Side
+from redisrepl.router import Router, Side
+from redisrepl.sides import LOCAL, REMOTE
 from redisrepl.stores import LocalStore, RemoteStore
+from redisrepl.synced import SyncedTable
 from redisrepl.tls import plain_policy
+from redisrepl.watchdog import Watchdog
 from redisrepl.webdis_client import QuietConnectionPool, WebdisClient
 
 log = Logger()
@@ -84,20 +88,9 @@ def summary(config):
         parts.append("local password=(set)")
     if config["username"]:
         parts.append(f"local user={config['username']}")
+    if config["site_name"]:
+        parts.append(f"site={config['site_name'].decode()}")
     return " ".join(parts)
-
-
-def site_id(config):
-    """A stable name for this site on the hub: from its client certificate
-    (what the hub knows it by), else its host name and local Redis."""
-    import hashlib
-    import socket
-    if config["tls_policy"] is not None:
-        with open(config["cert"], "rb") as f:
-            seed = f.read()
-    else:
-        seed = f"{socket.gethostname()} {config['raddr']}".encode()
-    return hashlib.sha1(seed).hexdigest()[:16].encode()
 
 
 def makeService(config, reactor=None):
@@ -123,22 +116,29 @@ def makeService(config, reactor=None):
     ConnectionService(commands, endpoint, where).setServiceParent(top)
 
     big_items = config["big-key-items"]
-    local_store = LocalStore(commands, reactor, big_items=big_items)
-    remote_store = RemoteStore(client, reactor, big_items=big_items)
+    reserved = config["reserved_prefix"]
+    epochs = {LOCAL: SideEpoch(LOCAL), REMOTE: SideEpoch(REMOTE)}
+    local_store = LocalStore(commands, reactor, reserved, big_items=big_items, epoch=epochs[LOCAL])
+    remote_store = RemoteStore(client, reactor, reserved, big_items=big_items, epoch=epochs[REMOTE])
+    synced = SyncedTable(local_store, reserved)
     router = Router(
         reactor,
         Side(LOCAL, local_store, local_expected := ExpectedEvents(reactor)),
         Side(REMOTE, remote_store, remote_expected := ExpectedEvents(reactor, events=bool(config["rc"]))),
-        config["namespace"], config["reserved_prefix"],
+        config["namespace"], reserved,
         concurrency=config["concurrency"], batch_size=config["batch"],
         max_backlog=config["max-backlog"], first=config["winner"],
-        big=BigCopier(reactor, config["reserved_prefix"]))
+        big=BigCopier(reactor, reserved), synced=synced)
     RouterService(router, summary(config)).setServiceParent(top)
-    reconciler = Reconciler(router, local_store, remote_store, config["namespace"],
-                            config["reserved_prefix"], reactor, two_way=bool(config["rc"]),
-                            winner=config["winner"], keep_remote_only=bool(config["keep-remote-only"]),
-                            interval=config["reconcile-interval"], site=site_id(config))
+    reconciler = Reconciler(router, local_store, remote_store, synced, epochs, config["namespace"],
+                            reserved, reactor, two_way=bool(config["rc"]), winner=config["winner"],
+                            mirror=bool(config["mirror"]), interval=config["reconcile-interval"],
+                            max_delete=config["max_delete"], site=config["site_name"])
     reconciler.setServiceParent(top)
+    # the one place the parts that call back into each other are joined
+    router.reconcile_request = reconciler.request
+    for epoch in epochs.values():
+        epoch.listener = reconciler.generation_changed
 
     def fatal(message):
         # twistd exits 0 after reactor.stop(); an init system must see a
@@ -155,23 +155,23 @@ def makeService(config, reactor=None):
     local.on_subscribed.append(local_expected.forget_events)
     local.on_subscribed.append(lambda: reconciler.request("local events (re)subscribed"))
 
-    remote = probe = None
+    remote = None
     if config["rc"]:
         stream_pool = QuietConnectionPool(reactor, persistent=False)
         stream_http = HTTPClient(Agent(reactor, contextFactory=policy, pool=stream_pool))
         remote = RemoteSource(stream_http, client, router, config["db"], config["namespace"],
-                              config["reserved_prefix"], reactor,
-                              heartbeat_interval=config["heartbeat"])
+                              reserved, reactor, heartbeat_interval=config["heartbeat"])
         remote.setServiceParent(top)
         remote.on_subscribed.append(remote_expected.forget_events)
         remote.on_subscribed.append(lambda: reconciler.request("remote events (re)subscribed"))
-    elif config["metrics_endpoint"]:
-        probe = HubProbe(client, config["heartbeat"], reactor)
-        probe.setServiceParent(top)
+    watchdog = Watchdog(config["heartbeat"], reactor, {LOCAL: local_store, REMOTE: remote_store},
+                        reconciler, remote)
+    watchdog.setServiceParent(top)
 
     if config["metrics_endpoint"]:
         from redisrepl.metrics import ReplicationCollector, make_site
-        health = Health(reactor, router, local, remote, probe, max_lag=3 * config["heartbeat"])
+        health = Health(reactor, router, local, remote, watchdog, reconciler,
+                        max_lag=max(3.0, 3 * config["heartbeat"]))
         site = make_site(ReplicationCollector(router, local, remote, reconciler), health)
         server = endpoints.serverFromString(reactor, config["metrics_endpoint"])
         StreamServerEndpointService(server, site).setServiceParent(top)

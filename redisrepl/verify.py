@@ -17,7 +17,7 @@ from redisrepl.errors import ReplicationError
 from redisrepl.local_source import command_factory
 from redisrepl.options import Options
 from redisrepl.reconcile import scan_digests
-from redisrepl.router import short
+from redisrepl.sides import short
 from redisrepl.stores import LocalStore, RemoteStore
 from redisrepl.tap import local_endpoint
 from redisrepl.tls import plain_policy
@@ -74,18 +74,27 @@ async def verify(reactor, config, out=sys.stdout):
             print(f"redisrepl verify: cannot use the local Redis at {where}: {e}", file=out)
             return 2
         agent = Agent(reactor, contextFactory=config["tls_policy"] or plain_policy(), pool=pool)
+        reserved = config["reserved_prefix"]
         remote_store = RemoteStore(WebdisClient(agent, config["haddr"], reactor, db=config["db"]), reactor,
-                                   big_items=config["big-key-items"])
-        local_store = LocalStore(factory, reactor, big_items=config["big-key-items"])
+                                   reserved, big_items=config["big-key-items"])
+        local_store = LocalStore(factory, reactor, reserved, big_items=config["big-key-items"])
+        local_store.look_only = remote_store.look_only = True      # verify never writes
         local_ttl, remote_ttl = {}, {}
+        refused = []
+
+        def refuse(side, key):
+            refused.append((side, key))
         try:
-            local = await scan_digests(local_store, config["namespace"], config["reserved_prefix"],
-                                       expiries=local_ttl)
-            remote = await scan_digests(remote_store, config["namespace"], config["reserved_prefix"],
-                                        expiries=remote_ttl)
+            local = await scan_digests(local_store, config["namespace"], reserved, expiries=local_ttl,
+                                       refused=refuse)
+            remote = await scan_digests(remote_store, config["namespace"], reserved, expiries=remote_ttl,
+                                        refused=refuse)
         except ReplicationError as e:
             print(f"redisrepl verify: {e}", file=out)
             return 2
+        for side, key in refused[:10]:
+            print(f"redisrepl verify: the {side} side listed {short(key, 200)}, outside the namespace: "
+                  "ignored", file=out)
         found = differences(local, remote, local_ttl, remote_ttl)
         for key, what in found:
             print(f"{short(key, 200)}: {what}", file=out)

@@ -3,6 +3,7 @@
 from twisted.internet.defer import Deferred, succeed, fail
 
 from redisrepl.state import ABSENT
+from redisrepl.stores import ReadReply, WriteReply
 
 
 class FakeStore:
@@ -27,9 +28,9 @@ class FakeStore:
         self.reads += 1
         if self.error is not None:
             return fail(self.error)
-        return succeed([self.data.get(key, ABSENT) for key in keys])
+        return succeed(ReadReply([self.data.get(key, ABSENT) for key in keys], [None] * len(keys)))
 
-    def write(self, items):
+    def write(self, items, origins=None):
         self.batches.append([key for key, _ in items])
         for key, _ in items:
             if key in self.errors_for:
@@ -40,9 +41,11 @@ class FakeStore:
             self._apply(items)
             return fail(self.lose_reply)
         if not self.hold:
-            return succeed(self._apply(items))
+            self._apply(items)
+            return succeed(WriteReply())
         d = Deferred()
         d.addCallback(lambda _: self._apply(items))
+        d.addCallback(lambda _: WriteReply())
         self.held.append(d)
         return d
 
@@ -65,3 +68,18 @@ class FakeStore:
         if announce and self.router is not None:
             self.router.changed(self.name, key)
             self.clock.advance(0)   # the reactor turn ends
+
+
+class FakeSynced:
+    """Records what the router says both sides hold (items of (key, state,
+    stamp), one list per copy) and the evictions it reports."""
+
+    def __init__(self):
+        self.records = []
+        self.evictions = []       # (side, keys)
+
+    def record(self, items):
+        self.records.append(list(items))
+
+    def evicted(self, side, keys):
+        self.evictions.append((side, list(keys)))

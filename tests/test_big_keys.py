@@ -8,9 +8,10 @@ import random
 
 import pytest
 
-from redisrepl import big_keys
+from redisrepl import big_keys, scripts
 from redisrepl.sandbox import free_port
-from redisrepl.state import DIGEST_CHUNK, DIGEST_SCAN_SCRIPT, READ_SCRIPT, split_reply
+from redisrepl.state import DIGEST_CHUNK, split_reply
+from redisrepl.testing import BlockingStore, eval_script, run
 from tests.harness import key_state, run_verify, wait_until
 from tests.test_replication import EventCounter
 from tests.test_service import metric, scrape
@@ -62,24 +63,8 @@ def settle(lab):
         wait_until(lambda: reader.get(NS + "marker") == token.encode(), what="marker")
 
 
-class SyncStore:
-    """A store over redis-py, for driving the pure coroutines of big_keys
-    without a reactor."""
-
-    def __init__(self, r, big_items=THRESHOLD):
-        self.r = r
-        self.big_items = big_items
-
-    async def run_script(self, script, keys, args):
-        return self.r.eval(script.body, len(keys), *keys, *args)
-
-
-def run(coroutine):
-    try:
-        coroutine.send(None)
-    except StopIteration as e:
-        return e.value
-    raise AssertionError("the coroutine waited")
+def SyncStore(r, big_items=THRESHOLD, reserved=b"t:__redisrepl__:", hub=False):
+    return BlockingStore(r, reserved, big_items=big_items, hub=hub)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -88,13 +73,16 @@ def test_digests_in_chunks_inside_redis_match_the_daemons(lab, kind):
     key = f"dgc:{kind}"
     fill(r, key, kind, ITEMS, seed=kind)
     # the whole state, read at once, digested by the daemon
-    whole = split_reply(r.eval(READ_SCRIPT.body, 1, key, b"%d" % (10 * ITEMS)), 1, 0)[0]
+    reply, _ = eval_script(r, scripts.READ, [key], [b"%d" % (10 * ITEMS)], b"dgc:__redisrepl__:")
+    whole = split_reply(reply, 1, 0)[0][0]
     assert whole.kind == kind and not whole.big
     # digested inside Redis in one call (below the threshold)...
-    reply = r.eval(DIGEST_SCAN_SCRIPT.body, 0, b"0", key, b"10", b"dgc:__redisrepl__:", b"%d" % (10 * ITEMS))
+    reply, _ = eval_script(r, scripts.DIGEST_SCAN, [], [b"0", key, b"10", b"dgc:__redisrepl__:", b"%d" % (10 * ITEMS)],
+                           b"dgc:__redisrepl__:")
     assert reply[1:3] == [key.encode(), whole.digest]
     # ...and a chunk per call (above it), summed by the daemon
-    reply = r.eval(DIGEST_SCAN_SCRIPT.body, 0, b"0", key, b"10", b"dgc:__redisrepl__:", b"%d" % THRESHOLD)
+    reply, _ = eval_script(r, scripts.DIGEST_SCAN, [], [b"0", key, b"10", b"dgc:__redisrepl__:", b"%d" % THRESHOLD],
+                           b"dgc:__redisrepl__:")
     assert reply[2] == b"B" + kind.encode()
     assert run(big_keys.digest(SyncStore(r), key, kind)) == whole.digest
     # a change of one item changes it
@@ -207,25 +195,27 @@ def test_copier_shrinks_chunks_of_big_items(lab):
     lab.local.rpush(key, *items)
     clock = Clock()
     clock.advance(lab.local.time()[0])
-    sides = [Side(name, SyncStore(r), ExpectedEvents(clock)) for name, r in ((LOCAL, lab.local), (REMOTE, lab.remote))]
+    sides = [Side(name, SyncStore(r, reserved=b"cp:__redisrepl__:", hub=name == REMOTE), ExpectedEvents(clock))
+             for name, r in ((LOCAL, lab.local), (REMOTE, lab.remote))]
     copier = big_keys.BigCopier(clock, b"cp:__redisrepl__:", chunk_items=50, chunk_bytes=2000)
     requests = []
     store = sides[1].store
-    original = store.run_script
+    original = store.call
 
     async def counting(script, keys, args):
         requests.append(len(args))
         return await original(script, keys, args)
-    store.run_script = counting
-    copied, sent = run(copier.copy(sides[0], sides[1], key, BigState("list", len(items))))
+    store.call = counting
+    result = run(copier.copy(sides[0], sides[1], key, BigState("list", len(items))))
+    copied, sent = result.state, result.requests
     assert lab.remote.lrange(key, 0, -1) == items
     assert copied.digest == run(big_keys.digest(SyncStore(lab.local), key, "list"))
     assert sent == len(requests)
     # the first chunk has 50 items (15 KB); the next ones no more than 2 KB
-    items_per_chunk = [n - 3 for n in requests[:-1]]        # (the last request puts it in place)
+    items_per_chunk = [n - 4 for n in requests[:-1]]        # (the last request puts it in place)
     assert items_per_chunk[0] == 50 and max(items_per_chunk[1:]) <= 2000 // 300
     assert sum(items_per_chunk) == len(items)
-    assert lab.remote.pttl(key) == -1 and not lab.remote.keys(b"cp:__redisrepl__:*")
+    assert lab.remote.pttl(key) == -1 and not lab.remote.keys(b"cp:__redisrepl__:tmp:*")
     assert sorted(sides[1].expected._events[key], key=lambda e: e[1]) == [
         (clock.seconds() + 30, b"persist"), (clock.seconds() + 30, b"rename_to")]
 
@@ -243,16 +233,17 @@ def test_copier_lost_finish_reply_is_not_taken_as_there(lab):
     lab.local.sadd(key, *[b"m%d" % i for i in range(300)])
     clock = Clock()
     clock.advance(lab.local.time()[0])
-    sides = [Side(name, SyncStore(r), ExpectedEvents(clock)) for name, r in ((LOCAL, lab.local), (REMOTE, lab.remote))]
+    sides = [Side(name, SyncStore(r, reserved=b"cpf:__redisrepl__:", hub=name == REMOTE), ExpectedEvents(clock))
+             for name, r in ((LOCAL, lab.local), (REMOTE, lab.remote))]
     store = sides[1].store
-    original = store.run_script
+    original = store.call
 
     async def reply_lost(script, keys, args):
         result = await original(script, keys, args)
-        if script is big_keys.FINISH_SCRIPT:
+        if script is scripts.FINISH:
             raise LinkError("reply lost", "connection")
         return result
-    store.run_script = reply_lost
+    store.call = reply_lost
     copier = big_keys.BigCopier(clock, b"cpf:__redisrepl__:", chunk_items=100)
     coroutine = copier.copy(sides[0], sides[1], key, BigState("set", 300))
     try:

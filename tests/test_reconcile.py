@@ -5,52 +5,12 @@ import random
 
 import pytest
 
-from redisrepl.reconcile import decide
-from redisrepl.router import LOCAL, REMOTE
-from redisrepl.state import (DIGEST_SCAN_SCRIPT_BODY, HASH, LIST, SET, STREAM, STRING, ZSET,
-                             KeyState, content_digest)
+from redisrepl import scripts
+from redisrepl.state import HASH, LIST, SET, STREAM, STRING, ZSET, KeyState, content_digest
+from redisrepl.testing import eval_script
 from tests.harness import key_state, run_verify, wait_until
 
 SLOW = 30.0
-
-
-# -- the decision, pure ---------------------------------------------------------
-
-@pytest.mark.parametrize("local,remote,synced,expect", [
-    (b"a", b"a", b"a", None),
-    (b"a", b"a", None, None),              # equal: nothing to copy
-    (b"b", b"a", b"a", LOCAL),             # changed locally only
-    (b"a", b"b", b"a", REMOTE),            # changed remotely only
-    (None, b"a", b"a", LOCAL),             # deleted locally: stays deleted
-    (b"a", None, b"a", REMOTE),            # deleted remotely: stays deleted
-    (b"a", None, None, LOCAL),             # new locally
-    (None, b"a", None, REMOTE),            # new remotely
-    (b"b", b"c", b"a", REMOTE),            # changed on both: the winner
-    (b"b", None, b"a", REMOTE),            # changed here, deleted there: the winner
-    (b"x", b"a", b"a", None),              # a type not replicated: left alone
-])
-def test_two_way_decisions(local, remote, synced, expect):
-    assert decide(local, remote, synced, two_way=True, winner=REMOTE) == expect
-
-
-def test_big_key_that_changed_while_digested_is_left_to_its_event():
-    assert decide(b"B", b"hx", b"h1", two_way=True) is None
-    assert decide(b"B", None, b"h1", two_way=False) is None
-    # but a side that lost its data is refilled all the same
-    assert decide(b"B", None, b"h1", two_way=True, remote_lost=True) == LOCAL
-    assert decide(None, b"B", None, two_way=False, local_lost=True) == REMOTE
-
-
-def test_local_winner_and_lost_remote():
-    assert decide(b"b", b"c", b"a", two_way=True, winner=LOCAL) == LOCAL
-    # the remote lost everything: its missing keys are refilled, not deleted here
-    assert decide(b"a", None, b"a", two_way=True, remote_lost=True) == LOCAL
-
-
-def test_one_way_mirror():
-    assert decide(None, b"a", b"a", two_way=False) == LOCAL         # delete remote-only
-    assert decide(None, b"a", None, two_way=False, keep_remote_only=True) is None
-    assert decide(b"a", b"b", b"b", two_way=False) == LOCAL
 
 
 def test_digests_computed_in_redis_match(lab):
@@ -87,10 +47,11 @@ def test_digests_computed_in_redis_match(lab):
             r.zadd(key, scores)
             flat = r.zrange(key, 0, -1, withscores=True, score_cast_func=bytes)
             states[key] = KeyState(ZSET, tuple(sorted(flat)))
-    reply = r.eval(DIGEST_SCAN_SCRIPT_BODY, 0, b"0", b"dg:*", b"1000", b"dg:__redisrepl__:")
+    reply, _ = eval_script(r, scripts.DIGEST_SCAN, [], [b"0", b"dg:*", b"1000", b"dg:__redisrepl__:"],
+                           b"dg:__redisrepl__:")
     assert reply[0] == b"0"
-    got = dict(zip(reply[1::3], reply[2::3]))
-    assert set(reply[3::3]) == {b"-1"}
+    got = dict(zip(reply[1::4], reply[2::4]))
+    assert set(reply[3::4]) == {b"-1"}
     assert got == {key: content_digest(s) for key, s in states.items()}
 
 
@@ -155,15 +116,38 @@ def test_side_that_lost_its_data_is_refilled(daemons, flushed):
     assert state == {f"{ns}{k}".encode(): v for k, v in (("a", b"1"), ("b", b"2"), ("c", b"3"))}
 
 
-def test_one_way_remote_becomes_a_mirror(daemons):
+def test_one_way_mirror_makes_the_remote_an_exact_copy(daemons):
     lab = daemons
     ns = "mir:"
     lab.local.set(ns + "a", "1")
     lab.remote.set(ns + "a", "tampered")
     lab.remote.set(ns + "extra", "remote only")
-    lab.daemon(ns, rc=False)
+    lab.daemon(ns, rc=False, extra=["--mirror"])
     wait_until(lambda: lab.remote.get(ns + "a") == b"1", SLOW)
     wait_until(lambda: not lab.remote.exists(ns + "extra"), SLOW)
+
+
+def test_one_way_leaves_alone_what_it_never_wrote(daemons):
+    lab = daemons
+    ns = "ow:"
+    lab.local.set(ns + "a", "1")
+    lab.remote.set(ns + "extra", "another site's")
+    d = lab.daemon(ns, rc=False)
+    d.wait_log("done:")
+    wait_until(lambda: lab.remote.get(ns + "a") == b"1", SLOW)
+    assert lab.remote.get(ns + "extra") == b"another site's"
+    # what it wrote and then deleted is deleted, live and by a reconcile
+    lab.local.delete(ns + "a")
+    wait_until(lambda: not lab.remote.exists(ns + "a"))
+    lab.local.set(ns + "b", "2")
+    wait_until(lambda: lab.remote.get(ns + "b") == b"2")
+    wait_until(lambda: lab.local.hexists(ns + "__redisrepl__:synced", ns + "b"))
+    d.stop()
+    lab.daemons.remove(d)
+    lab.local.delete(ns + "b")                     # while no daemon watches
+    d = lab.daemon(ns, rc=False)
+    wait_until(lambda: not lab.remote.exists(ns + "b"), SLOW)
+    assert lab.remote.get(ns + "extra") == b"another site's"
 
 
 def test_one_way_keep_remote_only(daemons):
@@ -302,10 +286,12 @@ def test_hub_lost_its_data_and_a_live_write_came_first(daemons):
 def test_one_way_local_lost_its_data_is_refilled_not_mirrored(daemons):
     lab = daemons
     ns = "ll:"
-    sync_and_stop(lab, ns, {"a": "1", "b": "2"}, rc=False)
+    # a site named by an option is known to the hub by that name, even
+    # after its local Redis lost everything (and its own record with it)
+    sync_and_stop(lab, ns, {"a": "1", "b": "2"}, rc=False, extra=["--site", "ll-site"])
     lab.local.flushdb()                        # the local Redis lost everything
-    d = lab.daemon(ns, rc=False)
-    d.wait_log("the local side lost its data")
+    d = lab.daemon(ns, rc=False, extra=["--site", "ll-site"])
+    d.wait_log("the local side lost or rolled back data")
     wait_until(lambda: lab.local.get(ns + "a") == b"1" and lab.local.get(ns + "b") == b"2", SLOW)
     assert lab.remote.get(ns + "a") == b"1"
 
@@ -318,8 +304,7 @@ def test_long_runs_log_their_progress():
 
     from redisrepl.reconcile import PROGRESS_EVERY, Reconciler
     clock = Clock()
-    router = SimpleNamespace(on_written=[], on_overflow=[])
-    reconciler = Reconciler(router, None, None, b"ns:", b"ns:__redisrepl__:", clock, two_way=True)
+    reconciler = Reconciler(None, None, None, None, {}, b"ns:", b"ns:__redisrepl__:", clock, two_way=True)
     run = SimpleNamespace(fixed=0, compared=0)
     report = reconciler._progress("remote", clock.seconds(), run)
     with capturedLogs() as events:

@@ -235,9 +235,9 @@ def test_local_redis_over_a_unix_socket(daemons):
     lab.crosses_both_ways("sock:")
 
 
-def test_evicted_key_is_deleted_on_the_other_side(daemons):
+def test_evicted_key_is_kept_on_the_other_side(daemons):
     lab = daemons
-    lab.daemon("ev:", rc=False)
+    d = lab.daemon("ev:", rc=False, extra=["--reconcile-interval", "1"])
     lab.local.set("ev:k", "x" * 1000)
     wait_until(lambda: lab.remote.exists("ev:k"))
     evicted = lab.local.info("stats")["evicted_keys"]
@@ -252,7 +252,14 @@ def test_evicted_key_is_deleted_on_the_other_side(daemons):
     finally:
         lab.local.config_set("maxmemory", 0)
         lab.local.config_set("maxmemory-policy", "noeviction")
-    wait_until(lambda: not lab.remote.exists("ev:k"), what="eviction copied as a deletion")
+    d.wait_log("evictions are not replicated as deletions")
+    d.wait_log("done:", count=d.log().count("done:") + 1)    # a reconcile after the eviction
+    assert lab.remote.get("ev:k") == b"x" * 1000
+    # a genuine deletion still crosses
+    lab.local.set("ev:k", "y")
+    wait_until(lambda: lab.remote.get("ev:k") == b"y")
+    lab.local.delete("ev:k")
+    wait_until(lambda: not lab.remote.exists("ev:k"), what="a deletion crossing")
 
 
 def test_legacy_pass_flag_is_hidden_from_ps(daemons):

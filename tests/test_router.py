@@ -8,7 +8,7 @@ from redisrepl.errors import LinkError, RefusedError
 from redisrepl.expected import ExpectedEvents
 from redisrepl.router import LOCAL, REMOTE, Router, Side
 from redisrepl.state import ABSENT, HASH, LIST, SET, STRING, BigState, KeyState
-from tests.fakes import FakeStore
+from tests.fakes import FakeStore, FakeSynced
 
 
 def s(value, expire_at=None):
@@ -156,17 +156,23 @@ class RouterTests(_Sides, TestCase):
         self.clock.advance(10)
         self.assertEqual(self.remote.data.get(b"ns:a"), s(b"1"))
 
-    def test_backoff_grows_and_is_capped(self):
+    def test_backoff_is_quick_then_grows_and_is_capped(self):
         self.remote.error = LinkError("down")
         self.local.user_set(b"ns:a", s(b"1"))
         delays = []
-        for _ in range(12):
+        for _ in range(60):
             call = self.router._paused
             delays.append(call.getTime() - self.clock.seconds())
             self.clock.advance(delays[-1])
-        self.assertLess(delays[0], 0.25)
-        self.assertGreater(delays[5], delays[0] * 4)
+        # a side that comes back after a short outage is used within a second
+        self.assertLessEqual(max(delays[:40]), 0.2)
+        self.assertGreater(sum(delays[:40]), 5.0)
+        # a long outage is not hammered
+        self.assertGreater(delays[45], delays[0] * 4)
         self.assertLessEqual(max(delays), 5.0)
+        self.remote.error = None
+        self.clock.advance(5)
+        self.assertEqual(self.remote.data[b"ns:a"], s(b"1"))
 
     def test_refused_key_is_parked_others_go_on(self):
         self.remote.errors_for[b"ns:bad"] = RefusedError("403")
@@ -308,8 +314,10 @@ class FakeBigCopier:
         self.error = None          # raised by the next copy
         self.changed_once = False  # the next copy finds the key changed
 
-    def copy(self, source, target, key, header):
+    def copy(self, source, target, key, header, origin=None):
         from twisted.internet.defer import Deferred
+
+        from redisrepl.big_keys import BigCopy
 
         async def run():
             if self.hold is not None:
@@ -326,7 +334,7 @@ class FakeBigCopier:
             # what the source held when the header was read (a fake header
             # carries the digest of the whole state)
             target.store.data[key] = header
-            return header, 3
+            return BigCopy(header, 3)
         return Deferred.fromCoroutine(run())
 
     def digest(self, side, key, kind):
@@ -339,8 +347,7 @@ class BigKeyRouterTests(_Sides, TestCase):
     def setUp(self):
         self.big = FakeBigCopier()
         self.make_router(big=self.big)
-        self.written = []
-        self.router.on_written.append(lambda target, items: self.written.append((target, items)))
+        self.router.synced = self.synced = FakeSynced()
 
     def announce(self, side, key, event):
         self.router.changed(side, key, event)
@@ -356,7 +363,7 @@ class BigKeyRouterTests(_Sides, TestCase):
         self.assertEqual(self.remote.data[b"ns:small"], s(b"1"))     # small keys still batch
         self.assertEqual(self.remote.writes, [(b"ns:small", s(b"1"))])
         # the digest computed during the copy is what gets recorded
-        self.assertIn((REMOTE, [(b"ns:big", BigState(HASH, 50_000, None, b"hdigest"))]), self.written)
+        self.assertIn([(b"ns:big", BigState(HASH, 50_000, None, b"hdigest"), 0)], self.synced.records)
         self.assertEqual(self.router.stats.big_copies, 1)
         self.assertEqual(self.router.stats.requests[REMOTE], 1 + 3)  # the batch, the copy's 3
         # its events on the remote are echoes: nothing comes back

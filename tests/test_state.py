@@ -248,11 +248,18 @@ def test_list_digest_depends_on_order_across_chunks():
 
 
 def test_big_key_header_from_a_reply():
-    header = split_reply([b"big", b"1700000000000", b"2", b"hash", b"123456"], 1, 0)[0]
-    assert header == BigState(HASH, 123456, 1700000000.0)
-    assert header.big and not KeyState(HASH, ((b"f", b"v"),)).big
+    states, tags = split_reply([b"big", b"1700000000000", b"", b"2", b"hash", b"123456"], 1, 0)
+    assert states == [BigState(HASH, 123456, 1700000000.0)] and tags == [None]
+    assert states[0].big and not KeyState(HASH, ((b"f", b"v"),)).big
     with pytest.raises(StateError):
-        split_reply([b"big", b"-1", b"1", b"hash"], 1, 0)
+        split_reply([b"big", b"-1", b"", b"1", b"hash"], 1, 0)
+
+
+def test_a_hub_tag_comes_with_its_key():
+    states, tags = split_reply([b"string", b"-1", b"1795000000000001", b"1", b"v",
+                                b"none", b"-2", b"", b"0"], 2, 0)
+    assert states == [KeyState(STRING, b"v"), KeyState("none")]
+    assert tags == [1795000000000001, None]
 
 
 def test_chunks_shrink_when_items_are_big_and_grow_back():

@@ -1,0 +1,11 @@
+-- The digests of the keys of KEYS (ARGV: most items a key may have to be
+-- digested), flat {digest, expiry} for each, as digest_scan gives them;
+-- '' and -2 for an absent key.
+local big = tonumber(ARGV[1] or '10000')
+local out = {}
+for i, k in ipairs(KEYS) do
+  local d = key_digest(k, big)
+  out[2 * i - 1] = d or ''
+  out[2 * i] = d and tostring(redis.call('PEXPIRETIME', k)) or '-2'
+end
+return out

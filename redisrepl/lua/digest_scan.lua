@@ -1,0 +1,29 @@
+-- One SCAN step (ARGV: cursor, match pattern, count, reserved prefix, most
+-- items a key may have to be digested), flat: {next cursor, key1, digest1,
+-- expiry1, tag1, ...} for the keys of the step outside the reserved prefix.
+-- The expiry is PEXPIRETIME's (absolute unix ms, -1 for none), the tag the
+-- hub's record of the key since its generation started (prelude:
+-- after_tag). A digest is content_digest() of the key, 'x' for a type
+-- redisrepl does not replicate, 'B' and the type for a big key (digested
+-- a chunk per call by big_keys instead: in one call it would block the
+-- server). Its first letter tells the type (none for a string: 40 hex
+-- digits). The digest of a hash, a set or a sorted set does not depend on
+-- the order of its items: it is the XOR of the SHA1s of its items; that of
+-- a list or a stream is the SHA1 of the SHA1s of its items taken 1000 at a
+-- time, so that it can be computed a chunk per call too.
+local res = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
+local reserved_prefix = ARGV[4]
+local big = tonumber(ARGV[5] or '10000')
+local out = {res[1]}
+for _, k in ipairs(res[2]) do
+  if reserved_prefix == '' or string.sub(k, 1, #reserved_prefix) ~= reserved_prefix then
+    local d = key_digest(k, big)
+    if d then
+      out[#out + 1] = k
+      out[#out + 1] = d
+      out[#out + 1] = tostring(redis.call('PEXPIRETIME', k))
+      out[#out + 1] = after_tag(k)
+    end
+  end
+end
+return out

@@ -1,0 +1,81 @@
+-- Make each key of KEYS hold a state. ARGV: for each key a segment {type,
+-- expiry, origin, n, item1..itemn}; the expiry as an absolute unix time in
+-- ms (PEXPIREAT: the same instant on both sides), 0 for none; origin ''
+-- for a genuine change, or for a refill the stamp since which the state
+-- is known (prelude: may_write). The type 'none' deletes. Chunks of a big
+-- key go to a temporary key: a type with '=' in front ('=hash') replaces
+-- what the key holds, one with '+' in front adds to it, and for both the
+-- expiry is relative (ms from now, PEXPIRE: by the server's clock).
+-- Answers the positions (1-based) of the keys not written: refills of a
+-- key that holds something as fresh already.
+local function chunked(cmd, k, list, first, last)
+  local i = first
+  while i <= last do
+    local j = math.min(i + 3999, last)
+    redis.call(cmd, k, unpack(list, i, j))
+    i = j + 1
+  end
+end
+local function expire(k, at, temporary)
+  if at > 0 then
+    redis.call(temporary and 'PEXPIRE' or 'PEXPIREAT', k, at)
+  end
+end
+local skipped = {}
+local a = 1
+for position, k in ipairs(KEYS) do
+  local kind = ARGV[a]
+  local pttl = tonumber(ARGV[a + 1])
+  local origin = ARGV[a + 2]
+  local first = a + 4
+  a = first + tonumber(ARGV[a + 3])
+  local mode = string.sub(kind, 1, 1)
+  local temporary = mode == '+' or mode == '='
+  if temporary then
+    kind = string.sub(kind, 2)
+  end
+  if not may_write(k, origin) then
+    skipped[#skipped + 1] = tostring(position)
+  else
+    if mode ~= '+' and ({hash = 1, list = 1, set = 1, zset = 1, stream = 1})[kind] then
+      redis.call('DEL', k)
+    end
+    if kind == 'none' then
+      redis.call('DEL', k)
+    elseif kind == 'string' then
+      redis.call('SET', k, ARGV[first])
+      expire(k, pttl, temporary)
+    elseif kind == 'hash' or kind == 'list' or kind == 'set' then
+      local cmd = ({hash = 'HSET', list = 'RPUSH', set = 'SADD'})[kind]
+      chunked(cmd, k, ARGV, first, a - 1)
+      expire(k, pttl, temporary)
+    elseif kind == 'zset' then
+      local pairs_ = {}
+      for i = first, a - 1, 2 do
+        pairs_[#pairs_ + 1] = ARGV[i + 1]
+        pairs_[#pairs_ + 1] = ARGV[i]
+      end
+      chunked('ZADD', k, pairs_, 1, #pairs_)
+      expire(k, pttl, temporary)
+    elseif kind == 'stream' then
+      local i = first
+      while i < a do
+        local n = tonumber(ARGV[i + 1])
+        redis.call('XADD', k, ARGV[i], unpack(ARGV, i + 2, i + 1 + n))
+        i = i + 2 + n
+      end
+      if first == a and not temporary then
+        -- an empty stream still exists: create it and take its only entry away
+        redis.call('XADD', k, '0-1', '_', '_')
+        redis.call('XDEL', k, '0-1')
+      end
+      expire(k, pttl, temporary)
+    else
+      return redis.error_reply('ERR redisrepl cannot write a key of type ' .. kind)
+    end
+    if not temporary then
+      wrote(k, origin)
+    end
+  end
+end
+return skipped

@@ -1,0 +1,189 @@
+"""The reconcile's decision for one key (pure): which side's state both must take.
+
+Inputs are digests (``digest@expiry``; None for an absent key), the key's
+synchronised entry (redisrepl.synced) and the mode of the run. The rules,
+in order:
+
+1. **Equal** sides, or a type redisrepl does not replicate: nothing.
+2. **Evictions** are not deletions: a side that evicted the key (its entry
+   says so) is taken to hold the synchronised state.
+3. **Refills of the hub.** After the hub lost data (its generation changed
+   since this site confirmed it), a key whose synchronised state the hub
+   held at a stamp it lost is refilled from the local side, not deleted
+   or reverted here; and during the recovery window a key another site
+   refilled with a state older than the one this site knows is refilled
+   again, with this site's. A key written on the hub since the loss is an
+   edit like any other.
+4. **One-way** (without ``--rc``): the local side asserts its keys, except
+   where the hub changed since this site last synchronised them; it deletes
+   on the hub only keys it synchronised and then deleted (``--mirror``:
+   everything else too). After a loss of the local side, it is refilled
+   from the hub.
+5. **Two-way**: a three-way merge against the synchronised state; a key
+   changed on both sides takes the winner's.
+6. **No deletions in a run after a loss** of either side: a deletion the
+   run would make is left to the next run, made once the new generations
+   are confirmed.
+"""
+
+import math
+
+import attrs
+
+from redisrepl.epochs import is_lost
+from redisrepl.sides import LOCAL, REMOTE
+
+#: The digest of a key of a type redisrepl does not replicate.
+UNSUPPORTED = b"x"
+#: The digest of a big key that changed type while it was digested in
+#: chunks: not compared in this run (the event of that change is handled).
+CHANGING = b"B"
+
+
+@attrs.frozen
+class Mode:
+    """How a run decides. ``hub_lost``/``local_lost``: that side's generation
+    changed since this site confirmed it; ``windows``: the stamps the hub
+    lost (redisrepl.epochs.lost_windows); ``recovery_start``: the start of
+    the hub's generation while its recovery window is open (the hub then
+    tells, key by key, what was written since), else None."""
+
+    two_way: bool = True
+    winner: str = REMOTE
+    mirror: bool = False
+    hub_lost: bool = False
+    local_lost: bool = False
+    windows: tuple = ()
+    recovery_start: int | None = None
+
+    @property
+    def after_loss(self):
+        return self.hub_lost or self.local_lost
+
+
+@attrs.frozen
+class Decision:
+    """Copy the key from ``side`` (None: leave it). ``origin``: the copy is a
+    refill of a state known since that stamp. ``deletes``: the copy deletes
+    the key on the other side."""
+
+    side: str | None = None
+    origin: int | None = None
+    deletes: bool = False
+
+
+NOTHING = Decision()
+
+
+def decide(local, remote, entry, mode, tag=None):
+    """The Decision for one key; ``tag``: the hub's stamp of what it holds,
+    if it was written since the hub's generation started (see the prelude)."""
+    synced = entry.digest if entry is not None else None
+    if entry is not None and entry.evicted is not None:
+        if entry.evicted == LOCAL and local is None:
+            local = synced
+        elif entry.evicted == REMOTE and remote is None:
+            remote = synced
+    if local == remote or UNSUPPORTED in (local, remote):
+        return NOTHING
+    decision = _refill(local, synced, entry, mode, tag)
+    if decision is None:
+        side = _one_way(local, remote, synced, mode) if not mode.two_way else _two_way(local, remote, synced, mode)
+        if side is None:
+            return NOTHING
+        decision = Decision(side)
+    source = local if decision.side == LOCAL else remote
+    if source is None:
+        if mode.after_loss:
+            return NOTHING
+        return attrs.evolve(decision, deletes=True)
+    return decision
+
+
+def _refill(local, synced, entry, mode, tag):
+    """A refill of the hub from the local side, or None."""
+    if local is None or mode.recovery_start is None:
+        return None   # nothing to refill with, or the hub no longer tells refills from edits
+    if tag is not None:
+        if tag >= mode.recovery_start:
+            return None   # written since the loss: an edit like any other
+        # refilled by a site that knew this key's state since ``tag``
+        if entry is not None and local == synced and entry.stamp > tag:
+            return Decision(LOCAL, origin=entry.stamp)
+        return None
+    if mode.hub_lost and entry is not None and is_lost(entry.stamp, mode.windows):
+        # the hub holds an older state, or none: it lost what this site knew
+        return Decision(LOCAL, origin=entry.stamp if local == synced else None)
+    return None
+
+
+def _one_way(local, remote, synced, mode):
+    if mode.mirror:
+        return LOCAL
+    if mode.local_lost and remote is not None and remote != UNSUPPORTED:
+        if local is None or (local == synced and remote != synced):
+            return REMOTE        # the local side lost it: refill from the hub
+    if CHANGING in (local, remote):
+        return None
+    if local is None:
+        # delete on the hub only what this site wrote there and deleted since
+        return LOCAL if synced is not None and remote == synced else None
+    if synced is not None and local == synced and remote != synced:
+        return None              # changed on the hub since: not reverted
+    return LOCAL
+
+
+def _two_way(local, remote, synced, mode):
+    if CHANGING in (local, remote):
+        return None
+    local_changed = local != synced
+    remote_changed = remote != synced
+    if local_changed and not remote_changed:
+        return LOCAL
+    if remote_changed and not local_changed:
+        return REMOTE
+    return mode.winner
+
+
+@attrs.frozen
+class DeleteLimit:
+    """``--max-delete``: the most keys a run may delete on one side, as a
+    share of that side's namespace (never fewer than ``floor`` keys), a
+    count, or no limit."""
+
+    percent: float | None = 10.0
+    count: int | None = None
+    floor: int = 100
+
+    @classmethod
+    def parse(cls, text):
+        text = str(text).strip().lower()
+        if text in ("all", "none", "unlimited"):
+            return cls(None, None)
+        if text.endswith("%"):
+            percent = float(text[:-1])
+            if not 0 <= percent <= 100:
+                raise ValueError("a percentage between 0% and 100%")
+            return cls(percent, None)
+        count = int(text)
+        if count < 0:
+            raise ValueError("a number of keys, 0 or more")
+        return cls(None, count)
+
+    def limit(self, size):
+        """The most deletions allowed on a side holding ``size`` keys (None: any)."""
+        if self.count is not None:
+            return self.count
+        if self.percent is None:
+            return None
+        return max(self.floor, math.ceil(size * self.percent / 100))
+
+    def __str__(self):
+        if self.count is not None:
+            return f"{self.count} keys"
+        if self.percent is None:
+            return "no limit"
+        return f"{self.percent:g}% (at least {self.floor} keys)"
+
+
+__all__ = ["CHANGING", "NOTHING", "UNSUPPORTED", "DeleteLimit", "Decision", "Mode", "decide"]

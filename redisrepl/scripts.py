@@ -1,0 +1,77 @@
+"""The Lua scripts redisrepl runs on both sides, loaded from ``redisrepl/lua``.
+
+Each script is ``prelude.lua`` (the call's context, the side's generation,
+the digest helpers), then the script's own file as the body of a function,
+then an epilogue that appends the side's generation to the reply. So every
+reply of every script, on either side, says which generation of that Redis
+answered (see ``redisrepl.epochs``), and a wiped or restarted Redis is
+noticed at its first answer.
+
+Callers add the context with ``context_args`` after the script's own
+arguments; ``split_generation`` takes it off the reply.
+"""
+
+import hashlib
+from importlib import resources
+
+import attrs
+
+#: Seconds after a generation of the hub starts during which the hub
+#: remembers which keys were written and the stamp of what they hold (the
+#: recovery window: how long a site has to come back after a loss of the
+#: hub and still tell refills from newer writes).
+RECOVERY_WINDOW = 24 * 3600
+
+
+def _read(name):
+    return resources.files("redisrepl").joinpath("lua", name).read_bytes()
+
+
+@attrs.frozen
+class Script:
+    """A Lua script and its SHA1, for EVALSHA."""
+
+    name: str
+    body: bytes
+    sha: bytes = attrs.field(init=False)
+
+    def __attrs_post_init__(self):
+        object.__setattr__(self, "sha", hashlib.sha1(self.body).hexdigest().encode())
+
+
+def load(name):
+    """The script ``redisrepl/lua/<name>.lua``, wrapped in the prelude."""
+    body = (_read("prelude.lua") + b"local function main()\n" + _read(name + ".lua")
+            + b"end\nreturn epilogue(main())\n")
+    return Script(name, body)
+
+
+def context_args(reserved_prefix, fresh_id, track_writes, window=RECOVERY_WINDOW, look_only=False):
+    """The three context arguments that follow a script's own arguments:
+    the reserved prefix, a fresh generation id, and the flags (the hub
+    stamps its writes and keeps their record for ``window`` seconds;
+    ``look_only``: the epoch is neither started nor touched)."""
+    if look_only:
+        return [reserved_prefix, fresh_id, b"r"]
+    flags = b"w%d" % window if track_writes else b""
+    return [reserved_prefix, fresh_id, flags]
+
+
+def split_generation(reply):
+    """(payload, (generation id, stamp, start)) of a script's reply."""
+    if not isinstance(reply, list) or len(reply) < 3:
+        raise ValueError(f"reply without the side's generation: {reply!r:.80}")
+    gen_id, stamp, start = reply[-3:]
+    return reply[:-3], (gen_id, int(stamp), int(start))
+
+
+READ = load("read")
+WRITE = load("write")
+DIGEST_SCAN = load("digest_scan")
+KEY_SCAN = load("key_scan")
+DIGEST_KEYS = load("digest_keys")
+EXISTS = load("exists")
+CHUNK = load("chunk")
+FINISH = load("finish")
+CHECK = load("check")
+FLAG_EVICTED = load("flag_evicted")

@@ -1,0 +1,142 @@
+"""What this site knows it synchronised, kept in its local Redis.
+
+- ``<namespace>__redisrepl__:synced``: for each key, the digest of the state
+  both sides held when redisrepl last copied it (or found them equal), with
+  the hub's stamp of that state and, if one side evicted the key since, which
+  one. The reconcile's three-way merge compares both sides against it.
+- ``<namespace>__redisrepl__:seen``: the generation of each side that the
+  last reconcile confirmed (redisrepl.epochs).
+- ``<namespace>__redisrepl__:site``: this site's name, made once.
+
+Being in the local Redis, all of it survives the daemon's restarts and goes
+back with the local data to the same moment when the local Redis restarts
+from a snapshot, so that the local side's own history stays consistent.
+"""
+
+import os
+
+import attrs
+from twisted.internet.defer import Deferred, FirstError, gatherResults
+from twisted.logger import Logger
+
+from redisrepl import scripts, state
+
+log = Logger()
+
+#: Keys per HSCAN step of the table.
+SCAN_COUNT = 1000
+#: Side letters of an eviction flag.
+EVICTED_ON = {b"L": "local", b"R": "remote"}
+SIDE_LETTER = {"local": b"L", "remote": b"R"}
+
+
+@attrs.frozen
+class SyncedEntry:
+    """The synchronised state of one key: its digest (``digest@expiry`` as
+    the reconcile compares it), the hub's stamp of that state (0: unknown,
+    from an older redisrepl), and the side that evicted it since, if any."""
+
+    digest: bytes
+    stamp: int = 0
+    evicted: str | None = None
+
+    def encode(self):
+        flag = b"!" + SIDE_LETTER[self.evicted] if self.evicted else b""
+        return self.digest + b"#%d" % self.stamp + flag
+
+    @classmethod
+    def decode(cls, value):
+        if value is None:
+            return None
+        evicted = None
+        if value[-2:-1] == b"!" and value[-1:] in EVICTED_ON:
+            evicted, value = EVICTED_ON[value[-1:]], value[:-2]
+        digest, sep, stamp = value.rpartition(b"#")
+        if not sep:
+            return cls(value, 0, evicted)
+        try:
+            return cls(digest, int(stamp), evicted)
+        except ValueError:
+            return cls(value, 0, evicted)
+
+
+class SyncedTable:
+    """The last synchronised state of each key, in a hash of the local Redis,
+    and this site's confirmed generations and name beside it."""
+
+    def __init__(self, local_store, reserved_prefix):
+        self._store = local_store
+        self.key = reserved_prefix + b"synced"
+        self.seen_key = reserved_prefix + b"seen"
+        self.site_key = reserved_prefix + b"site"
+
+    def record(self, items):
+        """After a copy: both sides now hold these states; ``items`` are
+        (key, state, stamp). Fire and forget."""
+        sets, dels = [], []
+        for key, key_state, stamp in items:
+            digest = state.synced_digest(key_state)
+            if digest is None:
+                dels.append(key)
+            else:
+                sets += (key, SyncedEntry(digest, stamp).encode())
+        d = Deferred.fromCoroutine(self.update(sets, dels))
+        d.addErrback(lambda f: log.warn("could not record synchronised state: {error}", error=f.value))
+
+    def evicted(self, side, keys):
+        """``side`` evicted ``keys``: mark their entries so (fire and forget)."""
+        d = Deferred.fromCoroutine(self._store.run_script(
+            scripts.FLAG_EVICTED, [self.key], [SIDE_LETTER[side], *keys]))
+        d.addErrback(lambda f: log.warn("could not record evictions: {error}", error=f.value))
+
+    async def update(self, sets, dels):
+        """Store ``sets`` (flat key, encoded entry pairs) and drop ``dels``.
+
+        Every command is sent before any reply is awaited, so that updates
+        reach Redis in the order they were made (one connection, in order).
+        """
+        sent = [Deferred.fromCoroutine(self._store.command("HSET", self.key, *sets[i:i + 2000]))
+                for i in range(0, len(sets), 2000)]
+        sent += [Deferred.fromCoroutine(self._store.command("HDEL", self.key, *dels[i:i + 1000]))
+                 for i in range(0, len(dels), 1000)]
+        if sent:
+            try:
+                await gatherResults(sent, consumeErrors=True)
+            except FirstError as e:
+                e.subFailure.raiseException()
+
+    async def get(self, keys):
+        """The SyncedEntry of each of ``keys``, in order (None: never synced)."""
+        if not keys:
+            return []
+        return [SyncedEntry.decode(value) for value in await self._store.command("HMGET", self.key, *keys)]
+
+    async def count(self):
+        return await self._store.command("HLEN", self.key)
+
+    async def scan(self, cursor):
+        """One HSCAN step: [next cursor, [key, entry, ...]]."""
+        return await self._store.command("HSCAN", self.key, cursor, "COUNT", SCAN_COUNT)
+
+    # -- confirmed generations and the site's name --------------------------------
+
+    async def confirmed(self):
+        """{side: generation id} as last confirmed (sides never confirmed are absent)."""
+        reply = await self._store.command("HMGET", self.seen_key, b"local", b"remote")
+        return {side: value for side, value in zip(("local", "remote"), reply) if value}
+
+    async def confirm(self, confirmations):
+        """Record {side: generation id} as confirmed."""
+        if confirmations:
+            flat = [x for side, gen_id in confirmations.items() for x in (side.encode(), gen_id)]
+            await self._store.command("HSET", self.seen_key, *flat)
+
+    async def site_name(self, wanted=None):
+        """This site's name: ``wanted`` (kept in the local Redis), else the
+        one made at the first start, else a new random one."""
+        if wanted:
+            await self._store.command("SET", self.site_key, wanted)
+            return wanted
+        made = os.urandom(8).hex().encode()
+        await self._store.command("SET", self.site_key, made, "NX")
+        return await self._store.command("GET", self.site_key)

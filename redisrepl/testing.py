@@ -1,0 +1,52 @@
+"""Test doubles of redisrepl's seams, for its own tests and anyone else's.
+
+``BlockingStore`` is a state store over any blocking Redis client with an
+``execute_command`` method (redis-py's ``Redis``): it runs the same scripts,
+with the same context and replies, as the daemon's stores, so that the
+coroutines of redisrepl (big-key copies, digests, scans) can be driven
+without a reactor: each await finishes at once (see ``run``).
+"""
+
+from redisrepl import scripts, state
+from redisrepl.errors import NoScriptError, RefusedError
+from redisrepl.stores import _StateStore
+
+
+class BlockingStore(_StateStore):
+    """A store over a blocking client; ``hub=True`` makes it stamp its
+    writes as the remote side does."""
+
+    def __init__(self, client, reserved_prefix, big_items=state.BIG_ITEMS, hub=False, clock=None, epoch=None):
+        self.client = client
+        self.reserved_prefix = reserved_prefix
+        self.big_items = big_items
+        self.track_writes = hub
+        self.epoch = epoch
+        self._clock = clock
+
+    async def command(self, *args):
+        try:
+            return self.client.execute_command(*args)
+        except Exception as e:          # the client's error type: ours, by message
+            message = str(e)
+            if message.startswith("NOSCRIPT") or type(e).__name__ == "NoScriptError":
+                raise NoScriptError(message, "noscript") from None
+            if type(e).__name__ == "ResponseError":
+                raise RefusedError(message, "redis_error") from None
+            raise
+
+
+def run(coroutine):
+    """The result of a coroutine that never waits (a BlockingStore's)."""
+    try:
+        coroutine.send(None)
+    except StopIteration as e:
+        return e.value
+    raise AssertionError("the coroutine waited")
+
+
+def eval_script(client, script, keys, args, reserved_prefix=b"", hub=False):
+    """Run one of redisrepl's scripts with a blocking client: (payload,
+    (generation id, stamp, start))."""
+    context = scripts.context_args(reserved_prefix, b"test-generation", hub)
+    return scripts.split_generation(client.eval(script.body, len(keys), *keys, *args, *context))
