@@ -7,7 +7,7 @@ here:
 
 - **Copy**: the source is read a chunk at a time (``HSCAN``/``SSCAN``/
   ``ZSCAN``, ``LRANGE`` ranges, ``XRANGE`` from the last ID), each chunk is
-  added to a temporary key under the reserved prefix of the target (it
+  added to a temporary key under the meta prefix of the target (it
   expires by itself if the copy is abandoned), and one last script renames
   it over the key and sets its expiry (unless what was read is what the
   target is known to hold already). The target never shows half a key,
@@ -119,16 +119,16 @@ async def digest(store, key, kind):
 class BigCopier:
     """Copies big keys from one side to the other in chunks (see the module)."""
 
-    def __init__(self, clock, reserved_prefix, chunk_items=CHUNK_ITEMS, chunk_bytes=CHUNK_BYTES):
+    def __init__(self, clock, meta_prefix, chunk_items=CHUNK_ITEMS, chunk_bytes=CHUNK_BYTES):
         self._clock = clock
-        self._reserved = reserved_prefix
+        self._meta = meta_prefix
         self.chunk_items = chunk_items
         self.chunk_bytes = chunk_bytes
 
     def temporary_key(self):
         """A new temporary key for each copy: a late request of an abandoned
         copy (its deletion included) can never touch the next one's."""
-        return self._reserved + b"tmp:" + os.urandom(10).hex().encode()
+        return self._meta + b"tmp:" + os.urandom(10).hex().encode()
 
     async def digest(self, side, key, kind):
         """The digest of a big key on ``side`` (a router Side), computed there."""

@@ -77,16 +77,28 @@ class SideEpoch:
     def __init__(self, side, listener=None):
         self.side = side
         self.current = None      # Generation, from the last reply
+        self.first = None        # generation id of the first reply this process saw
         self.confirmed = None    # generation id, once loaded or confirmed
         self.listener = listener
 
     def observe(self, generation):
         previous, self.current = self.current, generation
+        if self.first is None:
+            self.first = generation.id
         if previous is not None and previous.id == generation.id:
             return
         changed = (previous is not None) or (self.confirmed is not None and generation.id != self.confirmed)
         if changed and generation.id != self.confirmed and self.listener is not None:
             self.listener(self.side, generation)
+
+    @property
+    def trusted(self):
+        """The generation whose answers are taken as they are: the confirmed
+        one, else the first this process saw (None: none seen yet)."""
+        return self.confirmed if self.confirmed is not None else self.first
+
+    def trusts(self, generation):
+        return self.trusted is None or generation.id == self.trusted
 
     @property
     def changed(self):

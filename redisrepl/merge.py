@@ -136,6 +136,10 @@ def _one_way(local, remote, synced, mode):
 def _two_way(local, remote, synced, mode):
     if CHANGING in (local, remote):
         return None
+    if mode.local_lost and synced is None and local is not None:
+        # the local side lost its record with its data: what it holds now
+        # was written since (or is the refill, equal to the hub's)
+        return LOCAL
     local_changed = local != synced
     remote_changed = remote != synced
     if local_changed and not remote_changed:

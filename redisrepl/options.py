@@ -13,6 +13,7 @@ from twisted.python import usage
 
 from redisrepl import __version__
 from redisrepl.merge import DeleteLimit
+from redisrepl.namespace import Namespace
 from redisrepl.tls import CredentialsError, load_policy
 
 #: The Go program's single-dash flags and their names here.
@@ -22,7 +23,6 @@ LEGACY_FLAGS = {
 }
 PASSWORD_ENV = "REDISREPL_PASSWORD"
 USERNAME_ENV = "REDISREPL_USERNAME"
-RESERVED_INFIX = b"__redisrepl__:"
 #: Set when redisrepl re-ran itself to move a -pass password out of its argv.
 LEGACY_PASS_ENV = "REDISREPL_PASSWORD_FROM_PASS"
 
@@ -190,7 +190,8 @@ class Options(usage.Options):
         if not nam and not self["all-keys"]:
             fail("--nam is empty: give a namespace (key prefix), or --all-keys to replicate every key")
         self["namespace"] = nam.encode("utf-8", "surrogateescape")
-        self["reserved_prefix"] = self["namespace"] + RESERVED_INFIX
+        self["names"] = Namespace(self["namespace"])
+        self["reserved_prefix"] = self["names"].reserved
 
     def _check_haddr(self):
         haddr = self["haddr"]

@@ -28,10 +28,10 @@ source answers with another.
 Deletions decided by a run (not by live events) are held to its end and
 made only if they are not more than ``--max-delete`` of that side's
 namespace: past it, the run deletes nothing there, says so, and copies the
-rest (``<namespace>__redisrepl__:allow-mass-delete`` in the local Redis lets
-one run through).
+rest (``__redisrepl__:{<namespace>}:allow-mass-delete`` in the local Redis
+lets one run through).
 
-Keys the hub lists outside the namespace (or under the reserved prefix) are
+Keys the hub lists outside the namespace (or among redisrepl's own) are
 refused, counted and reported: the hub is trusted to be the hub, not to
 reach outside the namespace. Keys with live events during a run are left to
 the live path: events win.
@@ -67,11 +67,6 @@ class Voided(Exception):
     def __init__(self, side):
         super().__init__(side)
         self.side = side
-
-
-def owns(namespace, reserved_prefix, key):
-    """Is ``key`` one the namespace holds (and not one of redisrepl's own)?"""
-    return key.startswith(namespace) and not key.startswith(reserved_prefix)
 
 
 class _Refused:
@@ -110,7 +105,7 @@ def _tag(raw):
     return int(raw) if raw else None
 
 
-async def scan_steps(store, namespace, reserved_prefix, expiries=None, on_big=None, refused=None):
+async def scan_steps(store, names, expiries=None, on_big=None, refused=None):
     """Yield, SCAN step by SCAN step, [(key, digest@expiry, tag)] of the
     namespace on one side (``@expiry`` only for keys that expire: absolute
     unix ms; ``tag``: the hub's stamp of what the key holds if written
@@ -118,18 +113,17 @@ async def scan_steps(store, namespace, reserved_prefix, expiries=None, on_big=No
     fill it with {key: expiry ms} too. Big keys are digested a chunk per
     call, after ``on_big(key, type)``. A key outside the namespace is not
     yielded: ``refused(side, key)`` is told."""
-    pattern = webdis.prefix_pattern(namespace)
+    pattern = webdis.prefix_pattern(names.prefix)
     cursor = b"0"
     while True:
         reply = await store.run_script(scripts.DIGEST_SCAN, [],
-                                       [cursor, pattern, b"%d" % SCAN_COUNT, reserved_prefix,
-                                        b"%d" % store.big_items])
+                                       [cursor, pattern, b"%d" % SCAN_COUNT, b"%d" % store.big_items])
         if not reply or len(reply) % 4 != 1:
             raise ReplicationError(f"unexpected digest scan reply {reply!r:.80}", "bad_reply")
         cursor = reply[0]
         step = []
         for key, digest, expiry, tag in zip(reply[1::4], reply[2::4], reply[3::4], reply[4::4]):
-            if not (isinstance(key, bytes) and owns(namespace, reserved_prefix, key)):
+            if not (isinstance(key, bytes) and names.owns(key)):
                 if refused is not None:
                     refused(store_side(store), key)
                 continue
@@ -143,18 +137,18 @@ def store_side(store):
     return REMOTE if store.track_writes else LOCAL
 
 
-async def scan_keys(store, namespace, reserved_prefix, refused=None):
+async def scan_keys(store, names, refused=None):
     """Yield, SCAN step by SCAN step, the keys of the namespace on one side."""
-    pattern = webdis.prefix_pattern(namespace)
+    pattern = webdis.prefix_pattern(names.prefix)
     cursor = b"0"
     while True:
-        reply = await store.run_script(scripts.KEY_SCAN, [], [cursor, pattern, b"%d" % SCAN_COUNT, reserved_prefix])
+        reply = await store.run_script(scripts.KEY_SCAN, [], [cursor, pattern, b"%d" % SCAN_COUNT])
         if not reply:
             raise ReplicationError(f"unexpected key scan reply {reply!r:.80}", "bad_reply")
         cursor = reply[0]
         keys = []
         for key in reply[1:]:
-            if isinstance(key, bytes) and owns(namespace, reserved_prefix, key):
+            if isinstance(key, bytes) and names.owns(key):
                 keys.append(key)
             elif refused is not None:
                 refused(store_side(store), key)
@@ -185,10 +179,10 @@ async def existing(store, keys):
     return [(int(exists) == 1, _tag(tag)) for exists, tag in zip(reply[0::2], reply[1::2])]
 
 
-async def scan_digests(store, namespace, reserved_prefix, expiries=None, on_big=None, refused=None):
+async def scan_digests(store, names, expiries=None, on_big=None, refused=None):
     """{key: digest} of every key of the namespace on one side."""
     digests = {}
-    async for step in scan_steps(store, namespace, reserved_prefix, expiries, on_big, refused):
+    async for step in scan_steps(store, names, expiries, on_big, refused):
         digests.update((key, digest) for key, digest, _ in step)
     return digests
 
@@ -217,14 +211,13 @@ class Reconciler(Service):
     side's new generation) and every ``interval`` seconds; one run at a
     time, failed runs retried with backoff."""
 
-    def __init__(self, router, local_store, remote_store, synced, epochs, namespace, reserved_prefix,
+    def __init__(self, router, local_store, remote_store, synced, epochs, names,
                  clock, two_way, winner=REMOTE, mirror=False, interval=60.0, backoff=None,
                  max_delete=None, site=None):
         self._router = router
         self._stores = {LOCAL: local_store, REMOTE: remote_store}
         self._epochs = epochs
-        self._namespace = namespace
-        self._reserved = reserved_prefix
+        self._names = names
         self._clock = clock
         self.two_way = two_way
         self.winner = winner
@@ -234,8 +227,8 @@ class Reconciler(Service):
         self.synced = synced
         self.site = None                 # this site's name, once known
         self._wanted_site = site
-        self.allow_key = reserved_prefix + b"allow-mass-delete"
-        self._backoff = backoff or Backoff(initial=0.5, maximum=30.0, quick=5)
+        self.allow_key = names.meta + b"allow-mass-delete"
+        self._backoff = backoff or Backoff(initial=0.25, maximum=30.0, quick=40)
         self._pending = None        # DelayedCall of the next run
         self._reasons = set()
         self._running = None        # Deferred of the run under way
@@ -370,13 +363,17 @@ class Reconciler(Service):
 
     async def _confirmed(self):
         """{side: generation id} this site last confirmed: from memory (which
-        outlives a wipe of the local Redis), else from the local Redis."""
+        outlives a wipe of the local Redis), else from the local Redis, else
+        the first one this process saw (whatever it recorded since then is
+        of that one or later)."""
         confirmed = await self.synced.confirmed()
         for side, epoch in self._epochs.items():
             if epoch.confirmed is not None:
                 confirmed[side] = epoch.confirmed
             elif side in confirmed:
                 epoch.confirmed = confirmed[side]
+            elif epoch.first is not None:
+                confirmed[side] = epoch.first
         return confirmed
 
     def _mode(self, checks, confirmed):
@@ -397,8 +394,8 @@ class Reconciler(Service):
         # local digest read then; then the keys that only the local side has.
         report = self._progress("remote", started, run)
         on_local_big = self._big_progress(LOCAL)
-        async for step in scan_steps(remote_store, self._namespace, self._reserved,
-                                     on_big=self._big_progress(REMOTE), refused=refused):
+        async for step in scan_steps(remote_store, self._names, on_big=self._big_progress(REMOTE),
+                                     refused=refused):
             run.check_generation(REMOTE)
             run.sizes[REMOTE] += len(step)
             keys = [key for key, _, _ in step]
@@ -411,7 +408,7 @@ class Reconciler(Service):
             report(run.compared)
         report = self._progress("local", started, run)
         scanned = 0
-        async for keys in scan_keys(local_store, self._namespace, self._reserved, refused=refused):
+        async for keys in scan_keys(local_store, self._names, refused=refused):
             run.check_generation(LOCAL)
             scanned += len(keys)
             run.sizes[LOCAL] += len(keys)
@@ -443,7 +440,7 @@ class Reconciler(Service):
         await self._stores[REMOTE].command("SET", self._site_record(), generations[LOCAL])
 
     def _site_record(self):
-        return self._reserved + b"site:" + self.site
+        return self._names.meta + b"site:" + self.site
 
     async def _forget_stale(self):
         """Drop the synchronised state of keys absent on both sides (deleted
@@ -541,6 +538,10 @@ class _Run:
         for digest, where in ((here, LOCAL), (there, REMOTE)):
             if digest == UNSUPPORTED:
                 router.unsupported(key, where, "module type")
+        if entry is not None and entry.evicted is None:
+            for side in (LOCAL, REMOTE):
+                if router.was_evicted(side, key):     # its flag may not be recorded yet
+                    entry = attrs.evolve(entry, evicted=side)
         decision = decide(here, there, entry, self.mode, tag)
         if decision.side is None:
             if (here == there and here not in (UNSUPPORTED, CHANGING)

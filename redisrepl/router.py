@@ -38,6 +38,7 @@ from twisted.logger import Logger
 from redisrepl.backoff import Backoff
 from redisrepl.big_keys import EXPIRY_MARGIN, KeyChanged
 from redisrepl.errors import LinkError, RefusedError, ReplicationError
+from redisrepl.namespace import Namespace
 from redisrepl.sides import LOCAL, OTHER, REMOTE, short
 from redisrepl.state import ABSENT
 
@@ -117,6 +118,7 @@ class Router:
         self._sides = {LOCAL: local, REMOTE: remote}
         self.namespace = namespace
         self.reserved_prefix = reserved_prefix
+        self.names = Namespace(namespace)
         self.concurrency = concurrency
         self.batch_size = batch_size
         self.max_backlog = max_backlog
@@ -150,7 +152,7 @@ class Router:
 
     def owns(self, key):
         """Is ``key`` one redisrepl replicates?"""
-        return key.startswith(self.namespace) and not key.startswith(self.reserved_prefix)
+        return self.names.owns(key)
 
     def changed(self, side, key, event=None):
         """Side ``side`` announced a change to ``key`` (by an ``event`` of
@@ -208,6 +210,10 @@ class Router:
             self._eviction_report[side] = (now, 0)
         else:
             self._eviction_report[side] = (last, count + 1)
+
+    def was_evicted(self, side, key):
+        """Did ``side`` evict ``key`` (and nothing happened to it there since)?"""
+        return key in self._evicted[side]
 
     def _flag_evictions(self, side):
         keys, self._evictions_to_flag[side] = self._evictions_to_flag[side], []
@@ -387,6 +393,8 @@ class Router:
             raise
         self._answered(source)
         generation = reply.generation
+        epoch = getattr(src.store, "epoch", None)
+        untrusted = generation is not None and epoch is not None and not epoch.trusts(generation)
         items, bigs, origins = [], [], {}
         for key, state, tag in zip(keys, reply.states, reply.tags):
             forced = self._forced.get(key)
@@ -399,6 +407,13 @@ class Router:
                 self._request_reconcile(f"the {source} side's data changed generation")
             elif state is ABSENT and key in self._evicted[source]:
                 self.stats.unchanged += 1          # evicted there: not a deletion
+            elif untrusted and forced is None and not (source == REMOTE and tag is not None
+                                                       and tag >= generation.start):
+                # the source lost or rolled back data since this site last
+                # confirmed it: what it holds now may be the loss, not a
+                # change (a key written there since is, and the hub says so)
+                self.stats.deferred += 1
+                self._request_reconcile(f"the {source} side lost or rolled back data")
             elif (source == REMOTE and forced is None and tag is not None and generation is not None
                     and tag < generation.start and not (state.big or src.expected.is_echo(key, state))):
                 # another site refilled it after the hub lost data: whether its
@@ -446,6 +461,10 @@ class Router:
             items = [(key, state) for key, state in items if key not in wrote.skipped]
         stamp = wrote.generation.stamp if target == REMOTE and wrote.generation is not None else read_stamp
         self._written(target, [(key, state, (origins or {}).get(key, stamp)) for key, state in items], 1)
+        evicted = [key for key, _ in items if key in self._evicted[target]]
+        if evicted and self.synced is not None:
+            # evicted there before this copy was recorded: flag it again after
+            self.synced.evicted(target, evicted)
 
     def _refills_refused(self, target, keys):
         """The hub refused refills: it holds something as fresh already."""

@@ -8,7 +8,7 @@ answered (see ``redisrepl.epochs``), and a wiped or restarted Redis is
 noticed at its first answer.
 
 Callers add the context with ``context_args`` after the script's own
-arguments; ``split_generation`` takes it off the reply.
+arguments; ``split_generation`` takes the generation off the reply.
 """
 
 import hashlib
@@ -46,15 +46,17 @@ def load(name):
     return Script(name, body)
 
 
-def context_args(reserved_prefix, fresh_id, track_writes, window=RECOVERY_WINDOW, look_only=False):
-    """The three context arguments that follow a script's own arguments:
-    the reserved prefix, a fresh generation id, and the flags (the hub
-    stamps its writes and keeps their record for ``window`` seconds;
-    ``look_only``: the epoch is neither started nor touched)."""
+def context_args(names, fresh_id, track_writes, window=RECOVERY_WINDOW, look_only=False):
+    """The four context arguments that follow a script's own arguments: the
+    namespace's reserved and meta prefixes (``names``: a Namespace), a
+    fresh generation id, and the flags (the hub stamps its writes and keeps
+    their record for ``window`` seconds; ``look_only``: the epoch is
+    neither started nor touched)."""
     if look_only:
-        return [reserved_prefix, fresh_id, b"r"]
-    flags = b"w%d" % window if track_writes else b""
-    return [reserved_prefix, fresh_id, flags]
+        flags = b"r"
+    else:
+        flags = b"w%d" % window if track_writes else b""
+    return [names.reserved, names.meta, fresh_id, flags]
 
 
 def split_generation(reply):

@@ -2,8 +2,8 @@
 
 Both run the same Lua scripts (redisrepl/lua), so a key reads and writes
 identically on the local Redis (txredisapi) and the remote one (Webdis).
-Every script call carries the context the scripts need (the reserved
-prefix, a fresh generation id, whether this side stamps its writes) and
+Every script call carries the context the scripts need (where redisrepl's
+own keys are, a fresh generation id, whether this side stamps its writes) and
 every reply ends with the side's generation, which the store hands to the
 side's ``SideEpoch`` before returning the rest.
 """
@@ -65,14 +65,14 @@ class _StateStore:
     big_items = state.BIG_ITEMS
     #: Does this side stamp its writes and remember them after a loss (the hub)?
     track_writes = False
-    reserved_prefix = b""
+    names = None      # the Namespace (where redisrepl's own keys are)
     epoch = None      # the side's SideEpoch, told every generation seen
     #: Only look (redisrepl verify): scripts do not start or touch the epoch.
     look_only = False
 
     async def call(self, script, keys, args):
         """Run ``script``; (its reply without the generation, the generation)."""
-        context = scripts.context_args(self.reserved_prefix, os.urandom(8).hex().encode(), self.track_writes,
+        context = scripts.context_args(self.names, os.urandom(8).hex().encode(), self.track_writes,
                                        look_only=self.look_only)
         try:
             reply = await self.command("EVALSHA", script.sha, len(keys), *keys, *args, *context)
@@ -135,11 +135,11 @@ class _StateStore:
 class LocalStore(_StateStore):
     """The local Redis, through a txredisapi connection factory."""
 
-    def __init__(self, factory, clock, reserved_prefix, timeout=30.0, big_items=state.BIG_ITEMS, epoch=None):
+    def __init__(self, factory, clock, names, timeout=30.0, big_items=state.BIG_ITEMS, epoch=None):
         self._factory = factory
         self._clock = clock
         self._timeout = timeout
-        self.reserved_prefix = reserved_prefix
+        self.names = names
         self.big_items = big_items
         self.epoch = epoch
 
@@ -169,10 +169,10 @@ class RemoteStore(_StateStore):
 
     track_writes = True
 
-    def __init__(self, client, clock, reserved_prefix, big_items=state.BIG_ITEMS, epoch=None):
+    def __init__(self, client, clock, names, big_items=state.BIG_ITEMS, epoch=None):
         self._client = client
         self._clock = clock
-        self.reserved_prefix = reserved_prefix
+        self.names = names
         self.big_items = big_items
         self.epoch = epoch
 

@@ -1,12 +1,12 @@
 """What this site knows it synchronised, kept in its local Redis.
 
-- ``<namespace>__redisrepl__:synced``: for each key, the digest of the state
+- ``__redisrepl__:{<namespace>}:synced``: for each key, the digest of the state
   both sides held when redisrepl last copied it (or found them equal), with
   the hub's stamp of that state and, if one side evicted the key since, which
   one. The reconcile's three-way merge compares both sides against it.
-- ``<namespace>__redisrepl__:seen``: the generation of each side that the
+- ``__redisrepl__:{<namespace>}:seen``: the generation of each side that the
   last reconcile confirmed (redisrepl.epochs).
-- ``<namespace>__redisrepl__:site``: this site's name, made once.
+- ``__redisrepl__:{<namespace>}:site``: this site's name, made once.
 
 Being in the local Redis, all of it survives the daemon's restarts and goes
 back with the local data to the same moment when the local Redis restarts
@@ -64,11 +64,11 @@ class SyncedTable:
     """The last synchronised state of each key, in a hash of the local Redis,
     and this site's confirmed generations and name beside it."""
 
-    def __init__(self, local_store, reserved_prefix):
+    def __init__(self, local_store, names):
         self._store = local_store
-        self.key = reserved_prefix + b"synced"
-        self.seen_key = reserved_prefix + b"seen"
-        self.site_key = reserved_prefix + b"site"
+        self.key = names.meta + b"synced"
+        self.seen_key = names.meta + b"seen"
+        self.site_key = names.meta + b"site"
 
     def record(self, items):
         """After a copy: both sides now hold these states; ``items`` are

@@ -116,11 +116,11 @@ def makeService(config, reactor=None):
     ConnectionService(commands, endpoint, where).setServiceParent(top)
 
     big_items = config["big-key-items"]
-    reserved = config["reserved_prefix"]
+    reserved, names = config["reserved_prefix"], config["names"]
     epochs = {LOCAL: SideEpoch(LOCAL), REMOTE: SideEpoch(REMOTE)}
-    local_store = LocalStore(commands, reactor, reserved, big_items=big_items, epoch=epochs[LOCAL])
-    remote_store = RemoteStore(client, reactor, reserved, big_items=big_items, epoch=epochs[REMOTE])
-    synced = SyncedTable(local_store, reserved)
+    local_store = LocalStore(commands, reactor, names, big_items=big_items, epoch=epochs[LOCAL])
+    remote_store = RemoteStore(client, reactor, names, big_items=big_items, epoch=epochs[REMOTE])
+    synced = SyncedTable(local_store, names)
     router = Router(
         reactor,
         Side(LOCAL, local_store, local_expected := ExpectedEvents(reactor)),
@@ -128,10 +128,9 @@ def makeService(config, reactor=None):
         config["namespace"], reserved,
         concurrency=config["concurrency"], batch_size=config["batch"],
         max_backlog=config["max-backlog"], first=config["winner"],
-        big=BigCopier(reactor, reserved), synced=synced)
+        big=BigCopier(reactor, names.meta), synced=synced)
     RouterService(router, summary(config)).setServiceParent(top)
-    reconciler = Reconciler(router, local_store, remote_store, synced, epochs, config["namespace"],
-                            reserved, reactor, two_way=bool(config["rc"]), winner=config["winner"],
+    reconciler = Reconciler(router, local_store, remote_store, synced, epochs, names, reactor, two_way=bool(config["rc"]), winner=config["winner"],
                             mirror=bool(config["mirror"]), interval=config["reconcile-interval"],
                             max_delete=config["max_delete"], site=config["site_name"])
     reconciler.setServiceParent(top)

@@ -9,6 +9,7 @@ without a reactor: each await finishes at once (see ``run``).
 
 from redisrepl import scripts, state
 from redisrepl.errors import NoScriptError, RefusedError
+from redisrepl.namespace import Namespace
 from redisrepl.stores import _StateStore
 
 
@@ -16,9 +17,9 @@ class BlockingStore(_StateStore):
     """A store over a blocking client; ``hub=True`` makes it stamp its
     writes as the remote side does."""
 
-    def __init__(self, client, reserved_prefix, big_items=state.BIG_ITEMS, hub=False, clock=None, epoch=None):
+    def __init__(self, client, namespace, big_items=state.BIG_ITEMS, hub=False, clock=None, epoch=None):
         self.client = client
-        self.reserved_prefix = reserved_prefix
+        self.names = Namespace(namespace)
         self.big_items = big_items
         self.track_writes = hub
         self.epoch = epoch
@@ -45,8 +46,8 @@ def run(coroutine):
     raise AssertionError("the coroutine waited")
 
 
-def eval_script(client, script, keys, args, reserved_prefix=b"", hub=False):
+def eval_script(client, script, keys, args, namespace=b"", hub=False):
     """Run one of redisrepl's scripts with a blocking client: (payload,
     (generation id, stamp, start))."""
-    context = scripts.context_args(reserved_prefix, b"test-generation", hub)
+    context = scripts.context_args(Namespace(namespace), b"test-generation", hub)
     return scripts.split_generation(client.eval(script.body, len(keys), *keys, *args, *context))

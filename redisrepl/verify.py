@@ -74,10 +74,10 @@ async def verify(reactor, config, out=sys.stdout):
             print(f"redisrepl verify: cannot use the local Redis at {where}: {e}", file=out)
             return 2
         agent = Agent(reactor, contextFactory=config["tls_policy"] or plain_policy(), pool=pool)
-        reserved = config["reserved_prefix"]
+        names = config["names"]
         remote_store = RemoteStore(WebdisClient(agent, config["haddr"], reactor, db=config["db"]), reactor,
-                                   reserved, big_items=config["big-key-items"])
-        local_store = LocalStore(factory, reactor, reserved, big_items=config["big-key-items"])
+                                   names, big_items=config["big-key-items"])
+        local_store = LocalStore(factory, reactor, names, big_items=config["big-key-items"])
         local_store.look_only = remote_store.look_only = True      # verify never writes
         local_ttl, remote_ttl = {}, {}
         refused = []
@@ -85,10 +85,8 @@ async def verify(reactor, config, out=sys.stdout):
         def refuse(side, key):
             refused.append((side, key))
         try:
-            local = await scan_digests(local_store, config["namespace"], reserved, expiries=local_ttl,
-                                       refused=refuse)
-            remote = await scan_digests(remote_store, config["namespace"], reserved, expiries=remote_ttl,
-                                        refused=refuse)
+            local = await scan_digests(local_store, names, expiries=local_ttl, refused=refuse)
+            remote = await scan_digests(remote_store, names, expiries=remote_ttl, refused=refuse)
         except ReplicationError as e:
             print(f"redisrepl verify: {e}", file=out)
             return 2

@@ -68,6 +68,9 @@ class Watchdog(TimerService):
                 log.warn("check of the {side} side failed: {error}", side=side, error=str(e))
             self.error[side] = str(e)
             return
+        if self.error[side] is not None and self._reconciler.dirty:
+            # back: the reconcile owed (a run failed meanwhile) need not wait for its backoff
+            self._reconciler.request(f"the {side} side answers again", delay=0)
         self.error[side] = None
         if heartbeat:
             self._remote.beat_sent(sent, self.clock.seconds() - sent)

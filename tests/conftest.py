@@ -6,6 +6,14 @@ from tests.harness import Lab
 NEEDED = ("redis-server", "webdis", "nginx")
 
 
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Keep each phase's report on the test item, for fixtures that act on failure."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, "report_" + report.when, report)
+
+
 @pytest.fixture(scope="module")
 def lab():
     try:
@@ -18,8 +26,19 @@ def lab():
     lab.close()
 
 
+def print_logs_if_failed(request, lab):
+    """After a failed test, the logs of its daemons (pytest shows them)."""
+    report = getattr(request.node, "report_call", None)
+    if report is not None and report.failed:
+        for d in lab.daemons:
+            print(f"--- daemon log {d.logfile} ---")
+            print(d.log()[-20000:])
+
+
 @pytest.fixture
-def daemons(lab):
-    """Stops the daemons a test started, whatever happens."""
+def daemons(lab, request):
+    """Stops the daemons a test started, whatever happens (their logs are
+    printed if it failed)."""
     yield lab
+    print_logs_if_failed(request, lab)
     lab.stop_daemons()

@@ -41,6 +41,12 @@ def write_toml(path, **values):
     return path
 
 
+def meta(ns, name=""):
+    """The name of one of redisrepl's own keys for namespace ``ns`` (the
+    meta prefix, outside the namespace: redisrepl.namespace)."""
+    return "__redisrepl__:{" + ns + "}:" + name
+
+
 def client(port, db=0):
     return redis.Redis(host="127.0.0.1", port=port, db=db, socket_timeout=5)
 

@@ -12,7 +12,7 @@ from redisrepl import big_keys, scripts
 from redisrepl.sandbox import free_port
 from redisrepl.state import DIGEST_CHUNK, split_reply
 from redisrepl.testing import BlockingStore, eval_script, run
-from tests.harness import key_state, run_verify, wait_until
+from tests.harness import meta, key_state, run_verify, wait_until
 from tests.test_replication import EventCounter
 from tests.test_service import metric, scrape
 
@@ -63,8 +63,8 @@ def settle(lab):
         wait_until(lambda: reader.get(NS + "marker") == token.encode(), what="marker")
 
 
-def SyncStore(r, big_items=THRESHOLD, reserved=b"t:__redisrepl__:", hub=False):
-    return BlockingStore(r, reserved, big_items=big_items, hub=hub)
+def SyncStore(r, big_items=THRESHOLD, namespace=b"t:", hub=False):
+    return BlockingStore(r, namespace, big_items=big_items, hub=hub)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -73,16 +73,14 @@ def test_digests_in_chunks_inside_redis_match_the_daemons(lab, kind):
     key = f"dgc:{kind}"
     fill(r, key, kind, ITEMS, seed=kind)
     # the whole state, read at once, digested by the daemon
-    reply, _ = eval_script(r, scripts.READ, [key], [b"%d" % (10 * ITEMS)], b"dgc:__redisrepl__:")
+    reply, _ = eval_script(r, scripts.READ, [key], [b"%d" % (10 * ITEMS)], b"dgc:")
     whole = split_reply(reply, 1, 0)[0][0]
     assert whole.kind == kind and not whole.big
     # digested inside Redis in one call (below the threshold)...
-    reply, _ = eval_script(r, scripts.DIGEST_SCAN, [], [b"0", key, b"10", b"dgc:__redisrepl__:", b"%d" % (10 * ITEMS)],
-                           b"dgc:__redisrepl__:")
+    reply, _ = eval_script(r, scripts.DIGEST_SCAN, [], [b"0", key, b"10", b"%d" % (10 * ITEMS)], b"dgc:")
     assert reply[1:3] == [key.encode(), whole.digest]
     # ...and a chunk per call (above it), summed by the daemon
-    reply, _ = eval_script(r, scripts.DIGEST_SCAN, [], [b"0", key, b"10", b"dgc:__redisrepl__:", b"%d" % THRESHOLD],
-                           b"dgc:__redisrepl__:")
+    reply, _ = eval_script(r, scripts.DIGEST_SCAN, [], [b"0", key, b"10", b"%d" % THRESHOLD], b"dgc:")
     assert reply[2] == b"B" + kind.encode()
     assert run(big_keys.digest(SyncStore(r), key, kind)) == whole.digest
     # a change of one item changes it
@@ -121,8 +119,8 @@ def test_big_key_crosses_in_chunks_byte_for_byte(big, kind, direction):
     wait_until(lambda: writer.pttl(key) == -1, what="persist crossed")
     # no temporary key is left behind (once a copy that coalesced the
     # writes above has finished)
-    wait_until(lambda: not lab.local.keys(NS + "__redisrepl__:tmp:*")
-               and not lab.remote.keys(NS + "__redisrepl__:tmp:*"), what="temporary keys gone")
+    wait_until(lambda: not lab.local.keys(meta(NS, "tmp:*"))
+               and not lab.remote.keys(meta(NS, "tmp:*")), what="temporary keys gone")
 
 
 def test_no_loop_after_a_big_copy(big):
@@ -175,7 +173,7 @@ def test_changes_on_both_sides_during_a_big_copy(big):
     key = NS + "both"
     lab.local.hset(key, mapping={b"f%d" % i: b"v" for i in range(30 * DIGEST_CHUNK)})
     # while its chunks travel (its temporary key exists on the remote)...
-    wait_until(lambda: lab.remote.keys(NS + "__redisrepl__:tmp:*"), what="a copy under way")
+    wait_until(lambda: lab.remote.keys(meta(NS, "tmp:*")), what="a copy under way")
     lab.remote.hset(key, "remote-during-copy", "r")   # replaced by the copy's rename
     lab.local.hset(key, "local-during-copy", "l")     # newer than what is being copied
     wait_until(lambda: lab.remote.hget(key, "local-during-copy") == b"l", SLOW)
@@ -195,9 +193,9 @@ def test_copier_shrinks_chunks_of_big_items(lab):
     lab.local.rpush(key, *items)
     clock = Clock()
     clock.advance(lab.local.time()[0])
-    sides = [Side(name, SyncStore(r, reserved=b"cp:__redisrepl__:", hub=name == REMOTE), ExpectedEvents(clock))
+    sides = [Side(name, SyncStore(r, namespace=b"cp:", hub=name == REMOTE), ExpectedEvents(clock))
              for name, r in ((LOCAL, lab.local), (REMOTE, lab.remote))]
-    copier = big_keys.BigCopier(clock, b"cp:__redisrepl__:", chunk_items=50, chunk_bytes=2000)
+    copier = big_keys.BigCopier(clock, b"__redisrepl__:{cp:}:", chunk_items=50, chunk_bytes=2000)
     requests = []
     store = sides[1].store
     original = store.call
@@ -215,7 +213,7 @@ def test_copier_shrinks_chunks_of_big_items(lab):
     items_per_chunk = [n - 4 for n in requests[:-1]]        # (the last request puts it in place)
     assert items_per_chunk[0] == 50 and max(items_per_chunk[1:]) <= 2000 // 300
     assert sum(items_per_chunk) == len(items)
-    assert lab.remote.pttl(key) == -1 and not lab.remote.keys(b"cp:__redisrepl__:tmp:*")
+    assert lab.remote.pttl(key) == -1 and not lab.remote.keys(b"__redisrepl__:{cp:}:tmp:*")
     assert sorted(sides[1].expected._events[key], key=lambda e: e[1]) == [
         (clock.seconds() + 30, b"persist"), (clock.seconds() + 30, b"rename_to")]
 
@@ -233,7 +231,7 @@ def test_copier_lost_finish_reply_is_not_taken_as_there(lab):
     lab.local.sadd(key, *[b"m%d" % i for i in range(300)])
     clock = Clock()
     clock.advance(lab.local.time()[0])
-    sides = [Side(name, SyncStore(r, reserved=b"cpf:__redisrepl__:", hub=name == REMOTE), ExpectedEvents(clock))
+    sides = [Side(name, SyncStore(r, namespace=b"cpf:", hub=name == REMOTE), ExpectedEvents(clock))
              for name, r in ((LOCAL, lab.local), (REMOTE, lab.remote))]
     store = sides[1].store
     original = store.call
@@ -244,7 +242,7 @@ def test_copier_lost_finish_reply_is_not_taken_as_there(lab):
             raise LinkError("reply lost", "connection")
         return result
     store.call = reply_lost
-    copier = big_keys.BigCopier(clock, b"cpf:__redisrepl__:", chunk_items=100)
+    copier = big_keys.BigCopier(clock, b"__redisrepl__:{cpf:}:", chunk_items=100)
     coroutine = copier.copy(sides[0], sides[1], key, BigState("set", 300))
     try:
         coroutine.send(None)
@@ -275,7 +273,7 @@ def test_reconcile_compares_big_keys_in_chunks(daemons):
     d = lab.daemon(ns, rc=True, extra=extra)
     for name in ("changed", "deleted", "same", "stream"):
         wait_same(lab, ns + name)
-    wait_until(lambda: lab.local.hlen(ns + "__redisrepl__:synced") >= 4, what="synced digests recorded")
+    wait_until(lambda: lab.local.hlen(meta(ns, "synced")) >= 4, what="synced digests recorded")
     d.stop()
     lab.daemons.remove(d)
     # while the daemon is stopped: one field changes on the remote, a big

@@ -107,6 +107,14 @@ def test_no_refill_once_the_recovery_window_is_over():
     assert decide(b"a", b"old", entry(b"a", 160), closed) == Decision(REMOTE)
 
 
+def test_after_the_local_side_lost_its_record_its_present_keys_are_new():
+    local_lost = Mode(two_way=True, local_lost=True)
+    assert side(b"new", b"old", None, local_lost) == LOCAL
+    assert side(None, b"old", None, local_lost) == REMOTE
+    # with its record (restarted from a snapshot, record and all): as usual
+    assert side(b"a", b"b", b"a", local_lost) == REMOTE
+
+
 def test_a_run_after_a_loss_deletes_nothing():
     assert decide(None, b"a", entry(b"a", 120), LOST) == NOTHING
     local_lost = Mode(two_way=True, local_lost=True)

@@ -8,7 +8,7 @@ import pytest
 from redisrepl import scripts
 from redisrepl.state import HASH, LIST, SET, STREAM, STRING, ZSET, KeyState, content_digest
 from redisrepl.testing import eval_script
-from tests.harness import key_state, run_verify, wait_until
+from tests.harness import meta, key_state, run_verify, wait_until
 
 SLOW = 30.0
 
@@ -47,8 +47,7 @@ def test_digests_computed_in_redis_match(lab):
             r.zadd(key, scores)
             flat = r.zrange(key, 0, -1, withscores=True, score_cast_func=bytes)
             states[key] = KeyState(ZSET, tuple(sorted(flat)))
-    reply, _ = eval_script(r, scripts.DIGEST_SCAN, [], [b"0", b"dg:*", b"1000", b"dg:__redisrepl__:"],
-                           b"dg:__redisrepl__:")
+    reply, _ = eval_script(r, scripts.DIGEST_SCAN, [], [b"0", b"dg:*", b"1000"], b"dg:")
     assert reply[0] == b"0"
     got = dict(zip(reply[1::4], reply[2::4]))
     assert set(reply[3::4]) == {b"-1"}
@@ -66,7 +65,7 @@ def sync_and_stop(lab, ns, keys, rc=True, extra=()):
     for name, value in keys.items():
         wait_until(lambda: lab.remote.get(ns + name) == value.encode())
     # the synchronised state is recorded after each copy
-    wait_until(lambda: lab.local.hlen(ns + "__redisrepl__:synced") >= len(keys))
+    wait_until(lambda: lab.local.hlen(meta(ns, "synced")) >= len(keys))
     d.stop()
     lab.daemons.remove(d)
 
@@ -141,7 +140,7 @@ def test_one_way_leaves_alone_what_it_never_wrote(daemons):
     wait_until(lambda: not lab.remote.exists(ns + "a"))
     lab.local.set(ns + "b", "2")
     wait_until(lambda: lab.remote.get(ns + "b") == b"2")
-    wait_until(lambda: lab.local.hexists(ns + "__redisrepl__:synced", ns + "b"))
+    wait_until(lambda: lab.local.hexists(meta(ns, "synced"), ns + "b"))
     d.stop()
     lab.daemons.remove(d)
     lab.local.delete(ns + "b")                     # while no daemon watches
@@ -250,7 +249,7 @@ def test_key_deleted_on_both_sides_while_stopped_is_forgotten(daemons):
     lab.remote.delete(ns + "gone")
     d = lab.daemon(ns, rc=True)
     d.wait_log("done:")
-    wait_until(lambda: not lab.local.hexists(ns + "__redisrepl__:synced", ns + "gone"))
+    wait_until(lambda: not lab.local.hexists(meta(ns, "synced"), ns + "gone"))
     # a new key of that name is a new key, not a conflict with the old one
     lab.local.set(ns + "gone", "reborn")
     wait_until(lambda: lab.remote.get(ns + "gone") == b"reborn")
@@ -302,9 +301,10 @@ def test_long_runs_log_their_progress():
     from twisted.internet.task import Clock
     from twisted.logger import capturedLogs, formatEvent
 
+    from redisrepl.namespace import Namespace
     from redisrepl.reconcile import PROGRESS_EVERY, Reconciler
     clock = Clock()
-    reconciler = Reconciler(None, None, None, None, {}, b"ns:", b"ns:__redisrepl__:", clock, two_way=True)
+    reconciler = Reconciler(None, None, None, None, {}, Namespace(b"ns:"), clock, two_way=True)
     run = SimpleNamespace(fixed=0, compared=0)
     report = reconciler._progress("remote", clock.seconds(), run)
     with capturedLogs() as events:

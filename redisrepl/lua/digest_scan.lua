@@ -1,6 +1,6 @@
--- One SCAN step (ARGV: cursor, match pattern, count, reserved prefix, most
--- items a key may have to be digested), flat: {next cursor, key1, digest1,
--- expiry1, tag1, ...} for the keys of the step outside the reserved prefix.
+-- One SCAN step (ARGV: cursor, match pattern, count, most items a key may
+-- have to be digested), flat: {next cursor, key1, digest1, expiry1, tag1,
+-- ...} for the keys of the step that are not redisrepl's own.
 -- The expiry is PEXPIRETIME's (absolute unix ms, -1 for none), the tag the
 -- hub's record of the key since its generation started (prelude:
 -- after_tag). A digest is content_digest() of the key, 'x' for a type
@@ -12,11 +12,10 @@
 -- a list or a stream is the SHA1 of the SHA1s of its items taken 1000 at a
 -- time, so that it can be computed a chunk per call too.
 local res = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
-local reserved_prefix = ARGV[4]
-local big = tonumber(ARGV[5] or '10000')
+local big = tonumber(ARGV[4] or '10000')
 local out = {res[1]}
 for _, k in ipairs(res[2]) do
-  if reserved_prefix == '' or string.sub(k, 1, #reserved_prefix) ~= reserved_prefix then
+  if not reserved(k) then
     local d = key_digest(k, big)
     if d then
       out[#out + 1] = k

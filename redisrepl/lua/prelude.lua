@@ -1,9 +1,11 @@
 -- Shared by every script of redisrepl (redisrepl/scripts.py puts it in front
 -- of each one and the epilogue after it).
 --
--- The call's context is in the last three ARGV, added by redisrepl.stores
+-- The call's context is in the last four ARGV, added by redisrepl.stores
 -- and taken off here, so each script sees only its own arguments:
---   the reserved prefix of the namespace (where the epoch lives),
+--   the reserved prefix of the namespace (its heartbeat keys),
+--   the meta prefix (redisrepl's own keys, outside the namespace: the
+--   epoch lives there),
 --   a fresh random id (used only if this call starts a generation),
 --   flags: 'w<seconds>' on the hub (stamp its writes, and for that many
 --   seconds after a generation starts remember which keys were written
@@ -12,13 +14,14 @@
 --   touched).
 local CTX_FLAGS = table.remove(ARGV)
 local CTX_FRESH = table.remove(ARGV)
+local CTX_META = table.remove(ARGV)
 local CTX_PREFIX = table.remove(ARGV)
 
 local function fmt(x)
   return string.format('%.0f', x)
 end
 
--- The side's generation. The hash <prefix>epoch holds an id, the run_id of
+-- The side's generation. The hash <meta>epoch holds an id, the run_id of
 -- the server it was made under, a stamp n (a hybrid clock in microseconds:
 -- max(n + 1, now), bumped by every write on the hub, so it only grows and
 -- survives a wipe) and the start s0 of the generation. A generation ends
@@ -28,7 +31,7 @@ end
 -- new one and records in 'hist' the stamps lost: everything after n0 (the
 -- n that was loaded, 0 after a wipe) and before s0.
 local EPOCH = (function()
-  local key = CTX_PREFIX .. 'epoch'
+  local key = CTX_META .. 'epoch'
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
   local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or '?'
@@ -52,15 +55,15 @@ local EPOCH = (function()
   local window = tonumber(string.sub(CTX_FLAGS, 2)) or 0
   local after = nil
   if track and now < s0 + window * 1000000 then
-    after = CTX_PREFIX .. 'after:' .. id
+    after = CTX_META .. 'after:' .. id
   end
   return {key = key, id = id, n = n, s0 = s0, now = now, hist = hist, track = track,
           after = after, after_until = fmt(s0 / 1000 + window * 1000), bumped = false, touched = false}
 end)()
 
--- Is k one of redisrepl's own keys (never tracked)?
+-- Is k one of redisrepl's own keys (never replicated nor tracked)?
 local function reserved(k)
-  return string.sub(k, 1, #CTX_PREFIX) == CTX_PREFIX
+  return string.sub(k, 1, #CTX_PREFIX) == CTX_PREFIX or string.sub(k, 1, 15) == '__redisrepl__:{'
 end
 
 -- The stamp of this call's writes (the epoch's n, bumped once per call).

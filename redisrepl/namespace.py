@@ -1,0 +1,36 @@
+"""The namespace and where redisrepl keeps its own keys (pure).
+
+- Keys starting with the namespace are replicated, except two families:
+- ``<namespace>__redisrepl__:`` (the reserved prefix): the heartbeat keys,
+  which must be inside the namespace so that the event stream carries
+  their events; never replicated.
+- ``__redisrepl__:{<namespace>}:`` (the meta prefix): everything else
+  redisrepl keeps on either side (the epoch, the synchronised table, the
+  temporary keys of big copies...). Outside the namespace, so writing them
+  causes no event on anyone's stream; never replicated either (they are
+  excluded by name even where the namespace is a prefix of them).
+"""
+
+import attrs
+
+RESERVED_INFIX = b"__redisrepl__:"
+#: Every meta prefix starts with this.
+META_ROOT = b"__redisrepl__:{"
+
+
+@attrs.frozen
+class Namespace:
+    prefix: bytes
+
+    @property
+    def reserved(self):
+        return self.prefix + RESERVED_INFIX
+
+    @property
+    def meta(self):
+        return META_ROOT + self.prefix + b"}:"
+
+    def owns(self, key):
+        """Is ``key`` one redisrepl replicates?"""
+        return (key.startswith(self.prefix) and not key.startswith(self.reserved)
+                and not key.startswith(META_ROOT))
