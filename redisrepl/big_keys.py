@@ -99,6 +99,7 @@ class BigCopy:
     requests: int = 0
     stamp: int = 0
     refused: bool = False
+    local_generation: bytes | None = None   # the local side's, for the record of the copy
 
 
 async def digest(store, key, kind):
@@ -144,12 +145,12 @@ class BigCopier:
         temporary = self.temporary_key()
         digester = Digester(kind)
         cursor, reading, requests, count = b"0", None, 1, self.chunk_items
-        first, read_stamp = True, 0
+        first, read_stamp, read_gen = True, 0, None
         try:
             reading = self._read(source, key, kind, cursor, count)
             while reading is not None:
                 cursor, items, generation = await reading
-                read_stamp = generation.stamp
+                read_stamp, read_gen = generation.stamp, generation.id
                 count = next_count(count, sum(len(item) for item in items), self.chunk_items, self.chunk_bytes)
                 # the next chunk is read while this one is written
                 reading = self._read(source, key, kind, cursor, count) if cursor not in (b"0", 0) else None
@@ -193,21 +194,23 @@ class BigCopier:
             if outcome == 2:
                 return BigCopy(None, requests, read_stamp, refused=True)
             raise KeyChanged(b"none")
-        return BigCopy(copied, requests, generation.stamp if target.name == REMOTE else read_stamp)
+        if target.name == REMOTE:
+            return BigCopy(copied, requests, generation.stamp, local_generation=read_gen)
+        return BigCopy(copied, requests, read_stamp, local_generation=generation.id)
 
     def _read(self, side, key, kind, cursor, count):
         return Deferred.fromCoroutine(self._on(side, read_chunk(side.store, key, kind, cursor, count)))
 
     async def _write_chunk(self, side, temporary, kind, items, first):
         mode = b"=" if first else b"+"
-        await self._on(side, side.store.run_script(
-            scripts.WRITE, [temporary],
-            [mode + kind.encode(), b"%d" % (TEMPORARY_LIFETIME * 1000), b"", b"%d" % len(items), *items]))
+        await self._on(side, side.store.run_script(scripts.WRITE, [temporary], state.write_segment(
+            mode + kind.encode(), b"%d" % (TEMPORARY_LIFETIME * 1000), items)))
 
     def _abandon(self, side, temporary):
         """Delete what an abandoned copy wrote, if the side answers (it
         expires by itself otherwise)."""
-        d = Deferred.fromCoroutine(side.store.run_script(scripts.WRITE, [temporary], [b"none", b"0", b"", b"0"]))
+        d = Deferred.fromCoroutine(side.store.run_script(scripts.WRITE, [temporary],
+                                                         state.write_segment(b"none", b"0", [])))
         d.addErrback(lambda _: None)
 
     @staticmethod

@@ -30,6 +30,13 @@ class Generation:
     id: bytes
     stamp: int       # the hub's stamp of this call (after its writes)
     start: int       # the stamp at which the generation started
+    base: int = 0    # the stamp a state read in this call is as of, if the hub has no record of its key
+
+    def as_of(self, tag):
+        """The stamp a state read in this call is known as of: the hub's
+        record of its key (``tag``), else ``base`` (a state the hub restored
+        is only as new as what it restored)."""
+        return tag if tag is not None else self.base
 
 
 def parse_hist(hist):

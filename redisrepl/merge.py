@@ -21,9 +21,10 @@ in order:
    from the hub.
 5. **Two-way**: a three-way merge against the synchronised state; a key
    changed on both sides takes the winner's.
-6. **No deletions in a run after a loss** of either side: a deletion the
-   run would make is left to the next run, made once the new generations
-   are confirmed.
+6. **No deletions in a run after a loss** of either side, but those that
+   refill what the hub lost (a deletion the hub went back to before): any
+   other deletion the run would make is left to the next run, made once the
+   new generations are confirmed.
 """
 
 import math
@@ -78,7 +79,7 @@ NOTHING = Decision()
 def decide(local, remote, entry, mode, tag=None):
     """The Decision for one key; ``tag``: the hub's stamp of what it holds,
     if it was written since the hub's generation started (see the prelude)."""
-    synced = entry.digest if entry is not None else None
+    synced = entry.digest or None if entry is not None else None   # a tombstone: absent
     if entry is not None and entry.evicted is not None:
         if entry.evicted == LOCAL and local is None:
             local = synced
@@ -94,16 +95,19 @@ def decide(local, remote, entry, mode, tag=None):
         decision = Decision(side)
     source = local if decision.side == LOCAL else remote
     if source is None:
-        if mode.after_loss:
+        if mode.after_loss and decision.origin is None:
             return NOTHING
         return attrs.evolve(decision, deletes=True)
     return decision
 
 
 def _refill(local, synced, entry, mode, tag):
-    """A refill of the hub from the local side, or None."""
-    if local is None or mode.recovery_start is None:
-        return None   # nothing to refill with, or the hub no longer tells refills from edits
+    """A refill of the hub from the local side (of a deletion too, when this
+    site knows the key was deleted since what the hub went back to), or None."""
+    if mode.recovery_start is None:
+        return None   # the hub no longer tells refills from edits
+    if local is None and (entry is None or not entry.tombstone):
+        return None   # nothing to refill with
     if tag is not None:
         if tag >= mode.recovery_start:
             return None   # written since the loss: an edit like any other

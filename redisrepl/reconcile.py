@@ -45,9 +45,10 @@ from twisted.logger import Logger
 
 from redisrepl import big_keys, scripts, webdis
 from redisrepl.backoff import Backoff
-from redisrepl.epochs import lost_windows
+from redisrepl.epochs import is_lost, lost_windows
 from redisrepl.errors import ReplicationError
 from redisrepl.merge import CHANGING, UNSUPPORTED, DeleteLimit, Mode, decide
+from redisrepl.router import ANYTHING
 from redisrepl.sides import LOCAL, OTHER, REMOTE, short
 from redisrepl.synced import SyncedEntry
 
@@ -330,7 +331,7 @@ class Reconciler(Service):
         run.watcher = watcher
         try:
             await self._compare(run, started)
-            await self._forget_stale()
+            await self._forget_stale(checks[REMOTE].now)
             await self._recheck(run)            # both sides as decided, just before deleting
             await run.delete()
             if mode.after_loss:
@@ -347,7 +348,19 @@ class Reconciler(Service):
             return
         finally:
             self._router.unwatch(watcher)
-        await self._confirm(run.generations)
+        if run.unresolved:
+            # keys the hub lost that the live path was busy with were not
+            # judged: until a run has, the hub's generation is not confirmed
+            # (its absence of them would look like deletions)
+            log.info("reconcile ({reason}): {n} keys the hub lost were being copied and are judged by "
+                     "another refill run", reason=reason, n=run.unresolved)
+            self._reasons.add("after a loss: keys not yet judged")
+        else:
+            await self._confirm(run.generations)
+        if mode.after_loss:
+            # the deletions this run held back are made by the next one, on
+            # the generations it has just confirmed
+            self._reasons.add("after a loss: deletions held back")
         if run.used_allowance:
             await self._stores[LOCAL].command("DEL", self.allow_key)
         duration = self._clock.seconds() - started
@@ -404,7 +417,7 @@ class Reconciler(Service):
             entries = await self.synced.get(keys)
             for (key, there, tag), mine, entry in zip(step, here, entries):
                 await run.judge(key, mine, there, entry, tag)
-            await run.flush(self._epochs[REMOTE].current.stamp)
+            await run.flush(self._epochs[REMOTE].current)
             report(run.compared)
         report = self._progress("local", started, run)
         scanned = 0
@@ -420,7 +433,7 @@ class Reconciler(Service):
             entries = await self.synced.get(keys_here)
             for (key, tag), mine, entry in zip(only_here, here, entries):
                 await run.judge(key, mine, None, entry, tag)
-            await run.flush(self._epochs[REMOTE].current.stamp)
+            await run.flush(self._epochs[REMOTE].current)
             report(scanned)
         if refused.count:
             self.stats.refused_keys += refused.count
@@ -442,18 +455,24 @@ class Reconciler(Service):
     def _site_record(self):
         return self._names.meta + b"site:" + self.site
 
-    async def _forget_stale(self):
+    async def _forget_stale(self, hub_now):
         """Drop the synchronised state of keys absent on both sides (deleted
-        on both while the daemon was away): kept, it would make a new key of
-        that name look like a conflict."""
+        on both while the daemon was away), but the tombstones of deletions
+        still within the recovery window (``hub_now``: the hub's time, in
+        its stamps' unit)."""
+        oldest = hub_now - scripts.RECOVERY_WINDOW * 1_000_000
         cursor = b"0"
         while True:
             reply = await self.synced.scan(cursor)
-            cursor, keys = reply[0], reply[1][0::2]
+            cursor, keys, values = reply[0], reply[1][0::2], reply[1][1::2]
             if keys:
                 here = await existing(self._stores[LOCAL], keys)
                 there = await existing(self._stores[REMOTE], keys)
-                stale = [key for key, (a, _), (b, _) in zip(keys, here, there) if not a and not b]
+                stale = []
+                for key, value, (a, _), (b, _) in zip(keys, values, here, there):
+                    entry = SyncedEntry.decode(value)
+                    if not a and not b and not (entry.tombstone and entry.stamp > oldest):
+                        stale.append(key)
                 if stale:
                     await self.synced.update([], stale)
             if cursor in (b"0", 0):
@@ -505,6 +524,15 @@ def _describe(mode):
     return "".join("; " + part for part in parts)
 
 
+def _expectable(digest):
+    """What a reconcile copy expects the target to hold still: the digest the
+    run saw there (None: absent); anything when that digest says nothing
+    (a big key that was changing, a type not replicated)."""
+    if digest in (CHANGING, UNSUPPORTED):
+        return ANYTHING
+    return digest
+
+
 class _Run:
     """One reconcile run: its decisions, its updates of the synced table, its counts."""
 
@@ -512,8 +540,8 @@ class _Run:
         self._r = reconciler
         self.mode = mode
         self.generations = generations   # side -> generation id the run decides on
-        self.unlimited = unlimited       # allow-mass-delete was set
-        self.used_allowance = False
+        self.unlimited = unlimited       # allow-mass-delete was set: this run may delete any number
+        self.used_allowance = unlimited
         self.watcher = set()
         self.forced = []                 # keys copied by this run (kept only after a loss)
         self.deletions = {LOCAL: [], REMOTE: []}   # keys to delete on that side, at the end
@@ -522,6 +550,7 @@ class _Run:
         self.compared = 0
         self.fixed = 0
         self.refilled = 0
+        self.unresolved = 0              # keys the hub lost, left to the live path in this run
         self._sets = []
 
     def check_generation(self, side):
@@ -534,7 +563,11 @@ class _Run:
         r = self._r
         router = r._router
         if key in self.watcher or router.pending(key):
-            return  # a live event (or an earlier fix) is being handled: it wins
+            # a live event (or an earlier fix) is being handled: it wins; but
+            # if the hub lost this key, the run cannot vouch for it
+            if self.mode.hub_lost and entry is not None and is_lost(entry.stamp, self.mode.windows):
+                self.unresolved += 1
+            return
         for digest, where in ((here, LOCAL), (there, REMOTE)):
             if digest == UNSUPPORTED:
                 router.unsupported(key, where, "module type")
@@ -547,27 +580,34 @@ class _Run:
             if (here == there and here not in (UNSUPPORTED, CHANGING)
                     and (entry is None or entry.digest != here or entry.evicted is not None)):
                 # equal on both sides but not as recorded (changed the same way on both)
-                self._sets.append((key, here))
+                self._sets.append((key, here, tag))
             return
         self.fixed += 1
         if decision.deletes:
             target = OTHER[decision.side]
             self.deletions_found[target] += 1
+            log.debug("reconcile: {key} to delete on the {target} side", key=short(key), target=target)
             if len(self.deletions[target]) < router.max_backlog:
-                self.deletions[target].append(key)
+                seen = there if decision.side == LOCAL else here
+                self.deletions[target].append((key, decision.origin, _expectable(seen)))
             return
         if decision.origin is not None:
             self.refilled += 1
         log.debug("reconcile: {key} differs; taking the {side} side", key=short(key), side=decision.side)
         await r.router_room()
-        router.force(decision.side, key, guard=self.generations[decision.side], origin=decision.origin)
+        seen = there if decision.side == LOCAL else here
+        router.force(decision.side, key, guard=self.generations[decision.side], origin=decision.origin,
+                     expect=_expectable(seen))
         if self.mode.after_loss:
             self.forced.append(key)
 
-    async def flush(self, stamp):
+    async def flush(self, generation):
+        """Record the states found equal, as of the hub's record of each
+        (``generation``: the hub's, as the step read them)."""
         sets, self._sets = self._sets, []
-        flat = [x for key, digest in sets for x in (key, SyncedEntry(digest, stamp).encode())]
-        await self._r.synced.update(flat, [])
+        if sets:
+            await self._r.synced.store([(key, digest, generation.as_of(tag)) for key, digest, tag in sets],
+                                       self.generations[LOCAL])
 
     async def delete(self):
         """Make the deletions decided, side by side, unless more than the
@@ -584,19 +624,21 @@ class _Run:
                           "copied. Among them: {sample}. If these deletions are wanted, set "
                           "{allow} in the local Redis (redis-cli SET ... 1) to let the next run through",
                           n=found, side=target, size=self.sizes[target], limit=limit, rule=str(r.max_delete),
-                          sample=", ".join(short(key) for key in keys[:GUARD_SAMPLE]),
+                          sample=", ".join(short(key) for key, _, _ in keys[:GUARD_SAMPLE]),
                           allow=short(r.allow_key, 200))
                 continue
-            if self.unlimited and found:
-                self.used_allowance = True
             r.guard_tripped.pop(target, None)
             r.stats.blocked[target] = 0
             source = OTHER[target]
-            for key in keys:
+            for key, origin, expect in keys:
                 if key in self.watcher or r._router.pending(key):
                     continue
                 await r.router_room()
-                r._router.force(source, key, guard=self.generations[source])
+                r._router.force(source, key, guard=self.generations[source], origin=origin, expect=expect)
+                if origin is not None:
+                    self.refilled += 1
+                if self.mode.after_loss:
+                    self.forced.append(key)
             r.stats.deleted[target] += len(keys)
             if keys:
                 log.info("reconcile: deleting {n} keys on the {side} side", n=len(keys), side=target)

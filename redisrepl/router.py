@@ -52,21 +52,35 @@ BIT = {LOCAL: 1, REMOTE: 2}
 FIRST = REMOTE
 
 
+#: Keyspace events that say the key is gone (a container emptied also says del).
+DELETING_EVENTS = frozenset((b"del", b"expired", b"rename_from", b"move_from"))
 #: Keys remembered per side as evicted there (their pending copies are not deletions).
 EVICTED_MEMORY = 100_000
 #: Seconds between two log lines about evictions on a side.
 EVICTION_REPORT_EVERY = 60.0
 
 
+class _Anything:
+    """No condition on what the target holds (the default of a copy)."""
+
+    def __repr__(self):
+        return "ANYTHING"
+
+
+ANYTHING = _Anything()
+
+
 @attrs.frozen
 class Forced:
-    """A copy the reconcile asked for: ``guard`` is the generation id the
-    source side had when the reconcile decided (the copy is dropped if the
-    source answers with another: it lost or rolled back data since);
-    ``origin`` makes it a refill of a state known since that stamp."""
+    """A copy the reconcile asked for, from ``source``: ``guard`` is the
+    generation id the source had when the reconcile decided (the copy is
+    dropped if the source answers with another: it lost or rolled back data
+    since); ``origin`` makes it a refill of a state known since that stamp."""
 
+    source: str
     guard: bytes | None = None
     origin: int | None = None
+    expect: object = ANYTHING     # the target's digest the reconcile saw (None: absent)
 
 
 @attrs.define
@@ -146,6 +160,11 @@ class Router:
         self._forced = {}             # key -> Forced, until its copy is done
         self._evicted = {LOCAL: OrderedDict(), REMOTE: OrderedDict()}   # key -> None
         self._evictions_to_flag = {LOCAL: [], REMOTE: []}
+        # local events are numbered: one that came after the latest local
+        # (re)subscription was made after any restart of the local Redis
+        self._events_seen = 0
+        self._local_event = {}        # key -> (number, name) of its latest local event, while it waits
+        self._local_subscribed = 0    # number of the last event before the latest local subscription
         self._eviction_report = {LOCAL: None, REMOTE: None}   # (time of the last line, count since)
 
     # -- input -------------------------------------------------------------
@@ -168,20 +187,42 @@ class Router:
             self.stats.echoes[side] += 1     # the end of a big key's copy
             return
         self._evicted[side].pop(key, None)
-        self._forced.pop(key, None)           # a live change: copied whatever the reconcile thought
+        forced = self._forced.get(key)
+        if forced is not None and key not in self._in_flight:
+            # a live change: copied whatever the reconcile thought; and if it
+            # is on the side the reconcile wanted to overwrite, it is newer
+            # than what the reconcile saw: that copy would undo it
+            del self._forced[key]
+            if forced.source != side:
+                mask = self._dirty.get(key, 0) & ~BIT[forced.source]
+                if mask:
+                    self._dirty[key] = mask
+                else:
+                    self._dirty.pop(key, None)
         for watcher in self._watchers:
             watcher.add(key)
+        if side == LOCAL:
+            self._events_seen += 1
+            self._local_event[key] = (self._events_seen, event)
         self._enqueue(side, key)
 
-    def force(self, side, key, guard=None, origin=None):
+    def subscribed(self, side):
+        """``side``'s events are (re)subscribed: any event from now on was
+        made after whatever restart of that Redis came before."""
+        if side == LOCAL:
+            self._local_subscribed = self._events_seen
+
+    def force(self, side, key, guard=None, origin=None, expect=ANYTHING):
         """Copy ``key`` from ``side``: the reconcile found the sides differ,
         whatever the expected-event tables remember. With ``guard`` (the
         source's generation id when it decided), the copy is dropped if the
         source answers with another generation; with ``origin`` it is a
-        refill of a state known since that stamp."""
+        refill of a state known since that stamp; with ``expect`` (the
+        digest the reconcile saw on the other side, None for absent) it is
+        not made if the key changed there since."""
         self._sides[LOCAL].expected.forget(key)
         self._sides[REMOTE].expected.forget(key)
-        self._forced[key] = Forced(guard, origin)
+        self._forced[key] = Forced(side, guard, origin, expect)
         self._enqueue(side, key)
 
     def _eviction(self, side, key):
@@ -240,8 +281,11 @@ class Router:
             log.warn("{key} {text}", key=short(key), text=text)
 
     def watch(self):
-        """A set that collects every key with an event from now on."""
-        watcher = set()
+        """A set that collects every key the live path touches from now on:
+        with an event, or copied (it starts with those waiting or under way),
+        so that a reconcile never judges a key on views of both sides read
+        before and after a copy."""
+        watcher = set(self._dirty) | set(self._parked) | set(self._in_flight)
         self._watchers.append(watcher)
         return watcher
 
@@ -356,6 +400,9 @@ class Router:
 
     def _finished(self, result, d, keys):
         self._batches.discard(d)
+        for key in keys:
+            if key not in self._dirty:
+                self._local_event.pop(key, None)
         # big keys stay in flight until their own copy ends
         self._in_flight.difference_update(key for key in keys if key not in self._big_copies)
         self._pump()
@@ -382,10 +429,17 @@ class Router:
                 self._key_backoffs.pop(key, None)
                 self._solo.discard(key)
                 if key not in self._big_copies:
-                    self._forced.pop(key, None)
+                    self._unforce(key, source)
 
     async def _copy(self, source, target, keys):
         src, dst = self._sides[source], self._sides[target]
+        # what the reconcile asked of these keys, as it stands when the copy
+        # starts (a copy from the other side is not this one)
+        forced_now = {}
+        for key in keys:
+            forced = self._forced.get(key)
+            if forced is not None and forced.source == source:
+                forced_now[key] = forced
         try:
             reply = await src.store.read(keys)
         except ReplicationError as e:
@@ -395,9 +449,9 @@ class Router:
         generation = reply.generation
         epoch = getattr(src.store, "epoch", None)
         untrusted = generation is not None and epoch is not None and not epoch.trusts(generation)
-        items, bigs, origins = [], [], {}
+        items, bigs, origins, expects, stamps = [], [], {}, {}, {}
         for key, state, tag in zip(keys, reply.states, reply.tags):
-            forced = self._forced.get(key)
+            forced = forced_now.get(key)
             if forced is not None and forced.guard is not None and (
                     generation is None or generation.id != forced.guard):
                 # the source lost or rolled back data since the reconcile
@@ -407,11 +461,13 @@ class Router:
                 self._request_reconcile(f"the {source} side's data changed generation")
             elif state is ABSENT and key in self._evicted[source]:
                 self.stats.unchanged += 1          # evicted there: not a deletion
-            elif untrusted and forced is None and not (source == REMOTE and tag is not None
-                                                       and tag >= generation.start):
+            elif untrusted and forced is None and not self._made_since_loss(source, key, state, tag, generation):
+                if not state.big and src.expected.is_echo(key, state):
+                    self.stats.echoes[source] += 1
+                    continue
                 # the source lost or rolled back data since this site last
                 # confirmed it: what it holds now may be the loss, not a
-                # change (a key written there since is, and the hub says so)
+                # change; the reconcile judges it
                 self.stats.deferred += 1
                 self._request_reconcile(f"the {source} side lost or rolled back data")
             elif (source == REMOTE and forced is None and tag is not None and generation is not None
@@ -421,7 +477,7 @@ class Router:
                 self.stats.deferred += 1
                 self._request_reconcile("a key refilled by another site")
             elif state.big:
-                bigs.append((key, state, forced))
+                bigs.append((key, state, forced, tag))
             elif src.expected.is_echo(key, state):
                 self.stats.echoes[source] += 1
             elif dst.expected.holds(key, state):
@@ -433,22 +489,44 @@ class Router:
                 self.unsupported(key, source, state.kind)
             else:
                 items.append((key, state))
+                if source == REMOTE and generation is not None:
+                    stamps[key] = generation.as_of(tag)
                 if forced is not None and forced.origin is not None:
                     origins[key] = forced.origin
+                if forced is not None and forced.expect is not ANYTHING:
+                    expects[key] = forced.expect
         if items:
-            read_stamp = generation.stamp if source == REMOTE and generation is not None else 0
-            await self._write(target, items, origins, read_stamp)
-        for key, header, forced in bigs:
-            self._start_big(source, target, key, header, forced)
+            local_gen = generation.id if source == LOCAL and generation is not None else None
+            await self._write(target, items, origins, stamps, expects, local_gen)
+        for key, header, forced, tag in bigs:
+            as_of = generation.as_of(tag) if source == REMOTE and generation is not None else None
+            self._start_big(source, target, key, header, forced, as_of)
 
-    async def _write(self, target, items, origins=None, read_stamp=0):
-        """Write ``items`` to ``target``; ``origins`` marks refills, and
-        ``read_stamp`` is the hub's stamp of states read from it."""
+    def _made_since_loss(self, source, key, state, tag, generation):
+        """Was this state, read from a side whose generation is not trusted
+        (it lost or rolled back data), written there since? On the hub, its
+        record of the key says so. On the local side, the key's latest event
+        must have come since the latest local subscription (a restart ends
+        the subscription), and agree with the state: present, or gone after
+        an event that deletes (an absence after a ``set`` is the loss: after
+        a wipe, whatever is present was written since)."""
+        if source == REMOTE:
+            return tag is not None and tag >= generation.start
+        number, event = self._local_event.get(key, (0, None))
+        if number <= self._local_subscribed:
+            return False
+        return state is not ABSENT or event in DELETING_EVENTS
+
+    async def _write(self, target, items, origins=None, read_stamps=None, expects=None, local_gen=None):
+        """Write ``items`` to ``target``; ``origins`` marks refills,
+        ``expects`` copies made only if the target still holds what the
+        reconcile saw, and ``read_stamps`` are the stamps the hub's states
+        read from it are as of."""
         dst = self._sides[target]
         for key, state in items:
             dst.expected.expect(key, state)
         try:
-            wrote = await dst.store.write(items, origins or None)
+            wrote = await dst.store.write(items, origins or None, expects or None)
         except Exception as e:
             # maybe written, maybe not: its echo may still come, but it must
             # not count as known to be there
@@ -459,30 +537,45 @@ class Router:
         if wrote.skipped:
             self._refills_refused(target, wrote.skipped)
             items = [(key, state) for key, state in items if key not in wrote.skipped]
-        stamp = wrote.generation.stamp if target == REMOTE and wrote.generation is not None else read_stamp
-        self._written(target, [(key, state, (origins or {}).get(key, stamp)) for key, state in items], 1)
+        written = wrote.generation.stamp if target == REMOTE and wrote.generation is not None else 0
+        if target == LOCAL and wrote.generation is not None:
+            local_gen = wrote.generation.id
+        origins, read_stamps = origins or {}, read_stamps or {}
+        self._written(target, [(key, state, origins.get(key, read_stamps.get(key, written)))
+                               for key, state in items], 1, local_gen)
         evicted = [key for key, _ in items if key in self._evicted[target]]
         if evicted and self.synced is not None:
             # evicted there before this copy was recorded: flag it again after
             self.synced.evicted(target, evicted)
 
+    def _unforce(self, key, source):
+        """The reconcile's copy of ``key`` from ``source`` is done."""
+        forced = self._forced.get(key)
+        if forced is not None and forced.source == source:
+            del self._forced[key]
+
     def _refills_refused(self, target, keys):
-        """The hub refused refills: it holds something as fresh already."""
+        """Copies the target did not take: refills of keys that hold
+        something as fresh already, or reconcile copies of keys that changed
+        there since (their events bring them back)."""
         for key in keys:
             self._sides[target].expected.forget(key)
         self.stats.refills_refused += len(keys)
-        self._request_reconcile("refills refused by the hub")
+        self._request_reconcile("copies refused by the target")
 
-    def _written(self, target, items, requests):
-        """``items`` (key, state, stamp) are on both sides now."""
+    def _written(self, target, items, requests, local_gen=None):
+        """``items`` (key, state, stamp) are on both sides now (copied while
+        the local side was of generation ``local_gen``)."""
         self._answered(target)
         self.stats.requests[target] += requests
         self.stats.writes[target] += len(items)
         self.stats.last_write[target] = self._clock.seconds()
+        for watcher in self._watchers:
+            watcher.update(key for key, _, _ in items)
         if self.synced is not None and items:
-            self.synced.record(items)
+            self.synced.record(items, local_gen)
 
-    def _start_big(self, source, target, key, header, forced=None):
+    def _start_big(self, source, target, key, header, forced=None, as_of=None):
         if self.big is None:
             self.report_once(key, f"on the {source} side has {header.count} items and big keys "
                              "are not copied here")
@@ -491,18 +584,18 @@ class Router:
 
         def done(_):
             finished.append(True)
-            self._forced.pop(key, None)
+            self._unforce(key, source)
             if self._big_copies.pop(key, None) is not None:
                 self._in_flight.discard(key)
                 self._pump()
         origin = forced.origin if forced is not None else None
         d = self._big_slots.run(lambda: Deferred.fromCoroutine(
-            self._guarded(source, [key], self._copy_big(source, target, key, header, origin))))
+            self._guarded(source, [key], self._copy_big(source, target, key, header, origin, as_of))))
         d.addBoth(done)
         if not finished:   # (a copy that ends at once leaves with its batch)
             self._big_copies[key] = d
 
-    async def _copy_big(self, source, target, key, header, origin=None):
+    async def _copy_big(self, source, target, key, header, origin=None, as_of=None):
         if self._stopping:
             return
         src, dst = self._sides[source], self._sides[target]
@@ -530,8 +623,8 @@ class Router:
             self.stats.unchanged += 1
             return
         self.stats.big_copies += 1
-        stamp = origin if origin is not None else copy.stamp
-        self._written(target, [(key, copy.state, stamp)], copy.requests)
+        stamp = origin if origin is not None else (as_of if as_of is not None else copy.stamp)
+        self._written(target, [(key, copy.state, stamp)], copy.requests, copy.local_generation)
 
     async def _big_work(self, target, awaitable):
         """Count a failure of a big-key step against the side it came from."""

@@ -60,11 +60,11 @@ def context_args(names, fresh_id, track_writes, window=RECOVERY_WINDOW, look_onl
 
 
 def split_generation(reply):
-    """(payload, (generation id, stamp, start)) of a script's reply."""
-    if not isinstance(reply, list) or len(reply) < 3:
+    """(payload, (generation id, stamp, start, base)) of a script's reply."""
+    if not isinstance(reply, list) or len(reply) < 4:
         raise ValueError(f"reply without the side's generation: {reply!r:.80}")
-    gen_id, stamp, start = reply[-3:]
-    return reply[:-3], (gen_id, int(stamp), int(start))
+    gen_id, stamp, start, base = reply[-4:]
+    return reply[:-4], (gen_id, int(stamp), int(start), int(base))
 
 
 READ = load("read")
@@ -77,3 +77,4 @@ CHUNK = load("chunk")
 FINISH = load("finish")
 CHECK = load("check")
 FLAG_EVICTED = load("flag_evicted")
+RECORD = load("record")

@@ -214,17 +214,21 @@ def split_reply(reply, count, now):
     return states, tags
 
 
-def batch_write_args(states, now, origins=None):
+def write_segment(kind, expiry, items, origin=b"", expect=b""):
+    """One key's segment of the write script's ARGV (see redisrepl/lua/write.lua)."""
+    return [kind, expiry, origin, expect, b"%d" % len(items), *items]
+
+
+def batch_write_args(states, now, origins=None, expects=None):
     """ARGV for the write script writing ``states`` (one per key, in order);
     ``origins``, if given, holds for each state the stamp it is known since
-    when it is a refill (b"" for a genuine change)."""
+    when it is a refill (b"" for a genuine change), ``expects`` the digest
+    each key must still hold to be written (b"" for any, b"-" for none)."""
     args = []
     for i, key_state in enumerate(states):
         one = key_state.write_args(now)
-        args += one[:2]
-        args.append(origins[i] if origins else b"")
-        args.append(b"%d" % (len(one) - 2))
-        args += one[2:]
+        args += write_segment(one[0], one[1], one[2:], origins[i] if origins else b"",
+                              expects[i] if expects else b"")
     return args
 
 

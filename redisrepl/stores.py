@@ -80,10 +80,10 @@ class _StateStore:
             # first use, or the server restarted: EVAL caches it again
             reply = await self.command("EVAL", script.body, len(keys), *keys, *args, *context)
         try:
-            payload, (gen_id, stamp, start) = scripts.split_generation(reply)
+            payload, (gen_id, stamp, start, base) = scripts.split_generation(reply)
         except (ValueError, TypeError) as e:
             raise ReplicationError(f"unexpected reply to the {script.name} script: {e}", "bad_reply") from None
-        generation = Generation(gen_id, stamp, start)
+        generation = Generation(gen_id, stamp, start, base)
         if self.epoch is not None:
             self.epoch.observe(generation)
         return payload, generation
@@ -106,26 +106,28 @@ class _StateStore:
         states, tags = state.split_reply(reply, len(keys), self._clock.seconds())
         return ReadReply(states, tags, generation)
 
-    async def write(self, items, origins=None):
+    async def write(self, items, origins=None, expects=None):
         """Make each (key, state) of ``items`` hold that state; ``origins``
         maps the keys that are refills to the stamp their state is known
-        since. A WriteReply."""
+        since, ``expects`` keys to the digest they must still hold (None:
+        absent) to be written. A WriteReply."""
         batch, total, skipped, generation = [], 0, set(), None
         for key, key_state in items:
             batch.append((key, key_state))
             total += len(key) + state.size(key_state)
             if total >= MAX_WRITE_BYTES:
-                generation = await self._write(batch, origins, skipped)
+                generation = await self._write(batch, origins, expects, skipped)
                 batch, total = [], 0
         if batch:
-            generation = await self._write(batch, origins, skipped)
+            generation = await self._write(batch, origins, expects, skipped)
         return WriteReply(generation, frozenset(skipped))
 
-    async def _write(self, items, origins, skipped):
+    async def _write(self, items, origins, expects, skipped):
         keys = [key for key, _ in items]
         refills = [b"%d" % origins[key] if origins and key in origins else b"" for key in keys]
+        conditions = [(expects[key] or b"-") if expects and key in expects else b"" for key in keys]
         args = state.batch_write_args([s for _, s in items], self._clock.seconds(),
-                                      refills if origins else None)
+                                      refills if origins else None, conditions if expects else None)
         reply, generation = await self.call(scripts.WRITE, keys, args)
         for position in reply:
             skipped.add(keys[int(position) - 1])

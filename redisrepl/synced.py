@@ -3,7 +3,10 @@
 - ``__redisrepl__:{<namespace>}:synced``: for each key, the digest of the state
   both sides held when redisrepl last copied it (or found them equal), with
   the hub's stamp of that state and, if one side evicted the key since, which
-  one. The reconcile's three-way merge compares both sides against it.
+  one. The reconcile's three-way merge compares both sides against it. A
+  deletion is kept too, as a tombstone (no digest), for the recovery window:
+  a hub that goes back to before it is then refilled with the deletion
+  rather than bringing the key back everywhere.
 - ``__redisrepl__:{<namespace>}:seen``: the generation of each side that the
   last reconcile confirmed (redisrepl.epochs).
 - ``__redisrepl__:{<namespace>}:site``: this site's name, made once.
@@ -16,7 +19,7 @@ from a snapshot, so that the local side's own history stays consistent.
 import os
 
 import attrs
-from twisted.internet.defer import Deferred, FirstError, gatherResults
+from twisted.internet.defer import Deferred, DeferredList, FirstError, gatherResults
 from twisted.logger import Logger
 
 from redisrepl import scripts, state
@@ -33,12 +36,17 @@ SIDE_LETTER = {"local": b"L", "remote": b"R"}
 @attrs.frozen
 class SyncedEntry:
     """The synchronised state of one key: its digest (``digest@expiry`` as
-    the reconcile compares it), the hub's stamp of that state (0: unknown,
-    from an older redisrepl), and the side that evicted it since, if any."""
+    the reconcile compares it; b"" for a deletion, a tombstone), the hub's
+    stamp of that state (0: unknown, from an older redisrepl), and the side
+    that evicted it since, if any."""
 
     digest: bytes
     stamp: int = 0
     evicted: str | None = None
+
+    @property
+    def tombstone(self):
+        return not self.digest
 
     def encode(self):
         flag = b"!" + SIDE_LETTER[self.evicted] if self.evicted else b""
@@ -66,28 +74,42 @@ class SyncedTable:
 
     def __init__(self, local_store, names):
         self._store = local_store
+        self._recording = set()       # Deferreds of records not yet answered
         self.key = names.meta + b"synced"
         self.seen_key = names.meta + b"seen"
         self.site_key = names.meta + b"site"
 
-    def record(self, items):
+    async def store(self, found, local_generation):
+        """Record (key, digest, stamp) found equal on both sides (held by the
+        hub as of that stamp), while the local side was of ``local_generation``."""
+        flat = [x for key, digest, stamp in found for x in (key, SyncedEntry(digest, stamp).encode())]
+        await self._store.run_script(scripts.RECORD, [self.key], [local_generation or b"", *flat])
+
+    def record(self, items, local_generation=None):
         """After a copy: both sides now hold these states; ``items`` are
-        (key, state, stamp). Fire and forget."""
-        sets, dels = [], []
+        (key, state, stamp), copied while the local side was of generation
+        ``local_generation`` (an id: not recorded if it is no longer). Fire
+        and forget."""
+        sets = []
         for key, key_state, stamp in items:
-            digest = state.synced_digest(key_state)
-            if digest is None:
-                dels.append(key)
-            else:
-                sets += (key, SyncedEntry(digest, stamp).encode())
-        d = Deferred.fromCoroutine(self.update(sets, dels))
-        d.addErrback(lambda f: log.warn("could not record synchronised state: {error}", error=f.value))
+            sets += (key, SyncedEntry(state.synced_digest(key_state) or b"", stamp).encode())
+        self._track(Deferred.fromCoroutine(self._store.run_script(
+            scripts.RECORD, [self.key], [local_generation or b"", *sets])), "synchronised state")
+
+    def _track(self, d, what):
+        self._recording.add(d)
+        d.addErrback(lambda f: log.warn("could not record {what}: {error}", what=what, error=f.value))
+        d.addBoth(lambda _: self._recording.discard(d))
+
+    def flushed(self):
+        """Fires once every record made so far is answered (at shutdown: a
+        copy whose record were lost would look unsynchronised next time)."""
+        return DeferredList(list(self._recording))
 
     def evicted(self, side, keys):
         """``side`` evicted ``keys``: mark their entries so (fire and forget)."""
-        d = Deferred.fromCoroutine(self._store.run_script(
-            scripts.FLAG_EVICTED, [self.key], [SIDE_LETTER[side], *keys]))
-        d.addErrback(lambda f: log.warn("could not record evictions: {error}", error=f.value))
+        self._track(Deferred.fromCoroutine(self._store.run_script(
+            scripts.FLAG_EVICTED, [self.key], [SIDE_LETTER[side], *keys])), "evictions")
 
     async def update(self, sets, dels):
         """Store ``sets`` (flat key, encoded entry pairs) and drop ``dels``.

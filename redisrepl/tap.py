@@ -4,9 +4,10 @@
                                                      Router --> LocalStore / RemoteStore
     Webdis stream --(PSUBSCRIBE)-----> RemoteSource -/
 
-Services stop in the reverse order they were added: first the sources (no new
-events), then the router (in-flight writes finish, within a bound), then the
-connections.
+Services stop one after the other, in the reverse order they were added,
+each once the one before has finished: first the sources (no new events),
+then the router (in-flight writes finish, within a bound, and the records of
+what they copied are written), then the connections.
 """
 
 import atexit
@@ -15,6 +16,7 @@ import os
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
+from twisted.internet.defer import succeed
 from twisted.logger import Logger
 from twisted.web.client import Agent
 from treq.client import HTTPClient
@@ -45,7 +47,8 @@ STOP_TIMEOUT = 5.0
 
 
 class RouterService(Service):
-    """Logs the effective configuration at start; drains the router at stop."""
+    """Logs the effective configuration at start; drains the router at stop
+    (the batches in flight, then the records of what they copied)."""
 
     def __init__(self, router, summary):
         self.router = router
@@ -57,7 +60,25 @@ class RouterService(Service):
 
     def stopService(self):
         super().stopService()
-        return self.router.stop(STOP_TIMEOUT)
+        d = self.router.stop(STOP_TIMEOUT)
+        if self.router.synced is not None:
+            d.addCallback(lambda _: self.router.synced.flushed())
+        return d
+
+
+class OrderlyMultiService(MultiService):
+    """A MultiService whose children stop one at a time, last added first,
+    each once the previous one's stop has finished (MultiService stops them
+    all at once: the local connection would close under the router's last
+    records)."""
+
+    def stopService(self):
+        Service.stopService(self)
+        d = succeed(None)
+        for service in reversed(list(self)):
+            d.addCallback(lambda _, service=service: service.stopService())
+            d.addErrback(lambda f: log.failure("stopping a service failed", f))
+        return d
 
 
 class PoolService(Service):
@@ -101,7 +122,7 @@ def makeService(config, reactor=None):
     if config["legacy_pass"]:
         log.warn("-pass is deprecated: it puts the password where ps shows it (redisrepl moved it to its "
                  "environment at once); use --password-file or $REDISREPL_PASSWORD")
-    top = MultiService()
+    top = OrderlyMultiService()
     policy = config["tls_policy"] or plain_policy()
 
     pool = QuietConnectionPool(reactor, persistent=True)
@@ -152,6 +173,7 @@ def makeService(config, reactor=None):
     local.setServiceParent(top)
     # events made while a stream was down are lost for good: none is expected any more
     local.on_subscribed.append(local_expected.forget_events)
+    local.on_subscribed.append(lambda: router.subscribed(LOCAL))
     local.on_subscribed.append(lambda: reconciler.request("local events (re)subscribed"))
 
     remote = None

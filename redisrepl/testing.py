@@ -19,6 +19,10 @@ class BlockingStore(_StateStore):
 
     def __init__(self, client, namespace, big_items=state.BIG_ITEMS, hub=False, clock=None, epoch=None):
         self.client = client
+        if hasattr(client, "response_callbacks"):
+            # replies as Redis sends them (redis-py would turn HSCAN's into a dict)
+            self.client = type(client)(connection_pool=client.connection_pool)
+            self.client.response_callbacks = {}
         self.names = Namespace(namespace)
         self.big_items = big_items
         self.track_writes = hub

@@ -1,3 +1,6 @@
+import os
+import shutil
+
 import pytest
 
 from redisrepl.sandbox import SandboxError, binary
@@ -30,9 +33,13 @@ def print_logs_if_failed(request, lab):
     """After a failed test, the logs of its daemons (pytest shows them)."""
     report = getattr(request.node, "report_call", None)
     if report is not None and report.failed:
+        keep = os.environ.get("REDISREPL_KEEP_LOGS")      # a folder to copy them to, whole
         for d in lab.daemons:
             print(f"--- daemon log {d.logfile} ---")
             print(d.log()[-20000:])
+            if keep:
+                os.makedirs(keep, exist_ok=True)
+                shutil.copy(d.logfile, keep)
 
 
 @pytest.fixture

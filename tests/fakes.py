@@ -23,15 +23,35 @@ class FakeStore:
         self.error = None         # exception raised by every read and write
         self.errors_for = {}      # key -> exception for that key only
         self.lose_reply = None    # exception raised after a write landed (reply lost)
+        self.generation = None    # the Generation every reply tells (None: none)
+        self.epoch = None         # a SideEpoch told each generation, as a real store does
+        self.tags = {}            # key -> the hub's stamp of what it holds
+        self.origins = []         # the refill origins of each write request
+        self.refuse = set()       # keys whose refills the side refuses
+
+    def _answer(self):
+        if self.epoch is not None and self.generation is not None:
+            self.epoch.observe(self.generation)
 
     def read(self, keys):
         self.reads += 1
         if self.error is not None:
             return fail(self.error)
-        return succeed(ReadReply([self.data.get(key, ABSENT) for key in keys], [None] * len(keys)))
+        self._answer()
+        return succeed(ReadReply([self.data.get(key, ABSENT) for key in keys],
+                                 [self.tags.get(key) for key in keys], self.generation))
 
-    def write(self, items, origins=None):
+    def write(self, items, origins=None, expects=None):
         self.batches.append([key for key, _ in items])
+        self.origins.append(dict(origins or {}))
+        changed = {key for key in (expects or {})
+                   if (self.data[key].digest if key in self.data else None) != expects[key]}
+        skipped = frozenset(key for key, _ in items if (key in self.refuse and origins and key in origins)
+                            or key in changed)
+        if skipped:
+            self._answer()
+            self._apply([(key, state) for key, state in items if key not in skipped])
+            return succeed(WriteReply(self.generation, skipped))
         for key, _ in items:
             if key in self.errors_for:
                 return fail(self.errors_for[key])
@@ -42,10 +62,11 @@ class FakeStore:
             return fail(self.lose_reply)
         if not self.hold:
             self._apply(items)
-            return succeed(WriteReply())
+            self._answer()
+            return succeed(WriteReply(self.generation))
         d = Deferred()
         d.addCallback(lambda _: self._apply(items))
-        d.addCallback(lambda _: WriteReply())
+        d.addCallback(lambda _: WriteReply(self.generation))
         self.held.append(d)
         return d
 
@@ -78,7 +99,7 @@ class FakeSynced:
         self.records = []
         self.evictions = []       # (side, keys)
 
-    def record(self, items):
+    def record(self, items, local_generation=None):
         self.records.append(list(items))
 
     def evicted(self, side, keys):

@@ -102,6 +102,17 @@ def test_the_fresher_of_two_refills_wins():
     assert decide(b"a", b"b", entry(b"a", 160), normal, tag=120) == Decision(LOCAL, origin=160)
 
 
+def test_a_deletion_the_hub_lost_is_refilled_not_undone():
+    tombstone = SyncedEntry(b"", 160)
+    # deleted here and on the hub at 160; the hub went back to before it
+    assert decide(None, b"old", tombstone, LOST) == Decision(LOCAL, origin=160, deletes=True)
+    # a tombstone the hub kept (120, before the window) is merged as usual:
+    # the key was made again on the hub since
+    assert decide(None, b"new", SyncedEntry(b"", 120), LOST) == Decision(REMOTE)
+    # and as an entry it is no record at all: a new key of that name is new
+    assert decide(b"a", None, SyncedEntry(b"", 120), TWO_WAY) == Decision(LOCAL)
+
+
 def test_no_refill_once_the_recovery_window_is_over():
     closed = Mode(two_way=True, hub_lost=True, windows=((150, 200),), recovery_start=None)
     assert decide(b"a", b"old", entry(b"a", 160), closed) == Decision(REMOTE)
@@ -181,7 +192,8 @@ def test_a_new_generation_is_noticed_once():
 
 
 def test_synced_entries_round_trip():
-    for e in (SyncedEntry(b"abc@123", 456), SyncedEntry(b"habc", 7, LOCAL), SyncedEntry(b"x", 0, REMOTE)):
+    for e in (SyncedEntry(b"abc@123", 456), SyncedEntry(b"habc", 7, LOCAL), SyncedEntry(b"x", 0, REMOTE),
+              SyncedEntry(b"", 99)):
         assert SyncedEntry.decode(e.encode()) == e
     assert SyncedEntry.decode(b"legacy-digest@99") == SyncedEntry(b"legacy-digest@99", 0)
     assert SyncedEntry.decode(None) is None

@@ -238,3 +238,17 @@ def test_secrets_readable_by_others_are_warned_about(certs, tmp_path):
 def test_pass_parsed_in_process_is_kept_with_a_warning_flag(certs):
     options = parse(good(certs, "-pass", "pw"))
     assert options["password"] == "pw" and options["legacy_pass"]
+
+
+def test_site_name_deletion_limit_and_mirror(certs):
+    from redisrepl.merge import DeleteLimit
+    options = parse(good(certs, "--site", "lab-42.a", "--max-delete", "250"))
+    assert options["site_name"] == b"lab-42.a"
+    assert options["max_delete"] == DeleteLimit(None, 250)
+    assert options["names"].meta == b"__redisrepl__:{ns:}:"
+    assert parse(good(certs))["max_delete"].limit(10_000) == 1000
+    assert parse(good(certs, "--mirror"))["mirror"] == 1
+    assert "--site must be" in error_of(good(certs, "--site", "bad name"))
+    assert "--max-delete must be" in error_of(good(certs, "--max-delete", "lots"))
+    assert "--mirror is for one-way mode" in error_of(good(certs, "--mirror", "--rc"))
+    assert "default now" in parse(good(certs, "--keep-remote-only"))["warnings"][0]

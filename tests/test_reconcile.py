@@ -316,3 +316,56 @@ def test_long_runs_log_their_progress():
     assert [formatEvent(e) for e in events] == [
         f"reconcile: {PROGRESS_EVERY} keys scanned on the remote side ({PROGRESS_EVERY // 2} keys/s), "
         f"12 of {PROGRESS_EVERY} compared so far differ and are being copied"]
+
+
+# -- a hub that lists keys outside the namespace ----------------------------------
+
+def test_keys_a_hub_lists_outside_the_namespace_are_refused(lab):
+    """A hub is trusted to be the hub, not to reach outside the namespace:
+    keys its digest scan lists outside it are neither deleted nor written
+    here, by the reconcile or by verify."""
+    from twisted.internet.task import Clock
+
+    from redisrepl.epochs import SideEpoch
+    from redisrepl.expected import ExpectedEvents
+    from redisrepl.namespace import Namespace
+    from redisrepl.reconcile import Reconciler, scan_digests
+    from redisrepl.router import Router, Side
+    from redisrepl.sides import LOCAL, REMOTE
+    from redisrepl.synced import SyncedTable
+    from redisrepl.testing import BlockingStore, run
+
+    ns = b"hostile:"
+    names = Namespace(ns)
+    lab.local.set(b"other:victim", b"mine")
+    lab.local.set(ns + b"a", b"1")
+    lab.remote.set(ns + b"b", b"2")
+
+    class HostileHub(BlockingStore):
+        async def call(self, script, keys, args):
+            payload, generation = await super().call(script, keys, args)
+            if script is scripts.DIGEST_SCAN:
+                payload = payload + [b"other:victim", b"0" * 40, b"-1", b"",
+                                     b"other:planted", b"1" * 40, b"-1", b"",
+                                     ns + b"__redisrepl__:heartbeat:x", b"2" * 40, b"-1", b""]
+            return payload, generation
+
+    clock = Clock()
+    clock.advance(lab.local.time()[0])
+    epochs = {LOCAL: SideEpoch(LOCAL), REMOTE: SideEpoch(REMOTE)}
+    local = BlockingStore(lab.local, ns, clock=clock, epoch=epochs[LOCAL])
+    remote = HostileHub(lab.remote, ns, hub=True, clock=clock, epoch=epochs[REMOTE])
+    synced = SyncedTable(local, names)
+    router = Router(clock, Side(LOCAL, local, ExpectedEvents(clock)), Side(REMOTE, remote, ExpectedEvents(clock)),
+                    ns, names.reserved, synced=synced)
+    reconciler = Reconciler(router, local, remote, synced, epochs, names, clock, two_way=True)
+    run(reconciler.run("test"))
+    assert reconciler.stats.refused_keys == 3
+    clock.advance(0)                     # the router copies what the run asked for
+    assert lab.local.get(b"other:victim") == b"mine"
+    assert not lab.local.exists(b"other:planted") and not lab.remote.exists(b"other:planted")
+    assert lab.local.get(ns + b"b") == b"2" and lab.remote.get(ns + b"a") == b"1"
+    refused = []
+    digests = run(scan_digests(remote, names, refused=lambda side, key: refused.append(key)))
+    assert set(digests) == {ns + b"a", ns + b"b"}
+    assert sorted(refused) == [ns + b"__redisrepl__:heartbeat:x", b"other:planted", b"other:victim"]

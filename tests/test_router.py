@@ -472,3 +472,175 @@ class WinnerLocalTests(_Sides, TestCase):
         self.clock.advance(0)
         self.assertEqual(self.remote.data[b"ns:a"], s(b"C"))
         self.assertEqual(self.local.data[b"ns:a"], s(b"C"))
+
+
+class LossTests(_Sides, TestCase):
+    """What a side that lost or rolled back data answers is not a change."""
+
+    def setUp(self):
+        from redisrepl.epochs import Generation, SideEpoch
+        self.Generation = Generation
+        self.make_router()
+        self.requests = []
+        self.router.reconcile_request = self.requests.append
+        self.router.synced = self.synced = FakeSynced()
+        for store in (self.local, self.remote):
+            store.epoch = SideEpoch(store.name)
+            store.generation = Generation(b"g1", 100, 50)
+            store.epoch.observe(store.generation)
+            store.epoch.confirmed = b"g1"
+
+    def test_a_state_read_from_a_new_generation_is_left_to_the_reconcile(self):
+        self.remote.generation = self.Generation(b"g2", 300, 300)     # the hub was wiped
+        self.router.changed(REMOTE, b"ns:a", b"set")               # a late echo of ours
+        self.clock.advance(0)
+        self.assertEqual(self.local.writes, [])                      # not copied as a deletion
+        self.assertEqual(self.router.stats.deferred, 1)
+        self.assertEqual(self.requests, ["the remote side lost or rolled back data"])
+
+    def test_a_key_written_on_the_hub_since_its_loss_crosses(self):
+        self.remote.generation = self.Generation(b"g2", 300, 300)
+        self.remote.data[b"ns:a"] = s(b"new")
+        self.remote.tags[b"ns:a"] = 310                              # written since the loss
+        self.router.changed(REMOTE, b"ns:a", b"set")
+        self.clock.advance(0)
+        self.assertEqual(self.local.data[b"ns:a"], s(b"new"))
+        # and recorded as of the hub's record of it
+        self.assertEqual(self.synced.records, [[(b"ns:a", s(b"new"), 310)]])
+
+    def test_a_state_the_hub_restored_is_recorded_as_old_as_the_restore(self):
+        # the hub restarted from a snapshot of stamp 150 (its base while the
+        # window is open); a key it holds without a record of a write since
+        # is only as new as that, however late it is read
+        self.remote.generation = self.Generation(b"g1", 400, 50, 150)
+        self.remote.data[b"ns:a"] = s(b"restored")
+        self.router.changed(REMOTE, b"ns:a", b"set")
+        self.clock.advance(0)
+        self.assertEqual(self.synced.records, [[(b"ns:a", s(b"restored"), 150)]])
+
+    def test_a_local_side_that_lost_data_copies_nothing_stale(self):
+        self.remote.data[b"ns:a"] = s(b"newer")
+        self.local.data[b"ns:a"] = s(b"changed")
+        self.router.changed(LOCAL, b"ns:a", b"set")              # before the local restart...
+        self.router.subscribed(LOCAL)                           # ...which ends the subscription
+        self.local.generation = self.Generation(b"l2", 0, 0)    # and comes back from a snapshot
+        self.local.data[b"ns:a"] = s(b"restored")
+        self.clock.advance(0)
+        self.assertEqual(self.remote.data[b"ns:a"], s(b"newer"))          # not reverted
+        self.assertEqual(self.router.stats.deferred, 1)
+        self.assertIn("the local side lost or rolled back data", self.requests)
+        # a key written since the restart (an event since the subscription) crosses
+        self.local.data[b"ns:b"] = s(b"written since")
+        self.router.changed(LOCAL, b"ns:b", b"set")
+        self.clock.advance(0)
+        self.assertEqual(self.remote.data[b"ns:b"], s(b"written since"))
+        # as does a deletion made since
+        self.remote.data[b"ns:c"] = s(b"deleted here since")
+        self.router.changed(LOCAL, b"ns:c", b"del")
+        self.clock.advance(0)
+        self.assertNotIn(b"ns:c", self.remote.data)
+        # but not an absence after another event: it may be the loss itself
+        self.remote.data[b"ns:d"] = s(b"kept")
+        self.router.changed(LOCAL, b"ns:d", b"set")
+        self.clock.advance(0)
+        self.assertEqual(self.remote.data[b"ns:d"], s(b"kept"))
+        # once the reconcile confirmed the new generation, all is as usual
+        self.local.epoch.confirmed = b"l2"
+        self.router.changed(LOCAL, b"ns:d", b"set")
+        self.clock.advance(0)
+        self.assertNotIn(b"ns:d", self.remote.data)
+
+    def test_a_reconcile_copy_is_dropped_if_its_source_changed_generation(self):
+        self.remote.data[b"ns:a"] = ABSENT
+        self.router.force(REMOTE, b"ns:a", guard=b"g1")
+        self.remote.generation = self.Generation(b"g2", 300, 300)
+        self.local.data[b"ns:a"] = s(b"keep")
+        self.clock.advance(0)
+        self.assertEqual(self.local.data[b"ns:a"], s(b"keep"))
+        self.assertEqual(self.router.stats.voided, 1)
+        self.assertTrue(self.requests)
+
+    def test_a_refill_carries_its_origin_and_a_refused_one_is_reconciled(self):
+        self.local.data[b"ns:a"] = s(b"mine")
+        self.local.data[b"ns:b"] = s(b"mine too")
+        self.remote.refuse.add(b"ns:b")
+        self.router.force(LOCAL, b"ns:a", guard=b"g1", origin=120)
+        self.router.force(LOCAL, b"ns:b", guard=b"g1", origin=90)
+        self.clock.advance(0)
+        self.assertEqual(self.remote.origins, [{b"ns:a": 120, b"ns:b": 90}])
+        self.assertEqual(self.remote.data, {b"ns:a": s(b"mine")})
+        self.assertEqual(self.router.stats.refills_refused, 1)
+        self.assertIn("copies refused by the target", self.requests)
+        # a refill is recorded at the stamp its state is known since
+        self.assertEqual(self.synced.records, [[(b"ns:a", s(b"mine"), 120)]])
+
+    def test_a_key_another_site_refilled_is_left_to_the_reconcile(self):
+        self.remote.generation = self.Generation(b"g1", 300, 50)
+        self.remote.data[b"ns:a"] = s(b"theirs")
+        self.remote.tags[b"ns:a"] = 40                              # a refill, known since 40
+        self.router.changed(REMOTE, b"ns:a", b"set")
+        self.clock.advance(0)
+        self.assertEqual(self.local.writes, [])
+        self.assertEqual(self.requests, ["a key refilled by another site"])
+
+    def test_an_eviction_is_not_a_deletion(self):
+        self.local.data[b"ns:a"] = s(b"1")
+        self.router.changed(LOCAL, b"ns:a", b"set")
+        self.clock.advance(0)
+        self.assertEqual(self.remote.data[b"ns:a"], s(b"1"))
+        # the key is changed, then evicted before its copy reads it
+        self.local.data[b"ns:a"] = s(b"2")
+        self.router.changed(LOCAL, b"ns:a", b"set")
+        del self.local.data[b"ns:a"]
+        self.router.changed(LOCAL, b"ns:a", b"evicted")
+        self.clock.advance(0)
+        self.assertEqual(self.remote.data[b"ns:a"], s(b"1"))        # kept there
+        self.assertEqual(self.router.stats.evicted[LOCAL], 1)
+        self.assertEqual(self.synced.evictions, [(LOCAL, [b"ns:a"])])
+        self.assertTrue(self.router.was_evicted(LOCAL, b"ns:a"))
+        # a later genuine deletion crosses
+        self.router.changed(LOCAL, b"ns:a", b"del")
+        self.clock.advance(0)
+        self.assertNotIn(b"ns:a", self.remote.data)
+        self.assertFalse(self.router.was_evicted(LOCAL, b"ns:a"))
+
+
+class ReconcileSeamTests(_Sides, TestCase):
+    def setUp(self):
+        self.make_router()
+        self.local.router = self.router
+        self.remote.router = self.router
+
+    def test_a_live_change_supersedes_a_reconcile_copy_from_the_other_side(self):
+        self.local.data[b"ns:a"] = s(b"old")
+        self.remote.data[b"ns:a"] = s(b"older")
+        self.router.force(REMOTE, b"ns:a")          # decided on views read a moment ago
+        self.local.user_set(b"ns:a", s(b"new"))     # then a genuine local change
+        self.assertEqual(self.remote.data[b"ns:a"], s(b"new"))
+        self.assertEqual(self.local.data[b"ns:a"], s(b"new"))
+
+    def test_a_reconcile_copy_is_not_made_over_a_change_made_since(self):
+        self.local.router = self.remote.router = None
+        self.remote.data[b"ns:a"] = s(b"hub")
+        self.router.force(REMOTE, b"ns:a", expect=None)       # the run saw it absent here
+        self.local.data[b"ns:a"] = s(b"written meanwhile")   # its event not taken yet
+        self.clock.advance(0)
+        self.assertEqual(self.local.data[b"ns:a"], s(b"written meanwhile"))
+        self.router.force(REMOTE, b"ns:a", expect=s(b"written meanwhile").digest)
+        self.clock.advance(0)
+        self.assertEqual(self.local.data[b"ns:a"], s(b"hub"))
+
+    def test_a_watcher_sees_what_is_copied_and_what_is_waiting(self):
+        self.remote.hold = True
+        self.local.user_set(b"ns:busy", s(b"1"))    # in flight
+        watcher = self.router.watch()
+        self.assertIn(b"ns:busy", watcher)
+        self.remote.release()
+        self.clock.advance(0)
+        self.remote.hold = False
+        self.local.data[b"ns:copied"] = s(b"2")
+        self.router.force(LOCAL, b"ns:copied")      # no event: copied all the same
+        self.clock.advance(0)
+        self.assertEqual(self.remote.data[b"ns:copied"], s(b"2"))
+        self.assertIn(b"ns:copied", watcher)
+        self.router.unwatch(watcher)

@@ -70,6 +70,7 @@ def test_hub_wiped_during_a_reconcile_loses_nothing(flushed_hub):
     fill(lab.local, ns, n)
     wait_count(lab.remote, ns, n, what="crossed")
     wait_until(lambda: synced_count(lab.local, ns) == n, SLOW)
+    d.wait_log("done:", timeout=SLOW)          # a whole run: this site knows the hub's state
     d.stop()
     lab.daemons.remove(d)
     # a start-up run over every key; the hub is wiped while it runs
@@ -90,7 +91,7 @@ def test_hub_restored_from_an_older_snapshot_is_refilled_not_copied(flushed_hub)
     ns = "snap:"
     b = lab.add_site("b")
     for site in (None, b):
-        lab.daemon(ns, rc=True, site=site)
+        lab.daemon(ns, rc=True, site=site).wait_log("done:")
     fill(lab.local, ns, 100)
     for r in (lab.remote, b.redis):
         wait_count(r, ns, 100, what="crossed")
@@ -170,8 +171,11 @@ def test_sites_sharing_a_certificate_do_not_hide_each_others_losses(flushed_hub)
     f = lab.add_site("f")
     f.redis.flushall()
     cert, key = lab.sandbox.client_cert, lab.sandbox.client_key
-    lab.daemon(ns, rc=False)                                   # the default site, one-way
-    lab.daemon(ns, rc=True, site=f, cert=cert, key=key)        # f, with the same certificate
+    options = ["--reconcile-interval", "2"]
+    one_way = lab.daemon(ns, rc=False, extra=options)                    # the default site, one-way
+    two_way = lab.daemon(ns, rc=True, site=f, cert=cert, key=key, extra=options)   # f, same certificate
+    for d in (one_way, two_way):
+        d.wait_log("done:")             # each has confirmed what it knows of the hub
     lab.local.set(ns + "from-local", "1")
     f.redis.set(ns + "from-f", "2")
     wait_until(lambda: lab.remote.get(ns + "from-local") == b"1" and lab.remote.get(ns + "from-f") == b"2")
@@ -179,7 +183,11 @@ def test_sites_sharing_a_certificate_do_not_hide_each_others_losses(flushed_hub)
     lab.remote.flushdb()                                       # the hub loses everything
     wait_until(lambda: lab.remote.get(ns + "from-local") == b"1" and lab.remote.get(ns + "from-f") == b"2",
                SLOW, what="both sites refill the hub")
+    # periodic runs since, on either site, delete nothing the other refilled
+    for d in (one_way, two_way):
+        d.wait_log("done:", count=d.log().count("done:") + 2, timeout=SLOW)
     assert f.redis.get(ns + "from-f") == b"2" and lab.local.get(ns + "from-local") == b"1"
+    assert lab.remote.get(ns + "from-local") == b"1" and lab.remote.get(ns + "from-f") == b"2"
 
 
 def test_a_renewed_certificate_does_not_make_a_site_new(flushed_hub):
@@ -260,3 +268,38 @@ def test_a_silent_stream_is_reopened_and_a_returning_component_used_quickly(flus
         took = timed(lambda: reader.get(ns + component) == b"back", what=f"{component} used again")
         assert time.monotonic() - back < 1.0 * MARGIN, (component, took)
         print(f"{component}: used again {took:.2f}s after it came back")
+
+
+# -- the mass-deletion guard -------------------------------------------------------------------
+
+def test_a_reconcile_that_would_delete_too_much_deletes_nothing(flushed_hub):
+    from redisrepl.sandbox import free_port
+    from tests.test_service import get, metric, scrape
+    lab = flushed_hub
+    ns = "guard:"
+    port = free_port()
+    options = ["--metrics", str(port), "--reconcile-interval", "1"]
+    d = lab.daemon(ns, rc=True, extra=options)
+    fill(lab.local, ns, 1000)
+    wait_count(lab.remote, ns, 1000, what="crossed")
+    wait_until(lambda: synced_count(lab.local, ns) == 1000)
+    d.stop()
+    lab.daemons.remove(d)
+    # while no daemon watches, 500 keys go from the hub (too many: more than 10%)
+    lab.remote.delete(*[f"{ns}k{i}" for i in range(500)])
+    d = lab.daemon(ns, rc=True, extra=options)
+    d.wait_log("none deleted there")
+    assert count(lab.local, ns) == 1000                         # nothing deleted here
+    wait_until(lambda: metric(scrape(port), "redisrepl_reconcile_deletions_blocked", side="local") == 500)
+    status, body = get(port, "/healthz")
+    assert status == 503 and "500 deletions on the local side held back" in body
+    # everything else still crosses, live deletions included
+    lab.local.delete(*[f"{ns}k{i}" for i in range(900, 1000)])
+    wait_until(lambda: not lab.remote.exists(f"{ns}k999"))
+    assert lab.remote.exists(f"{ns}k500")
+    # an operator lets one run through
+    lab.local.set(meta(ns, "allow-mass-delete"), "1")
+    wait_count(lab.local, ns, 400, what="deleted once allowed")
+    assert count(lab.remote, ns) == 400 and not lab.local.exists(meta(ns, "allow-mass-delete"))
+    wait_until(lambda: get(port, "/healthz")[0] == 200, what="healthy again")
+    assert metric(scrape(port), "redisrepl_reconcile_keys_deleted_total", side="local") == 500

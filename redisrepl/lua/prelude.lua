@@ -35,12 +35,13 @@ local EPOCH = (function()
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
   local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)') or '?'
-  local e = redis.call('HMGET', key, 'id', 'run', 'n', 's0', 'hist')
+  local e = redis.call('HMGET', key, 'id', 'run', 'n', 's0', 'hist', 'n0')
   local id, n, s0, hist = e[1], tonumber(e[3] or '') or 0, tonumber(e[4] or '') or 0, e[5] or ''
+  local n0 = tonumber(e[6] or '') or 0
   if CTX_FLAGS == 'r' then
     id = id or ''
   elseif not id or e[2] ~= run then
-    local n0 = id and n or 0
+    n0 = id and n or 0
     s0 = math.max(now, n + 1)
     local records = {}
     for record in string.gmatch(hist, '[^;]+') do
@@ -49,7 +50,7 @@ local EPOCH = (function()
     records[#records + 1] = CTX_FRESH .. ':' .. fmt(n0) .. ':' .. fmt(s0)
     hist = table.concat(records, ';', math.max(1, #records - 15))
     id, n = CTX_FRESH, s0
-    redis.call('HSET', key, 'id', id, 'run', run, 'n', fmt(n), 's0', fmt(s0), 'hist', hist)
+    redis.call('HSET', key, 'id', id, 'run', run, 'n', fmt(n), 's0', fmt(s0), 'hist', hist, 'n0', fmt(n0))
   end
   local track = string.sub(CTX_FLAGS, 1, 1) == 'w'
   local window = tonumber(string.sub(CTX_FLAGS, 2)) or 0
@@ -57,7 +58,7 @@ local EPOCH = (function()
   if track and now < s0 + window * 1000000 then
     after = CTX_META .. 'after:' .. id
   end
-  return {key = key, id = id, n = n, s0 = s0, now = now, hist = hist, track = track,
+  return {key = key, id = id, n = n, s0 = s0, n0 = n0, now = now, hist = hist, track = track,
           after = after, after_until = fmt(s0 / 1000 + window * 1000), bumped = false, touched = false}
 end)()
 
@@ -120,7 +121,10 @@ local function wrote(k, origin)
 end
 
 -- Every reply ends with the side's generation: its id, the stamp of this
--- call (after its writes) and the generation's start.
+-- call (after its writes), the generation's start, and the stamp a state
+-- read in this call is as of when the hub has no record of the key
+-- (after_tag): while the window is open, what the generation started from
+-- (n0: any such state predates it), afterwards the stamp of this call.
 local function epilogue(result)
   if type(result) ~= 'table' then
     result = {result}
@@ -131,6 +135,7 @@ local function epilogue(result)
   result[n + 1] = EPOCH.id
   result[n + 2] = fmt(EPOCH.n)
   result[n + 3] = fmt(EPOCH.s0)
+  result[n + 4] = fmt(EPOCH.after and math.min(EPOCH.n0, EPOCH.n) or EPOCH.n)
   return result
 end
 

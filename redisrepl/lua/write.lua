@@ -1,13 +1,17 @@
 -- Make each key of KEYS hold a state. ARGV: for each key a segment {type,
--- expiry, origin, n, item1..itemn}; the expiry as an absolute unix time in
--- ms (PEXPIREAT: the same instant on both sides), 0 for none; origin ''
--- for a genuine change, or for a refill the stamp since which the state
--- is known (prelude: may_write). The type 'none' deletes. Chunks of a big
+-- expiry, origin, expect, n, item1..itemn}; the expiry as an absolute unix
+-- time in ms (PEXPIREAT: the same instant on both sides), 0 for none;
+-- origin '' for a genuine change, or for a refill the stamp since which the
+-- state is known (prelude: may_write); expect '' to write whatever the key
+-- holds, or the digest (digest_scan's, with '@expiry') the key must still
+-- hold, '-' for none: a copy the reconcile decided on what it saw is not
+-- made over a change made since. The type 'none' deletes. Chunks of a big
 -- key go to a temporary key: a type with '=' in front ('=hash') replaces
 -- what the key holds, one with '+' in front adds to it, and for both the
 -- expiry is relative (ms from now, PEXPIRE: by the server's clock).
 -- Answers the positions (1-based) of the keys not written: refills of a
--- key that holds something as fresh already.
+-- key that holds something as fresh already, and keys that changed since
+-- what was expected.
 local function chunked(cmd, k, list, first, last)
   local i = first
   while i <= last do
@@ -21,20 +25,37 @@ local function expire(k, at, temporary)
     redis.call(temporary and 'PEXPIRE' or 'PEXPIREAT', k, at)
   end
 end
+-- what the key holds, as digest_scan says it (a key too big to digest in
+-- one call is taken as expected: its copy goes through big_keys instead)
+local function holds(k, expect)
+  local d = key_digest(k, 100000)
+  if not d then
+    return expect == '-'
+  end
+  if string.sub(d, 1, 1) == 'B' then
+    return true
+  end
+  local at = redis.call('PEXPIRETIME', k)
+  if at >= 0 then
+    d = d .. '@' .. at
+  end
+  return d == expect
+end
 local skipped = {}
 local a = 1
 for position, k in ipairs(KEYS) do
   local kind = ARGV[a]
   local pttl = tonumber(ARGV[a + 1])
   local origin = ARGV[a + 2]
-  local first = a + 4
-  a = first + tonumber(ARGV[a + 3])
+  local expect = ARGV[a + 3]
+  local first = a + 5
+  a = first + tonumber(ARGV[a + 4])
   local mode = string.sub(kind, 1, 1)
   local temporary = mode == '+' or mode == '='
   if temporary then
     kind = string.sub(kind, 2)
   end
-  if not may_write(k, origin) then
+  if not may_write(k, origin) or (expect ~= '' and not holds(k, expect)) then
     skipped[#skipped + 1] = tostring(position)
   else
     if mode ~= '+' and ({hash = 1, list = 1, set = 1, zset = 1, stream = 1})[kind] then
