@@ -18,6 +18,11 @@ def s(value, expire_at=None):
 class _Sides:
     """A router between two in-memory sides, on a task.Clock."""
 
+    def event(self, side, key, name=None):
+        """``side`` announces ``key`` (by event ``name``), and the reactor turn ends."""
+        self.router.changed(side, key, name)
+        self.clock.advance(0)
+
     def make_router(self, **kwargs):
         self.clock = Clock()
         self.clock.advance(1000)
@@ -502,8 +507,7 @@ class LossTests(_Sides, TestCase):
         self.remote.generation = self.Generation(b"g2", 300, 300)
         self.remote.data[b"ns:a"] = s(b"new")
         self.remote.tags[b"ns:a"] = 310                              # written since the loss
-        self.router.changed(REMOTE, b"ns:a", b"set")
-        self.clock.advance(0)
+        self.event(REMOTE, b"ns:a", b"set")
         self.assertEqual(self.local.data[b"ns:a"], s(b"new"))
         # and recorded as of the hub's record of it
         self.assertEqual(self.synced.records, [[(b"ns:a", s(b"new"), 310)]])
@@ -514,8 +518,7 @@ class LossTests(_Sides, TestCase):
         # is only as new as that, however late it is read
         self.remote.generation = self.Generation(b"g1", 400, 50, 150)
         self.remote.data[b"ns:a"] = s(b"restored")
-        self.router.changed(REMOTE, b"ns:a", b"set")
-        self.clock.advance(0)
+        self.event(REMOTE, b"ns:a", b"set")
         self.assertEqual(self.synced.records, [[(b"ns:a", s(b"restored"), 150)]])
 
     def test_a_local_side_that_lost_data_copies_nothing_stale(self):
@@ -531,23 +534,19 @@ class LossTests(_Sides, TestCase):
         self.assertIn("the local side lost or rolled back data", self.requests)
         # a key written since the restart (an event since the subscription) crosses
         self.local.data[b"ns:b"] = s(b"written since")
-        self.router.changed(LOCAL, b"ns:b", b"set")
-        self.clock.advance(0)
+        self.event(LOCAL, b"ns:b", b"set")
         self.assertEqual(self.remote.data[b"ns:b"], s(b"written since"))
         # as does a deletion made since
         self.remote.data[b"ns:c"] = s(b"deleted here since")
-        self.router.changed(LOCAL, b"ns:c", b"del")
-        self.clock.advance(0)
+        self.event(LOCAL, b"ns:c", b"del")
         self.assertNotIn(b"ns:c", self.remote.data)
         # but not an absence after another event: it may be the loss itself
         self.remote.data[b"ns:d"] = s(b"kept")
-        self.router.changed(LOCAL, b"ns:d", b"set")
-        self.clock.advance(0)
+        self.event(LOCAL, b"ns:d", b"set")
         self.assertEqual(self.remote.data[b"ns:d"], s(b"kept"))
         # once the reconcile confirmed the new generation, all is as usual
         self.local.epoch.confirmed = b"l2"
-        self.router.changed(LOCAL, b"ns:d", b"set")
-        self.clock.advance(0)
+        self.event(LOCAL, b"ns:d", b"set")
         self.assertNotIn(b"ns:d", self.remote.data)
 
     def test_a_reconcile_copy_is_dropped_if_its_source_changed_generation(self):
@@ -578,29 +577,25 @@ class LossTests(_Sides, TestCase):
         self.remote.generation = self.Generation(b"g1", 300, 50)
         self.remote.data[b"ns:a"] = s(b"theirs")
         self.remote.tags[b"ns:a"] = 40                              # a refill, known since 40
-        self.router.changed(REMOTE, b"ns:a", b"set")
-        self.clock.advance(0)
+        self.event(REMOTE, b"ns:a", b"set")
         self.assertEqual(self.local.writes, [])
         self.assertEqual(self.requests, ["a key refilled by another site"])
 
     def test_an_eviction_is_not_a_deletion(self):
         self.local.data[b"ns:a"] = s(b"1")
-        self.router.changed(LOCAL, b"ns:a", b"set")
-        self.clock.advance(0)
+        self.event(LOCAL, b"ns:a", b"set")
         self.assertEqual(self.remote.data[b"ns:a"], s(b"1"))
         # the key is changed, then evicted before its copy reads it
         self.local.data[b"ns:a"] = s(b"2")
         self.router.changed(LOCAL, b"ns:a", b"set")
         del self.local.data[b"ns:a"]
-        self.router.changed(LOCAL, b"ns:a", b"evicted")
-        self.clock.advance(0)
+        self.event(LOCAL, b"ns:a", b"evicted")
         self.assertEqual(self.remote.data[b"ns:a"], s(b"1"))        # kept there
         self.assertEqual(self.router.stats.evicted[LOCAL], 1)
         self.assertEqual(self.synced.evictions, [(LOCAL, [b"ns:a"])])
         self.assertTrue(self.router.was_evicted(LOCAL, b"ns:a"))
         # a later genuine deletion crosses
-        self.router.changed(LOCAL, b"ns:a", b"del")
-        self.clock.advance(0)
+        self.event(LOCAL, b"ns:a", b"del")
         self.assertNotIn(b"ns:a", self.remote.data)
         self.assertFalse(self.router.was_evicted(LOCAL, b"ns:a"))
 

@@ -47,6 +47,16 @@ def synced_count(r, ns):
     return r.hlen(meta(ns, "synced"))
 
 
+def synchronised(lab, ns, n):
+    """A two-way daemon for the default site, with ``n`` keys written there,
+    crossed, and recorded as synchronised."""
+    d = lab.daemon(ns, rc=True)
+    fill(lab.local, ns, n)
+    wait_count(lab.remote, ns, n, what="crossed")
+    wait_until(lambda: synced_count(lab.local, ns) == n, SLOW)
+    return d
+
+
 @pytest.fixture
 def flushed_hub(daemons, request):
     """Tests here wipe or restart the hub: they start and end with an empty one."""
@@ -66,10 +76,7 @@ def test_hub_wiped_during_a_reconcile_loses_nothing(flushed_hub):
     lab = flushed_hub
     ns = "wipe1:"
     n = 30_000
-    d = lab.daemon(ns, rc=True)
-    fill(lab.local, ns, n)
-    wait_count(lab.remote, ns, n, what="crossed")
-    wait_until(lambda: synced_count(lab.local, ns) == n, SLOW)
+    d = synchronised(lab, ns, n)
     d.wait_log("done:", timeout=SLOW)          # a whole run: this site knows the hub's state
     d.stop()
     lab.daemons.remove(d)
@@ -229,10 +236,7 @@ def test_a_wiped_hub_and_a_wiped_site_are_refilled_within_seconds(flushed_hub):
     lab = flushed_hub
     ns = "fast:"
     n = 10_000
-    d = lab.daemon(ns, rc=True)
-    fill(lab.local, ns, n)
-    wait_count(lab.remote, ns, n, what="crossed")
-    wait_until(lambda: synced_count(lab.local, ns) == n, SLOW)
+    d = synchronised(lab, ns, n)
     lab.remote.flushdb()
     hub = timed(lambda: count(lab.remote, ns) == n, what="the hub refilled")
     assert hub < 5.0 * MARGIN, hub
