@@ -21,14 +21,13 @@ META_ROOT = b"__redisrepl__:{"
 @attrs.frozen
 class Namespace:
     prefix: bytes
+    reserved: bytes = attrs.field(init=False)
+    meta: bytes = attrs.field(init=False)
 
-    @property
-    def reserved(self):
-        return self.prefix + RESERVED_INFIX
-
-    @property
-    def meta(self):
-        return META_ROOT + self.prefix + b"}:"
+    def __attrs_post_init__(self):
+        # spelled once: owns() runs for every event
+        object.__setattr__(self, "reserved", self.prefix + RESERVED_INFIX)
+        object.__setattr__(self, "meta", META_ROOT + self.prefix + b"}:")
 
     def owns(self, key):
         """Is ``key`` one redisrepl replicates?"""
