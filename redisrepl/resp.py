@@ -2,6 +2,11 @@
 
 Pure and reactor-free: feed it bytes in chunks of any size (chunk boundaries
 need not match messages) and it hands back each complete reply.
+
+It is linear: every byte is looked at a bounded number of times, whatever
+the chunking. An array in progress is kept as it is built (the items
+already parsed are not parsed again), and a bulk string known to need more
+bytes is not looked at again before they are all here.
 """
 
 import attrs
@@ -14,7 +19,7 @@ MAX_DEPTH = 32
 
 
 class ProtocolError(Exception):
-    """The bytes are not the Redis protocol.
+    """The bytes are not the Redis protocol (or break a limit of the parser).
 
     ``replies`` holds the replies completed before the bad bytes, in the
     same ``feed`` call: they are good and must not be lost.
@@ -33,14 +38,6 @@ class ErrorReply:
         return self.message.decode("utf-8", "replace")
 
 
-class _Incomplete(Exception):
-    """More bytes are needed; ``need`` is how many the buffer must hold
-    (counted from its start) before parsing can get further."""
-
-    def __init__(self, need):
-        self.need = need
-
-
 def _integer(line):
     """A plain decimal integer (``-?[0-9]{1,19}``), else a ProtocolError."""
     if line.isdigit():                      # ASCII digits only, not empty
@@ -51,104 +48,32 @@ def _integer(line):
     raise ProtocolError(f"bad integer {line[:40]!r}")
 
 
-def _line_end(buf, pos):
-    """Where the line starting at ``pos`` ends (its CR)."""
-    end = buf.find(b"\r\n", pos, pos + MAX_LINE + 2)
-    if end < 0:
-        if len(buf) - pos > MAX_LINE:
-            raise ProtocolError("line too long")
-        raise _Incomplete(len(buf) + 1)
-    return end
+_BULK, _ARRAY, _SIMPLE, _ERROR, _INT = b"$*+-:"
+
+#: The header lines of short arrays and bulk strings, spelled as the fast
+#: paths require them.
+_ARRAY_HEADS = {b"*%d" % n: n for n in range(64)}
+_BULK_HEADS = [b"$%d" % n for n in range(4096)]
 
 
-def _parse(buf, pos, depth):
-    """The reply starting at ``pos`` of ``buf`` (bytes) and where it ends."""
-    if depth > MAX_DEPTH:
-        raise ProtocolError("arrays nested too deep")
-    if pos >= len(buf):
-        raise _Incomplete(pos + 1)
-    kind = buf[pos]
-    end = _line_end(buf, pos + 1)
-    line = buf[pos + 1:end]
-    pos = end + 2
-    if kind == _BULK:
-        length = _integer(line)
-        if length == -1:
-            return None, pos
-        if not 0 <= length <= MAX_BULK:
-            raise ProtocolError(f"bad bulk length {length}")
-        end = pos + length
-        if len(buf) < end + 2:
-            raise _Incomplete(end + 2)
-        if buf[end:end + 2] != b"\r\n":
-            raise ProtocolError("bulk string not terminated by CRLF")
-        return buf[pos:end], end + 2
-    if kind == _ARRAY:
-        count = _integer(line)
-        if count == -1:
-            return None, pos
-        if not 0 <= count <= MAX_ARRAY:
-            raise ProtocolError(f"bad array length {count}")
-        if count and depth + 1 > MAX_DEPTH:
-            raise ProtocolError("arrays nested too deep")
-        items = []
-        append = items.append
-        size = len(buf)
-        for _ in range(count):
-            # bulk strings, by far the most common items, are parsed here
-            # rather than with a call each; anything else recurses
-            if pos < size and buf[pos] == _BULK:
-                end = buf.find(b"\r\n", pos + 1, pos + MAX_LINE + 3)
-                if end < 0:
-                    _line_end(buf, pos + 1)     # raises the right error
-                line = buf[pos + 1:end]
-                if line.isdigit() and len(line) <= 19:
-                    length = int(line)
-                    if length > MAX_BULK:
-                        raise ProtocolError(f"bad bulk length {length}")
-                else:
-                    length = _integer(line)
-                    if length == -1:
-                        append(None)
-                        pos = end + 2
-                        continue
-                    if length < 0:
-                        raise ProtocolError(f"bad bulk length {length}")
-                start = end + 2
-                end = start + length
-                if size < end + 2:
-                    raise _Incomplete(end + 2)
-                if buf[end:end + 2] != b"\r\n":
-                    raise ProtocolError("bulk string not terminated by CRLF")
-                append(buf[start:end])
-                pos = end + 2
-            else:
-                item, pos = _parse(buf, pos, depth + 1)
-                append(item)
-        return items, pos
-    if kind == _SIMPLE:
-        return line, pos
-    if kind == _ERROR:
-        return ErrorReply(line), pos
-    if kind == _INT:
-        return _integer(line), pos
-    raise ProtocolError(f"unknown reply type {bytes([kind])!r}")
+def _bulk_head(length):
+    return _BULK_HEADS[length] if length < len(_BULK_HEADS) else b"$%d" % length
 
 
-def _scan(buf, replies):
-    """Parse the replies at the start of ``buf`` that take the common forms
-    (arrays of bulk strings such as keyspace events and batch reads, bulk
-    strings, integers, simple strings and errors) from one split of the
+def _scan(buf, replies, max_bulk=MAX_BULK, max_reply=None):
+    """Parse the replies at the start of ``buf`` (bytes) that take the common
+    forms (arrays of bulk strings such as keyspace events and batch reads,
+    bulk strings, integers, simple strings and errors) from one split of the
     buffer on CRLF, with a few passes of C a reply rather than a step per
     item; append them to ``replies`` and return where they end. Stops at
     the first reply of another form, one that is incomplete or one whose
-    strings hold CRLF: _parse takes it from there, and decides as before.
+    strings hold CRLF: the item-by-item parser takes it from there, and
+    decides as it would have.
 
     A reply is taken only if its lines re-spell it exactly (``*n``, then
     ``$<length of the value>`` before each value), so the bytes are
-    precisely that reply and it is the one _parse would have returned."""
-    if len(buf) > MAX_BULK:
-        return 0
+    precisely that reply and it is the one the item-by-item parser would
+    have returned."""
     parts = buf.split(b"\r\n")
     last = len(parts) - 1   # parts[last] follows the last CRLF: not a whole line
     append = replies.append
@@ -166,7 +91,8 @@ def _scan(buf, replies):
             elif len(head) > MAX_LINE + 1:
                 break
             elif kind == b"$":
-                if i + 1 >= last or head != _bulk_head(len(parts[i + 1])):
+                if (i + 1 >= last or len(parts[i + 1]) > max_bulk or head != _bulk_head(len(parts[i + 1]))
+                        or (max_reply is not None and len(parts[i + 1]) + len(head) + 4 > max_reply)):
                     break
                 append(parts[i + 1])
                 i += 2
@@ -192,39 +118,55 @@ def _scan(buf, replies):
         if stop > last:
             break
         values = parts[i + 2:stop:2]
+        if values and max(map(len, values)) > max_bulk:
+            break
         try:
             heads = list(map(_BULK_HEADS.__getitem__, map(len, values)))
         except IndexError:
             heads = [b"$%d" % len(v) for v in values]
         if parts[i + 1:stop:2] != heads:
             break
+        if max_reply is not None and sum(map(len, parts[i:stop])) + 2 * (stop - i) > max_reply:
+            break      # the item-by-item parser says why
         append(values)
         i = stop
     # each line taken was followed by its CRLF
     return sum(map(len, parts[:i])) + 2 * i
 
 
-#: The header lines of short arrays and bulk strings, spelled as _scan
-#: requires them.
-_ARRAY_HEADS = {b"*%d" % n: n for n in range(64)}
-_BULK_HEADS = [b"$%d" % n for n in range(4096)]
-
-
-def _bulk_head(length):
-    return _BULK_HEADS[length] if length < len(_BULK_HEADS) else b"$%d" % length
-
-
-_BULK, _ARRAY, _SIMPLE, _ERROR, _INT = b"$*+-:"
+def _scan_items(view, items, most, max_bulk):
+    """Take up to ``most`` bulk strings from the start of ``view`` (bytes)
+    into ``items``, from one split on CRLF; return how many bytes they took.
+    Stops at anything else, or one holding CRLF (taken item by item)."""
+    parts = view.split(b"\r\n")
+    last = len(parts) - 1
+    i = taken = 0
+    while taken < most and i + 1 < last:
+        head, value = parts[i], parts[i + 1]
+        if len(value) > max_bulk or head != _bulk_head(len(value)):
+            break
+        items.append(value)
+        taken += 1
+        i += 2
+    return sum(map(len, parts[:i])) + 2 * i
 
 
 class RespParser:
     """Turns a byte stream into replies: ``bytes`` (simple and bulk strings),
-    ``int``, ``None`` (null bulk or array), ``ErrorReply`` and ``list``."""
+    ``int``, ``None`` (null bulk or array), ``ErrorReply`` and ``list``.
 
-    def __init__(self):
-        self._chunks = []   # bytes received and not yet parsed into replies
-        self._size = 0      # their total length
-        self._need = 0      # parsing gets no further before there are this many
+    ``max_bulk`` bounds a bulk string, ``max_reply`` (if given) the bytes of
+    one reply: a stream that breaks either is malformed, found out before
+    the bytes of the whole reply are held."""
+
+    def __init__(self, max_bulk=MAX_BULK, max_reply=None):
+        self.max_bulk = max_bulk
+        self.max_reply = max_reply
+        self._buf = bytearray()   # bytes received and not yet taken into replies
+        self._stack = []          # arrays being built: [items, items still to come]
+        self._taken = 0           # bytes of the unfinished reply already taken off _buf
+        self._need = 0            # _buf must hold this many bytes before parsing gets further
+        self._broken = False
 
     def feed(self, data):
         """Add bytes; return the list of replies now complete (possibly empty).
@@ -232,41 +174,146 @@ class RespParser:
         Raises ProtocolError on malformed input, carrying the replies that
         came before it; the parser is then unusable.
         """
-        if data:
-            self._chunks.append(data)
-            self._size += len(data)
-        if self._size < self._need or not self._size:
-            # a reply known to need more bytes (a large bulk string arriving
-            # in pieces) is not parsed again until they are all here
-            return []
-        chunks = self._chunks
-        buf = b"".join(chunks) if len(chunks) > 1 else bytes(chunks[0])
+        if self._broken:
+            raise ProtocolError("the parser met malformed input before")
+        buf = self._buf
         replies = []
-        pos, size, need = 0, len(buf), 0
+        fast = True
+        if not buf and not self._stack and len(data) > 2:
+            # nothing pending (the usual case): whole replies straight from
+            # ``data``; only what is left of it is kept
+            taken = _scan(data, replies, self.max_bulk, self.max_reply)
+            if taken == len(data):
+                return replies
+            data = data[taken:]
+            fast = False
+        if data:
+            buf += data
+        pos = 0
         try:
-            pos = _scan(buf, replies)
-            while pos < size:
-                reply, pos = _parse(buf, pos, 0)
-                replies.append(reply)
-        except _Incomplete as e:
-            need = e.need - pos
+            if len(buf) >= self._need and buf:
+                # (a reply known to need more bytes, such as a large bulk
+                # string arriving in pieces, is not looked at again before
+                # they are all here)
+                self._need = 0
+                pos = self._parse(buf, replies, fast)
+                if self._need:
+                    self._need -= pos     # counted from the start of what is kept
+            self._limit(len(buf) - pos)
         except ProtocolError as e:
+            self._broken = True
             e.replies = replies
-            self._keep(buf, pos, 0)
             raise
-        self._keep(buf, pos, need)
+        finally:
+            if pos:
+                del buf[:pos]
         return replies
 
-    def _keep(self, buf, pos, need):
-        rest = buf[pos:] if pos else buf
-        self._chunks = [rest] if rest else []
-        self._size = len(rest)
-        self._need = need
+    def _limit(self, more=0):
+        if self.max_reply is not None and self._taken + more > self.max_reply:
+            raise ProtocolError(f"a reply of more than {self.max_reply} bytes")
+
+    def _parse(self, buf, replies, fast=True):
+        """Take every complete reply, and every complete item of an array in
+        progress, off the start of ``buf``; return how many bytes they took.
+        ``fast``: the one-split fast path is worth trying at its start."""
+        size = len(buf)
+        pos = 0
+        stack = self._stack
+        max_bulk = self.max_bulk
+        while pos < size:
+            if not stack and fast:
+                fast = False
+                taken = _scan(bytes(buf[pos:]) if pos else bytes(buf), replies, max_bulk, self.max_reply)
+                if taken:
+                    pos += taken
+                    continue
+            if stack and buf[pos] == _BULK and stack[-1][1] > 1:
+                # bulk strings of the array being built, in one pass (all but
+                # its last item: that one completes it, below)
+                top = stack[-1]
+                before = len(top[0])
+                taken = _scan_items(bytes(buf[pos:]), top[0], top[1] - 1, max_bulk)
+                if taken:
+                    top[1] -= len(top[0]) - before
+                    pos += taken
+                    self._taken += taken
+                    self._limit()
+                    continue
+            kind = buf[pos]
+            end = buf.find(b"\r\n", pos + 1, pos + MAX_LINE + 3)
+            if end < 0:
+                if size - pos - 1 > MAX_LINE:
+                    raise ProtocolError("line too long")
+                self._need = size + 1
+                break
+            line = bytes(buf[pos + 1:end])
+            after = end + 2
+            if kind == _BULK:
+                length = _integer(line)
+                if length == -1:
+                    value = None
+                else:
+                    if not 0 <= length <= max_bulk:
+                        raise ProtocolError(f"bad bulk length {length}")
+                    stop = after + length
+                    if size < stop + 2:
+                        self._need = stop + 2
+                        self._limit(stop + 2 - pos)
+                        break
+                    if buf[stop:stop + 2] != b"\r\n":
+                        raise ProtocolError("bulk string not terminated by CRLF")
+                    value = bytes(buf[after:stop])
+                    after = stop + 2
+            elif kind == _ARRAY:
+                count = _integer(line)
+                if count == -1:
+                    value = None
+                elif not 0 <= count <= MAX_ARRAY:
+                    raise ProtocolError(f"bad array length {count}")
+                elif count == 0:
+                    value = []
+                else:
+                    if len(stack) + 1 > MAX_DEPTH:
+                        raise ProtocolError("arrays nested too deep")
+                    stack.append([[], count])
+                    self._taken += after - pos
+                    pos = after
+                    continue
+            elif kind == _SIMPLE:
+                value = line
+            elif kind == _ERROR:
+                value = ErrorReply(line)
+            elif kind == _INT:
+                value = _integer(line)
+            else:
+                raise ProtocolError(f"unknown reply type {bytes([kind])!r}")
+            self._taken += after - pos
+            self._limit()
+            pos = after
+            if self._deliver(value, replies):
+                fast = True
+        return pos
+
+    def _deliver(self, value, replies):
+        """Put ``value`` where it belongs; True if it completed a reply."""
+        stack = self._stack
+        while stack:
+            top = stack[-1]
+            top[0].append(value)
+            top[1] -= 1
+            if top[1]:
+                return False
+            stack.pop()
+            value = top[0]
+        replies.append(value)
+        self._taken = 0
+        return True
 
     @property
     def pending(self):
         """Bytes received that do not yet form a whole reply."""
-        return self._size
+        return self._taken + len(self._buf)
 
 
 def parse_one(data):
