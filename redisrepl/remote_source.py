@@ -1,8 +1,12 @@
 """Remote source (``--rc``): Webdis' chunked ``PSUBSCRIBE`` stream, kept alive.
 
-One long-lived ``GET <haddr>/PSUBSCRIBE/<pattern>.raw``; the body is the Redis
-protocol, parsed incrementally whatever the chunk boundaries. Each keyspace
-message becomes ``router.changed("remote", key, event)``.
+One long-lived ``POST <haddr>/`` whose body is ``PSUBSCRIBE/<pattern>.raw``
+(in a body, not the URL, so that no proxy decodes ``%2F`` or ``%2B`` in the
+namespace on the way); the response is the Redis protocol, parsed
+incrementally whatever the chunk boundaries. Each keyspace message becomes
+``router.changed("remote", key, event)``. A message is small: one of more
+than ``MAX_EVENT_BYTES`` ends the stream as malformed, so that a hub cannot
+make the daemon hold what it likes.
 
 When the stream ends or fails, the loop reconnects after a capped,
 jittered backoff (quick at first, so a component that comes back is used
@@ -27,9 +31,16 @@ from redisrepl import notify, resp, webdis
 from redisrepl.backoff import reconnect_backoff
 from redisrepl.errors import ReplicationError, StreamError
 from redisrepl.sides import REMOTE, short
-from redisrepl.webdis_client import REQUEST_TIMEOUT, classify_http, describe_failure
+from redisrepl.webdis_client import REQUEST_TIMEOUT, ReplyTooLarge, classify_http, describe_failure, read_body
 
 log = Logger()
+
+#: The most bytes one message of the event stream may take (a keyspace
+#: event of a key of up to about this length).
+MAX_EVENT_BYTES = 64 * 1024
+#: A stream must stay up this long before its reconnect backoff starts
+#: again from the shortest delay (one that breaks at once backs off).
+HEALTHY_AFTER = 30.0
 
 
 class StreamProtocol(Protocol):
@@ -42,7 +53,7 @@ class StreamProtocol(Protocol):
     """
 
     def __init__(self, on_event, on_subscribed):
-        self._parser = resp.RespParser()
+        self._parser = resp.RespParser(max_bulk=MAX_EVENT_BYTES, max_reply=MAX_EVENT_BYTES)
         self._on_event = on_event
         self._on_subscribed = on_subscribed
         self.finished = Deferred()
@@ -101,7 +112,9 @@ class RemoteSource(Service):
         self._db = db
         self._clock = clock
         pattern = webdis.keyspace_pattern(db, namespace)
-        self._url = client.url + webdis.command_path([b"PSUBSCRIBE", pattern])
+        self._subscribe = webdis.command_path([b"PSUBSCRIBE", pattern]).encode("ascii")
+        self._url = client.url
+        self._pattern = pattern
         self.heartbeat_key = reserved_prefix + b"heartbeat:" + (instance or os.urandom(6).hex().encode())
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_bound = heartbeat_bound or self.HEARTBEAT_BOUND
@@ -114,6 +127,7 @@ class RemoteSource(Service):
         self._heartbeat_sent = None  # time of the oldest heartbeat not seen yet
         self._rtt = None             # smoothed round trip of the heartbeat's request
         self.up = self._ever_up = False
+        self._up_since = None
         self.reconnects = 0
         self.last_heartbeat_rtt = None
         self.last_heartbeat_seen = None   # clock time the last heartbeat came back
@@ -156,7 +170,12 @@ class RemoteSource(Service):
             if not self.running:
                 return
             if was_up:
-                self._backoff.reset()
+                if self._clock.seconds() - self._up_since >= HEALTHY_AFTER:
+                    self._backoff.reset()
+                else:
+                    # it came up and broke at once (garbage, a hub that drops
+                    # it): no quick retries, back off
+                    self._backoff.failures = max(self._backoff.failures, self._backoff.quick)
             delay = self._backoff.next_delay()
             attempt += 1
             log.warn("remote event stream: {reason}; reconnecting in {delay:.1f}s",
@@ -184,13 +203,17 @@ class RemoteSource(Service):
             log.warn("{error}", error=str(e))
         except notify.NotifyConfigError as e:
             log.error("{error}", error=str(e))
-        d = self._http.get(self._url, unbuffered=True)
+        d = self._http.post(self._url, data=self._subscribe, unbuffered=True,
+                            headers={b"Content-Type": [b"application/octet-stream"]})
         d.addTimeout(REQUEST_TIMEOUT, self._clock)
         response = await self._wait(d)
         if response.code != 200:
-            d = response.content()
-            d.addTimeout(REQUEST_TIMEOUT, self._clock)
-            body = await self._wait(d)
+            try:
+                d = read_body(response, MAX_EVENT_BYTES, self._url)
+                d.addTimeout(REQUEST_TIMEOUT, self._clock)
+                body = await self._wait(d)
+            except ReplyTooLarge:
+                body = b""
             raise classify_http(response.code, body, self._url)
         self._stream = StreamProtocol(self._event, self._subscribed)
         response.deliverBody(self._stream)
@@ -223,8 +246,10 @@ class RemoteSource(Service):
         if self._ever_up:
             self.reconnects += 1
         self._ever_up = self.up = True
+        self._up_since = self._clock.seconds()
         self._heartbeat_sent = None
-        log.info("listening to remote Redis events at {url}", url=self._url)
+        log.info("listening to remote Redis events at {url} ({pattern})", url=self._url,
+                 pattern=self._pattern.decode("utf-8", "replace"))
         for callback in self.on_subscribed:
             callback()
 

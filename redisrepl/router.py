@@ -40,7 +40,7 @@ from redisrepl.big_keys import EXPIRY_MARGIN, KeyChanged
 from redisrepl.errors import LinkError, RefusedError, ReplicationError
 from redisrepl.namespace import Namespace
 from redisrepl.sides import LOCAL, OTHER, REMOTE, short
-from redisrepl.state import ABSENT
+from redisrepl.state import ABSENT, size
 
 log = Logger()
 
@@ -533,6 +533,10 @@ class Router:
             for key, _ in items:
                 dst.expected.uncertain(key)
             self._failed(target, e)
+            if isinstance(e, RefusedError) and e.kind == "http_413" and len(items) == 1:
+                # a refusal of this one key's size: say which and how big
+                key, state = items[0]
+                raise RefusedError(f"{e}; {short(key)} takes {size(state)} bytes", e.kind) from None
             raise
         if wrote.skipped:
             self._refills_refused(target, wrote.skipped)

@@ -14,10 +14,12 @@ event stream, a long poll, uses treq (redisrepl.remote_source).
 from hyperlink import EncodedURL
 from OpenSSL import SSL
 from twisted.internet import error as neterror
-from twisted.internet.defer import CancelledError, TimeoutError, succeed
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succeed
+from twisted.internet.protocol import Protocol
 from twisted.web import client
-from twisted.web.client import (PartialDownloadError, RequestTransmissionFailed, ResponseFailed,
-                                ResponseNeverReceived, readBody)
+from twisted.web.client import (RequestTransmissionFailed, ResponseDone, ResponseFailed,
+                                ResponseNeverReceived)
+from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
@@ -27,6 +29,10 @@ from redisrepl.errors import LinkError, NoScriptError, RefusedError
 
 #: Seconds a whole request (connect, send, reply) may take.
 REQUEST_TIMEOUT = 30.0
+#: The largest reply body taken from the hub. What redisrepl asks for stays
+#: well below (a read stops adding keys past 16 MB, bigger keys go in
+#: pieces of 4 MB): a hub that sends more is refused before it is all held.
+MAX_REPLY_BYTES = 64 * 1024 * 1024
 #: Redis errors that mean "not now" rather than "never".
 TRANSIENT_REDIS_ERRORS = (b"LOADING", b"BUSY", b"TRYAGAIN", b"MASTERDOWN", b"CLUSTERDOWN")
 
@@ -86,11 +92,15 @@ def _body_head(body, limit=200):
 
 
 def classify_http(status, body, url):
-    """The error for a non-200 answer: 403 is a refusal of this command, the rest are link trouble."""
+    """The error for a non-200 answer: 403 is a refusal of this command, 413
+    of this request's size, the rest are link trouble."""
     head = _body_head(body)
     kind = f"http_{status}"
     if status == 403:
         return RefusedError(f"Webdis at {url} refused the command (HTTP 403: a Webdis ACL?) {head}".rstrip(), kind)
+    if status == 413:
+        return RefusedError(f"the request was too large for {url} (HTTP 413: nginx's client_max_body_size "
+                            f"or Webdis' http_max_request_size)", kind)
     if status == 400 and b"certificate" in body.lower():
         return LinkError(f"the proxy at {url} refused the client certificate (HTTP 400: {head})", kind)
     if status == 503:
@@ -130,11 +140,60 @@ class _Body:
 _HEADERS = {b"Content-Type": [b"application/octet-stream"]}
 
 
+class ReplyTooLarge(RefusedError):
+    """The hub answered with more than MAX_REPLY_BYTES."""
+
+
+class _BoundedBody(Protocol):
+    """Collects a response body up to ``limit`` bytes; past it, stops the
+    transfer and fails with ReplyTooLarge."""
+
+    def __init__(self, limit, url):
+        self.done = Deferred()
+        self._limit = limit
+        self._url = url
+        self._parts = []
+        self._size = 0
+
+    def dataReceived(self, data):
+        if self.done.called:
+            return
+        self._size += len(data)
+        if self._size > self._limit:
+            self.done.errback(ReplyTooLarge(f"{self._url} sent a reply of more than {self._limit} bytes",
+                                            "reply_too_large"))
+            self.transport.stopProducing()
+            return
+        self._parts.append(data)
+
+    def connectionLost(self, reason):
+        if self.done.called:
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            # (PotentialDataLoss: a body without a length, ended by closing
+            # the connection (HTTP/1.0): whole as far as HTTP can tell; the
+            # Redis protocol parser checks it is whole)
+            self.done.callback(b"".join(self._parts))
+        else:
+            self.done.errback(reason)
+
+
+def read_body(response, limit, url):
+    """The body of ``response``, refused (ReplyTooLarge) if longer than ``limit``."""
+    if isinstance(response.length, int) and response.length > limit:
+        response.deliverBody(Protocol())      # (discarded: the connection goes)
+        raise ReplyTooLarge(f"{url} announced a reply of {response.length} bytes (more than {limit})",
+                            "reply_too_large")
+    body = _BoundedBody(limit, url)
+    response.deliverBody(body)
+    return body.done
+
+
 class WebdisClient:
     """Runs Redis commands on the remote side through Webdis, with an
     ``IAgent`` (``twisted.web.client.Agent`` over a persistent pool)."""
 
-    def __init__(self, agent, haddr, clock, db=None, timeout=REQUEST_TIMEOUT):
+    def __init__(self, agent, haddr, clock, db=None, timeout=REQUEST_TIMEOUT, max_reply=MAX_REPLY_BYTES):
         self._agent = agent
         self._url = haddr.rstrip("/") + "/"
         # once, not per request: an international host name in IDNA
@@ -142,6 +201,7 @@ class WebdisClient:
         self._clock = clock
         self._db = db
         self._timeout = timeout
+        self._max_reply = max_reply
 
     @property
     def url(self):
@@ -192,15 +252,9 @@ class WebdisClient:
         d = self._agent.request(b"POST", self._url_bytes, Headers(_HEADERS), _Body(body))
         d.addTimeout(self._timeout, self._clock)
         response = await d
-        d = readBody(response)
+        d = read_body(response, self._max_reply, self._url)
         d.addTimeout(max(0.0, deadline - self._clock.seconds()), self._clock)
-        try:
-            return response, await d
-        except PartialDownloadError as e:
-            # a body without a length, ended by closing the connection
-            # (HTTP/1.0): complete as far as HTTP can tell; the Redis
-            # protocol parser checks it is whole
-            return response, e.response
+        return response, await d
 
 
 def _stale(exc):

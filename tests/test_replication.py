@@ -289,3 +289,16 @@ def test_another_database_on_both_sides(lab):
         daemon.stop()
 
 
+
+
+@pytest.mark.parametrize("ns", ["lab/1:", "lab+1:", "lab%2F1:", "lab?1:", "lab#1:", "lab 1:", "läb-é:"],
+                         ids=["slash", "plus", "percent", "question", "hash", "space", "non-ascii"])
+def test_any_namespace_crosses_both_ways_through_the_proxy(daemons, ns):
+    """nginx decodes %2F and %2B in a URL on its way to Webdis: the stream's
+    pattern goes in a request body, where nothing touches it."""
+    lab = daemons
+    d = lab.daemon(ns, rc=True)
+    lab.crosses_both_ways(ns)
+    lab.remote.set(ns + "second", "2")
+    wait_until(lambda: lab.local.get(ns + "second") == b"2")
+    assert "reconnecting" not in d.log()

@@ -5,6 +5,7 @@ change it has seen."""
 import http.server
 import re
 import threading
+import time
 
 import pytest
 
@@ -114,6 +115,8 @@ class _FakeHubHandler(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
+        if body.startswith(b"PSUBSCRIBE/"):
+            return self.stream()
         self.server.posts.append(body)
         if body.startswith(b"CONFIG/GET"):
             reply = resp.encode_command("notify-keyspace-events", "AKE")
@@ -126,7 +129,7 @@ class _FakeHubHandler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(reply)
 
-    def do_GET(self):
+    def stream(self):
         self.server.stream_requests += 1
         self.send_response(200)
         self.send_header("Transfer-Encoding", "chunked")
@@ -278,3 +281,21 @@ def test_legacy_pass_flag_is_hidden_from_ps(daemons):
         assert "old-school-pw" not in d.log()
     finally:
         admin.execute_command("ACL", "SETUSER", "default", "nopass")
+
+
+def test_a_stream_that_breaks_at_once_backs_off(daemons):
+    """Confirmed, then garbage, again and again: the backoff grows (it used
+    to start again at every confirmation: two reconnects a second)."""
+    lab = daemons
+    hub = FakeHub([resp.encode_command("psubscribe", "__keyspace@0__:bo:*", "1"), b"garbage\r\n"])
+    try:
+        d = _fake_hub_daemon(lab, hub, "bo:")
+        wait_until(lambda: hub.stream_requests >= 2, what="a reconnect")
+        first, started = hub.stream_requests, time.monotonic()
+        wait_until(lambda: hub.stream_requests >= first + 5, timeout=60, what="five more reconnects")
+        # about 0.25 + 0.5 + 1 + 2 + 4 s (with jitter: at least three quarters);
+        # at two a second it took 2.5 s
+        assert time.monotonic() - started > 4.0, time.monotonic() - started
+        assert d.proc.poll() is None
+    finally:
+        hub.close()

@@ -639,3 +639,21 @@ class ReconcileSeamTests(_Sides, TestCase):
         self.assertEqual(self.remote.data[b"ns:copied"], s(b"2"))
         self.assertIn(b"ns:copied", watcher)
         self.router.unwatch(watcher)
+
+
+class RefusalTests(_Sides, TestCase):
+    def setUp(self):
+        self.make_router()
+        self.local.router = self.router
+
+    def test_a_key_too_large_for_the_proxy_is_parked_alone_and_named(self):
+        from twisted.logger import capturedLogs, formatEvent
+        self.remote.errors_for[b"ns:huge"] = RefusedError("HTTP 413 from the proxy", "http_413")
+        with capturedLogs() as events:
+            self.local.user_set(b"ns:huge", s(b"x" * 5000))
+            self.local.user_set(b"ns:small", s(b"1"))
+            self.clock.advance(0)
+        self.assertEqual(self.remote.data, {b"ns:small": s(b"1")})
+        self.assertIn(b"ns:huge", self.router._parked)
+        text = "\n".join(formatEvent(e) for e in events)
+        self.assertIn("ns:huge: HTTP 413 from the proxy; ns:huge takes 5024 bytes", text)

@@ -24,8 +24,12 @@ class StubResponse:
         self._end = ResponseDone() if complete else PotentialDataLoss()
 
     def deliverBody(self, protocol):
+        transport = type("Transport", (), {"stopped": False})()
+        transport.stopProducing = lambda: setattr(transport, "stopped", True)
+        protocol.makeConnection(transport)
         protocol.dataReceived(self._body)
-        protocol.connectionLost(Failure(self._end))
+        if not transport.stopped:
+            protocol.connectionLost(Failure(self._end))
 
 
 class StubAgent:
@@ -91,3 +95,21 @@ class WebdisClientTests(TestCase):
         client = WebdisClient(agent, "https://bücher.example/redis", Clock())
         self.successResultOf(Deferred.fromCoroutine(client.command(b"PING")))
         self.assertEqual(agent.requests[0][1], b"https://xn--bcher-kva.example/redis/")
+
+    def test_a_reply_larger_than_the_limit_is_refused_before_it_is_held(self):
+        client = WebdisClient(StubAgent(StubResponse(200, b"$20\r\n" + b"x" * 20 + b"\r\n")),
+                              "https://hub.example.org/redis", Clock(), max_reply=10)
+        failure = self.failureResultOf(Deferred.fromCoroutine(client.command(b"GET", b"k")), RefusedError)
+        self.assertEqual(failure.value.kind, "reply_too_large")
+        self.assertIn("more than 10", str(failure.value))
+        # without a length, it is cut as it passes the limit
+        client = WebdisClient(StubAgent(StubResponse(200, b"$20\r\n" + b"x" * 20 + b"\r\n", complete=False)),
+                              "https://hub.example.org/redis", Clock(), max_reply=10)
+        failure = self.failureResultOf(Deferred.fromCoroutine(client.command(b"GET", b"k")), RefusedError)
+        self.assertEqual(failure.value.kind, "reply_too_large")
+
+    def test_a_request_too_large_for_the_proxy_is_a_refusal_of_that_request(self):
+        agent = StubAgent(StubResponse(413, b"<html>413 Request Entity Too Large</html>"))
+        failure = self.failureResultOf(self.run_command(agent, b"SET", b"k", b"v"), RefusedError)
+        self.assertEqual(failure.value.kind, "http_413")
+        self.assertIn("client_max_body_size", str(failure.value))
