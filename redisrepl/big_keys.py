@@ -42,14 +42,21 @@ from twisted.internet.defer import Deferred
 from redisrepl import scripts, state
 from redisrepl.errors import ReplicationError
 from redisrepl.sides import REMOTE
-from redisrepl.state import DIGEST_CHUNK, Digester
+from redisrepl.state import DIGEST_CHUNK, DIGEST_PIECE, STRING, Digester
 
 #: Items per chunk (a hint for the SCAN family, exact for lists and streams).
 CHUNK_ITEMS = DIGEST_CHUNK
+#: Bytes per piece of a big string's copy.
+PIECE_BYTES = 4 * 1024 * 1024
 #: A copy asks for fewer items per chunk when chunks pass this many bytes.
 CHUNK_BYTES = 4 * 1024 * 1024
 #: Seconds a temporary key lives if its copy is abandoned.
 TEMPORARY_LIFETIME = 300
+
+#: The temporary keys of big strings' copies start so (plain characters:
+#: they go in URLs); they are redisrepl's own (redisrepl.namespace).
+PLAIN_TEMPORARY = b"__redisrepl__-tmp-"
+
 
 class KeyChanged(Exception):
     """The key changed type or disappeared while it was read in chunks."""
@@ -106,10 +113,11 @@ async def digest(store, key, kind):
     """The content digest of a big key, computed inside Redis a chunk per call."""
     digester = Digester(kind)
     cursor = b"0"
+    count = DIGEST_PIECE if kind == STRING else DIGEST_CHUNK
     while True:
-        cursor, piece, _ = await read_chunk(store, key, kind, cursor, DIGEST_CHUNK, b"digest")
+        cursor, piece, _ = await read_chunk(store, key, kind, cursor, count, b"digest")
         if piece and piece[0]:
-            if kind in (state.LIST, state.STREAM):
+            if kind in (state.LIST, state.STREAM, STRING):
                 digester.add_chunk(piece[0])
             else:
                 digester.add_xor(piece[0])
@@ -120,15 +128,21 @@ async def digest(store, key, kind):
 class BigCopier:
     """Copies big keys from one side to the other in chunks (see the module)."""
 
-    def __init__(self, clock, meta_prefix, chunk_items=CHUNK_ITEMS, chunk_bytes=CHUNK_BYTES):
+    def __init__(self, clock, meta_prefix, chunk_items=CHUNK_ITEMS, chunk_bytes=CHUNK_BYTES,
+                 piece_bytes=PIECE_BYTES):
         self._clock = clock
         self._meta = meta_prefix
         self.chunk_items = chunk_items
         self.chunk_bytes = chunk_bytes
+        self.piece_bytes = piece_bytes
 
-    def temporary_key(self):
+    def temporary_key(self, kind=None):
         """A new temporary key for each copy: a late request of an abandoned
-        copy (its deletion included) can never touch the next one's."""
+        copy (its deletion included) can never touch the next one's. That of
+        a string goes in URLs (its pieces are PUT bodies): plain characters
+        only, so that no proxy changes it on the way."""
+        if kind == STRING:
+            return PLAIN_TEMPORARY + os.urandom(10).hex().encode()
         return self._meta + b"tmp:" + os.urandom(10).hex().encode()
 
     async def digest(self, side, key, kind):
@@ -142,20 +156,31 @@ class BigCopier:
         again from scratch (it changed type, went away, or is about to
         expire); errors of a side carry that side's name in ``side``."""
         kind = header.kind
-        temporary = self.temporary_key()
+        temporary = self.temporary_key(kind)
         digester = Digester(kind)
-        cursor, reading, requests, count = b"0", None, 1, self.chunk_items
-        first, read_stamp, read_gen = True, 0, None
+        cursor, reading, requests = b"0", None, 1
+        count = self.piece_bytes if kind == STRING else self.chunk_items
+        first, read_stamp, read_gen, offset = True, 0, None, 0
         try:
             reading = self._read(source, key, kind, cursor, count)
             while reading is not None:
                 cursor, items, generation = await reading
                 read_stamp, read_gen = generation.stamp, generation.id
-                count = next_count(count, sum(len(item) for item in items), self.chunk_items, self.chunk_bytes)
+                if kind != STRING:
+                    count = next_count(count, sum(len(item) for item in items), self.chunk_items,
+                                       self.chunk_bytes)
                 # the next chunk is read while this one is written
                 reading = self._read(source, key, kind, cursor, count) if cursor not in (b"0", 0) else None
                 digester.add(items)
-                if items:
+                if kind == STRING:
+                    piece = items[0] if items else b""
+                    if piece or first:
+                        await self._on(target, target.store.write_piece(
+                            temporary, offset, piece, TEMPORARY_LIFETIME * 1000))
+                        offset += len(piece)
+                        first = False
+                        requests += 1
+                elif items:
                     await self._write_chunk(target, temporary, kind, items, first)
                     first = False
                     requests += 1

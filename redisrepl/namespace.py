@@ -14,8 +14,9 @@
 import attrs
 
 RESERVED_INFIX = b"__redisrepl__:"
-#: Every meta prefix starts with this.
-META_ROOT = b"__redisrepl__:{"
+#: Every meta prefix starts with this; so does every key of redisrepl's
+#: outside the namespace (the temporary keys of big strings' copies too).
+META_ROOT = b"__redisrepl__"
 
 
 @attrs.frozen
@@ -27,7 +28,7 @@ class Namespace:
     def __attrs_post_init__(self):
         # spelled once: owns() runs for every event
         object.__setattr__(self, "reserved", self.prefix + RESERVED_INFIX)
-        object.__setattr__(self, "meta", META_ROOT + self.prefix + b"}:")
+        object.__setattr__(self, "meta", META_ROOT + b":{" + self.prefix + b"}:")
 
     def owns(self, key):
         """Is ``key`` one redisrepl replicates?"""

@@ -43,7 +43,7 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from redisrepl import big_keys, scripts, webdis
+from redisrepl import big_keys, scripts, state, webdis
 from redisrepl.backoff import Backoff
 from redisrepl.epochs import is_lost, lost_windows
 from redisrepl.errors import ReplicationError
@@ -118,7 +118,8 @@ async def scan_steps(store, names, expiries=None, on_big=None, refused=None):
     cursor = b"0"
     while True:
         reply = await store.run_script(scripts.DIGEST_SCAN, [],
-                                       [cursor, pattern, b"%d" % SCAN_COUNT, b"%d" % store.big_items])
+                                       [cursor, pattern, b"%d" % SCAN_COUNT, b"%d" % store.big_items,
+                                        b"%d" % state.BIG_BYTES])
         if not reply or len(reply) % 4 != 1:
             raise ReplicationError(f"unexpected digest scan reply {reply!r:.80}", "bad_reply")
         cursor = reply[0]
@@ -163,7 +164,7 @@ async def digests_of(store, keys, on_big=None):
     one side, in order; None for a key that does not exist there."""
     if not keys:
         return []
-    reply = await store.run_script(scripts.DIGEST_KEYS, keys, [b"%d" % store.big_items])
+    reply = await store.run_script(scripts.DIGEST_KEYS, keys, [b"%d" % store.big_items, b"%d" % state.BIG_BYTES])
     if len(reply) != 2 * len(keys):
         raise ReplicationError(f"unexpected digest reply {reply!r:.80}", "bad_reply")
     return [await _resolved(store, key, digest, expiry, on_big=on_big) if digest else None

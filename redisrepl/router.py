@@ -40,7 +40,7 @@ from redisrepl.big_keys import EXPIRY_MARGIN, KeyChanged
 from redisrepl.errors import LinkError, RefusedError, ReplicationError
 from redisrepl.namespace import Namespace
 from redisrepl.sides import LOCAL, OTHER, REMOTE, short
-from redisrepl.state import ABSENT, size
+from redisrepl.state import ABSENT, NOT_READ, size
 
 log = Logger()
 
@@ -158,6 +158,7 @@ class Router:
         self._watchers = []
         self._warned = set()          # keys of a type not replicated, already reported
         self._forced = {}             # key -> Forced, until its copy is done
+        self._not_read = set()        # keys of a batch whose read left them for the next
         self._evicted = {LOCAL: OrderedDict(), REMOTE: OrderedDict()}   # key -> None
         self._evictions_to_flag = {LOCAL: [], REMOTE: []}
         # local events are numbered: one that came after the latest local
@@ -428,7 +429,9 @@ class Router:
             for key in keys:
                 self._key_backoffs.pop(key, None)
                 self._solo.discard(key)
-                if key not in self._big_copies:
+                if key in self._not_read:
+                    self._not_read.discard(key)     # requeued: what the reconcile asked still holds
+                elif key not in self._big_copies:
                     self._unforce(key, source)
 
     async def _copy(self, source, target, keys):
@@ -449,10 +452,12 @@ class Router:
         generation = reply.generation
         epoch = getattr(src.store, "epoch", None)
         untrusted = generation is not None and epoch is not None and not epoch.trusts(generation)
-        items, bigs, origins, expects, stamps = [], [], {}, {}, {}
+        items, bigs, origins, expects, stamps, later = [], [], {}, {}, {}, []
         for key, state, tag in zip(keys, reply.states, reply.tags):
             forced = forced_now.get(key)
-            if forced is not None and forced.guard is not None and (
+            if state is NOT_READ:
+                later.append(key)      # the reply was full: read again in the next batch
+            elif forced is not None and forced.guard is not None and (
                     generation is None or generation.id != forced.guard):
                 # the source lost or rolled back data since the reconcile
                 # decided: what it holds now is no reason to delete or revert
@@ -501,6 +506,9 @@ class Router:
         for key, header, forced, tag in bigs:
             as_of = generation.as_of(tag) if source == REMOTE and generation is not None else None
             self._start_big(source, target, key, header, forced, as_of)
+        if later:
+            self._not_read.update(later)
+            self._requeue(later, source)
 
     def _made_since_loss(self, source, key, state, tag, generation):
         """Was this state, read from a side whose generation is not trusted

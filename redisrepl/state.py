@@ -14,6 +14,8 @@ import hashlib
 import attrs
 
 NONE = "none"
+#: The state of a key a read left for the next one (its reply was full).
+LATER = "later"
 STRING = "string"
 HASH = "hash"
 LIST = "list"
@@ -27,6 +29,15 @@ PAIRED = (HASH, ZSET)
 #: Keys with more items than this are big keys (read and written in chunks,
 #: by redisrepl.big_keys); ``--big-key-items``.
 BIG_ITEMS = 10_000
+#: Keys whose value takes more bytes than this are big keys too: a string
+#: (copied in pieces), or a collection (copied in chunks).
+BIG_BYTES = 8 * 1024 * 1024
+#: A read stops adding keys to its reply once it holds this many bytes: the
+#: other keys are read by the next one (``LATER``).
+READ_BUDGET = 8 * 1024 * 1024
+#: The digest of a string longer than this is the SHA1 of the SHA1s of its
+#: pieces of this many bytes (so that it can be computed a piece per call).
+DIGEST_PIECE = 1024 * 1024
 
 #: Expiry times closer than this (seconds) count as the same expiry.
 EXPIRY_TOLERANCE = 1.0
@@ -174,6 +185,8 @@ def from_reply(reply, now):
         raise StateError("value items are not all strings")
     if kind == NONE:
         return ABSENT
+    if kind == LATER:
+        return NOT_READ
     if kind == "big":
         try:
             return BigState(_text(payload[0]), int(payload[1]), expire_at)
@@ -256,6 +269,8 @@ class Digester:
         self._chunk = hashlib.sha1()
         self._in_chunk = 0
         self._pending = []                # an item (or stream entry) cut between pieces
+        self._outer_pieces = 0            # string: whole pieces folded into _outer
+        self._first = []                  # string: the bytes of its first piece, while it is the only one
 
     def add(self, items):
         kind = self.kind
@@ -289,7 +304,26 @@ class Digester:
                 i += 2 + n
             self._pending = items[i:]
         elif kind == STRING:
-            self._chunk.update(b"s" + b"".join(items))
+            # the bytes of a string, in pieces of any size: SHA1s of its
+            # DIGEST_PIECE-byte pieces, the first piece kept whole until it
+            # is known whether the string is longer
+            for data in items:
+                self._string_bytes(data)
+
+    def _string_bytes(self, data):
+        while data:
+            room = DIGEST_PIECE - self._in_chunk
+            part, data = data[:room], data[room:]
+            self._chunk.update(part)
+            if self._outer_pieces == 0:
+                self._first.append(part)
+            self._in_chunk += len(part)
+            if self._in_chunk == DIGEST_PIECE and data:
+                self._outer.update(self._chunk.hexdigest().encode())
+                self._chunk = hashlib.sha1()
+                self._in_chunk = 0
+                self._outer_pieces += 1
+                self._first = []
 
     def _count_one(self):
         self._in_chunk += 1
@@ -303,12 +337,20 @@ class Digester:
         self._xor ^= int(hexdigest, 16)
 
     def add_chunk(self, hexdigest):
-        """Fold in the SHA1 (hex) of a whole chunk digested elsewhere."""
+        """Fold in the SHA1 (hex) of a whole chunk digested elsewhere (of a
+        string: of a piece of DIGEST_PIECE bytes, the last one shorter)."""
         self._outer.update(hexdigest)
+        self._outer_pieces += 1
 
     def digest(self):
         if self.kind == STRING:
-            return self._chunk.hexdigest().encode()
+            if self._outer_pieces == 0:
+                # one piece at most: the SHA1 of the whole string
+                return hashlib.sha1(b"s" + b"".join(self._first)).hexdigest().encode()
+            outer = self._outer.copy()
+            if self._in_chunk:
+                outer.update(self._chunk.hexdigest().encode())
+            return b"S" + outer.hexdigest().encode()
         if self.kind in (LIST, STREAM):
             outer = self._outer.copy()
             if self._in_chunk:
@@ -329,7 +371,7 @@ def synced_digest(key_state):
 def content_digest(key_state):
     """The digest the digest_scan script computes for this state (bytes), None if absent."""
     kind = key_state.kind
-    if kind == STRING:   # the common case, kept short
+    if kind == STRING and len(key_state.value) <= DIGEST_PIECE:   # the common case, kept short
         return hashlib.sha1(b"s" + key_state.value).hexdigest().encode()
     if kind == NONE:
         return None
@@ -342,3 +384,5 @@ def content_digest(key_state):
 
 #: The state of a key that does not exist.
 ABSENT = KeyState(NONE)
+#: The state of a key a read did not read (its reply was full): read it again.
+NOT_READ = KeyState(LATER)

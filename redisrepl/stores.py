@@ -21,6 +21,9 @@ from redisrepl.webdis_client import TRANSIENT_REDIS_ERRORS
 
 #: A write request is split when the states it carries pass this many bytes.
 MAX_WRITE_BYTES = 4 * 1024 * 1024
+#: The temporary key of a big string's copy on the hub has its expiry
+#: refreshed every this many pieces.
+PIECE_EXPIRY_EVERY = 8
 
 
 @attrs.frozen
@@ -92,6 +95,13 @@ class _StateStore:
         """Run ``script``; its reply without the generation."""
         return (await self.call(script, keys, args))[0]
 
+    async def write_piece(self, key, offset, data, lifetime_ms):
+        """Write ``data`` into the string ``key`` at ``offset`` (a piece of a
+        big string's copy, into its temporary key), which expires
+        ``lifetime_ms`` from now unless finished."""
+        await self.command("SETRANGE", key, b"%d" % offset, data)
+        await self.command("PEXPIRE", key, b"%d" % lifetime_ms)
+
     async def check(self, heartbeat_key=b"", lifetime_ms=0, flag_key=b""):
         """The side's generation and its record (setting ``heartbeat_key``
         for ``lifetime_ms`` if given): a CheckReply."""
@@ -102,7 +112,8 @@ class _StateStore:
 
     async def read(self, keys):
         """The current states of ``keys``, read atomically: a ReadReply."""
-        reply, generation = await self.call(scripts.READ, keys, (b"%d" % self.big_items,))
+        reply, generation = await self.call(
+            scripts.READ, keys, (b"%d" % self.big_items, b"%d" % state.BIG_BYTES, b"%d" % state.READ_BUDGET))
         states, tags = state.split_reply(reply, len(keys), self._clock.seconds())
         return ReadReply(states, tags, generation)
 
@@ -180,3 +191,12 @@ class RemoteStore(_StateStore):
 
     async def command(self, *args):
         return await self._client.command(*args)
+
+    async def write_piece(self, key, offset, data, lifetime_ms):
+        """A piece as the body of a PUT: Webdis takes a body as the last
+        argument, byte for byte, so the bytes travel as they are (no
+        escaping, no growth); the key must be plain (``big_keys`` names it
+        so): it goes in the URL. Its expiry is refreshed every few pieces."""
+        await self._client.put([b"SETRANGE", key, b"%d" % offset], data)
+        if offset % (PIECE_EXPIRY_EVERY * len(data) or 1) == 0:
+            await self.command("PEXPIRE", key, b"%d" % lifetime_ms)

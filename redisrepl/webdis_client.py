@@ -30,9 +30,13 @@ from redisrepl.errors import LinkError, NoScriptError, RefusedError
 #: Seconds a whole request (connect, send, reply) may take.
 REQUEST_TIMEOUT = 30.0
 #: The largest reply body taken from the hub. What redisrepl asks for stays
-#: well below (a read stops adding keys past 16 MB, bigger keys go in
-#: pieces of 4 MB): a hub that sends more is refused before it is all held.
-MAX_REPLY_BYTES = 64 * 1024 * 1024
+#: below (a read stops adding keys past 8 MB and reads no value of more than
+#: 8 MB whole; bigger keys go in pieces of 4 MB): a hub that sends more is
+#: refused before it is all held.
+MAX_REPLY_BYTES = 24 * 1024 * 1024
+#: The most bytes of replies held at once, all requests together: past it,
+#: the transfers of the replies still coming are paused until others end.
+MAX_BUFFERED_BYTES = 48 * 1024 * 1024
 #: Redis errors that mean "not now" rather than "never".
 TRANSIENT_REDIS_ERRORS = (b"LOADING", b"BUSY", b"TRYAGAIN", b"MASTERDOWN", b"CLUSTERDOWN")
 
@@ -144,16 +148,48 @@ class ReplyTooLarge(RefusedError):
     """The hub answered with more than MAX_REPLY_BYTES."""
 
 
+class Budget:
+    """Bytes of replies held at once, by every request of a client: a body
+    that finds the budget spent pauses its transfer (TCP then holds the
+    hub back) until bodies that are whole leave."""
+
+    def __init__(self, limit=MAX_BUFFERED_BYTES):
+        self.limit = limit
+        self.used = 0
+        self._paused = []
+
+    def take(self, body, size):
+        self.used += size
+        if self.used > self.limit and body.transport is not None:
+            body.transport.pauseProducing()
+            self._paused.append(body)
+
+    def give_back(self, size):
+        self.used -= size
+        while self._paused and self.used <= self.limit:
+            body = self._paused.pop(0)
+            if not body.done.called and body.transport is not None:
+                body.transport.resumeProducing()
+
+
 class _BoundedBody(Protocol):
     """Collects a response body up to ``limit`` bytes; past it, stops the
-    transfer and fails with ReplyTooLarge."""
+    transfer and fails with ReplyTooLarge. Its bytes count against the
+    client's ``budget`` while it is held."""
 
-    def __init__(self, limit, url):
+    def __init__(self, limit, url, budget=None):
         self.done = Deferred()
         self._limit = limit
         self._url = url
         self._parts = []
         self._size = 0
+        self._budget = budget or Budget(float("inf"))
+        self.done.addBoth(self._release)
+
+    def _release(self, result):
+        self._budget.give_back(self._size)
+        self._parts = []
+        return result
 
     def dataReceived(self, data):
         if self.done.called:
@@ -165,6 +201,7 @@ class _BoundedBody(Protocol):
             self.transport.stopProducing()
             return
         self._parts.append(data)
+        self._budget.take(self, len(data))
 
     def connectionLost(self, reason):
         if self.done.called:
@@ -173,18 +210,20 @@ class _BoundedBody(Protocol):
             # (PotentialDataLoss: a body without a length, ended by closing
             # the connection (HTTP/1.0): whole as far as HTTP can tell; the
             # Redis protocol parser checks it is whole)
-            self.done.callback(b"".join(self._parts))
+            body = b"".join(self._parts)
+            self._parts = []
+            self.done.callback(body)
         else:
             self.done.errback(reason)
 
 
-def read_body(response, limit, url):
+def read_body(response, limit, url, budget=None):
     """The body of ``response``, refused (ReplyTooLarge) if longer than ``limit``."""
     if isinstance(response.length, int) and response.length > limit:
         response.deliverBody(Protocol())      # (discarded: the connection goes)
         raise ReplyTooLarge(f"{url} announced a reply of {response.length} bytes (more than {limit})",
                             "reply_too_large")
-    body = _BoundedBody(limit, url)
+    body = _BoundedBody(limit, url, budget)
     response.deliverBody(body)
     return body.done
 
@@ -202,6 +241,7 @@ class WebdisClient:
         self._db = db
         self._timeout = timeout
         self._max_reply = max_reply
+        self._budget = Budget()
 
     @property
     def url(self):
@@ -231,6 +271,10 @@ class WebdisClient:
                 if type(e).__name__ == "VerificationError":
                     raise link_error(e, self._url) from None
                 raise
+        return self._reply(args, response, content)
+
+    def _reply(self, args, response, content):
+        """The reply of a command, or the error it tells."""
         if response.code != 200:
             raise classify_http(response.code, content, self._url)
         try:
@@ -247,12 +291,28 @@ class WebdisClient:
             raise RefusedError(f"remote Redis refused {args[0]!r}: {reply}", "redis_error")
         return reply
 
+    async def put(self, args, body):
+        """Run ``args`` with ``body`` as their last argument, sent as a PUT
+        body: byte for byte, without escaping. The arguments go in the URL:
+        they must be plain (a proxy may decode an escaped '/' or '+')."""
+        url = self._url_bytes + webdis.command_path(args, db=self._db).encode("ascii")
+        try:
+            response, content = await self._request(b"PUT", url, body)
+        except (ResponseNeverReceived, RequestTransmissionFailed, client.RequestNotSent, ResponseFailed,
+                neterror.ConnectError, neterror.DNSLookupError, neterror.ConnectionLost,
+                neterror.ConnectionDone, TimeoutError, CancelledError, SSL.Error) as e:
+            raise link_error(e, self._url) from None
+        return self._reply(args, response, content)
+
     async def _post(self, body):
+        return await self._request(b"POST", self._url_bytes, body)
+
+    async def _request(self, method, url, body):
         deadline = self._clock.seconds() + self._timeout   # for the whole request
-        d = self._agent.request(b"POST", self._url_bytes, Headers(_HEADERS), _Body(body))
+        d = self._agent.request(method, url, Headers(_HEADERS), _Body(body))
         d.addTimeout(self._timeout, self._clock)
         response = await d
-        d = read_body(response, self._max_reply, self._url)
+        d = read_body(response, self._max_reply, self._url, self._budget)
         d.addTimeout(max(0.0, deadline - self._clock.seconds()), self._clock)
         return response, await d
 

@@ -90,11 +90,12 @@ class FakeHub(http.server.ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, stream_chunks):
+    def __init__(self, stream_chunks, flood=0):
         super().__init__(("127.0.0.1", 0), _FakeHubHandler)
         self.stream_chunks = stream_chunks
         self.stream_requests = 0
         self.posts = []
+        self.flood = flood          # bytes of garbage answered to every command (a hostile hub)
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
         self.thread.start()
 
@@ -118,6 +119,8 @@ class _FakeHubHandler(http.server.BaseHTTPRequestHandler):
         if body.startswith(b"PSUBSCRIBE/"):
             return self.stream()
         self.server.posts.append(body)
+        if self.server.flood:
+            return self.flood()
         if body.startswith(b"CONFIG/GET"):
             reply = resp.encode_command("notify-keyspace-events", "AKE")
         elif body.startswith(b"EVAL"):
@@ -128,6 +131,21 @@ class _FakeHubHandler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(reply)))
         self.end_headers()
         self.wfile.write(reply)
+
+    def flood(self):
+        """A reply that never ends: a bulk string announced at 500 MB, sent
+        as fast as the daemon takes it, without a length."""
+        self.send_response(200)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        piece = b"x" * (1024 * 1024)
+        try:
+            self.wfile.write(b"%x\r\n%s\r\n" % (16, b"$524288000\r\nxxxx"))
+            for _ in range(self.server.flood // len(piece)):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+        except OSError:
+            pass                    # the daemon gave up on it: that is the point
+        self.close_connection = True
 
     def stream(self):
         self.server.stream_requests += 1
@@ -296,6 +314,29 @@ def test_a_stream_that_breaks_at_once_backs_off(daemons):
         # about 0.25 + 0.5 + 1 + 2 + 4 s (with jitter: at least three quarters);
         # at two a second it took 2.5 s
         assert time.monotonic() - started > 4.0, time.monotonic() - started
+        assert d.proc.poll() is None
+    finally:
+        hub.close()
+
+
+def test_a_hostile_hub_cannot_make_the_daemon_hold_what_it_sends(daemons):
+    """Every reply a 500 MB bulk string that never ends, and an event stream
+    announcing one too: the daemon refuses both before holding them, stays
+    up, and its memory stays bounded."""
+    lab = daemons
+    huge_event = resp.encode_command("psubscribe", "__keyspace@0__:hh:*", "1") + b"$524288000\r\n" + b"y" * 4096
+    hub = FakeHub([huge_event] + [b"y" * 65536] * 100, flood=300 * 1024 * 1024)
+    try:
+        d = _fake_hub_daemon(lab, hub, "hh:")
+        d.wait_log("malformed event stream", timeout=30)
+        for i in range(20):
+            lab.local.set(f"hh:k{i}", "v")
+        d.wait_log("reply of more than", timeout=60)
+        wait_until(lambda: len(hub.posts) >= 10, timeout=60, what="the daemon keeps asking")
+        with open(f"/proc/{d.proc.pid}/status") as f:
+            peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+        print(f"peak RSS under a hostile hub: {peak:.0f} MB")
+        assert peak < 160, peak
         assert d.proc.poll() is None
     finally:
         hub.close()

@@ -1,5 +1,6 @@
 """The router and its expected-event tables, on in-memory sides and a fake clock."""
 
+import attrs
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
@@ -657,3 +658,32 @@ class RefusalTests(_Sides, TestCase):
         self.assertIn(b"ns:huge", self.router._parked)
         text = "\n".join(formatEvent(e) for e in events)
         self.assertIn("ns:huge: HTTP 413 from the proxy; ns:huge takes 5024 bytes", text)
+
+
+class FullReadTests(_Sides, TestCase):
+    def setUp(self):
+        self.make_router()
+        self.local.router = self.router
+
+    def test_keys_a_full_read_left_are_read_again_and_keep_the_reconcile_s_request(self):
+        from redisrepl.state import NOT_READ
+        for key in (b"ns:a", b"ns:b", b"ns:c"):
+            self.local.data[key] = s(key)
+        reads = []
+        real_read = self.local.read
+
+        def full_after_one(keys):
+            reads.append(list(keys))
+            d = real_read(keys)
+            if len(reads) == 1:      # the first read's reply is full after its first key
+                d.addCallback(lambda reply: attrs.evolve(reply, states=reply.states[:1] + [NOT_READ] * (len(keys) - 1)))
+            return d
+        self.local.read = full_after_one
+        self.router.changed(LOCAL, b"ns:a")
+        self.router.force(LOCAL, b"ns:b", origin=7)
+        self.router.changed(LOCAL, b"ns:c")
+        self.clock.advance(0)
+        self.assertEqual(len(reads), 2)
+        self.assertEqual(reads[0][0], b"ns:a")
+        self.assertEqual(sorted(self.remote.data), [b"ns:a", b"ns:b", b"ns:c"])
+        self.assertIn({b"ns:b": 7}, self.remote.origins)      # still a refill when read again

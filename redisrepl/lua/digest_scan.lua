@@ -1,6 +1,7 @@
 -- One SCAN step (ARGV: cursor, match pattern, count, most items a key may
--- have to be digested), flat: {next cursor, key1, digest1, expiry1, tag1,
--- ...} for the keys of the step that are not redisrepl's own.
+-- have to be digested, most bytes of a string), flat: {next cursor, key1,
+-- digest1, expiry1, tag1, ...} for the keys of the step that are not
+-- redisrepl's own.
 -- The expiry is PEXPIRETIME's (absolute unix ms, -1 for none), the tag the
 -- hub's record of the key since its generation started (prelude:
 -- after_tag). A digest is content_digest() of the key, 'x' for a type
@@ -13,10 +14,11 @@
 -- time, so that it can be computed a chunk per call too.
 local res = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
 local big = tonumber(ARGV[4] or '10000')
+local big_bytes = tonumber(ARGV[5] or '8388608')
 local out = {res[1]}
 for _, k in ipairs(res[2]) do
   if not reserved(k) then
-    local d = key_digest(k, big)
+    local d = key_digest(k, big, big_bytes)
     if d then
       out[#out + 1] = k
       out[#out + 1] = d

@@ -64,7 +64,7 @@ end)()
 
 -- Is k one of redisrepl's own keys (never replicated nor tracked)?
 local function reserved(k)
-  return string.sub(k, 1, #CTX_PREFIX) == CTX_PREFIX or string.sub(k, 1, 15) == '__redisrepl__:{'
+  return string.sub(k, 1, #CTX_PREFIX) == CTX_PREFIX or string.sub(k, 1, 13) == '__redisrepl__'
 end
 
 -- The stamp of this call's writes (the epoch's n, bumped once per call).
@@ -220,13 +220,32 @@ local function chunked_sha1(t, all)
   return redis.sha1hex(table.concat(hexes))
 end
 
+-- a string longer than this is digested a piece of this many bytes at a time
+local DIGEST_PIECE = 1048576
+
+-- the digest of a long string: the SHA1 of the SHA1s of its pieces
+local function pieces_sha1(k, len)
+  local hexes = {}
+  for start = 0, len - 1, DIGEST_PIECE do
+    hexes[#hexes + 1] = redis.sha1hex(redis.call('GETRANGE', k, start, start + DIGEST_PIECE - 1))
+  end
+  return 'S' .. redis.sha1hex(table.concat(hexes))
+end
+
 -- content_digest() of key k; 'B' and its type for a key of more than big
--- items; 'x' for a type not replicated; nil if absent
-local function key_digest(k, big)
+-- items (or a string of more than big_bytes bytes); 'x' for a type not
+-- replicated; nil if absent
+local function key_digest(k, big, big_bytes)
   local t = redis.call('TYPE', k)['ok']
   if COUNTERS[t] and redis.call(COUNTERS[t], k) > big then
     return 'B' .. t
   elseif t == 'string' then
+    local len = redis.call('STRLEN', k)
+    if len > (big_bytes or 8388608) then
+      return 'Bstring'
+    elseif len > DIGEST_PIECE then
+      return pieces_sha1(k, len)
+    end
     return redis.sha1hex('s' .. redis.call('GET', k))
   elseif t == 'hash' then
     return 'h' .. xor_digest(t, redis.call('HGETALL', k))
