@@ -96,8 +96,9 @@ def _write_private(path, data):
         f.write(data)
 
 
-def _issue(cn, issuer=None, *, ca=False, san=None, usage=None):
-    """A fresh P-256 key and its certificate; ``issuer`` is (cert, key), None for self-signed."""
+def _issue(cn, issuer=None, *, ca=False, san=None, usage=None, days=(-1, 30)):
+    """A fresh P-256 key and its certificate; ``issuer`` is (cert, key), None for self-signed;
+    valid from ``days[0]`` to ``days[1]`` days from now."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     issuer_cert, issuer_key = issuer if issuer else (None, key)
@@ -107,8 +108,8 @@ def _issue(cn, issuer=None, *, ca=False, san=None, usage=None):
          .issuer_name(issuer_cert.subject if issuer_cert else name)
          .public_key(key.public_key())
          .serial_number(x509.random_serial_number())
-         .not_valid_before(now - datetime.timedelta(days=1))
-         .not_valid_after(now + datetime.timedelta(days=30))
+         .not_valid_before(now + datetime.timedelta(days=days[0]))
+         .not_valid_after(now + datetime.timedelta(days=days[1]))
          .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
          .add_extension(x509.KeyUsage(
              digital_signature=not ca, content_commitment=False, key_encipherment=False,
@@ -162,17 +163,30 @@ def _write_pair(base, cert, key):
     return base + ".pem", base + ".key"
 
 
+def _read_ca(ca_cert_path, ca_key_path):
+    with open(ca_cert_path, "rb") as f:
+        ca_cert = x509.load_pem_x509_certificate(f.read())
+    with open(ca_key_path, "rb") as f:
+        ca_key = serialization.load_pem_private_key(f.read(), None)
+    return ca_cert, ca_key
+
+
 def write_client_certificate(base, cn, ca_cert_path, ca_key_path):
     """A client certificate (clientAuth, like ``client``) for ``cn``, signed by the CA in
     the two PEM files, written to ``base``.pem and ``base``.key; (cert path, key path).
 
     Reads the CA back from its files so that a certificate can be issued at any time
     of the sandbox's life (a site added late, a renewed certificate)."""
-    with open(ca_cert_path, "rb") as f:
-        ca_cert = x509.load_pem_x509_certificate(f.read())
-    with open(ca_key_path, "rb") as f:
-        ca_key = serialization.load_pem_private_key(f.read(), None)
-    cert, key = _issue(cn, (ca_cert, ca_key), usage=ExtendedKeyUsageOID.CLIENT_AUTH)
+    cert, key = _issue(cn, _read_ca(ca_cert_path, ca_key_path), usage=ExtendedKeyUsageOID.CLIENT_AUTH)
+    return _write_pair(base, cert, key)
+
+
+def write_server_certificate(base, host, ca_cert_path, ca_key_path, days=(-1, 30), san=True):
+    """A server certificate for ``host`` signed by the CA in the two PEM files, valid
+    from ``days[0]`` to ``days[1]`` days from now (an expired or future one for tests);
+    ``san`` False names the host in the CN only, as old certificates did."""
+    cert, key = _issue(host, _read_ca(ca_cert_path, ca_key_path), san=host if san else None,
+                       usage=ExtendedKeyUsageOID.SERVER_AUTH, days=days)
     return _write_pair(base, cert, key)
 
 

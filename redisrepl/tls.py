@@ -3,8 +3,15 @@ the proxy's certificate, TLS 1.2 or newer, host name always verified."""
 
 import datetime
 
+from cryptography import x509
 from OpenSSL import SSL, crypto
+from service_identity import CertificateError, VerificationError
+from service_identity.hazmat import DNS_ID, IPAddress_ID, verify_service_identity
+from service_identity.pyopenssl import extract_patterns
 from twisted.internet import ssl
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.python.failure import Failure
 from twisted.web.client import BrowserLikePolicyForHTTPS
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
@@ -36,6 +43,91 @@ def _load_certificates(data, path, what):
     return certs
 
 
+class HubCertificateError(Exception):
+    """The proxy's certificate failed verification; the message says why."""
+
+
+# OpenSSL's X509_V_ERR_* codes that a user can act on, as what they mean.
+_EXPIRED, _NOT_YET_VALID, _WRONG_PURPOSE = 10, 9, 26
+_UNKNOWN_ISSUER = {2, 18, 19, 20, 21}
+
+
+def _cn(name):
+    names = name.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    return f"CN={names[0].value}" if names else "no CN"
+
+
+def _names(cert):
+    """The host names and addresses a certificate is for, from its subjectAltName."""
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return "no subjectAltName"
+    return ", ".join(str(n.value) for n in names.value)
+
+
+def describe_verify_error(cert, error, depth):
+    """What is wrong with a certificate (``cryptography``) of the proxy's chain, for a person."""
+    which = (f"the proxy's certificate ({_cn(cert.subject)})" if depth == 0
+             else f"the certificate {_cn(cert.subject)} in the proxy's chain")
+    if error == _EXPIRED:
+        return f"{which} expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
+    if error == _NOT_YET_VALID:
+        return (f"{which} is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC "
+                "(or this machine's clock is wrong)")
+    if error == _WRONG_PURPOSE:
+        return f"{which} is not meant for a TLS server (its extended key usage says otherwise)"
+    if error in _UNKNOWN_ISSUER:
+        return f"certificate verify failed: {which}, issued by {_cn(cert.issuer)}, is not signed by --ca"
+    return f"certificate verify failed: {which} was refused (OpenSSL verify error {error})"
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _VerifyingCreator:
+    """Twisted's client TLS options, with a verifier that says what is wrong.
+
+    Twisted's own check reports every chain failure as "certificate verify
+    failed"; this one reports an expired, a not yet valid or a foreign
+    certificate as such, through ``failVerification`` (the reason the
+    request then fails with), and checks the host name like Twisted does
+    (a certificate without subjectAltName is refused, not waved through).
+    """
+
+    def __init__(self, hostname, trust_root, client_certificate):
+        self._options = ssl.optionsForClientTLS(
+            hostname, trustRoot=trust_root, clientCertificate=client_certificate,
+            extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2})
+        self._hostname = hostname
+        self._identity = (IPAddress_ID(hostname) if isIPAddress(hostname) or isIPv6Address(hostname)
+                          else DNS_ID(hostname))
+
+    def clientConnectionForTLS(self, tlsProtocol):
+        connection = self._options.clientConnectionForTLS(tlsProtocol)
+        connection.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT,
+                              self._verifier(tlsProtocol))
+        return connection
+
+    def _verifier(self, tlsProtocol):
+        def verify(connection, cert, error, depth, ok):
+            # OpenSSL calls this for every certificate of the chain, and again
+            # with ok=False for each problem; the first problem is the report.
+            if ok and depth != 0:
+                return True
+            if ok:
+                try:
+                    verify_service_identity(extract_patterns(cert), [self._identity], [])
+                    return True
+                except (VerificationError, CertificateError):
+                    cert = cert.to_cryptography()
+                    reason = (f"the proxy's certificate ({_cn(cert.subject)}) is not valid for this "
+                              f"host name, {self._hostname} (it names {_names(cert)})")
+            else:
+                reason = describe_verify_error(cert.to_cryptography(), error, depth)
+            tlsProtocol.failVerification(Failure(HubCertificateError(reason)))
+            return False
+        return verify
+
+
 @implementer(IPolicyForHTTPS)
 class ClientCertificatePolicy:
     """Connection creators that present the client certificate and trust only ``trust_root``."""
@@ -50,12 +142,8 @@ class ClientCertificatePolicy:
         # not; building the options is costly, and they do not change.
         creator = self._creators.get((hostname, port))
         if creator is None:
-            creator = self._creators[hostname, port] = ssl.optionsForClientTLS(
-                hostname.decode("ascii"),
-                trustRoot=self._trust_root,
-                clientCertificate=self._client_certificate,
-                extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2},
-            )
+            creator = self._creators[hostname, port] = _VerifyingCreator(
+                hostname.decode("ascii"), self._trust_root, self._client_certificate)
         return creator
 
 

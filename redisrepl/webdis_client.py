@@ -26,6 +26,7 @@ from zope.interface import implementer
 
 from redisrepl import resp, webdis
 from redisrepl.errors import LinkError, NoScriptError, RefusedError
+from redisrepl.tls import HubCertificateError
 
 #: Seconds a whole request (connect, send, reply) may take.
 REQUEST_TIMEOUT = 30.0
@@ -49,14 +50,9 @@ def describe_failure(exc, url=""):
     name = type(exc).__name__
     if isinstance(exc, SSL.Error):
         detail = ", ".join(e[2] for e in exc.args[0] if len(e) > 2) if exc.args and isinstance(exc.args[0], list) else str(exc)
-        hint = ""
-        if "certificate verify failed" in detail:
-            hint = " (the proxy's certificate is not signed by --ca)"
-        elif "alert" in detail:
-            hint = " (the proxy refused the TLS handshake: check --cert/--key)"
-        return f"TLS failed talking to {url}: {detail}{hint}"
-    if name == "VerificationError":
-        return f"TLS failed talking to {url}: the proxy's certificate is not valid for this host name ({exc})"
+        return f"TLS failed talking to {url}: {detail}{_tls_hint(detail)}"
+    if isinstance(exc, HubCertificateError):
+        return f"TLS failed talking to {url}: {exc}"
     if isinstance(exc, neterror.ConnectionRefusedError):
         return f"connection to {url} refused (is the proxy up?)"
     if isinstance(exc, neterror.DNSLookupError):
@@ -68,12 +64,26 @@ def describe_failure(exc, url=""):
     return f"{name} talking to {url}: {exc}"
 
 
+def _tls_hint(detail):
+    """What an OpenSSL error string means for the person running redisrepl."""
+    if "protocol version" in detail or "unsupported protocol" in detail or "no protocols available" in detail:
+        return (" (the proxy offers no TLS version redisrepl accepts: it requires TLS 1.2 "
+                "or newer; enable TLS 1.2/1.3 on the proxy)")
+    if "wrong version number" in detail or "packet length too long" in detail or "http request" in detail:
+        return " (the other end does not speak TLS: is --haddr an https:// address of the proxy?)"
+    if "certificate verify failed" in detail:
+        return " (the proxy's certificate is not signed by --ca)"
+    if "alert" in detail:
+        return " (the proxy refused the TLS handshake: check --cert/--key)"
+    return ""
+
+
 def failure_kind(exc):
     """A short label for why a request never got a reply (for metrics)."""
     reasons = getattr(exc, "reasons", None)
     if reasons:
         return failure_kind(reasons[0].value)
-    if isinstance(exc, SSL.Error) or type(exc).__name__ == "VerificationError":
+    if isinstance(exc, (SSL.Error, HubCertificateError)):
         return "tls"
     if isinstance(exc, neterror.ConnectionRefusedError):
         return "connection_refused"
@@ -84,6 +94,11 @@ def failure_kind(exc):
     if isinstance(exc, (neterror.ConnectionLost, neterror.ConnectionDone)):
         return "connection_lost"
     return "error"
+
+
+# What a request can fail with before any answer: all of it is link trouble.
+_NO_REPLY = (ResponseFailed, neterror.ConnectError, neterror.DNSLookupError, neterror.ConnectionLost,
+             neterror.ConnectionDone, TimeoutError, CancelledError, SSL.Error, HubCertificateError)
 
 
 def link_error(exc, url):
@@ -264,13 +279,8 @@ class WebdisClient:
             except (ResponseNeverReceived, RequestTransmissionFailed, client.RequestNotSent) as e:
                 if attempt == 2 or not (_stale(e) or isinstance(e, client.RequestNotSent)):
                     raise link_error(e, self._url) from None
-            except (ResponseFailed, neterror.ConnectError, neterror.DNSLookupError, neterror.ConnectionLost,
-                    neterror.ConnectionDone, TimeoutError, CancelledError, SSL.Error) as e:
+            except _NO_REPLY as e:
                 raise link_error(e, self._url) from None
-            except Exception as e:
-                if type(e).__name__ == "VerificationError":
-                    raise link_error(e, self._url) from None
-                raise
         return self._reply(args, response, content)
 
     def _reply(self, args, response, content):
@@ -298,9 +308,7 @@ class WebdisClient:
         url = self._url_bytes + webdis.command_path(args, db=self._db).encode("ascii")
         try:
             response, content = await self._request(b"PUT", url, body)
-        except (ResponseNeverReceived, RequestTransmissionFailed, client.RequestNotSent, ResponseFailed,
-                neterror.ConnectError, neterror.DNSLookupError, neterror.ConnectionLost,
-                neterror.ConnectionDone, TimeoutError, CancelledError, SSL.Error) as e:
+        except (ResponseNeverReceived, RequestTransmissionFailed, client.RequestNotSent) + _NO_REPLY as e:
             raise link_error(e, self._url) from None
         return self._reply(args, response, content)
 
