@@ -52,6 +52,9 @@ class ReplicationCollector:
                                   value=stats.unchanged)
         yield GaugeMetricFamily("redisrepl_backlog_keys", "Keys waiting to be copied (queued, retried or in flight)",
                                 value=self._router.backlog)
+        yield GaugeMetricFamily("redisrepl_keys_parked", "Keys a side refused (HTTP 403 or 413, a Redis "
+                                "error, a reply too large), each waiting for its own retry",
+                                value=self._router.parked)
         yield GaugeMetricFamily("redisrepl_backlog_high_water_keys", "Most keys ever waiting at once",
                                 value=stats.backlog_high)
         last = GaugeMetricFamily("redisrepl_last_write_timestamp_seconds",

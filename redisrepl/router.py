@@ -324,6 +324,11 @@ class Router:
         busy = sum(1 for key in self._in_flight if key not in self._dirty)
         return len(self._dirty) + len(self._parked) + busy
 
+    @property
+    def parked(self):
+        """Keys a side refused, each waiting for its own retry."""
+        return len(self._parked)
+
     # -- lifecycle ---------------------------------------------------------
 
     def stop(self, timeout=5.0):

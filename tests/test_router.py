@@ -656,6 +656,7 @@ class RefusalTests(_Sides, TestCase):
             self.clock.advance(0)
         self.assertEqual(self.remote.data, {b"ns:small": s(b"1")})
         self.assertIn(b"ns:huge", self.router._parked)
+        self.assertEqual(self.router.parked, 1)
         text = "\n".join(formatEvent(e) for e in events)
         self.assertIn("ns:huge: HTTP 413 from the proxy; ns:huge takes 5024 bytes", text)
 
