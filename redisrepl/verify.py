@@ -16,7 +16,7 @@ from twisted.web.client import Agent
 from redisrepl.errors import ReplicationError
 from redisrepl.local_source import command_factory
 from redisrepl.options import Options
-from redisrepl.reconcile import scan_digests
+from redisrepl.scan import scan_digests
 from redisrepl.sides import short
 from redisrepl.stores import LocalStore, RemoteStore
 from redisrepl.tap import local_endpoint
