@@ -773,7 +773,7 @@ def _start_daemons(sandbox, ns, children):
     output is ours, as always; with several, a thread copies each one's lines prefixed
     with its site's name, to tell them apart."""
     env = dict(os.environ)
-    project = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    project = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [project, env.get("PYTHONPATH")]))
     several = len(sandbox.sites) > 1
     for name in sandbox.sites:
@@ -877,7 +877,3 @@ def main(argv=None):
         sandbox.stop()
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
