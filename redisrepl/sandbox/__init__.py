@@ -32,7 +32,6 @@ Never used inside the daemon.  Run ``python -m redisrepl.sandbox demo`` or
 import argparse
 import atexit
 import dataclasses
-import datetime
 import http.client
 import json
 import os
@@ -48,15 +47,17 @@ import tempfile
 import threading
 import time
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from redisrepl.sandbox.certificates import (  # noqa: F401 (the package's API)
+    CLIENT_CN,
+    generate_certificates,
+    write_client_certificate,
+    write_server_certificate,
+)
+from redisrepl.sandbox.configs import nginx_config, webdis_config
 
 COMPONENTS = ("local_redis", "remote_redis", "webdis", "nginx")  # start order
 READY_TIMEOUT = 15.0
 STOP_TIMEOUT = 5.0
-CLIENT_CN = "redisrepl-sandbox-client"
 SITE_CN = "redisrepl-site-{}"
 #: Site names end up in a certificate's CN and in file names; "local" and
 #: "remote" are taken (the default site and redis_cli_args' other side).
@@ -85,173 +86,6 @@ def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-# --- certificates -----------------------------------------------------------------
-
-def _write_private(path, data):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        os.fchmod(f.fileno(), 0o600)
-        f.write(data)
-
-
-def _issue(cn, issuer=None, *, ca=False, san=None, usage=None, days=(-1, 30)):
-    """A fresh P-256 key and its certificate; ``issuer`` is (cert, key), None for self-signed;
-    valid from ``days[0]`` to ``days[1]`` days from now."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    issuer_cert, issuer_key = issuer if issuer else (None, key)
-    now = datetime.datetime.now(datetime.timezone.utc)
-    b = (x509.CertificateBuilder()
-         .subject_name(name)
-         .issuer_name(issuer_cert.subject if issuer_cert else name)
-         .public_key(key.public_key())
-         .serial_number(x509.random_serial_number())
-         .not_valid_before(now + datetime.timedelta(days=days[0]))
-         .not_valid_after(now + datetime.timedelta(days=days[1]))
-         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-         .add_extension(x509.KeyUsage(
-             digital_signature=not ca, content_commitment=False, key_encipherment=False,
-             data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
-             encipher_only=False, decipher_only=False), critical=True)
-         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False))
-    if issuer_cert is not None:
-        b = b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-            issuer_key.public_key()), critical=False)
-    if usage is not None:
-        b = b.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-    if san is not None:
-        b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName(san)]), critical=False)
-    return b.sign(issuer_key, hashes.SHA256()), key
-
-
-def generate_certificates(directory):
-    """Write every PEM file into ``directory``; return {attribute name: path}.
-
-    Good CA -> server (SAN DNS:localhost only), client (CN=redisrepl-sandbox-client),
-    wrong-host server (SAN DNS:wrong.example); other CA -> other client.
-    Keys are unencrypted PKCS#8, mode 0600.
-    """
-    os.makedirs(directory, exist_ok=True)
-    ca = _issue("redisrepl sandbox CA", ca=True)
-    other_ca = _issue("redisrepl sandbox other CA", ca=True)
-    issued = {
-        "ca": ca,
-        "server": _issue("localhost", ca, san="localhost", usage=ExtendedKeyUsageOID.SERVER_AUTH),
-        "client": _issue(CLIENT_CN, ca, usage=ExtendedKeyUsageOID.CLIENT_AUTH),
-        "wrong_host": _issue("wrong.example", ca, san="wrong.example",
-                             usage=ExtendedKeyUsageOID.SERVER_AUTH),
-        "other_ca": other_ca,
-        "other_client": _issue(CLIENT_CN, other_ca, usage=ExtendedKeyUsageOID.CLIENT_AUTH),
-    }
-    paths = {}
-    for stem, (cert, key) in issued.items():
-        cert_path, key_path = _write_pair(os.path.join(directory, stem.replace("_", "-")), cert, key)
-        paths[stem + "_cert"] = cert_path
-        paths[stem + "_key"] = key_path
-    return paths
-
-
-def _write_pair(base, cert, key):
-    """``base``.pem (the certificate) and ``base``.key (unencrypted PKCS#8, 0600); their paths."""
-    with open(base + ".pem", "wb") as f:
-        f.write(cert.public_bytes(serialization.Encoding.PEM))
-    _write_private(base + ".key", key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
-    return base + ".pem", base + ".key"
-
-
-def _read_ca(ca_cert_path, ca_key_path):
-    with open(ca_cert_path, "rb") as f:
-        ca_cert = x509.load_pem_x509_certificate(f.read())
-    with open(ca_key_path, "rb") as f:
-        ca_key = serialization.load_pem_private_key(f.read(), None)
-    return ca_cert, ca_key
-
-
-def write_client_certificate(base, cn, ca_cert_path, ca_key_path):
-    """A client certificate (clientAuth, like ``client``) for ``cn``, signed by the CA in
-    the two PEM files, written to ``base``.pem and ``base``.key; (cert path, key path).
-
-    Reads the CA back from its files so that a certificate can be issued at any time
-    of the sandbox's life (a site added late, a renewed certificate)."""
-    cert, key = _issue(cn, _read_ca(ca_cert_path, ca_key_path), usage=ExtendedKeyUsageOID.CLIENT_AUTH)
-    return _write_pair(base, cert, key)
-
-
-def write_server_certificate(base, host, ca_cert_path, ca_key_path, days=(-1, 30), san=True):
-    """A server certificate for ``host`` signed by the CA in the two PEM files, valid
-    from ``days[0]`` to ``days[1]`` days from now (an expired or future one for tests);
-    ``san`` False names the host in the CN only, as old certificates did."""
-    cert, key = _issue(host, _read_ca(ca_cert_path, ca_key_path), san=host if san else None,
-                       usage=ExtendedKeyUsageOID.SERVER_AUTH, days=days)
-    return _write_pair(base, cert, key)
-
-
-# --- configurations ----------------------------------------------------------------
-
-def nginx_config(*, root, proxy_port, webdis_port, server_cert, server_key, ca_cert,
-                 path_prefix="/redis"):
-    """nginx.conf for the mTLS proxy; ``root`` holds pid, logs and temp dirs."""
-    location = path_prefix.rstrip("/") + "/"
-    return f"""\
-worker_processes 1;
-pid {root}/nginx.pid;
-error_log {root}/error.log info;
-
-events {{
-    worker_connections 1024;
-}}
-
-http {{
-    access_log {root}/access.log;
-    client_body_temp_path {root}/client_body_temp;
-    proxy_temp_path {root}/proxy_temp;
-    fastcgi_temp_path {root}/fastcgi_temp;
-    uwsgi_temp_path {root}/uwsgi_temp;
-    scgi_temp_path {root}/scgi_temp;
-
-    upstream webdis_upstream {{
-        server 127.0.0.1:{webdis_port};
-        keepalive 32;
-    }}
-
-    server {{
-        listen 127.0.0.1:{proxy_port} ssl;
-        server_name localhost;
-
-        ssl_certificate {server_cert};
-        ssl_certificate_key {server_key};
-        ssl_client_certificate {ca_cert};
-        ssl_verify_client on;
-        ssl_protocols TLSv1.2 TLSv1.3;
-
-        location {location} {{
-            proxy_pass http://webdis_upstream/;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_buffering off;
-            proxy_request_buffering off;
-            proxy_read_timeout 1h;
-            proxy_send_timeout 1h;
-            client_max_body_size 128m;
-        }}
-    }}
-}}
-"""
-
-
-def webdis_config(*, redis_port, http_port, logfile):
-    """Webdis' JSON configuration (Debian's defaults: DEBUG disabled)."""
-    return json.dumps({
-        "redis_host": "127.0.0.1", "redis_port": redis_port, "redis_auth": None,
-        "http_host": "127.0.0.1", "http_port": http_port, "threads": 2,
-        "daemonize": False, "database": 0,
-        "acl": [{"disabled": ["DEBUG"]}],
-        "verbosity": 3, "logfile": logfile,
-    }, indent=4) + "\n"
 
 
 # --- small blocking clients ----------------------------------------------------------
