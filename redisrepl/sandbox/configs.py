@@ -2,7 +2,7 @@
 Webdis) and Webdis' (in front of the remote Redis).  Pure text; the Redis servers
 take their few settings as flags (components.py).
 
-``nginx_config()`` is the file README's "What a hub needs" section describes.
+``nginx_config()`` is the full file behind README's "The hub side".
 """
 
 import json
