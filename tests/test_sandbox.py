@@ -1,5 +1,6 @@
 """The sandbox itself: extra sites sharing the hub (each its own Redis and client
-certificate), and a Redis restarted empty or from its last snapshot."""
+certificate), a Redis restarted empty or from its last snapshot, and the command
+line (``python -m redisrepl.sandbox``)."""
 
 import json
 import os

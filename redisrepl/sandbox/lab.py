@@ -10,6 +10,7 @@ import shutil
 import ssl
 import sys
 import tempfile
+from collections.abc import Iterable
 
 from redisrepl.sandbox import layout
 from redisrepl.sandbox.certificates import (
@@ -165,8 +166,9 @@ class Sandbox:
             raise ValueError(f"side must be 'local', 'remote' or a site's name, not {side!r}")
         return ["redis-cli", "-p", str(ports[side])]
 
-    def daemon_args(self, namespace: str, rc: bool = True, extra=(), site: str | Site | None = None,
-                    cert: str | None = None, key: str | None = None) -> list[str]:
+    def daemon_args(self, namespace: str, rc: bool = True, extra: Iterable[str] = (),
+                    site: str | Site | None = None, cert: str | None = None,
+                    key: str | None = None) -> list[str]:
         """The ``twistd -n redisrepl`` command line wired to this sandbox.
 
         ``site`` (a name or a :class:`Site`; default the local Redis) picks ``--raddr``
