@@ -3,8 +3,9 @@
 request, and record what both sides now hold.
 
 Before writing a state to a side, the copier records it in that side's
-expected-event table, so that its echo is dropped when that side announces
-it. A big key (read as a header only) is handed back to the router, which
+expected-event table, with the events the write will cause there
+(redisrepl.echoes), so that its echo is dropped when that side announces
+it, without reading the key again. A big key (read as a header only) is handed back to the router, which
 copies it in chunks beside the batches (``copy_big``, through
 redisrepl.big_keys).
 """
@@ -14,6 +15,7 @@ from twisted.logger import Logger
 
 from redisrepl.big_keys import EXPIRY_MARGIN, KeyChanged
 from redisrepl.classify import Reading, Verdict, classify
+from redisrepl.echoes import write_events
 from redisrepl.errors import RefusedError, ReplicationError
 from redisrepl.live import ANYTHING
 from redisrepl.sides import LOCAL, REMOTE, short
@@ -124,15 +126,25 @@ class Copier:
         reconcile saw, and ``read_stamps`` are the stamps the hub's states
         read from it are as of."""
         dst = self.sides[target]
+        now = self.clock.seconds()
+        announced = []
         for key, state in items:
             dst.expected.expect(key, state)
+            if (origins and key in origins) or (expects and key in expects):
+                continue            # may be refused: its echo is told by its content
+            events = write_events(state, now)
+            if events is not None:
+                dst.expected.expect_events(key, events)
+                announced.append((key, len(events)))
         try:
             wrote = await dst.store.write(items, origins or None, expects or None)
         except Exception as e:
-            # maybe written, maybe not: its echo may still come, but it must
-            # not count as known to be there
+            # maybe written, maybe not: its echo may still come (then told by
+            # its content), but it must not count as known to be there
             for key, _ in items:
                 dst.expected.uncertain(key)
+            for key, count in announced:
+                dst.expected.withdraw_events(key, count)
             self.links.failed(target, e)
             if isinstance(e, RefusedError) and e.kind == "http_413" and len(items) == 1:
                 # a refusal of this one key's size: say which and how big

@@ -111,7 +111,9 @@ class Router:
             self._evictions.evicted(side, key)
             return
         if event is not None and self._sides[side].expected.echo_event(key, event):
-            self.stats.echoes[side] += 1     # the end of a big key's copy
+            # an event redisrepl's own write announced (redisrepl.echoes): no read
+            self.stats.echoes[side] += 1
+            self._watchers.touched(key)
             return
         self._evictions.cleared(side, key)
         if key not in self._queue.in_flight:
