@@ -43,6 +43,8 @@ from redisrepl.state import (ABSENT, HASH, LIST, SET, STREAM, STRING, ZSET, BigS
 from redisrepl.synced import SyncedEntry, SyncedTable
 from redisrepl.testing import BlockingStore, run
 
+pytestmark = pytest.mark.real_servers    # one redis-server for the module
+
 NS = b"ns:"
 NAMES = Namespace(NS)
 EPOCH = NAMES.meta + b"epoch"
