@@ -2,7 +2,7 @@
 bodies without a length (no reactor, no network)."""
 
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
@@ -113,3 +113,30 @@ class WebdisClientTests(TestCase):
         failure = self.failureResultOf(self.run_command(agent, b"SET", b"k", b"v"), RefusedError)
         self.assertEqual(failure.value.kind, "http_413")
         self.assertIn("client_max_body_size", str(failure.value))
+
+
+class HeldAgent:
+    """Holds every request until told: how many are open at once."""
+
+    def __init__(self):
+        self.held = []
+
+    def request(self, method, uri, headers=None, bodyProducer=None):
+        d = Deferred()
+        self.held.append(d)
+        return d
+
+
+class WarmTests(TestCase):
+    def test_warming_opens_that_many_requests_at_once_and_counts_the_answers(self):
+        agent = HeldAgent()
+        client = WebdisClient(agent, "https://hub.example.org/redis", Clock())
+        d = Deferred.fromCoroutine(client.warm(4))
+        self.assertEqual(len(agent.held), 4)            # all at once: four connections
+        self.assertNoResult(d)
+        for i, held in enumerate(agent.held):
+            if i == 3:
+                held.errback(ConnectionRefusedError())
+            else:
+                held.callback(StubResponse(200, b"+PONG\r\n"))
+        self.assertEqual(self.successResultOf(d), 3)
