@@ -36,7 +36,7 @@ install_python() {
     fi
     # reinstall only when the project changed (no package index needed otherwise)
     local stamp="$VENV/.redisrepl-installed" want
-    want=$(cat pyproject.toml redisrepl/*.py redisrepl/lua/*.lua twisted/plugins/*.py | sha256sum | cut -d' ' -f1)
+    want=$(cat pyproject.toml redisrepl/*.py redisrepl/sandbox/*.py redisrepl/lua/*.lua twisted/plugins/*.py | sha256sum | cut -d' ' -f1)
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
         "$VENV/bin/python" -m pip install -q --upgrade pip >&2
         "$VENV/bin/python" -m pip install -q ".[test]" >&2

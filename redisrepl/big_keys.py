@@ -243,5 +243,4 @@ class BigCopier:
         try:
             return await awaitable
         except ReplicationError as e:
-            e.side = side.name
-            raise
+            raise e.on(side.name) from None

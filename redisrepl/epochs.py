@@ -86,7 +86,7 @@ class SideEpoch:
         self.current = None      # Generation, from the last reply
         self.first = None        # generation id of the first reply this process saw
         self.confirmed = None    # generation id, once loaded or confirmed
-        self.listener = listener
+        self._listener = listener
 
     def observe(self, generation):
         previous, self.current = self.current, generation
@@ -95,8 +95,8 @@ class SideEpoch:
         if previous is not None and previous.id == generation.id:
             return
         changed = (previous is not None) or (self.confirmed is not None and generation.id != self.confirmed)
-        if changed and generation.id != self.confirmed and self.listener is not None:
-            self.listener(self.side, generation)
+        if changed and generation.id != self.confirmed and self._listener is not None:
+            self._listener(self.side, generation)
 
     @property
     def trusted(self):

@@ -5,12 +5,18 @@ class ReplicationError(Exception):
     """Base class: a read or write of one side did not happen.
 
     ``kind`` is a short label for metrics: ``http_503``, ``tls``,
-    ``connection_refused``, ``timeout``, ``redis_error``...
+    ``connection_refused``, ``timeout``, ``redis_error``...; ``side`` the
+    side it happened on, when the one who raised it knows.
     """
 
-    def __init__(self, message, kind="error"):
+    def __init__(self, message: str, kind: str = "error", side: str | None = None):
         super().__init__(message)
         self.kind = kind
+        self.side = side
+
+    def on(self, side: str) -> "ReplicationError":
+        """The same error, as one of ``side``."""
+        return type(self)(str(self), self.kind, side)
 
 
 class LinkError(ReplicationError):

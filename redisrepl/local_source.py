@@ -60,8 +60,6 @@ class LocalSource(ConnectionService):
         self._ever_connected = False
         self.up = False
         self.reconnects = 0
-        #: called with no argument each time the subscription is (re)established
-        self.on_subscribed = []
 
     def connected(self, protocol):
         Deferred.fromCoroutine(self._subscribe(protocol)).addErrback(
@@ -95,8 +93,7 @@ class LocalSource(ConnectionService):
         self.up = True
         log.info("listening to local Redis {where}: {pattern}", where=self.description,
                  pattern=self._pattern.decode("utf-8", "replace"))
-        for callback in self.on_subscribed:
-            callback()
+        self._router.subscribed(LOCAL)
 
     def message(self, channel, event):
         key = webdis.keyspace_key(channel, self._db)

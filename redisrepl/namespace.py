@@ -30,6 +30,11 @@ class Namespace:
         object.__setattr__(self, "reserved", self.prefix + RESERVED_INFIX)
         object.__setattr__(self, "meta", META_ROOT + b":{" + self.prefix + b"}:")
 
+    @property
+    def allow_key(self):
+        """The local key an operator sets to let one mass deletion through."""
+        return self.meta + b"allow-mass-delete"
+
     def owns(self, key):
         """Is ``key`` one redisrepl replicates?"""
         return (key.startswith(self.prefix) and not key.startswith(self.reserved)

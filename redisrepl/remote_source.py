@@ -131,8 +131,6 @@ class RemoteSource(Service):
         self.reconnects = 0
         self.last_heartbeat_rtt = None
         self.last_heartbeat_seen = None   # clock time the last heartbeat came back
-        #: called with no argument each time the stream is (re)established
-        self.on_subscribed = []
 
     # -- service -------------------------------------------------------------
 
@@ -250,8 +248,7 @@ class RemoteSource(Service):
         self._heartbeat_sent = None
         log.info("listening to remote Redis events at {url} ({pattern})", url=self._url,
                  pattern=self._pattern.decode("utf-8", "replace"))
-        for callback in self.on_subscribed:
-            callback()
+        self._router.subscribed(REMOTE)
 
     def _event(self, channel, event):
         key = webdis.keyspace_key(channel, self._db)

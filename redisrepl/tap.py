@@ -22,6 +22,7 @@ from twisted.logger import Logger
 
 from redisrepl import __version__, connections
 from redisrepl.big_keys import BigCopier
+from redisrepl.comparison import Comparison
 from redisrepl.config import Config
 from redisrepl.epochs import SideEpoch
 from redisrepl.expected import ExpectedEvents
@@ -113,29 +114,30 @@ def service_tree(config: Config, runtime: Runtime, reactor=None) -> MultiService
     local_redis.setServiceParent(top)
 
     names = config.names
-    epochs = {LOCAL: SideEpoch(LOCAL), REMOTE: SideEpoch(REMOTE)}
+    # The reconcile and the router call each other: the scheduler is made
+    # first and runs the comparison made after the router (late-bound here,
+    # the one place they are joined).
+    reconciler = Reconciler(reactor, lambda reason: comparison.run(reason),
+                            interval=config.reconcile_interval)
+    epochs = {side: SideEpoch(side, reconciler.generation_changed) for side in (LOCAL, REMOTE)}
     local_store = LocalStore(local_redis.factory, reactor, names, big_items=config.big_key_items,
                              epoch=epochs[LOCAL])
     remote_store = RemoteStore(hub.client, reactor, names, big_items=config.big_key_items, epoch=epochs[REMOTE])
     synced = SyncedTable(local_store, names)
     router = Router(
         reactor,
-        Side(LOCAL, local_store, local_expected := ExpectedEvents(reactor)),
-        Side(REMOTE, remote_store, remote_expected := ExpectedEvents(reactor, events=config.rc)),
-        config.namespace, config.reserved_prefix,
+        Side(LOCAL, local_store, ExpectedEvents(reactor)),
+        Side(REMOTE, remote_store, ExpectedEvents(reactor, events=config.rc)),
+        config.namespace,
         concurrency=config.concurrency, batch_size=config.batch,
         max_backlog=config.max_backlog, first=config.winner,
-        big=BigCopier(reactor, names.meta), synced=synced)
+        big=BigCopier(reactor, names.meta), synced=synced, reconcile=reconciler)
     RouterService(router, summary(config, runtime)).setServiceParent(top)
-    reconciler = Reconciler(router, local_store, remote_store, synced, epochs, names, reactor,
-                            two_way=config.rc, winner=config.winner, mirror=config.mirror,
-                            interval=config.reconcile_interval, max_delete=config.max_delete,
-                            site=config.site_name)
+    comparison = Comparison(router, local_store, remote_store, synced, epochs, names, reactor,
+                            reconciler.stats, two_way=config.rc, winner=config.winner,
+                            mirror=config.mirror, max_delete=config.max_delete,
+                            wanted_site=config.site_name)
     reconciler.setServiceParent(top)
-    # the one place the parts that call back into each other are joined
-    router.reconcile_request = reconciler.request
-    for epoch in epochs.values():
-        epoch.listener = reconciler.generation_changed
 
     def fatal(message):
         # twistd exits 0 after reactor.stop(); an init system must see a
@@ -147,10 +149,6 @@ def service_tree(config: Config, runtime: Runtime, reactor=None) -> MultiService
     local = LocalSource(local_redis.endpoint, router, config.db, config.namespace, local_redis.description,
                         password=runtime.password, username=runtime.username, on_fatal=fatal)
     local.setServiceParent(top)
-    # events made while a stream was down are lost for good: none is expected any more
-    local.on_subscribed.append(local_expected.forget_events)
-    local.on_subscribed.append(lambda: router.subscribed(LOCAL))
-    local.on_subscribed.append(lambda: reconciler.request("local events (re)subscribed"))
 
     remote = None
     if config.rc:
@@ -158,10 +156,8 @@ def service_tree(config: Config, runtime: Runtime, reactor=None) -> MultiService
                               config.db, config.namespace, config.reserved_prefix, reactor,
                               heartbeat_interval=config.heartbeat)
         remote.setServiceParent(top)
-        remote.on_subscribed.append(remote_expected.forget_events)
-        remote.on_subscribed.append(lambda: reconciler.request("remote events (re)subscribed"))
     watchdog = Watchdog(config.heartbeat, reactor, {LOCAL: local_store, REMOTE: remote_store},
-                        reconciler, remote)
+                        reconciler, names.allow_key, remote)
     watchdog.setServiceParent(top)
 
     if config.metrics_endpoint:

@@ -7,8 +7,11 @@ coroutines of redisrepl (big-key copies, digests, scans) can be driven
 without a reactor: each await finishes at once (see ``run``).
 """
 
+from zope.interface import implementer
+
 from redisrepl import scripts, state
 from redisrepl.errors import NoScriptError, RefusedError
+from redisrepl.interfaces import IReconcileRequests
 from redisrepl.namespace import Namespace
 from redisrepl.stores import _StateStore
 
@@ -39,6 +42,17 @@ class BlockingStore(_StateStore):
             if type(e).__name__ == "ResponseError":
                 raise RefusedError(message, "redis_error") from None
             raise
+
+
+@implementer(IReconcileRequests)
+class RecordedRequests(list):
+    """A reconcile that only records why it was asked to run (a list of reasons)."""
+
+    def request(self, reason, delay=0.2):
+        self.append(reason)
+
+    def generation_changed(self, side, generation):
+        self.append(f"the {side} side's generation changed")
 
 
 def run(coroutine):

@@ -17,7 +17,7 @@ from redisrepl import connections
 from redisrepl.config import Config
 from redisrepl.errors import ReplicationError
 from redisrepl.options import Options
-from redisrepl.reconcile import scan_digests
+from redisrepl.scan import scan_digests
 from redisrepl.sides import short
 from redisrepl.startup import Runtime
 from redisrepl.stores import LocalStore, RemoteStore

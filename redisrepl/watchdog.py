@@ -27,11 +27,12 @@ log = Logger()
 
 
 class Watchdog(TimerService):
-    def __init__(self, interval, clock, stores, reconciler, remote_source=None):
+    def __init__(self, interval, clock, stores, reconciler, allow_key=b"", remote_source=None):
         super().__init__(interval, self._tick)
         self.clock = clock
         self._stores = stores
-        self._reconciler = reconciler
+        self._reconciler = reconciler       # redisrepl.reconcile.Reconciler
+        self._allow_key = allow_key         # the local key that lets a mass deletion through
         self._remote = remote_source
         self._busy = False
         #: side -> why its last check failed, None once it answers
@@ -52,7 +53,7 @@ class Watchdog(TimerService):
     async def _check(self):
         if self._remote is not None and self._remote.up:
             self._remote.check_heartbeat()
-        await self._check_side(LOCAL, flag_key=self._reconciler.allow_key)
+        await self._check_side(LOCAL, flag_key=self._allow_key)
         await self._check_side(REMOTE)
 
     async def _check_side(self, side, flag_key=b""):

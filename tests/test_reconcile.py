@@ -301,12 +301,13 @@ def test_long_runs_log_their_progress():
     from twisted.internet.task import Clock
     from twisted.logger import capturedLogs, formatEvent
 
+    from redisrepl.comparison import PROGRESS_EVERY, Comparison
     from redisrepl.namespace import Namespace
-    from redisrepl.reconcile import PROGRESS_EVERY, Reconciler
+    from redisrepl.reconcile import ReconcileStats
     clock = Clock()
-    reconciler = Reconciler(None, None, None, None, {}, Namespace(b"ns:"), clock, two_way=True)
+    comparison = Comparison(None, None, None, None, {}, Namespace(b"ns:"), clock, ReconcileStats(), two_way=True)
     run = SimpleNamespace(fixed=0, compared=0)
-    report = reconciler._progress("remote", clock.seconds(), run)
+    report = comparison._progress("remote", clock.seconds(), run)
     with capturedLogs() as events:
         clock.advance(2)
         report(PROGRESS_EVERY - 1)                 # not yet
@@ -329,8 +330,10 @@ def test_keys_a_hub_lists_outside_the_namespace_are_refused(lab):
     from redisrepl.epochs import SideEpoch
     from redisrepl.expected import ExpectedEvents
     from redisrepl.namespace import Namespace
-    from redisrepl.reconcile import Reconciler, scan_digests
+    from redisrepl.comparison import Comparison
+    from redisrepl.reconcile import ReconcileStats
     from redisrepl.router import Router, Side
+    from redisrepl.scan import scan_digests
     from redisrepl.sides import LOCAL, REMOTE
     from redisrepl.synced import SyncedTable
     from redisrepl.testing import BlockingStore, run
@@ -357,10 +360,11 @@ def test_keys_a_hub_lists_outside_the_namespace_are_refused(lab):
     remote = HostileHub(lab.remote, ns, hub=True, clock=clock, epoch=epochs[REMOTE])
     synced = SyncedTable(local, names)
     router = Router(clock, Side(LOCAL, local, ExpectedEvents(clock)), Side(REMOTE, remote, ExpectedEvents(clock)),
-                    ns, names.reserved, synced=synced)
-    reconciler = Reconciler(router, local, remote, synced, epochs, names, clock, two_way=True)
-    run(reconciler.run("test"))
-    assert reconciler.stats.refused_keys == 3
+                    ns, synced=synced)
+    stats = ReconcileStats()
+    comparison = Comparison(router, local, remote, synced, epochs, names, clock, stats, two_way=True)
+    run(comparison.run("test"))
+    assert stats.refused_keys == 3
     clock.advance(0)                     # the router copies what the run asked for
     assert lab.local.get(b"other:victim") == b"mine"
     assert not lab.local.exists(b"other:planted") and not lab.remote.exists(b"other:planted")

@@ -9,6 +9,7 @@ from redisrepl.errors import LinkError, RefusedError
 from redisrepl.expected import ExpectedEvents
 from redisrepl.router import LOCAL, REMOTE, Router, Side
 from redisrepl.state import ABSENT, HASH, LIST, SET, STRING, BigState, KeyState
+from redisrepl.testing import RecordedRequests
 from tests.fakes import FakeStore, FakeSynced
 
 
@@ -29,11 +30,13 @@ class _Sides:
         self.clock.advance(1000)
         self.local = FakeStore(self.clock, LOCAL)
         self.remote = FakeStore(self.clock, REMOTE)
+        self.local_expected = ExpectedEvents(self.clock, lifetime=30)
+        self.remote_expected = ExpectedEvents(self.clock, lifetime=30)
         self.router = Router(
             self.clock,
-            Side(LOCAL, self.local, ExpectedEvents(self.clock, lifetime=30)),
-            Side(REMOTE, self.remote, ExpectedEvents(self.clock, lifetime=30)),
-            b"ns:", b"ns:__redisrepl__:", concurrency=2, batch_size=3, **kwargs)
+            Side(LOCAL, self.local, self.local_expected),
+            Side(REMOTE, self.remote, self.remote_expected),
+            b"ns:", concurrency=2, batch_size=3, **kwargs)
 
 
 class RouterTests(_Sides, TestCase):
@@ -81,9 +84,9 @@ class RouterTests(_Sides, TestCase):
         self.local.user_set(b"ns:a", s(b"1"), announce=False)
         self.router.changed(LOCAL, b"ns:a")
         self.clock.advance(0)
-        self.assertEqual(len(self.router._sides[REMOTE].expected), 1)
+        self.assertEqual(len(self.remote_expected), 1)
         self.clock.advance(31)
-        self.assertEqual(len(self.router._sides[REMOTE].expected), 0)
+        self.assertEqual(len(self.remote_expected), 0)
 
     def test_expiry_change_is_not_an_echo(self):
         self.local.user_set(b"ns:a", s(b"1"))
@@ -167,7 +170,7 @@ class RouterTests(_Sides, TestCase):
         self.local.user_set(b"ns:a", s(b"1"))
         delays = []
         for _ in range(60):
-            call = self.router._paused
+            call = self.router.paused
             delays.append(call.getTime() - self.clock.seconds())
             self.clock.advance(delays[-1])
         # a side that comes back after a short outage is used within a second
@@ -203,7 +206,7 @@ class RouterTests(_Sides, TestCase):
         self.assertEqual(self.remote.data[b"ns:g1"], s(b"v"))
         self.assertEqual(self.remote.data[b"ns:g2"], s(b"v"))
         self.assertNotIn(b"ns:bad", self.remote.data)
-        self.assertIn(b"ns:bad", self.router._parked)
+        self.assertTrue(self.router.is_parked(b"ns:bad"))
         self.assertEqual(self.router.backlog, 1)
 
     def test_namespace_and_reserved_keys_are_ignored(self):
@@ -275,7 +278,7 @@ class RouterTests(_Sides, TestCase):
             self.local.user_set(b"ns:mod", KeyState("ReJSON-RL"))
         self.assertEqual(self.remote.writes, [])
         self.assertEqual(self.router.stats.unsupported, 3)
-        self.assertEqual(self.router._warned, {b"ns:mod"})   # reported once
+        self.assertEqual(self.router._reports.warned, {b"ns:mod"})   # reported once
         self.flushLoggedErrors()
 
     def test_forced_copy_is_not_taken_for_an_echo(self):
@@ -352,8 +355,8 @@ class FakeBigCopier:
 class BigKeyRouterTests(_Sides, TestCase):
     def setUp(self):
         self.big = FakeBigCopier()
-        self.make_router(big=self.big)
-        self.router.synced = self.synced = FakeSynced()
+        self.synced = FakeSynced()
+        self.make_router(big=self.big, synced=self.synced)
 
     def announce(self, side, key, event):
         self.router.changed(side, key, event)
@@ -407,11 +410,11 @@ class BigKeyRouterTests(_Sides, TestCase):
 
     def test_stale_entry_of_the_source_does_not_swallow_a_big_change(self):
         self.local.user_set = None
-        self.router._sides[LOCAL].expected.expect(b"ns:k", s(b"small"))   # written here earlier
+        self.local_expected.expect(b"ns:k", s(b"small"))   # written here earlier
         self.local.data[b"ns:k"] = BigState(SET, 20_000, None, b"mbig")
         self.announce(LOCAL, b"ns:k", b"sadd")
         self.assertEqual(self.big.copies, [(LOCAL, REMOTE, b"ns:k")])
-        self.assertFalse(self.router._sides[LOCAL].expected.has(b"ns:k"))  # dropped, not kept
+        self.assertFalse(self.local_expected.has(b"ns:k"))  # dropped, not kept
 
     def test_expiring_big_key_is_deleted_not_copied(self):
         self.remote.data[b"ns:big"] = s(b"old")
@@ -486,10 +489,9 @@ class LossTests(_Sides, TestCase):
     def setUp(self):
         from redisrepl.epochs import Generation, SideEpoch
         self.Generation = Generation
-        self.make_router()
-        self.requests = []
-        self.router.reconcile_request = self.requests.append
-        self.router.synced = self.synced = FakeSynced()
+        self.requests = RecordedRequests()
+        self.synced = FakeSynced()
+        self.make_router(reconcile=self.requests, synced=self.synced)
         for store in (self.local, self.remote):
             store.epoch = SideEpoch(store.name)
             store.generation = Generation(b"g1", 100, 50)
@@ -655,7 +657,7 @@ class RefusalTests(_Sides, TestCase):
             self.local.user_set(b"ns:small", s(b"1"))
             self.clock.advance(0)
         self.assertEqual(self.remote.data, {b"ns:small": s(b"1")})
-        self.assertIn(b"ns:huge", self.router._parked)
+        self.assertTrue(self.router.is_parked(b"ns:huge"))
         self.assertEqual(self.router.parked, 1)
         text = "\n".join(formatEvent(e) for e in events)
         self.assertIn("ns:huge: HTTP 413 from the proxy; ns:huge takes 5024 bytes", text)

@@ -1,15 +1,21 @@
 """The sandbox itself: extra sites sharing the hub (each its own Redis and client
-certificate), and a Redis restarted empty or from its last snapshot."""
+certificate), a Redis restarted empty or from its last snapshot, and the command
+line (``python -m redisrepl.sandbox``)."""
 
+import json
 import os
+import signal
+import socket
 import stat
+import subprocess
+import sys
 
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from redisrepl.sandbox import Sandbox, Site
-from tests.harness import client, wait_until
+from tests.harness import ROOT, client, wait_until
 
 NS = "sbx:"
 PONG = (200, b'{"PING":[true,"PONG"]}')
@@ -242,3 +248,44 @@ def test_sites_are_stopped_with_the_sandbox():
         sb.stop()
     assert not sb.running("site:early") and not sb.running("site:late")
     assert sb.workdir is None  # its own temporary work dir is gone
+
+
+
+# -- the command line -----------------------------------------------------------------
+
+def _sandbox_cli(*args, **kw):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
+    return subprocess.Popen([sys.executable, "-m", "redisrepl.sandbox", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_the_command_line_refuses_no_sites():
+    proc = _sandbox_cli("demo", "--sites", "0")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert "a number of sites, 1 or more, not '0'" in err
+
+
+def test_up_prints_the_lab_and_sigterm_stops_it_all(tmp_path):
+    """``python -m redisrepl.sandbox up --sites 2``: the lab as JSON, every Redis answering;
+    after SIGTERM none does and the work dir (ours) is kept."""
+    proc = _sandbox_cli("up", "--sites", "2", "--workdir", str(tmp_path / "lab"))
+    try:
+        lines = []
+        while not lines or lines[-1] != "}\n":
+            line = proc.stdout.readline()
+            assert line, f"no JSON: {''.join(lines)}{proc.stderr.read()}"
+            lines.append(line)
+        lab = json.loads("".join(lines))
+        assert list(lab["sites"]) == ["local", "site2"]
+        ports = [lab["remote_redis_port"]] + [site["redis_port"] for site in lab["sites"].values()]
+        assert all(client(port).ping() for port in ports)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert "SIGTERM: stopping" in err
+    for port in ports:
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    assert os.path.exists(tmp_path / "lab" / "webdis.json")

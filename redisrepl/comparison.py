@@ -1,0 +1,274 @@
+"""One reconcile run, end to end: find each side's generation and what this
+site confirmed of it, walk both namespaces (redisrepl.scan) judging every
+key (redisrepl.judgement), forget stale records, make the deletions, and
+confirm the generations once nothing the hub lost is left unjudged.
+
+A run knows, from each side's generation (redisrepl.epochs), whether that
+side lost or rolled back data since this site last confirmed it: the run is
+then a refill (nothing deleted, nothing the hub lost reverted here), and it
+confirms the new generations only once its refills are copied. Each reply
+tells the side's generation, so a side that loses data during a run voids
+it (at the next step, and at the latest before any deletion, which a run
+makes only at its end).
+"""
+
+import attrs
+from twisted.internet import task
+from twisted.logger import Logger
+
+from redisrepl import scripts
+from redisrepl.epochs import lost_windows
+from redisrepl.judgement import Judgement, Voided
+from redisrepl.merge import DeleteLimit, Mode
+from redisrepl.scan import Refused, digests_of, existing, scan_keys, scan_steps
+from redisrepl.sides import LOCAL, REMOTE, short
+from redisrepl.synced import SyncedEntry
+
+log = Logger()
+
+#: A progress line every so many keys scanned.
+PROGRESS_EVERY = 50_000
+
+
+@attrs.frozen
+class Outcome:
+    """What a run leaves to the scheduler: reasons to run again at once."""
+
+    again: tuple = ()
+
+
+@attrs.define
+class Comparison:
+    live: object                     # redisrepl.interfaces.ILiveCopies (the router)
+    local_store: object              # redisrepl.interfaces.IStateStore
+    remote_store: object
+    synced: object                   # redisrepl.synced.SyncedTable
+    epochs: dict                     # side -> redisrepl.epochs.SideEpoch
+    names: object                    # redisrepl.namespace.Namespace
+    clock: object
+    stats: object                    # redisrepl.reconcile.ReconcileStats
+    two_way: bool
+    winner: str = REMOTE
+    mirror: bool = False
+    max_delete: DeleteLimit = attrs.field(factory=DeleteLimit)
+    wanted_site: bytes | None = None
+    site: bytes | None = None        # this site's name, once known
+
+    @property
+    def stores(self):
+        return {LOCAL: self.local_store, REMOTE: self.remote_store}
+
+    async def run(self, reason: str) -> Outcome:
+        started = self.clock.seconds()
+        again = []
+        self.site = await self.synced.site_name(self.site or self.wanted_site)
+        confirmed = await self._confirmed()
+        allow_key = self.names.allow_key
+        checks = {side: await store.check(flag_key=allow_key if side == LOCAL else b"")
+                  for side, store in self.stores.items()}
+        if LOCAL not in confirmed:
+            # the local Redis lost this site's record: does the hub remember
+            # this site (by its name) and which local generation it confirmed?
+            recorded = await self.remote_store.command("GET", self._site_record())
+            if recorded:
+                confirmed[LOCAL] = recorded
+        mode = self._mode(checks, confirmed)
+        run = Judgement(self.live, self.synced, self.epochs, self.stats, self._room, mode,
+                        {side: check.generation.id for side, check in checks.items()},
+                        self.max_delete, allow_key, unlimited=checks[LOCAL].flagged)
+        log.info("reconcile ({reason}): comparing the namespace on both sides{how}", reason=reason,
+                 how=_describe(mode))
+        run.watcher = self.live.watch()
+        try:
+            await self._compare(run, started)
+            await self._forget_stale(checks[REMOTE].now)
+            await self._recheck(run)            # both sides as decided, just before deleting
+            await run.delete()
+            if mode.after_loss:
+                # the new generations are confirmed only once what was lost
+                # is back, or the next run would take its absence for a deletion
+                await self._drained(run.forced)
+                await self._recheck(run)
+        except Voided as e:
+            self.stats.voided += 1
+            log.warn("reconcile ({reason}) stopped: the {side} side lost or rolled back data during it; "
+                     "its deletions are not made, and a run in refill mode starts now",
+                     reason=reason, side=e.side)
+            return Outcome((f"voided: the {e.side} side's generation changed",))
+        finally:
+            self.live.unwatch(run.watcher)
+        if run.unresolved:
+            # keys the hub lost that the live path was busy with were not
+            # judged: until a run has, the hub's generation is not confirmed
+            # (its absence of them would look like deletions)
+            log.info("reconcile ({reason}): {n} keys the hub lost were being copied and are judged by "
+                     "another refill run", reason=reason, n=run.unresolved)
+            again.append("after a loss: keys not yet judged")
+        else:
+            await self._confirm(run.generations)
+        if mode.after_loss:
+            # the deletions this run held back are made by the next one, on
+            # the generations it has just confirmed
+            again.append("after a loss: deletions held back")
+        if run.used_allowance:
+            await self.local_store.command("DEL", allow_key)
+        duration = self.clock.seconds() - started
+        self.stats.runs += 1
+        self.stats.keys_compared += run.compared
+        self.stats.keys_fixed += run.fixed
+        self.stats.refilled += run.refilled
+        self.stats.last_duration = duration
+        self.stats.last_end = self.clock.seconds()
+        log.info("reconcile ({reason}) done: {compared} keys compared, {fixed} differed and are being "
+                 "copied, in {duration:.2f}s", reason=reason, compared=run.compared, fixed=run.fixed,
+                 duration=duration)
+        return Outcome(tuple(again))
+
+    async def _confirmed(self):
+        """{side: generation id} this site last confirmed: from memory (which
+        outlives a wipe of the local Redis), else from the local Redis, else
+        the first one this process saw (whatever it recorded since then is
+        of that one or later)."""
+        confirmed = await self.synced.confirmed()
+        for side, epoch in self.epochs.items():
+            if epoch.confirmed is not None:
+                confirmed[side] = epoch.confirmed
+            elif side in confirmed:
+                epoch.confirmed = confirmed[side]
+            elif epoch.first is not None:
+                confirmed[side] = epoch.first
+        return confirmed
+
+    def _mode(self, checks, confirmed):
+        remote = checks[REMOTE]
+        hub_lost = REMOTE in confirmed and remote.generation.id != confirmed[REMOTE]
+        local_lost = LOCAL in confirmed and checks[LOCAL].generation.id != confirmed[LOCAL]
+        window_open = remote.now < remote.generation.start + scripts.RECOVERY_WINDOW * 1_000_000
+        return Mode(two_way=self.two_way, winner=self.winner, mirror=self.mirror,
+                    hub_lost=hub_lost, local_lost=local_lost,
+                    windows=tuple(lost_windows(remote.hist, confirmed.get(REMOTE))) if hub_lost else (),
+                    recovery_start=remote.generation.start if window_open else None)
+
+    async def _compare(self, run, started):
+        refused = Refused()
+        # Memory stays bounded whatever the size of the namespace: one SCAN
+        # step of each side at a time. First every remote key, against its
+        # local digest read then; then the keys that only the local side has.
+        report = self._progress("remote", started, run)
+        on_local_big = _big_progress(LOCAL)
+        async for step in scan_steps(self.remote_store, self.names, on_big=_big_progress(REMOTE),
+                                     refused=refused):
+            run.check_generation(REMOTE)
+            run.sizes[REMOTE] += len(step)
+            keys = [key for key, _, _ in step]
+            here = await digests_of(self.local_store, keys, on_local_big)
+            run.check_generation(LOCAL)
+            entries = await self.synced.get(keys)
+            for (key, there, tag), mine, entry in zip(step, here, entries):
+                await run.judge(key, mine, there, entry, tag)
+            await run.flush(self.epochs[REMOTE].current)
+            report(run.compared)
+        report = self._progress("local", started, run)
+        scanned = 0
+        async for keys in scan_keys(self.local_store, self.names, refused=refused):
+            run.check_generation(LOCAL)
+            scanned += len(keys)
+            run.sizes[LOCAL] += len(keys)
+            there = await existing(self.remote_store, keys)
+            run.check_generation(REMOTE)
+            only_here = [(key, tag) for key, (exists, tag) in zip(keys, there) if not exists]
+            keys_here = [key for key, _ in only_here]
+            here = await digests_of(self.local_store, keys_here, on_local_big)
+            entries = await self.synced.get(keys_here)
+            for (key, tag), mine, entry in zip(only_here, here, entries):
+                await run.judge(key, mine, None, entry, tag)
+            await run.flush(self.epochs[REMOTE].current)
+            report(scanned)
+        if refused.count:
+            self.stats.refused_keys += refused.count
+            log.error("reconcile: {n} keys listed outside the namespace were refused", n=refused.count)
+
+    async def _recheck(self, run):
+        for side, store in self.stores.items():
+            await store.check()
+            run.check_generation(side)
+
+    async def _confirm(self, generations):
+        """This site has seen these generations through a whole run: losses
+        before them are refilled."""
+        await self.synced.confirm(generations)
+        for side, gen_id in generations.items():
+            self.epochs[side].confirmed = gen_id
+        await self.remote_store.command("SET", self._site_record(), generations[LOCAL])
+
+    def _site_record(self):
+        return self.names.meta + b"site:" + self.site
+
+    async def _forget_stale(self, hub_now):
+        """Drop the synchronised state of keys absent on both sides (deleted
+        on both while the daemon was away), but the tombstones of deletions
+        still within the recovery window (``hub_now``: the hub's time, in
+        its stamps' unit)."""
+        oldest = hub_now - scripts.RECOVERY_WINDOW * 1_000_000
+        cursor = b"0"
+        while True:
+            reply = await self.synced.scan(cursor)
+            cursor, keys, values = reply[0], reply[1][0::2], reply[1][1::2]
+            if keys:
+                here = await existing(self.local_store, keys)
+                there = await existing(self.remote_store, keys)
+                stale = []
+                for key, value, (a, _), (b, _) in zip(keys, values, here, there):
+                    entry = SyncedEntry.decode(value)
+                    if not a and not b and not (entry.tombstone and entry.stamp > oldest):
+                        stale.append(key)
+                if stale:
+                    await self.synced.update([], stale)
+            if cursor in (b"0", 0):
+                return
+
+    async def _drained(self, keys):
+        """Wait until the router has copied ``keys`` (none queued or in flight)."""
+        keys = set(keys)
+        while keys:
+            keys = {key for key in keys if self.live.pending(key)}
+            if keys:
+                await task.deferLater(self.clock, 0.1, lambda: None)
+
+    async def _room(self):
+        """Wait while the router's queue is more than half full: the fixes of
+        a large reconcile go in as fast as they are copied, never overflowing."""
+        while self.live.backlog >= self.live.max_backlog // 2:
+            await task.deferLater(self.clock, 0.05, lambda: None)
+
+    def _progress(self, side, started, run):
+        state_ = {"next": PROGRESS_EVERY}
+
+        def report(scanned):
+            if scanned >= state_["next"]:
+                state_["next"] += PROGRESS_EVERY
+                elapsed = max(self.clock.seconds() - started, 1e-6)
+                log.info("reconcile: {n} keys scanned on the {side} side ({rate:.0f} keys/s), "
+                         "{fixed} of {compared} compared so far differ and are being copied",
+                         n=scanned, side=side, rate=scanned / elapsed, fixed=run.fixed, compared=run.compared)
+        return report
+
+
+def _big_progress(side):
+    def report(key, kind):
+        log.info("reconcile: digesting the big {kind} {key} on the {side} side, a chunk at a time",
+                 kind=kind, key=short(key), side=side)
+    return report
+
+
+def _describe(mode):
+    parts = []
+    if mode.hub_lost:
+        parts.append("the remote side lost or rolled back data since this site last confirmed it: "
+                     "refilling what it lost from the local side")
+    if mode.local_lost:
+        parts.append("the local side lost or rolled back data since this site last confirmed it"
+                     + ("" if mode.two_way else ": refilling it from the remote side"))
+    if parts:
+        parts.append("deleting nothing in this run")
+    return "".join("; " + part for part in parts)

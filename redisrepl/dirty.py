@@ -1,0 +1,161 @@
+"""The queue of dirty keys: which keys changed on which side and wait to be
+copied (pure: time comes from an injected clock).
+
+One entry per key however many events it gets, so changes coalesce and the
+queue is bounded by the number of distinct keys, never by the number of
+events. A key is taken in one batch at a time (in flight until its batch is
+done); a failed batch puts its keys back at the front, keeping any change
+that arrived meanwhile; a key a side refuses is parked with its own backoff
+and comes back by itself.
+"""
+
+import enum
+from collections import OrderedDict
+from typing import Callable, Iterable
+
+from redisrepl.backoff import Backoff
+from redisrepl.sides import BIT, OTHER
+
+
+class Queued(enum.Enum):
+    """What ``DirtyQueue.add`` did with a change."""
+
+    ADDED = "added"            # a new entry: something to pump
+    COALESCED = "coalesced"    # merged into the key's entry
+    PARKED = "parked"          # merged into the key's parked entry
+    FULL = "full"              # not kept: the queue is full (a reconcile must find it)
+
+
+def key_backoff() -> Backoff:
+    return Backoff(initial=1.0, maximum=60.0)
+
+
+class DirtyQueue:
+    def __init__(self, clock, on_ready: Callable[[], None], max_backlog: int = 100_000,
+                 key_backoff: Callable[[], Backoff] = key_backoff):
+        self._clock = clock
+        self._on_ready = on_ready          # called when a parked key is back
+        self.max_backlog = max_backlog
+        self._key_backoff = key_backoff
+        self._dirty: OrderedDict[bytes, int] = OrderedDict()   # key -> BIT mask, oldest first
+        self._parked = {}                  # key -> (BIT mask, DelayedCall)
+        self._backoffs = {}                # key -> Backoff, while the key keeps being refused
+        self._solo = set()                 # keys to send alone (to find the one refused)
+        self.in_flight = set()             # keys in a batch under way
+        self.high_water = 0                # most keys ever waiting at once
+        self._stopped = False
+
+    def __bool__(self):
+        return bool(self._dirty)
+
+    def add(self, side: str, key: bytes) -> Queued:
+        parked = self._parked.get(key)
+        if parked is not None:
+            self._parked[key] = (parked[0] | BIT[side], parked[1])
+            return Queued.PARKED
+        mask = self._dirty.get(key)
+        if mask is not None:
+            self._dirty[key] = mask | BIT[side]
+            return Queued.COALESCED
+        if len(self._dirty) >= self.max_backlog:
+            return Queued.FULL
+        self._dirty[key] = BIT[side]
+        self.high_water = max(self.high_water, len(self._dirty) + len(self._parked) + len(self.in_flight))
+        return Queued.ADDED
+
+    def clear(self, key: bytes, side: str) -> None:
+        """``key`` no longer needs copying from ``side``."""
+        mask = self._dirty.get(key, 0) & ~BIT[side]
+        if mask:
+            self._dirty[key] = mask
+        else:
+            self._dirty.pop(key, None)
+
+    def queued(self, key: bytes) -> bool:
+        return key in self._dirty
+
+    def pending(self, key: bytes) -> bool:
+        """Is ``key`` queued, parked or in flight?"""
+        return key in self._dirty or key in self._parked or key in self.in_flight
+
+    def snapshot(self) -> set:
+        """Every key queued, parked or in flight."""
+        return set(self._dirty) | set(self._parked) | set(self.in_flight)
+
+    def is_parked(self, key: bytes) -> bool:
+        return key in self._parked
+
+    @property
+    def backlog(self) -> int:
+        busy = sum(1 for key in self.in_flight if key not in self._dirty)
+        return len(self._dirty) + len(self._parked) + busy
+
+    @property
+    def parked(self) -> int:
+        return len(self._parked)
+
+    def pick(self, first: str, batch_size: int):
+        """Take the next batch: (source side, keys), now in flight; or None.
+        A key dirty on both sides goes in a batch from ``first`` first."""
+        source, keys = None, []
+        for looked, (key, mask) in enumerate(self._dirty.items()):
+            if looked > 4 * batch_size and keys:
+                break  # enough looking: send what we have
+            if key in self.in_flight:
+                continue
+            side = first if mask & BIT[first] else OTHER[first]
+            if source is None:
+                source = side
+            elif side != source or key in self._solo:
+                continue
+            keys.append(key)
+            if key in self._solo or len(keys) >= batch_size:
+                break
+        if not keys:
+            return None
+        for key in keys:
+            self.clear(key, source)
+        self.in_flight.update(keys)
+        return source, keys
+
+    def done(self, keys: Iterable[bytes]) -> None:
+        """These keys' copies are over (in flight no more)."""
+        self.in_flight.difference_update(keys)
+
+    def succeeded(self, keys: Iterable[bytes]) -> None:
+        for key in keys:
+            self._backoffs.pop(key, None)
+            self._solo.discard(key)
+
+    def requeue(self, keys: list, source: str) -> None:
+        """Back to the front, in their order, keeping any change that arrived meanwhile."""
+        if self._stopped:
+            return
+        for key in reversed(keys):
+            self._dirty[key] = self._dirty.pop(key, 0) | BIT[source]
+            self._dirty.move_to_end(key, last=False)
+
+    def send_alone(self, keys: list, source: str) -> None:
+        """One of ``keys`` was refused: send them again one per batch, to find it."""
+        self._solo.update(keys)
+        self.requeue(keys, source)
+
+    def park(self, key: bytes, source: str) -> float | None:
+        """Set ``key`` aside with its own backoff; the delay, or None once stopped."""
+        if self._stopped:
+            return None
+        sides = BIT[source] | self._dirty.pop(key, 0)
+        delay = self._backoffs.setdefault(key, self._key_backoff()).next_delay()
+        self._parked[key] = (sides, self._clock.callLater(delay, self._unpark, key))
+        return delay
+
+    def _unpark(self, key: bytes) -> None:
+        sides, _ = self._parked.pop(key)
+        self._dirty[key] = self._dirty.get(key, 0) | sides
+        self._on_ready()
+
+    def stop(self) -> None:
+        self._stopped = True
+        for _, call in self._parked.values():
+            if call.active():
+                call.cancel()

@@ -1,0 +1,116 @@
+r"""The seams between the parts of redisrepl, as zope interfaces.
+
+    sources --IChangeSink--> router --IStateStore--> stores (the writers)
+                               |  \--IExpectedEvents (one table per side)
+                               |
+    reconcile --ILiveCopies--> router --IReconcileRequests--> reconcile
+
+Each is implemented once in the daemon and once (or more) in the tests'
+doubles; ``zope.interface.verify.verifyObject`` checks both.
+"""
+
+from zope.interface import Attribute, Interface
+
+
+class IStateStore(Interface):
+    """One Redis, read and written a key state at a time (redisrepl.stores)."""
+
+    epoch = Attribute("the side's SideEpoch: which generation of its data answered last")
+
+    def read(keys):
+        """Awaitable ReadReply: the states of ``keys``, their hub stamps and the generation."""
+
+    def write(items, origins=None, expects=None):
+        """Awaitable WriteReply: make each (key, state) of ``items`` hold there."""
+
+    def check(heartbeat_key=b"", lifetime_ms=0, flag_key=b""):
+        """Awaitable CheckReply: the side's generation and clock."""
+
+    def command(*args):
+        """Awaitable reply of one Redis command."""
+
+    def run_script(script, keys, args):
+        """Awaitable (payload, generation) of one of redisrepl's scripts."""
+
+    def write_piece(key, offset, data, lifetime_ms):
+        """Awaitable: write ``data`` at ``offset`` of the string ``key`` (a big string's copy)."""
+
+
+class IExpectedEvents(Interface):
+    """What redisrepl wrote on one side, to tell its echoes from genuine changes
+    (redisrepl.expected)."""
+
+    def expect(key, state):
+        """``key`` is about to be made to hold ``state``."""
+
+    def is_echo(key, state):
+        """Is ``state``, just read, what redisrepl wrote? (consumes the entry)"""
+
+    def holds(key, state):
+        """Does the side hold ``state`` as far as redisrepl knows?"""
+
+    def has(key):
+        """Is anything expected for ``key``?"""
+
+    def forget(key):
+        """Expect nothing more for ``key``."""
+
+    def uncertain(key):
+        """A write of ``key`` may or may not have happened."""
+
+    def expect_events(key, events):
+        """A big key's copy is about to cause ``events`` on ``key``."""
+
+    def withdraw_events(key, count):
+        """The last ``count`` events expected for ``key`` will not come."""
+
+    def echo_event(key, event):
+        """Is ``event`` on ``key`` one redisrepl caused? (consumes it)"""
+
+    def forget_events():
+        """The side's stream reconnected: the events expected were lost."""
+
+
+class IChangeSink(Interface):
+    """What the event sources feed (the router)."""
+
+    def changed(side, key, event=None):
+        """``side`` announced a change to ``key`` (by an ``event`` of that name)."""
+
+    def subscribed(side):
+        """``side``'s events are (re)subscribed: those made while they were not are lost."""
+
+
+class ILiveCopies(Interface):
+    """What the reconcile needs of the live path (the router)."""
+
+    backlog = Attribute("keys waiting to be copied")
+    max_backlog = Attribute("the most keys that may wait")
+
+    def watch():
+        """A set that collects every key the live path touches from now on."""
+
+    def unwatch(watcher):
+        """Stop filling ``watcher``."""
+
+    def pending(key):
+        """Is a copy of ``key`` queued, parked or under way?"""
+
+    def force(side, key, guard=None, origin=None, expect=None):
+        """Copy ``key`` from ``side`` whatever the expected-event tables remember."""
+
+    def unsupported(key, side, kind):
+        """Count and report once a key of a type that is not replicated."""
+
+    def was_evicted(side, key):
+        """Did ``side`` evict ``key`` (and nothing happened to it there since)?"""
+
+
+class IReconcileRequests(Interface):
+    """What the live path and the epochs ask of the reconcile."""
+
+    def request(reason, delay=0.2):
+        """Run a reconcile soon, for ``reason``."""
+
+    def generation_changed(side, generation):
+        """A reply showed that ``side`` lost or rolled back data."""

@@ -1,0 +1,87 @@
+"""Where the reconcile meets the live path: the copies it asked for, and the
+keys the live path touched while it looked (pure)."""
+
+import attrs
+
+
+class _Anything:
+    """No condition on what the target holds (the default of a copy)."""
+
+    def __repr__(self):
+        return "ANYTHING"
+
+
+ANYTHING = _Anything()
+
+
+@attrs.frozen
+class Forced:
+    """A copy the reconcile asked for, from ``source``: ``guard`` is the
+    generation id the source had when the reconcile decided (the copy is
+    dropped if the source answers with another: it lost or rolled back data
+    since); ``origin`` makes it a refill of a state known since that stamp."""
+
+    source: str
+    guard: bytes | None = None
+    origin: int | None = None
+    expect: object = ANYTHING     # the target's digest the reconcile saw (None: absent)
+
+
+class ForcedCopies:
+    """The reconcile's copies, by key, until each is done or overtaken."""
+
+    def __init__(self):
+        self._forced: dict[bytes, Forced] = {}
+
+    def ask(self, key: bytes, forced: Forced) -> None:
+        self._forced[key] = forced
+
+    def get(self, key: bytes) -> Forced | None:
+        return self._forced.get(key)
+
+    def of(self, keys, source: str) -> dict:
+        """What the reconcile asked of ``keys`` from ``source``, as it stands now."""
+        found = {}
+        for key in keys:
+            forced = self._forced.get(key)
+            if forced is not None and forced.source == source:
+                found[key] = forced
+        return found
+
+    def overtaken(self, key: bytes) -> Forced | None:
+        """A live change to ``key``: the reconcile's copy of it (if any) is
+        dropped and returned: the live change is copied whatever it thought."""
+        return self._forced.pop(key, None)
+
+    def done(self, key: bytes, source: str) -> None:
+        """The copy of ``key`` from ``source`` is made."""
+        forced = self._forced.get(key)
+        if forced is not None and forced.source == source:
+            del self._forced[key]
+
+    def drop(self, key: bytes) -> None:
+        self._forced.pop(key, None)
+
+
+class Watchers:
+    """Sets that collect every key the live path touches (an event, a copy)
+    while a reconcile looks, so that it never judges a key on views of both
+    sides read before and after a copy."""
+
+    def __init__(self):
+        self._sets: list[set] = []
+
+    def watch(self, start: set) -> set:
+        self._sets.append(start)
+        return start
+
+    def unwatch(self, watcher: set) -> None:
+        self._sets.remove(watcher)
+
+    def touched(self, key: bytes) -> None:
+        for watcher in self._sets:
+            watcher.add(key)
+
+    def touched_all(self, keys) -> None:
+        for watcher in self._sets:
+            watcher.update(keys)

@@ -1,0 +1,247 @@
+"""The :class:`Sandbox`: a work dir, its certificates and ports, the sites and the
+components (sites.py, components.py), and what users of the lab need to reach it
+(daemon command lines, redis-cli, requests through the proxy)."""
+
+import atexit
+import dataclasses
+import os
+import re
+import shutil
+import ssl
+import sys
+import tempfile
+from collections.abc import Iterable
+
+from redisrepl.sandbox import layout
+from redisrepl.sandbox.certificates import (
+    generate_certificates,
+    write_client_certificate,
+)
+from redisrepl.sandbox.components import Components
+from redisrepl.sandbox.probes import http_request
+from redisrepl.sandbox.processes import free_port
+from redisrepl.sandbox.sites import Site, Sites
+
+TWISTD = "from twisted.scripts.twistd import run; run()"
+#: What describe() gives besides the sites.
+DESCRIBED = ("workdir", "local_redis_port", "remote_redis_port", "webdis_port", "proxy_port",
+             "haddr", "wrong_name_haddr", "ca_cert", "client_cert", "client_key",
+             "server_cert", "server_key", "other_ca_cert", "other_client_cert",
+             "other_client_key", "wrong_host_cert", "wrong_host_key")
+
+
+class Sandbox:
+    """A throwaway replication lab on loopback: local Redis, remote Redis, Webdis in front
+    of the remote Redis, nginx terminating mTLS in front of Webdis, and generated certificates.
+
+    ``with Sandbox() as sb:`` starts everything and stops it all at the end.
+    Ports are picked at the first start() (or add_site()) and kept for the sandbox's
+    life, so stop_component()/start_component() bring a component back on the same port.
+    Extra sites (add_site) are started and stopped with the rest.
+    """
+
+    def __init__(self, workdir: str | None = None, *, path_prefix: str = "/redis"):
+        self.workdir = os.path.abspath(workdir) if workdir else None
+        self._own_workdir = False
+        self.path_prefix = ("/" + path_prefix.strip("/")) if path_prefix.strip("/") else ""
+        self._sites = Sites()  # the extra sites in the order added
+        self._components = Components(self, self._sites)
+        self._issued = 0  # client certificates issued by issue_client_certificate()
+        self._started = False
+        self._certs_done = False
+        self.local_redis_port = self.remote_redis_port = None
+        self.webdis_port = self.proxy_port = None
+        self.haddr = self.wrong_name_haddr = None
+        self.ca_cert = self.ca_key = self.client_cert = self.client_key = None
+        self.server_cert = self.server_key = None
+        self.other_ca_cert = self.other_ca_key = None
+        self.other_client_cert = self.other_client_key = None
+        self.wrong_host_cert = self.wrong_host_key = None
+
+    # life cycle
+
+    def start(self) -> "Sandbox":
+        """Generate certs (once), pick ports (once), write configs, start and await all four
+        and the extra sites."""
+        self._prepare()
+        self._components.write_configs()
+        self._started = True
+        try:
+            for name in self._components.names():
+                if name not in self._components:
+                    self.start_component(name)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop every component (the extra sites, then nginx first); idempotent; remove the
+        workdir if ours.  The extra sites are kept: a later start() starts them again."""
+        self._started = False
+        for name in reversed(self._components.names()):
+            if name in self._components:
+                self.stop_component(name)
+        atexit.unregister(self.stop)
+        if self._own_workdir and self.workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+            self._own_workdir = False
+
+    def __enter__(self) -> "Sandbox":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def add_site(self, name: str) -> Site:
+        """Another site sharing the hub: its own redis-server (same flags as the local Redis,
+        its own port, data dir and socket) and its own client certificate, CN
+        ``redisrepl-site-<name>`` signed by the good CA.  Returns its :class:`Site`.
+
+        Before start() the site is only prepared (certificate, port) and start() starts
+        it; after, its Redis is started now (and the site forgotten if that fails)."""
+        self._sites.check_new(name)
+        self._prepare()
+        site = self._sites.add(name, self._free_port(), self.workdir, self.ca_cert, self.ca_key)
+        if self._started:
+            try:
+                self.start_component(site.component)
+            except BaseException:
+                self._sites.forget(name)
+                raise
+        return site
+
+    @property
+    def sites(self) -> dict[str, Site]:
+        """Every site by name: "local" (the local Redis and the ``client`` certificate)
+        first, then the extra sites in the order add_site() made them."""
+        local = Site(name="local", redis_port=self.local_redis_port, client_cert=self.client_cert,
+                     client_key=self.client_key, component="local_redis",
+                     socket_path=self.socket_path("local_redis") if self.workdir else None)
+        return {"local": local, **self._sites.by_name()}
+
+    def issue_client_certificate(self, cn: str) -> tuple[str, str]:
+        """A new client certificate for ``cn`` signed by the good CA (to play a renewed or a
+        shared certificate); (cert path, key path), in a new pair of files each time."""
+        self._prepare()
+        self._issued += 1
+        slug = re.sub(r"[^A-Za-z0-9_.-]", "_", cn)[:40]
+        base = os.path.join(layout.certs_dir(self.workdir), f"issued-{self._issued}-{slug}")
+        return write_client_certificate(base, cn, self.ca_cert, self.ca_key)
+
+    def start_component(self, name: str, snapshot: bool = False) -> None:
+        """(Re)start one component on its port, with its config; return once it is ready.
+
+        For a Redis (local, remote or a site): with ``snapshot=False`` its ``dump.rdb`` is
+        deleted first, so it comes back empty; with ``snapshot=True`` the dump is kept and
+        loaded, so it comes back as its last ``SAVE`` left it (stopping writes no dump:
+        there are no save points, and Redis 7's default ``shutdown-on-sigterm`` saves on
+        SIGTERM only if there are)."""
+        self._components.start(name, snapshot)
+
+    def stop_component(self, name: str) -> None:
+        """SIGTERM one component, wait (SIGKILL its process group after a few s); no-op if stopped."""
+        self._components.stop(name)
+
+    def running(self, name: str) -> bool:
+        """Whether the component's process is alive."""
+        return self._components.running(name)
+
+    # what users of the sandbox need to reach it
+
+    def socket_path(self, name: str = "local_redis") -> str:
+        """The unix socket a Redis of the sandbox also listens on."""
+        return layout.socket_path(self.workdir, name)
+
+    def dump_path(self, name: str = "local_redis") -> str:
+        """The RDB file a Redis component's ``SAVE`` writes and ``snapshot=True`` loads."""
+        return layout.dump_path(self.workdir, name)
+
+    def redis_cli_args(self, side: str) -> list[str]:
+        """``["redis-cli", "-p", port]`` for side "local", "remote" or an extra site's name."""
+        ports = {"local": self.local_redis_port, "remote": self.remote_redis_port}
+        ports.update((name, site.redis_port) for name, site in self._sites.by_name().items())
+        if side not in ports:
+            raise ValueError(f"side must be 'local', 'remote' or a site's name, not {side!r}")
+        return ["redis-cli", "-p", str(ports[side])]
+
+    def daemon_args(self, namespace: str, rc: bool = True, extra: Iterable[str] = (),
+                    site: str | Site | None = None, cert: str | None = None,
+                    key: str | None = None) -> list[str]:
+        """The ``twistd -n redisrepl`` command line wired to this sandbox.
+
+        ``site`` (a name or a :class:`Site`; default the local Redis) picks ``--raddr``
+        and the client certificate; ``cert``/``key`` replace that certificate (a shared
+        or a renewed one).
+
+        ``python -m twisted`` is the ``twist`` runner, which knows no ``-n``; twistd
+        has no ``__main__``, hence ``-c``.  ``--pidfile=`` keeps twistd from writing
+        (and fighting over) ``twistd.pid`` in the current directory."""
+        s = self._site("local" if site is None else site)
+        args = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "redisrepl",
+                "--haddr", self.haddr, "--cert", cert or s.client_cert,
+                "--key", key or s.client_key,
+                "--ca", self.ca_cert, "--raddr", f"127.0.0.1:{s.redis_port}",
+                "--nam", namespace]
+        return args + (["--rc"] if rc else []) + list(extra)
+
+    def client_ssl_context(self, cert: str | None = None, key: str | None = None) -> ssl.SSLContext:
+        """A stdlib SSLContext trusting the good CA and holding client credentials: the
+        good ``client`` certificate unless ``cert``/``key`` name others (a site's)."""
+        ctx = ssl.create_default_context(cafile=self.ca_cert)
+        ctx.load_cert_chain(cert or self.client_cert, key or self.client_key)
+        return ctx
+
+    def request(self, method: str, path: str, body: bytes | None = None, timeout: float = 5.0,
+                cert: str | None = None, key: str | None = None) -> tuple[int, bytes]:
+        """One request through nginx (``path`` after the prefix, e.g. "/GET/k.raw"); (status, body).
+        ``cert``/``key``: the client certificate to present instead of the good one."""
+        return http_request(self.proxy_port, method, self.path_prefix + path, body,
+                            self.client_ssl_context(cert, key), timeout)
+
+    def describe(self) -> dict:
+        """Ports, paths and URLs, as a JSON-friendly dict (``sites``: every site by name)."""
+        described = {k: getattr(self, k) for k in DESCRIBED}
+        described["sites"] = {name: dataclasses.asdict(site) for name, site in self.sites.items()}
+        return described
+
+    # internals
+
+    def _prepare(self):
+        """The work dir, the certificates and the ports, made once (by start() or add_site());
+        again the work dir and certificates after stop() removed a work dir of ours."""
+        if self.workdir is None:
+            self.workdir = tempfile.mkdtemp(prefix="redisrepl-sandbox-")
+            self._own_workdir = True
+            self._certs_done = False
+        os.makedirs(self.workdir, exist_ok=True)
+        atexit.register(self.stop)  # stop() unregisters every registration
+        if not self._certs_done:
+            for attr, path in generate_certificates(layout.certs_dir(self.workdir)).items():
+                setattr(self, attr, path)
+            self._certs_done = True
+            self._sites.equip_all(self.workdir, self.ca_cert, self.ca_key)
+        if self.proxy_port is None:
+            for attr in ("local_redis_port", "remote_redis_port", "webdis_port", "proxy_port"):
+                setattr(self, attr, self._free_port())  # one by one: each avoids the ones before
+        self.haddr = f"https://localhost:{self.proxy_port}{self.path_prefix}"
+        self.wrong_name_haddr = f"https://127.0.0.1:{self.proxy_port}{self.path_prefix}"
+
+    def _free_port(self):
+        """A free port that no component of this sandbox has been given yet."""
+        taken = {self.local_redis_port, self.remote_redis_port, self.webdis_port,
+                 self.proxy_port, *self._sites.redis_ports().values()}
+        while True:
+            port = free_port()
+            if port not in taken:
+                return port
+
+    def _site(self, site):
+        """A :class:`Site` from a site or a site's name."""
+        if isinstance(site, Site):
+            return site
+        sites = self.sites
+        if site not in sites:
+            raise ValueError(f"unknown site {site!r}; one of {tuple(sites)}")
+        return sites[site]

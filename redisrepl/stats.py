@@ -1,0 +1,76 @@
+"""What the live path counts and reports: counters for the metrics, the
+state of each side's link for the health check, and warnings once per key."""
+
+from collections import Counter
+
+import attrs
+from twisted.logger import Logger
+
+from redisrepl.errors import LinkError, ReplicationError
+from redisrepl.sides import LOCAL, REMOTE, short
+
+log = Logger()
+
+#: Keys remembered as already reported (a warning per key, for so many keys at most).
+REPORTED_KEYS = 10_000
+
+
+def _per_side():
+    return {LOCAL: 0, REMOTE: 0}
+
+
+@attrs.define
+class Stats:
+    events: dict = attrs.field(factory=_per_side)      # events taken, by side
+    echoes: dict = attrs.field(factory=_per_side)      # echoes dropped, by side they came from
+    writes: dict = attrs.field(factory=_per_side)      # keys written, by side written
+    requests: dict = attrs.field(factory=_per_side)    # write batches sent, by side written
+    failures: Counter = attrs.field(factory=Counter)   # failed requests, by (side, kind)
+    last_write: dict = attrs.field(factory=dict)       # side -> time of the last successful write
+    coalesced: int = 0
+    unchanged: int = 0
+    ignored: int = 0
+    big_copies: int = 0                                # big keys copied in chunks
+    overflows: int = 0                                 # changes not queued: the queue was full
+    unsupported: int = 0                               # changes to keys of a type not replicated
+    backlog_high: int = 0                              # most keys waiting at once
+    evicted: dict = attrs.field(factory=_per_side)     # eviction events, by side
+    voided: int = 0                                    # reconcile copies dropped: their source lost data since
+    deferred: int = 0                                  # hub keys refilled by another site, left to the reconcile
+    refills_refused: int = 0                           # refills the hub refused: it held something as fresh
+
+
+class Links:
+    """Whether each side answered its last request, and why not."""
+
+    def __init__(self, stats: Stats):
+        self._stats = stats
+        #: side -> why it could not be reached last time, None once it answers
+        self.error = {LOCAL: None, REMOTE: None}
+
+    def failed(self, side: str, error: Exception) -> None:
+        kind = error.kind if isinstance(error, ReplicationError) else "error"
+        self._stats.failures[side, kind] += 1
+        if isinstance(error, LinkError):
+            self.error[side] = str(error)
+
+    def answered(self, side: str) -> None:
+        self.error[side] = None
+
+
+class KeyReports:
+    """Warnings about keys, once per key."""
+
+    def __init__(self, stats: Stats):
+        self._stats = stats
+        self.warned = set()
+
+    def unsupported(self, key: bytes, side: str, kind: str) -> None:
+        """Count, and report once per key, a key of a type not replicated."""
+        self._stats.unsupported += 1
+        self.once(key, f"on the {side} side is a {kind}, which is not replicated")
+
+    def once(self, key: bytes, text: str) -> None:
+        if key not in self.warned and len(self.warned) < REPORTED_KEYS:
+            self.warned.add(key)
+            log.warn("{key} {text}", key=short(key), text=text)
