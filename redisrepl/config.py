@@ -2,8 +2,9 @@
 
 ``validate`` turns the raw option values (the command line and the --config
 file, as ``twisted.python.usage`` leaves them: strings, and 0/1 for flags)
+and the environment it is handed ($REDISREPL_USERNAME, $REDISREPL_PASSWORD)
 into a ``Config``, or raises ConfigError with the one line the user sees.
-Nothing is read here (no file, no environment variable, no certificate):
+Nothing is read here (no file, no certificate, not ``os.environ`` itself):
 that is redisrepl.startup's job, once the options are known to be sound.
 """
 
@@ -29,6 +30,11 @@ DEFAULTS = {
     "big-key-items": "10000",
 }
 
+PASSWORD_ENV = "REDISREPL_PASSWORD"
+USERNAME_ENV = "REDISREPL_USERNAME"
+#: Set when redisrepl re-ran itself to move a -pass password out of its argv.
+LEGACY_PASS_ENV = "REDISREPL_PASSWORD_FROM_PASS"
+
 #: Where the local Redis is: ``("tcp", host, port)`` or ``("unix", path)``.
 LocalEndpoint = tuple[str, str, int] | tuple[str, str]
 
@@ -40,8 +46,8 @@ class ConfigError(ValueError):
 
 @attrs.frozen(kw_only=True)
 class Config:
-    """Everything the options say, checked; secrets stay in their files
-    (redisrepl.startup reads them)."""
+    """Everything the options and the environment say, checked; secrets in
+    files stay there (redisrepl.startup reads them)."""
 
     #: the hub: Webdis behind the proxy, ``https://host[:port][/path]``
     haddr: str
@@ -54,11 +60,15 @@ class Config:
     raddr: str
     local_endpoint: LocalEndpoint
     db: int
-    #: --username; startup falls back on $REDISREPL_USERNAME
+    #: the local Redis' ACL user: --username, else $REDISREPL_USERNAME
     username: str | None
     password_file: str | None
+    #: $REDISREPL_PASSWORD (used without -pass and --password-file)
+    environ_password: str | None = attrs.field(repr=False)
     #: -pass (deprecated): startup moves it out of the command line
     legacy_password: str | None = attrs.field(repr=False)
+    #: this process is the re-run that moved a -pass password to $REDISREPL_PASSWORD
+    password_moved: bool
     namespace: bytes
     names: Namespace
     all_keys: bool
@@ -89,10 +99,12 @@ class Config:
         return self.names.reserved
 
 
-def validate(values: Mapping[str, object]) -> Config:
+def validate(values: Mapping[str, object], environ: Mapping[str, str] | None = None) -> Config:
     """The Config of raw option values (long option names as keys; a missing
-    key takes its default), or ConfigError. The checks run in a fixed order:
-    the first one to fail names the problem."""
+    key takes its default) and of ``environ`` (the process' environment; none
+    if not given), or ConfigError. The checks run in a fixed order: the first
+    one to fail names the problem."""
+    environ = {} if environ is None else environ
     raw = {**DEFAULTS, **{k: v for k, v in values.items() if v is not None}}
 
     def flag(name: str) -> bool:
@@ -137,8 +149,9 @@ def validate(values: Mapping[str, object]) -> Config:
         haddr=raw["haddr"], cert=text("cert"), key=text("key"), ca=text("ca"),
         key_password_file=text("key-password-file"),
         raddr=raw["raddr"], local_endpoint=local_endpoint, db=db,
-        username=text("username"), password_file=text("password-file"),
-        legacy_password=raw.get("pass"),
+        username=text("username") or environ.get(USERNAME_ENV) or None,
+        password_file=text("password-file"), environ_password=environ.get(PASSWORD_ENV) or None,
+        legacy_password=raw.get("pass"), password_moved=bool(environ.get(LEGACY_PASS_ENV)),
         namespace=namespace, names=Namespace(namespace), all_keys=flag("all-keys"),
         allow_http=flag("allow-http"), rc=flag("rc"), winner=winner, mirror=flag("mirror"),
         keep_remote_only=flag("keep-remote-only"), heartbeat=heartbeat,

@@ -11,11 +11,11 @@
 """
 
 import txredisapi
+from treq.client import HTTPClient
 from twisted.application.service import Service
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IStreamClientEndpoint
-from treq.client import HTTPClient
 from twisted.web.client import Agent
 
 from redisrepl.backoff import reconnect_backoff
@@ -76,7 +76,7 @@ class ConnectionService(Service):
 def local_commands(reactor, config: Config, runtime: Runtime) -> ConnectionService:
     """The local Redis command connection (``.factory``), started with the service."""
     endpoint, where = local_endpoint(reactor, config.local_endpoint)
-    return ConnectionService(command_factory(config.db, runtime.password, runtime.username), endpoint, where)
+    return ConnectionService(command_factory(config.db, runtime.password, config.username), endpoint, where)
 
 
 class PoolService(Service):

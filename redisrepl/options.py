@@ -2,12 +2,14 @@
 
 ``Options`` gathers the raw values (flags over the --config file); its
 ``postOptions``, which twistd calls before it daemonizes, checks them into
-``self.config`` (redisrepl.config, pure) and then does start-up's effects
+``self.config`` (redisrepl.config, pure: the values and the environment's
+$REDISREPL_USERNAME, $REDISREPL_PASSWORD) and then does start-up's effects
 into ``self.runtime`` (redisrepl.startup: secrets, certificates). A bad
 option or certificate ends the program there, with one line on stderr and a
 non-zero exit.
 """
 
+import os
 import sys
 import tomllib
 from typing import NoReturn
@@ -15,8 +17,8 @@ from typing import NoReturn
 from twisted.python import usage
 
 from redisrepl import __version__, startup
-from redisrepl.config import DEFAULTS, Config, ConfigError, validate
-from redisrepl.startup import PASSWORD_ENV, USERNAME_ENV, Runtime
+from redisrepl.config import DEFAULTS, PASSWORD_ENV, USERNAME_ENV, Config, ConfigError, validate
+from redisrepl.startup import Runtime
 
 #: The Go program's single-dash flags and their names here.
 LEGACY_FLAGS = {
@@ -147,7 +149,7 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         # checked (pure), then start-up's effects: both before twistd daemonizes
         try:
-            self.config = validate(self)
+            self.config = validate(self, os.environ)
             self.runtime = startup.prepare(self.config)
         except ConfigError as e:
             fail(str(e))

@@ -1,12 +1,12 @@
 """What start-up does with a sound Config, before twistd daemonizes.
 
 ``prepare`` does every effect the options call for, in one place: it reads
-the key passphrase and password files and the environment
-($REDISREPL_PASSWORD, $REDISREPL_USERNAME), loads the certificates into the
-HTTPS policy, notes the secret files others can read, and, for the
-deprecated ``-pass``, runs the program again with the password moved from
-its command line to its environment. It returns a Runtime, or raises
-ConfigError with the one line the user sees.
+the key passphrase and password files, loads the certificates into the
+HTTPS policy, notes the secret files others can read, takes the marker of a
+``-pass`` re-run out of the environment and, for the deprecated ``-pass``,
+runs the program again with the password moved from its command line to its
+environment. It returns a Runtime, or raises ConfigError with the one line
+the user sees.
 """
 
 import os
@@ -16,13 +16,8 @@ from collections.abc import Mapping, MutableMapping
 import attrs
 from twisted.web.iweb import IPolicyForHTTPS
 
-from redisrepl.config import Config, ConfigError
+from redisrepl.config import LEGACY_PASS_ENV, PASSWORD_ENV, Config, ConfigError
 from redisrepl.tls import CredentialsError, load_policy
-
-PASSWORD_ENV = "REDISREPL_PASSWORD"
-USERNAME_ENV = "REDISREPL_USERNAME"
-#: Set when redisrepl re-ran itself to move a -pass password out of its argv.
-LEGACY_PASS_ENV = "REDISREPL_PASSWORD_FROM_PASS"
 
 
 @attrs.frozen
@@ -42,9 +37,8 @@ class Runtime:
 
     #: the client certificate's HTTPS policy; None for an allowed http:// hub
     tls_policy: IPolicyForHTTPS | None
-    #: the local Redis' password and ACL user, wherever they came from
+    #: the local Redis' password, wherever it came from
     password: str | None = attrs.field(repr=False)
-    username: str | None
     #: the password came from the deprecated -pass (the log says so)
     legacy_pass: bool
     warnings: tuple[Notice, ...]
@@ -52,6 +46,8 @@ class Runtime:
 
 def prepare(config: Config, environ: MutableMapping[str, str] = os.environ) -> Runtime:
     """Do the effects ``config`` calls for; a Runtime, or ConfigError.
+    ``environ`` is the environment the -pass marker is taken out of (so that
+    no child inherits it).
 
     May not return: with ``-pass`` under twistd it re-runs the program."""
     warnings = []
@@ -69,7 +65,8 @@ def prepare(config: Config, environ: MutableMapping[str, str] = os.environ) -> R
             raise ConfigError(str(e)) from None
         warnings += _private_file(config.key)
     password = None
-    legacy_pass = bool(environ.pop(LEGACY_PASS_ENV, None))
+    environ.pop(LEGACY_PASS_ENV, None)
+    legacy_pass = config.password_moved
     if config.legacy_password is not None:
         _reexec_without(config.legacy_password)
         password = config.legacy_password    # not on Linux: only the warning is left
@@ -77,10 +74,9 @@ def prepare(config: Config, environ: MutableMapping[str, str] = os.environ) -> R
     elif config.password_file:
         password = _first_line(config.password_file, "--password-file")
         warnings += _private_file(config.password_file)
-    elif environ.get(PASSWORD_ENV):
-        password = environ[PASSWORD_ENV]
+    else:
+        password = config.environ_password
     return Runtime(tls_policy=tls_policy, password=password or None,
-                   username=config.username or environ.get(USERNAME_ENV) or None,
                    legacy_pass=legacy_pass, warnings=tuple(warnings))
 
 

@@ -87,8 +87,8 @@ def summary(config: Config, runtime: Runtime) -> str:
         parts += [f"cert={config.cert}", f"key={config.key}", f"ca={config.ca}"]
     if runtime.password:
         parts.append("local password=(set)")
-    if runtime.username:
-        parts.append(f"local user={runtime.username}")
+    if config.username:
+        parts.append(f"local user={config.username}")
     if config.site_name:
         parts.append(f"site={config.site_name.decode()}")
     return " ".join(parts)
@@ -147,7 +147,7 @@ def service_tree(config: Config, runtime: Runtime, reactor=None) -> MultiService
             reactor.stop()
 
     local = LocalSource(local_redis.endpoint, router, config.db, config.namespace, local_redis.description,
-                        password=runtime.password, username=runtime.username, on_fatal=fatal)
+                        password=runtime.password, username=config.username, on_fatal=fatal)
     local.setServiceParent(top)
 
     remote = None

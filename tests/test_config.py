@@ -92,20 +92,28 @@ def prepare(config, environ=None):
     return startup.prepare(config, environ if environ is not None else {})
 
 
-def test_startup_reads_the_environment_it_is_given():
+def test_the_environment_is_read_from_the_mapping_given():
     environ = {"REDISREPL_PASSWORD": "pw", "REDISREPL_USERNAME": "repl"}
-    runtime = prepare(validate(HTTP), environ)
-    assert (runtime.password, runtime.username, runtime.tls_policy) == ("pw", "repl", None)
+    config = validate(HTTP, environ)
+    assert (config.username, config.environ_password, config.password_moved) == ("repl", "pw", False)
+    assert "pw" not in repr(config)
+    assert validate({**HTTP, "username": "flag"}, environ).username == "flag"
+    assert (validate(HTTP).username, validate(HTTP).environ_password) == (None, None)
+    assert validate(HTTP, {"REDISREPL_PASSWORD": ""}).environ_password is None
+
+
+def test_startup_takes_the_password_from_the_environment_last():
+    environ = {"REDISREPL_PASSWORD": "pw"}
+    runtime = prepare(validate(HTTP, environ))
+    assert (runtime.password, runtime.tls_policy) == ("pw", None)
     assert "pw" not in repr(runtime)
-    runtime = prepare(validate({**HTTP, "username": "flag"}), environ)
-    assert runtime.username == "flag"
 
 
 def test_startup_password_file_first_line_and_mode_warning(tmp_path):
     pw = tmp_path / "pw"
     pw.write_text("s3cret\nignored\n")
     pw.chmod(0o640)
-    runtime = prepare(validate({**HTTP, "password-file": str(pw)}), {"REDISREPL_PASSWORD": "not this"})
+    runtime = prepare(validate({**HTTP, "password-file": str(pw)}, {"REDISREPL_PASSWORD": "not this"}))
     assert runtime.password == "s3cret"
     (warning,) = runtime.warnings
     assert warning.fields == {"path": str(pw), "mode": 0o640}
@@ -123,7 +131,7 @@ def test_startup_failures_are_config_errors(tmp_path):
 
 def test_startup_legacy_pass_marker_is_taken_out_of_the_environment():
     environ = {"REDISREPL_PASSWORD": "moved", startup.LEGACY_PASS_ENV: "1"}
-    runtime = prepare(validate(HTTP), environ)
+    runtime = prepare(validate(HTTP, environ), environ)
     assert runtime.legacy_pass and runtime.password == "moved"
     assert startup.LEGACY_PASS_ENV not in environ
 

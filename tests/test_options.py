@@ -118,7 +118,7 @@ def test_password_sources(certs, tmp_path, monkeypatch):
     monkeypatch.setenv("REDISREPL_PASSWORD", "fromenv")
     monkeypatch.setenv("REDISREPL_USERNAME", "repl")
     options = parse(good(certs))
-    assert (options.runtime.username, options.runtime.password) == ("repl", "fromenv")
+    assert (options.config.username, options.runtime.password) == ("repl", "fromenv")
 
 
 def test_twistd_refuses_before_daemonizing_with_one_line(certs, tmp_path):
