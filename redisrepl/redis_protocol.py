@@ -26,6 +26,7 @@ import hashlib
 import inspect
 
 import txredisapi
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from redisrepl import resp
@@ -50,7 +51,7 @@ TXREDISAPI_FINGERPRINTS = {
 class _FastReplies:
     """For txredisapi protocols: redisrepl's RESP parser underneath."""
 
-    def connectionMade(self):
+    def connectionMade(self) -> Deferred:
         self._parser = resp.RespParser()
         return super().connectionMade()
 
