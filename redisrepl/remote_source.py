@@ -198,9 +198,9 @@ class RemoteSource(Service):
             if added:
                 log.info("turned on keyspace notification flags '{added}' on the remote Redis", added=added)
         except notify.NotifyUnknown as e:
-            log.warn("{error}", error=str(e))
+            log.warn("{error}", error=e, side=REMOTE)
         except notify.NotifyConfigError as e:
-            log.error("{error}", error=str(e))
+            log.error("{error}", error=e, side=REMOTE)
         d = self._http.post(self._url, data=self._subscribe, unbuffered=True,
                             headers={b"Content-Type": [b"application/octet-stream"]})
         d.addTimeout(REQUEST_TIMEOUT, self._clock)

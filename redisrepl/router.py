@@ -299,8 +299,8 @@ class Router:
     def _start_big(self, source, big):
         key = big.key
         if self._copier.big is None:
-            self._reports.once(key, f"on the {source} side has {big.header.count} items and big keys "
-                               "are not copied here")
+            self._reports.once(key, "{key} on the {side} side has {items} items and big keys are not "
+                               "copied here", side=source, items=big.header.count)
             return
         finished = []
 

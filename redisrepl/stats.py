@@ -68,9 +68,11 @@ class KeyReports:
     def unsupported(self, key: bytes, side: str, kind: str) -> None:
         """Count, and report once per key, a key of a type not replicated."""
         self._stats.unsupported += 1
-        self.once(key, f"on the {side} side is a {kind}, which is not replicated")
+        self.once(key, "{key} on the {side} side is a {kind}, which is not replicated", side=side, kind=kind)
 
-    def once(self, key: bytes, text: str) -> None:
+    def once(self, key: bytes, format: str, **fields: object) -> None:
+        """Log ``format`` (a twisted.logger format naming ``{key}`` and the
+        ``fields``) the first time ``key`` is reported."""
         if key not in self.warned and len(self.warned) < REPORTED_KEYS:
             self.warned.add(key)
-            log.warn("{key} {text}", key=short(key), text=text)
+            log.warn(format, key=short(key), **fields)

@@ -166,7 +166,7 @@ def load_policy(cert_path, key_path, ca_path, key_passphrase=None, now=None):
     certificate, an empty CA file. Whether the proxy trusts the client
     certificate only the proxy can tell (it answers HTTP 400).
     """
-    now = now or datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    now = now or datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
     cert_pem = _read(cert_path, "client certificate")
     key_pem = _read(key_path, "client key")
     ca_pem = _read(ca_path, "CA file")

@@ -66,7 +66,7 @@ class Watchdog(TimerService):
             reply = await store.check(heartbeat, lifetime, flag_key)
         except ReplicationError as e:
             if self.error[side] is None:
-                log.warn("check of the {side} side failed: {error}", side=side, error=str(e))
+                log.warn("check of the {side} side failed: {error}", side=side, error=e)
             self.error[side] = str(e)
             return
         if self.error[side] is not None and self._reconciler.dirty:

@@ -17,8 +17,7 @@ from twisted.internet import error as neterror
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, succeed
 from twisted.internet.protocol import Protocol
 from twisted.web import client
-from twisted.web.client import (RequestTransmissionFailed, ResponseDone, ResponseFailed,
-                                ResponseNeverReceived)
+from twisted.web.client import RequestTransmissionFailed, ResponseDone, ResponseFailed, ResponseNeverReceived
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer
@@ -49,7 +48,10 @@ def describe_failure(exc, url=""):
         return "; ".join(describe_failure(r.value, url) for r in reasons)
     name = type(exc).__name__
     if isinstance(exc, SSL.Error):
-        detail = ", ".join(e[2] for e in exc.args[0] if len(e) > 2) if exc.args and isinstance(exc.args[0], list) else str(exc)
+        if exc.args and isinstance(exc.args[0], list):
+            detail = ", ".join(e[2] for e in exc.args[0] if len(e) > 2)
+        else:
+            detail = str(exc)
         return f"TLS failed talking to {url}: {detail}{_tls_hint(detail)}"
     if isinstance(exc, HubCertificateError):
         return f"TLS failed talking to {url}: {exc}"

@@ -9,6 +9,19 @@ from tests.harness import Lab
 NEEDED = ("redis-server", "webdis", "nginx")
 
 
+#: Fixtures that start real servers (redis-server, webdis, nginx, daemons).
+REAL_SERVERS = {"lab"}
+
+
+def pytest_collection_modifyitems(items):
+    """Every test is marked ``integration`` (it starts real servers, through
+    the ``lab`` fixture or a ``real_servers`` mark) or ``unit`` (pure logic,
+    fakes, in-memory clocks): ``./dev.sh test -m unit`` runs in seconds."""
+    for item in items:
+        real = REAL_SERVERS.intersection(item.fixturenames) or item.get_closest_marker("real_servers")
+        item.add_marker(pytest.mark.integration if real else pytest.mark.unit)
+
+
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item, call):
     """Keep each phase's report on the test item, for fixtures that act on failure."""

@@ -1,6 +1,6 @@
 """In-memory doubles for unit tests of pure logic (never for the replication promises)."""
 
-from twisted.internet.defer import Deferred, succeed, fail
+from twisted.internet.defer import Deferred, fail, succeed
 
 from redisrepl.state import ABSENT
 from redisrepl.stores import ReadReply, WriteReply

@@ -134,7 +134,7 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-                raise AssertionError(f"daemon did not stop within {timeout}s on {sig!r}:\n{self.log()}")
+                raise AssertionError(f"daemon did not stop within {timeout}s on {sig!r}:\n{self.log()}") from None
         self._log.close()
         return self.proc.returncode
 

@@ -3,7 +3,8 @@
 import random
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
 from redisrepl.backoff import Backoff
@@ -146,6 +147,7 @@ def test_forget(table):
 
 def test_expected_table_keeps_at_most_its_capacity():
     from twisted.internet.task import Clock
+
     from redisrepl.expected import ExpectedEvents
     from redisrepl.state import STRING, KeyState
     table = ExpectedEvents(Clock(), capacity=3)

@@ -12,7 +12,7 @@ from redisrepl import big_keys, scripts
 from redisrepl.sandbox import free_port
 from redisrepl.state import DIGEST_CHUNK, split_reply
 from redisrepl.testing import BlockingStore, eval_script, run
-from tests.harness import meta, key_state, run_verify, wait_until
+from tests.harness import key_state, meta, run_verify, wait_until
 from tests.test_replication import EventCounter
 from tests.test_service import metric, scrape
 

@@ -128,7 +128,8 @@ class HubTLSReportTests(TestCase):
         # error and keeps OpenSSL's verdict); redisrepl refuses it.
         server = self.server(*self.dated("cn-only", (-1, 10), san=False))
         d = self.report(server)
-        d.addCallback(lambda m: self.assertIn("not valid for this host name, localhost (it names no subjectAltName)", m))
+        d.addCallback(lambda m: self.assertIn(
+            "not valid for this host name, localhost (it names no subjectAltName)", m))
         return d
 
     def test_a_client_certificate_used_as_the_server_one_is_named(self):

@@ -1,6 +1,7 @@
 """notify-keyspace-events: which flags are missing, and ensure() against a fake Redis."""
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
 

@@ -8,7 +8,7 @@ import pytest
 from redisrepl import scripts
 from redisrepl.state import HASH, LIST, SET, STREAM, STRING, ZSET, KeyState, content_digest
 from redisrepl.testing import eval_script
-from tests.harness import meta, key_state, run_verify, wait_until
+from tests.harness import key_state, meta, run_verify, wait_until
 
 SLOW = 30.0
 
@@ -327,10 +327,10 @@ def test_keys_a_hub_lists_outside_the_namespace_are_refused(lab):
     here, by the reconcile or by verify."""
     from twisted.internet.task import Clock
 
+    from redisrepl.comparison import Comparison
     from redisrepl.epochs import SideEpoch
     from redisrepl.expected import ExpectedEvents
     from redisrepl.namespace import Namespace
-    from redisrepl.comparison import Comparison
     from redisrepl.reconcile import ReconcileStats
     from redisrepl.router import Router, Side
     from redisrepl.scan import scan_digests

@@ -1,7 +1,8 @@
 """StreamProtocol: the body of Webdis' PSUBSCRIBE .raw stream, in chunks of any size."""
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase

@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+import redis
 
 from redisrepl import resp
 from tests.harness import wait_until
@@ -266,7 +267,7 @@ def test_evicted_key_is_kept_on_the_other_side(daemons):
     lab.local.config_set("maxmemory", 1)
     try:
         # any write makes Redis evict until it is under the limit: everything
-        with pytest.raises(Exception):
+        with pytest.raises(redis.exceptions.ResponseError, match="maxmemory"):
             lab.local.set("other:trigger", "1")
         assert not lab.local.exists("ev:k")
         assert lab.local.info("stats")["evicted_keys"] > evicted

@@ -1,11 +1,20 @@
 """The RESP2 parser: any reply in any chunking; anything else is a ProtocolError."""
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from redisrepl import resp
 from redisrepl.resp import (
-    MAX_BULK, MAX_DEPTH, MAX_LINE, ErrorReply, ProtocolError, RespParser, encode_command, parse_one)
+    MAX_BULK,
+    MAX_DEPTH,
+    MAX_LINE,
+    ErrorReply,
+    ProtocolError,
+    RespParser,
+    encode_command,
+    parse_one,
+)
 
 SETTINGS = settings(max_examples=200, deadline=None, database=None)
 QUICK = settings(max_examples=100, deadline=None, database=None)     # properties the chunked tests also cover

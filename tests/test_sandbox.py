@@ -234,6 +234,7 @@ def test_remote_restarts_empty_without_snapshot_even_with_a_dump(remote_restored
     assert sb.request("GET", f"/GET/{NS}saved") == (200, b'{"GET":null}')
 
 
+@pytest.mark.real_servers
 def test_sites_are_stopped_with_the_sandbox():
     """A sandbox of its own: add_site before start() and after, all stopped by stop()."""
     sb = Sandbox()
@@ -259,6 +260,7 @@ def _sandbox_cli(*args, **kw):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
+@pytest.mark.real_servers
 def test_the_command_line_refuses_no_sites():
     proc = _sandbox_cli("demo", "--sites", "0")
     _, err = proc.communicate(timeout=60)
@@ -266,6 +268,7 @@ def test_the_command_line_refuses_no_sites():
     assert "a number of sites, 1 or more, not '0'" in err
 
 
+@pytest.mark.real_servers
 def test_up_prints_the_lab_and_sigterm_stops_it_all(tmp_path):
     """``python -m redisrepl.sandbox up --sites 2``: the lab as JSON, every Redis answering;
     after SIGTERM none does and the work dir (ours) is kept."""

@@ -1,12 +1,29 @@
 """KeyState: READ_SCRIPT replies in, WRITE_SCRIPT arguments out, and comparison."""
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from redisrepl.resp import ErrorReply
-from redisrepl.state import (ABSENT, DIGEST_CHUNK, HASH, LIST, NONE, SET, STREAM, STRING, ZSET, BigState,
-                             Digester, KeyState, StateError, content_digest, from_reply, items_of,
-                             split_reply)
+from redisrepl.state import (
+    ABSENT,
+    DIGEST_CHUNK,
+    HASH,
+    LIST,
+    NONE,
+    SET,
+    STREAM,
+    STRING,
+    ZSET,
+    BigState,
+    Digester,
+    KeyState,
+    StateError,
+    content_digest,
+    from_reply,
+    items_of,
+    split_reply,
+)
 
 SETTINGS = settings(max_examples=200, deadline=None, database=None)
 

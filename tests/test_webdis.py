@@ -3,7 +3,8 @@
 import re
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from redisrepl.webdis import command_path, escape, keyspace_key, keyspace_pattern, unescape
 

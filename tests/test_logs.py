@@ -1,0 +1,53 @@
+"""The JSON log observer keeps fields as fields."""
+
+import io
+import json
+
+from twisted.logger import FileLogObserver, Logger, LogPublisher
+
+from redisrepl import logs
+from redisrepl.errors import ReplicationError
+
+
+def emit(**kwargs):
+    out = io.StringIO()
+    log = Logger(observer=LogPublisher(FileLogObserver(out, logs.event_as_json)), namespace="redisrepl.test")
+    return log, out, kwargs
+
+
+def lines(out):
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def test_an_error_is_its_type_message_and_side_and_the_text_is_the_plain_message():
+    log, out, _ = emit()
+    log.warn("check of the {side} side failed: {error}", side="remote",
+             error=ReplicationError("no answer", side="remote"))
+    [event] = lines(out)
+    assert event["error"] == {"type": "ReplicationError", "message": "no answer", "side": "remote"}
+    assert event["side"] == "remote"
+    assert event["log_text"] == "check of the remote side failed: no answer"
+    assert event["log_format"] == "check of the {side} side failed: {error}"
+    assert event["log_level"] == "warn" and event["log_namespace"] == "redisrepl.test"
+    assert isinstance(event["log_time"], float)
+
+
+def test_numbers_stay_numbers_bytes_become_text_and_other_objects_their_str():
+    log, out, _ = emit()
+    log.info("{n} keys, {key}, {thing}", n=3, key=b"a\xff", thing=object)
+    [event] = lines(out)
+    assert event["n"] == 3
+    assert event["key"] == "a\\xff"
+    assert event["thing"] == str(object)
+
+
+def test_a_failure_carries_its_traceback():
+    log, out, _ = emit()
+    try:
+        {}["missing"]
+    except KeyError:
+        log.failure("while copying {key}", key="k")
+    [event] = lines(out)
+    assert event["log_level"] == "critical"
+    assert "KeyError" in event["log_failure"] and "missing" in event["log_failure"]
+    assert event["log_text"] == "while copying k"
