@@ -179,7 +179,7 @@ def _haddr(haddr: str | None, allow_http: bool) -> bool:
         raise ConfigError("--haddr is required: the https:// URL of the hub")
     try:
         url = urlsplit(haddr)
-        url.port
+        _ = url.port    # a bad port raises ValueError only when read
     except ValueError as e:
         raise ConfigError(f"--haddr {haddr!r} is not a valid URL: {e}") from None
     if url.scheme not in ("https", "http") or not url.hostname:
