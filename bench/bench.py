@@ -15,10 +15,18 @@ twistd and measures it from the outside:
            time to convergence once it is back (through the reconcile)
   bighash  a hash of 1,000,000 fields (a big key, copied in chunks), then one
            field of it changed: time until each is on the remote
+  trickle  R SETs/s for T s over 1,000 keys, one-way and with --rc: daemon
+           CPU per key, requests per key through the proxy (the scripts the
+           remote Redis ran, the daemon's heartbeat checks included),
+           latency percentiles
 
 and for each, the daemon's CPU seconds and peak RSS.
 
-    ./dev.sh bench [--burst 20000] [--only burst,hot]
+    ./dev.sh bench [--burst 20000] [--only burst,hot] [--rtt 40]
+
+``--rtt MS`` (one or more, comma-separated) puts a delay proxy between the
+daemon and nginx (bench/delay_proxy.py: that round trip added, as across a
+WAN) and runs the burst, latency and trickle scenarios at each.
 """
 
 import argparse
@@ -33,6 +41,7 @@ import redis
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.delay_proxy import DelayProxy  # noqa: E402
 from redisrepl.sandbox import Sandbox  # noqa: E402
 from tests.harness import Daemon  # noqa: E402
 
@@ -95,7 +104,7 @@ class EventLog(threading.Thread):
 
 def run_scenario(lab, name, rc, body):
     lab["remote"].config_set("notify-keyspace-events", "KA")
-    daemon = Daemon(lab["sandbox"], f"b{name}:", rc=rc)
+    daemon = Daemon(lab["sandbox"], f"b{name}:", rc=rc, extra=lab.get("extra", ()))
     daemon.wait_ready()
     cpu0, _ = proc_usage(daemon.proc.pid)
     try:
@@ -192,6 +201,59 @@ def hashes(lab, n=2000, keys=100):
     return run_scenario(lab, "hash", False, body)
 
 
+def hub_requests(r):
+    """Scripts the remote Redis ran so far: each is one request of the daemon
+    through the proxy and Webdis (the commands inside a script are counted
+    apart by Redis, and not here)."""
+    stats = r.info("commandstats")
+    return sum(stats.get(k, {}).get("calls", 0) for k in ("cmdstat_evalsha", "cmdstat_eval"))
+
+
+def trickle(lab, rate, seconds, rc, keys=1000):
+    """R SETs/s for T s cycling over ``keys`` keys: CPU and requests per key."""
+    local, remote = lab["local"], lab["remote"]
+
+    def body(ns):
+        events = EventLog(remote, f"__keyspace@0__:{ns}*")
+        events.start()
+        requests0 = hub_requests(remote)
+        sent = []
+        t0 = time.perf_counter()
+        n = int(rate * seconds)
+        for i in range(n):
+            due = t0 + i / rate
+            while time.perf_counter() < due:
+                time.sleep(max(0, due - time.perf_counter() - 0.0005))
+            key = f"{ns}{i % keys}"
+            value = f"v{i}"
+            sent.append((key.encode(), time.perf_counter()))
+            local.set(key, value)
+        final = {f"{ns}{i % keys}".encode(): f"v{i}".encode() for i in range(n)}
+        poll(lambda: all(remote.get(k) == v for k, v in final.items()), interval=0.05)
+        requests = hub_requests(remote) - requests0
+        events.stop()
+        # the i-th SET of a key is matched with that key's i-th set event on the hub
+        arrivals = {}
+        for t, k, e in events.events:
+            if e == b"set":
+                arrivals.setdefault(k, []).append(t)
+        taken, lat = {}, []
+        for k, t in sent:
+            i = taken.get(k, 0)
+            times = arrivals.get(k, [])
+            while i < len(times) and times[i] < t:
+                i += 1
+            if i < len(times):
+                lat.append((times[i] - t) * 1000)
+                taken[k] = i + 1
+        q = statistics.quantiles(lat, n=100) if len(lat) > 2 else [float("nan")] * 99
+        return {"sets": n, "hub requests/key": f"{requests / n:.2f}",
+                "p50 ms": f"{q[49]:.2f}", "p99 ms": f"{q[98]:.2f}"}
+    figures = run_scenario(lab, "trickle-rc" if rc else "trickle", rc, body)
+    figures["cpu ms/key"] = f"{float(figures['cpu s']) / figures['sets'] * 1e3:.2f}"
+    return figures
+
+
 def reverse(lab, n):
     return run_scenario(lab, "reverse", True, lambda ns: fill_and_wait(lab["remote"], lab["local"], ns, n))
 
@@ -246,7 +308,9 @@ def main():
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--outage", type=int, default=300000)
     parser.add_argument("--big-hash", type=int, default=1_000_000)
-    parser.add_argument("--only", default="burst,latency,hot,hash,reverse,outage,bighash")
+    parser.add_argument("--trickle-rate", type=int, default=200)
+    parser.add_argument("--only", default="burst,latency,hot,hash,reverse,outage,bighash,trickle")
+    parser.add_argument("--rtt", default="", help="round trips in ms to add, comma-separated (e.g. 10,40,100)")
     args = parser.parse_args()
     only = set(args.only.split(","))
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
@@ -263,15 +327,28 @@ def main():
             ("reverse", lambda: reverse(lab, args.reverse)),
             ("outage", lambda: outage(lab, args.outage)),
             ("bighash", lambda: big_hash(lab, args.big_hash)),
+            ("trickle", lambda: trickle(lab, args.trickle_rate, args.seconds, rc=False)),
+            ("trickle", lambda: trickle(lab, args.trickle_rate, args.seconds, rc=True)),
         ]
         for name, run in scenarios:
             if name not in only:
                 continue
-            try:
-                figures = run()
-            except RuntimeError as e:
-                figures = {"error": str(e)}
-            print(f"{name:8} " + "  ".join(f"{k}: {v}" for k, v in figures.items()), flush=True)
+            report(name, run)
+        for rtt in [float(x) for x in args.rtt.split(",") if x]:
+            with DelayProxy(sandbox.proxy_port, rtt / 1000) as proxy:
+                lab["extra"] = ["--haddr", f"https://localhost:{proxy.port}{sandbox.path_prefix}"]
+                for name, run in scenarios:
+                    if name in only and name in ("burst", "latency", "trickle"):
+                        report(f"{name} @{rtt:.0f}ms", run)
+                del lab["extra"]
+
+
+def report(name, run):
+    try:
+        figures = run()
+    except RuntimeError as e:
+        figures = {"error": str(e)}
+    print(f"{name:8} " + "  ".join(f"{k}: {v}" for k, v in figures.items()), flush=True)
 
 
 if __name__ == "__main__":

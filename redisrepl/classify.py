@@ -13,8 +13,11 @@ from typing import Callable
 
 import attrs
 
+from redisrepl.epochs import Generation
+from redisrepl.expected import ExpectedEvents
+from redisrepl.live import Forced
 from redisrepl.sides import LOCAL, REMOTE
-from redisrepl.state import ABSENT, NOT_READ
+from redisrepl.state import ABSENT, NOT_READ, BigState, KeyState
 
 #: Keyspace events that say the key is gone (a container emptied also says del).
 DELETING_EVENTS = frozenset((b"del", b"expired", b"rename_from", b"move_from"))
@@ -38,12 +41,13 @@ class Reading:
     """What is known of one read reply as a whole."""
 
     source: str
-    generation: object           # redisrepl.epochs.Generation, or None
+    generation: Generation | None
     untrusted: bool              # the source's generation is not one this site confirmed
 
 
-def classify(reading: Reading, key: bytes, state, tag, forced, *, evicted: bool,
-             made_since_loss: Callable[[], bool], src_expected, dst_expected) -> Verdict:
+def classify(reading: Reading, key: bytes, state: KeyState | BigState, tag: int | None,
+             forced: Forced | None, *, evicted: bool, made_since_loss: Callable[[], bool],
+             src_expected: ExpectedEvents, dst_expected: ExpectedEvents) -> Verdict:
     """The verdict on ``state`` of ``key`` (``tag``: the hub's stamp of it),
     ``forced`` the reconcile's request for it from this source (or None)."""
     generation = reading.generation
@@ -85,9 +89,10 @@ class LocalEvents:
     """The local side's events, numbered: one that came after the latest
     local (re)subscription was made after any restart of the local Redis."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._seen = 0
-        self._latest = {}           # key -> (number, name) of its latest event, while it waits
+        #: key -> (number, name) of its latest event, while it waits
+        self._latest: dict[bytes, tuple[int, bytes | None]] = {}
         self._subscribed = 0        # number of the last event before the latest subscription
 
     def event(self, key: bytes, name: bytes | None) -> None:
@@ -101,7 +106,8 @@ class LocalEvents:
         """``key`` waits no more: its event is history."""
         self._latest.pop(key, None)
 
-    def made_since_loss(self, source: str, key: bytes, state, tag, generation) -> bool:
+    def made_since_loss(self, source: str, key: bytes, state: KeyState | BigState, tag: int | None,
+                        generation: Generation | None) -> bool:
         """Was this state, read from a side whose generation is not trusted
         (it lost or rolled back data), written there since? On the hub, its
         record of the key says so. On the local side, the key's latest event
@@ -110,6 +116,7 @@ class LocalEvents:
         an event that deletes (an absence after a ``set`` is the loss: after
         a wipe, whatever is present was written since)."""
         if source != LOCAL:
+            assert generation is not None    # asked only of a reading with an untrusted generation
             return tag is not None and tag >= generation.start
         number, event = self._latest.get(key, (0, None))
         if number <= self._subscribed:

@@ -17,12 +17,15 @@ from twisted.internet import task
 from twisted.logger import Logger
 
 from redisrepl import scripts
-from redisrepl.epochs import lost_windows
+from redisrepl.epochs import SideEpoch, lost_windows
+from redisrepl.interfaces import Clock, LiveCopies, StateStore
 from redisrepl.judgement import Judgement, Voided
 from redisrepl.merge import DeleteLimit, Mode
+from redisrepl.namespace import Namespace
+from redisrepl.reconcile import ReconcileStats
 from redisrepl.scan import Refused, digests_of, existing, scan_keys, scan_steps
 from redisrepl.sides import LOCAL, REMOTE, short
-from redisrepl.synced import SyncedEntry
+from redisrepl.synced import SyncedEntry, SyncedTable
 
 log = Logger()
 
@@ -34,19 +37,19 @@ PROGRESS_EVERY = 50_000
 class Outcome:
     """What a run leaves to the scheduler: reasons to run again at once."""
 
-    again: tuple = ()
+    again: tuple[str, ...] = ()
 
 
 @attrs.define
 class Comparison:
-    live: object                     # redisrepl.interfaces.ILiveCopies (the router)
-    local_store: object              # redisrepl.interfaces.IStateStore
-    remote_store: object
-    synced: object                   # redisrepl.synced.SyncedTable
-    epochs: dict                     # side -> redisrepl.epochs.SideEpoch
-    names: object                    # redisrepl.namespace.Namespace
-    clock: object
-    stats: object                    # redisrepl.reconcile.ReconcileStats
+    live: LiveCopies                 # the router
+    local_store: StateStore
+    remote_store: StateStore
+    synced: SyncedTable
+    epochs: dict[str, SideEpoch]     # side -> its epoch
+    names: Namespace
+    clock: Clock
+    stats: ReconcileStats
     two_way: bool
     winner: str = REMOTE
     mirror: bool = False
@@ -55,7 +58,7 @@ class Comparison:
     site: bytes | None = None        # this site's name, once known
 
     @property
-    def stores(self):
+    def stores(self) -> dict[str, StateStore]:
         return {LOCAL: self.local_store, REMOTE: self.remote_store}
 
     async def run(self, reason: str) -> Outcome:

@@ -3,23 +3,36 @@
 request, and record what both sides now hold.
 
 Before writing a state to a side, the copier records it in that side's
-expected-event table, so that its echo is dropped when that side announces
-it. A big key (read as a header only) is handed back to the router, which
+expected-event table, with the events the write will cause there
+(redisrepl.echoes), so that its echo is dropped when that side announces
+it, without reading the key again. A big key (read as a header only) is handed back to the router, which
 copies it in chunks beside the batches (``copy_big``, through
 redisrepl.big_keys).
 """
 
+from collections.abc import Awaitable, Collection
+from typing import TypeVar
+
 import attrs
 from twisted.logger import Logger
 
-from redisrepl.big_keys import EXPIRY_MARGIN, KeyChanged
-from redisrepl.classify import Reading, Verdict, classify
+from redisrepl.big_keys import EXPIRY_MARGIN, BigCopier, KeyChanged
+from redisrepl.classify import LocalEvents, Reading, Verdict, classify
+from redisrepl.echoes import write_events
 from redisrepl.errors import RefusedError, ReplicationError
-from redisrepl.live import ANYTHING
-from redisrepl.sides import LOCAL, REMOTE, short
-from redisrepl.state import ABSENT, size
+from redisrepl.evictions import Evictions
+from redisrepl.interfaces import Clock, ReconcileRequests
+from redisrepl.live import ANYTHING, Forced, ForcedCopies, Watchers
+from redisrepl.sides import LOCAL, REMOTE, Side, short
+from redisrepl.state import ABSENT, BigState, KeyState, size
+from redisrepl.stats import KeyReports, Links, Stats
+from redisrepl.synced import SyncedTable
 
 log = Logger()
+
+#: A key state as read: whole, or a big key's header.
+State = KeyState | BigState
+_T = TypeVar("_T")
 
 
 @attrs.frozen
@@ -27,8 +40,8 @@ class BigCopy:
     """A big key to copy in chunks: its header as read, and where its stamp comes from."""
 
     key: bytes
-    header: object
-    forced: object
+    header: BigState
+    forced: Forced | None
     as_of: int | None
 
 
@@ -37,26 +50,26 @@ class Batch:
     """What a batch's copy leaves to the router: keys to read again (the
     reply was full, or a big key changed under its copy), big keys to copy."""
 
-    later: list = attrs.field(factory=list)
-    bigs: list = attrs.field(factory=list)
+    later: list[bytes] = attrs.field(factory=list)
+    bigs: list[BigCopy] = attrs.field(factory=list)
 
 
 @attrs.define
 class Copier:
-    clock: object
-    sides: dict                      # side name -> redisrepl.sides.Side
-    stats: object                    # redisrepl.stats.Stats
-    links: object                    # redisrepl.stats.Links
-    reports: object                  # redisrepl.stats.KeyReports
-    forced: object                   # redisrepl.live.ForcedCopies
-    watchers: object                 # redisrepl.live.Watchers
-    evictions: object                # redisrepl.evictions.Evictions
-    local_events: object             # redisrepl.classify.LocalEvents
-    reconcile: object                # redisrepl.interfaces.IReconcileRequests
-    synced: object = None            # redisrepl.synced.SyncedTable: what both sides hold
-    big: object = None               # redisrepl.big_keys.BigCopier
+    clock: Clock
+    sides: dict[str, Side]           # side name -> Side
+    stats: Stats
+    links: Links
+    reports: KeyReports
+    forced: ForcedCopies
+    watchers: Watchers
+    evictions: Evictions
+    local_events: LocalEvents
+    reconcile: ReconcileRequests
+    synced: SyncedTable | None = None   # what both sides hold
+    big: BigCopier | None = None
 
-    async def copy(self, source: str, target: str, keys: list) -> Batch:
+    async def copy(self, source: str, target: str, keys: list[bytes]) -> Batch:
         src, dst = self.sides[source], self.sides[target]
         # what the reconcile asked of these keys, as it stands when the copy
         # starts (a copy from the other side is not this one)
@@ -71,7 +84,11 @@ class Copier:
         epoch = src.store.epoch
         reading = Reading(source, generation,
                           untrusted=generation is not None and epoch is not None and not epoch.trusts(generation))
-        items, origins, expects, stamps, batch = [], {}, {}, {}, Batch()
+        items: list[tuple[bytes, State]] = []
+        origins: dict[bytes, int] = {}
+        expects: dict[bytes, object] = {}
+        stamps: dict[bytes, int] = {}
+        batch = Batch()
         for key, state, tag in zip(keys, reply.states, reply.tags):
             forced = forced_now.get(key)
             verdict = classify(
@@ -98,7 +115,7 @@ class Copier:
             await self.write(target, items, origins, stamps, expects, local_gen)
         return batch
 
-    def _settle(self, verdict: Verdict, source: str, key: bytes, state) -> None:
+    def _settle(self, verdict: Verdict, source: str, key: bytes, state: State) -> None:
         """Count a state that is not copied, and ask the reconcile when it must judge."""
         if verdict is Verdict.VOID:
             self.forced.drop(key)
@@ -117,22 +134,33 @@ class Copier:
         elif verdict is Verdict.UNSUPPORTED:
             self.reports.unsupported(key, source, state.kind)
 
-    async def write(self, target: str, items: list, origins=None, read_stamps=None, expects=None,
-                    local_gen=None) -> None:
+    async def write(self, target: str, items: list[tuple[bytes, State]],
+                    origins: dict[bytes, int] | None = None, read_stamps: dict[bytes, int] | None = None,
+                    expects: dict[bytes, object] | None = None, local_gen: bytes | None = None) -> None:
         """Write ``items`` to ``target``; ``origins`` marks refills,
         ``expects`` copies made only if the target still holds what the
         reconcile saw, and ``read_stamps`` are the stamps the hub's states
         read from it are as of."""
         dst = self.sides[target]
+        now = self.clock.seconds()
+        announced = []
         for key, state in items:
             dst.expected.expect(key, state)
+            if (origins and key in origins) or (expects and key in expects):
+                continue            # may be refused: its echo is told by its content
+            events = write_events(state, now)
+            if events is not None:
+                dst.expected.expect_events(key, events)
+                announced.append((key, len(events)))
         try:
             wrote = await dst.store.write(items, origins or None, expects or None)
         except Exception as e:
-            # maybe written, maybe not: its echo may still come, but it must
-            # not count as known to be there
+            # maybe written, maybe not: its echo may still come (then told by
+            # its content), but it must not count as known to be there
             for key, _ in items:
                 dst.expected.uncertain(key)
+            for key, count in announced:
+                dst.expected.withdraw_events(key, count)
             self.links.failed(target, e)
             if isinstance(e, RefusedError) and e.kind == "http_413" and len(items) == 1:
                 # a refusal of this one key's size: say which and how big
@@ -150,7 +178,7 @@ class Copier:
                               for key, state in items], 1, local_gen)
         self.evictions.written(target, [key for key, _ in items])
 
-    def refused(self, target: str, keys) -> None:
+    def refused(self, target: str, keys: Collection[bytes]) -> None:
         """Copies the target did not take: refills of keys that hold
         something as fresh already, or reconcile copies of keys that changed
         there since (their events bring them back)."""
@@ -159,14 +187,15 @@ class Copier:
         self.stats.refills_refused += len(keys)
         self.reconcile.request("copies refused by the target")
 
-    def written(self, target: str, items: list, requests: int, local_gen=None) -> None:
+    def written(self, target: str, items: list[tuple[bytes, State, int]], requests: int,
+                local_gen: bytes | None = None) -> None:
         """``items`` (key, state, stamp) are on both sides now (copied while
         the local side was of generation ``local_gen``)."""
         self.links.answered(target)
         self.stats.requests[target] += requests
         self.stats.writes[target] += len(items)
         self.stats.last_write[target] = self.clock.seconds()
-        self.watchers.touched_all(key for key, _, _ in items)
+        self.watchers.touched_all([key for key, _, _ in items])
         if self.synced is not None and items:
             self.synced.record(items, local_gen)
 
@@ -176,6 +205,7 @@ class Copier:
         src, dst = self.sides[source], self.sides[target]
         key, header = big.key, big.header
         origin = big.forced.origin if big.forced is not None else None
+        assert self.big is not None     # big keys are handed to this copier only with a BigCopier
         try:
             if src.expected.has(key):
                 # maybe what redisrepl wrote there: compare contents (digested
@@ -201,7 +231,7 @@ class Copier:
             self.written(target, [(key, copy.state, stamp)], copy.requests, copy.local_generation)
         return Batch()
 
-    async def _counted(self, target: str, awaitable):
+    async def _counted(self, target: str, awaitable: Awaitable[_T]) -> _T:
         """Count a failure of a big-key step against the side it came from."""
         try:
             return await awaitable

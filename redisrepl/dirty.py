@@ -11,10 +11,14 @@ and comes back by itself.
 
 import enum
 from collections import OrderedDict
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 from redisrepl.backoff import Backoff
+from redisrepl.interfaces import Clock
 from redisrepl.sides import BIT, OTHER
+
+if TYPE_CHECKING:
+    from twisted.internet.base import DelayedCall
 
 
 class Queued(enum.Enum):
@@ -31,21 +35,21 @@ def key_backoff() -> Backoff:
 
 
 class DirtyQueue:
-    def __init__(self, clock, on_ready: Callable[[], None], max_backlog: int = 100_000,
-                 key_backoff: Callable[[], Backoff] = key_backoff):
+    def __init__(self, clock: Clock, on_ready: Callable[[], None], max_backlog: int = 100_000,
+                 key_backoff: Callable[[], Backoff] = key_backoff) -> None:
         self._clock = clock
         self._on_ready = on_ready          # called when a parked key is back
         self.max_backlog = max_backlog
         self._key_backoff = key_backoff
         self._dirty: OrderedDict[bytes, int] = OrderedDict()   # key -> BIT mask, oldest first
-        self._parked = {}                  # key -> (BIT mask, DelayedCall)
-        self._backoffs = {}                # key -> Backoff, while the key keeps being refused
-        self._solo = set()                 # keys to send alone (to find the one refused)
-        self.in_flight = set()             # keys in a batch under way
+        self._parked: dict[bytes, tuple[int, "DelayedCall"]] = {}   # key -> (BIT mask, DelayedCall)
+        self._backoffs: dict[bytes, Backoff] = {}   # key -> Backoff, while the key keeps being refused
+        self._solo: set[bytes] = set()     # keys to send alone (to find the one refused)
+        self.in_flight: set[bytes] = set()   # keys in a batch under way
         self.high_water = 0                # most keys ever waiting at once
         self._stopped = False
 
-    def __bool__(self):
+    def __bool__(self) -> bool:
         return bool(self._dirty)
 
     def add(self, side: str, key: bytes) -> Queued:
@@ -78,7 +82,7 @@ class DirtyQueue:
         """Is ``key`` queued, parked or in flight?"""
         return key in self._dirty or key in self._parked or key in self.in_flight
 
-    def snapshot(self) -> set:
+    def snapshot(self) -> set[bytes]:
         """Every key queued, parked or in flight."""
         return set(self._dirty) | set(self._parked) | set(self.in_flight)
 
@@ -94,10 +98,11 @@ class DirtyQueue:
     def parked(self) -> int:
         return len(self._parked)
 
-    def pick(self, first: str, batch_size: int):
+    def pick(self, first: str, batch_size: int) -> tuple[str, list[bytes]] | None:
         """Take the next batch: (source side, keys), now in flight; or None.
         A key dirty on both sides goes in a batch from ``first`` first."""
-        source, keys = None, []
+        source: str | None = None
+        keys: list[bytes] = []
         for looked, (key, mask) in enumerate(self._dirty.items()):
             if looked > 4 * batch_size and keys:
                 break  # enough looking: send what we have
@@ -113,6 +118,7 @@ class DirtyQueue:
                 break
         if not keys:
             return None
+        assert source is not None    # set with the first key taken
         for key in keys:
             self.clear(key, source)
         self.in_flight.update(keys)
@@ -127,7 +133,7 @@ class DirtyQueue:
             self._backoffs.pop(key, None)
             self._solo.discard(key)
 
-    def requeue(self, keys: list, source: str) -> None:
+    def requeue(self, keys: list[bytes], source: str) -> None:
         """Back to the front, in their order, keeping any change that arrived meanwhile."""
         if self._stopped:
             return
@@ -135,7 +141,7 @@ class DirtyQueue:
             self._dirty[key] = self._dirty.pop(key, 0) | BIT[source]
             self._dirty.move_to_end(key, last=False)
 
-    def send_alone(self, keys: list, source: str) -> None:
+    def send_alone(self, keys: list[bytes], source: str) -> None:
         """One of ``keys`` was refused: send them again one per batch, to find it."""
         self._solo.update(keys)
         self.requeue(keys, source)

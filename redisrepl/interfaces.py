@@ -7,9 +7,26 @@ r"""The seams between the parts of redisrepl, as zope interfaces.
 
 Each is implemented once in the daemon and once (or more) in the tests'
 doubles; ``zope.interface.verify.verifyObject`` checks both.
+
+mypy cannot check against a zope interface (not without a plugin): the
+seams that type an attribute or an argument have a ``typing.Protocol`` twin
+here too (``StateStore``, ``LiveCopies``, ``ReconcileRequests``), which every
+implementation of the interface satisfies. The zope convention of interface
+methods without ``self`` stays; mypy is told so where it objects.
 """
 
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from redisrepl.epochs import Generation, SideEpoch
+    from redisrepl.stores import CheckReply, ReadReply, WriteReply
+
+#: Twisted's ``IReactorTime`` (the reactor; ``task.Clock`` in the tests): a
+#: zope interface too, so no type to mypy.
+Clock: TypeAlias = Any
 
 
 class IStateStore(Interface):
@@ -67,7 +84,7 @@ class IExpectedEvents(Interface):
     def echo_event(key, event):
         """Is ``event`` on ``key`` one redisrepl caused? (consumes it)"""
 
-    def forget_events():
+    def forget_events():  # type: ignore[misc]
         """The side's stream reconnected: the events expected were lost."""
 
 
@@ -87,7 +104,7 @@ class ILiveCopies(Interface):
     backlog = Attribute("keys waiting to be copied")
     max_backlog = Attribute("the most keys that may wait")
 
-    def watch():
+    def watch():  # type: ignore[misc]
         """A set that collects every key the live path touches from now on."""
 
     def unwatch(watcher):
@@ -114,3 +131,58 @@ class IReconcileRequests(Interface):
 
     def generation_changed(side, generation):
         """A reply showed that ``side`` lost or rolled back data."""
+
+
+# -- the same seams, for mypy ----------------------------------------------------
+
+
+class StateStore(Protocol):
+    """``IStateStore``: one Redis, read and written a key state at a time."""
+
+    @property
+    def epoch(self) -> "SideEpoch | None": ...
+
+    def read(self, keys: list[bytes]) -> "Awaitable[ReadReply]": ...
+
+    def write(self, items: list[tuple[bytes, Any]], origins: dict[bytes, int] | None = None,
+              expects: dict[bytes, Any] | None = None) -> "Awaitable[WriteReply]": ...
+
+    def check(self, heartbeat_key: bytes = b"", lifetime_ms: int = 0,
+              flag_key: bytes = b"") -> "Awaitable[CheckReply]": ...
+
+    def command(self, *args: Any) -> Awaitable[Any]: ...
+
+    def run_script(self, script: Any, keys: list[bytes], args: list[Any]) -> Awaitable[Any]: ...
+
+    def write_piece(self, key: bytes, offset: int, data: bytes, lifetime_ms: int) -> Awaitable[Any]: ...
+
+
+class LiveCopies(Protocol):
+    """``ILiveCopies``: what the reconcile needs of the live path."""
+
+    @property
+    def backlog(self) -> int: ...
+
+    @property
+    def max_backlog(self) -> int: ...
+
+    def watch(self) -> set[bytes]: ...
+
+    def unwatch(self, watcher: set[bytes]) -> None: ...
+
+    def pending(self, key: bytes) -> bool: ...
+
+    def force(self, side: str, key: bytes, guard: bytes | None = None, origin: int | None = None,
+              expect: object = ...) -> None: ...
+
+    def unsupported(self, key: bytes, side: str, kind: str) -> None: ...
+
+    def was_evicted(self, side: str, key: bytes) -> bool: ...
+
+
+class ReconcileRequests(Protocol):
+    """``IReconcileRequests``: what the live path and the epochs ask of the reconcile."""
+
+    def request(self, reason: str, delay: float = 0.2) -> None: ...
+
+    def generation_changed(self, side: str, generation: "Generation") -> None: ...

@@ -1,13 +1,15 @@
 """Where the reconcile meets the live path: the copies it asked for, and the
 keys the live path touched while it looked (pure)."""
 
+from collections.abc import Collection, Iterable
+
 import attrs
 
 
 class _Anything:
     """No condition on what the target holds (the default of a copy)."""
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "ANYTHING"
 
 
@@ -30,7 +32,7 @@ class Forced:
 class ForcedCopies:
     """The reconcile's copies, by key, until each is done or overtaken."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._forced: dict[bytes, Forced] = {}
 
     def ask(self, key: bytes, forced: Forced) -> None:
@@ -39,7 +41,7 @@ class ForcedCopies:
     def get(self, key: bytes) -> Forced | None:
         return self._forced.get(key)
 
-    def of(self, keys, source: str) -> dict:
+    def of(self, keys: Iterable[bytes], source: str) -> dict[bytes, Forced]:
         """What the reconcile asked of ``keys`` from ``source``, as it stands now."""
         found = {}
         for key in keys:
@@ -68,20 +70,21 @@ class Watchers:
     while a reconcile looks, so that it never judges a key on views of both
     sides read before and after a copy."""
 
-    def __init__(self):
-        self._sets: list[set] = []
+    def __init__(self) -> None:
+        self._sets: list[set[bytes]] = []
 
-    def watch(self, start: set) -> set:
+    def watch(self, start: set[bytes]) -> set[bytes]:
         self._sets.append(start)
         return start
 
-    def unwatch(self, watcher: set) -> None:
+    def unwatch(self, watcher: set[bytes]) -> None:
         self._sets.remove(watcher)
 
     def touched(self, key: bytes) -> None:
         for watcher in self._sets:
             watcher.add(key)
 
-    def touched_all(self, keys) -> None:
+    def touched_all(self, keys: Collection[bytes]) -> None:
+        """``keys`` touched at once (a collection: each watcher reads them all)."""
         for watcher in self._sets:
             watcher.update(keys)

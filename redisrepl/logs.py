@@ -15,7 +15,7 @@ import json as _json
 import sys
 from typing import Any
 
-from twisted.logger import FileLogObserver, ILogObserver, formatEvent
+from twisted.logger import FileLogObserver, formatEvent
 
 
 def field(value: Any) -> Any:
@@ -50,6 +50,6 @@ def event_as_json(event: dict) -> str:
     return _json.dumps(out, default=_unencodable) + "\n"
 
 
-def json() -> ILogObserver:
-    """One JSON object per line on standard output."""
+def json() -> FileLogObserver:
+    """One JSON object per line on standard output (an ``ILogObserver``)."""
     return FileLogObserver(sys.stdout, event_as_json)

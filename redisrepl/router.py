@@ -25,22 +25,31 @@ small keys); its echoes are recognised by their event names, which the
 sources pass to ``changed``.
 """
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 from twisted.internet import task
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, DeferredSemaphore, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from redisrepl.backoff import Backoff
+from redisrepl.big_keys import BigCopier
 from redisrepl.classify import LocalEvents
 from redisrepl.copier import Batch, Copier
 from redisrepl.dirty import DirtyQueue, Queued, key_backoff
+from redisrepl.epochs import Generation
 from redisrepl.errors import LinkError, RefusedError
 from redisrepl.evictions import Evictions
-from redisrepl.interfaces import IChangeSink, ILiveCopies, IReconcileRequests
+from redisrepl.interfaces import Clock, IChangeSink, ILiveCopies, IReconcileRequests, ReconcileRequests
 from redisrepl.live import ANYTHING, Forced, ForcedCopies, Watchers
 from redisrepl.namespace import Namespace
 from redisrepl.sides import LOCAL, OTHER, REMOTE, Side, short
 from redisrepl.stats import KeyReports, Links, Stats
+from redisrepl.synced import SyncedTable
+
+if TYPE_CHECKING:
+    from twisted.internet.base import DelayedCall
 
 log = Logger()
 
@@ -55,19 +64,20 @@ __all__ = ["ANYTHING", "FIRST", "LOCAL", "REMOTE", "Router", "Side"]
 class _NoReconcile:
     """For a router without a reconcile (unit tests)."""
 
-    def request(self, reason, delay=0.2):
+    def request(self, reason: str, delay: float = 0.2) -> None:
         pass
 
-    def generation_changed(self, side, generation):
+    def generation_changed(self, side: str, generation: Generation) -> None:
         pass
 
 
 @implementer(IChangeSink, ILiveCopies)
 class Router:
-    def __init__(self, clock, local: Side, remote: Side, namespace: bytes,
-                 concurrency=4, batch_size=256, max_backlog=100_000,
-                 link_backoff=None, key_backoff=key_backoff, first=FIRST, big=None, big_concurrency=2,
-                 synced=None, reconcile=None):
+    def __init__(self, clock: Clock, local: Side, remote: Side, namespace: bytes,
+                 concurrency: int = 4, batch_size: int = 256, max_backlog: int = 100_000,
+                 link_backoff: Backoff | None = None, key_backoff: Callable[[], Backoff] = key_backoff,
+                 first: str = FIRST, big: BigCopier | None = None, big_concurrency: int = 2,
+                 synced: SyncedTable | None = None, reconcile: ReconcileRequests | None = None) -> None:
         self._clock = clock
         self.synced = synced          # records what both sides hold after each copy
         self._sides = {LOCAL: local, REMOTE: remote}
@@ -75,16 +85,17 @@ class Router:
         self.concurrency = concurrency
         self.batch_size = batch_size
         self.first = first            # copied first (and so wins) when a key changed on both sides
-        self._reconcile = reconcile if reconcile is not None else _NoReconcile()
+        self._reconcile: ReconcileRequests = reconcile if reconcile is not None else _NoReconcile()
         self._link_backoff = link_backoff or Backoff(initial=0.2, maximum=5.0, quick=40)
         self._queue = DirtyQueue(clock, self._pump, max_backlog, key_backoff)
         self._big_slots = DeferredSemaphore(big_concurrency)
-        self._big_copies = {}         # key -> Deferred of its big copy (waiting or under way)
-        self._batches = set()         # Deferreds of the batches under way
-        self._paused = None           # DelayedCall while a side is down
+        #: key -> Deferred of its big copy (waiting or under way)
+        self._big_copies: dict[bytes, Deferred[Any]] = {}
+        self._batches: set[Deferred[Any]] = set()   # Deferreds of the batches under way
+        self._paused: DelayedCall | None = None     # DelayedCall while a side is down
         self._stopping = False
         self._pumping = False
-        self._pump_call = None
+        self._pump_call: DelayedCall | None = None
         self.stats = Stats()
         self._links = Links(self.stats)
         self._reports = KeyReports(self.stats)
@@ -98,7 +109,7 @@ class Router:
 
     # -- what the sources call (IChangeSink) -------------------------------------
 
-    def changed(self, side, key, event=None):
+    def changed(self, side: str, key: bytes, event: bytes | None = None) -> None:
         if not self.names.owns(key):
             self.stats.ignored += 1
             return
@@ -111,7 +122,9 @@ class Router:
             self._evictions.evicted(side, key)
             return
         if event is not None and self._sides[side].expected.echo_event(key, event):
-            self.stats.echoes[side] += 1     # the end of a big key's copy
+            # an event redisrepl's own write announced (redisrepl.echoes): no read
+            self.stats.echoes[side] += 1
+            self._watchers.touched(key)
             return
         self._evictions.cleared(side, key)
         if key not in self._queue.in_flight:
@@ -125,7 +138,7 @@ class Router:
             self._local_events.event(key, event)
         self._enqueue(side, key)
 
-    def subscribed(self, side):
+    def subscribed(self, side: str) -> None:
         # events made while the stream was down are lost for good: none of
         # those redisrepl caused is expected any more, and any event from now
         # on was made after whatever restart of that Redis came before
@@ -136,7 +149,8 @@ class Router:
 
     # -- what the reconcile calls (ILiveCopies) ------------------------------------
 
-    def force(self, side, key, guard=None, origin=None, expect=ANYTHING):
+    def force(self, side: str, key: bytes, guard: bytes | None = None, origin: int | None = None,
+              expect: object = ANYTHING) -> None:
         """Copy ``key`` from ``side``: the reconcile found the sides differ,
         whatever the expected-event tables remember. With ``guard`` (the
         source's generation id when it decided), the copy is dropped if the
@@ -149,53 +163,53 @@ class Router:
         self._forced.ask(key, Forced(side, guard, origin, expect))
         self._enqueue(side, key)
 
-    def was_evicted(self, side, key):
+    def was_evicted(self, side: str, key: bytes) -> bool:
         return self._evictions.was_evicted(side, key)
 
-    def pending(self, key):
+    def pending(self, key: bytes) -> bool:
         return self._queue.pending(key)
 
-    def unsupported(self, key, side, kind):
+    def unsupported(self, key: bytes, side: str, kind: str) -> None:
         self._reports.unsupported(key, side, kind)
 
-    def watch(self):
+    def watch(self) -> set[bytes]:
         # it starts with the keys waiting or under way
         return self._watchers.watch(self._queue.snapshot())
 
-    def unwatch(self, watcher):
+    def unwatch(self, watcher: set[bytes]) -> None:
         self._watchers.unwatch(watcher)
 
     @property
-    def backlog(self):
+    def backlog(self) -> int:
         """Keys waiting to be copied (queued, parked or in flight)."""
         return self._queue.backlog
 
     @property
-    def max_backlog(self):
+    def max_backlog(self) -> int:
         return self._queue.max_backlog
 
     @property
-    def parked(self):
+    def parked(self) -> int:
         """Keys a side refused, each waiting for its own retry."""
         return self._queue.parked
 
-    def is_parked(self, key):
+    def is_parked(self, key: bytes) -> bool:
         """Is ``key`` set aside after a refusal, waiting for its own retry?"""
         return self._queue.is_parked(key)
 
     @property
-    def paused(self):
+    def paused(self) -> "DelayedCall | None":
         """The DelayedCall of the retry while a side is down, or None."""
         return self._paused
 
     @property
-    def link_error(self):
+    def link_error(self) -> dict[str, str | None]:
         """side -> why it could not be reached last time, None once it answers."""
         return self._links.error
 
     # -- lifecycle ---------------------------------------------------------------
 
-    def stop(self, timeout=5.0):
+    def stop(self, timeout: float = 5.0) -> Deferred[Any]:
         """Take no new work; fire when the batches in flight are done (or
         after ``timeout`` seconds, when they are given up)."""
         self._stopping = True

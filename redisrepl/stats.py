@@ -15,18 +15,18 @@ log = Logger()
 REPORTED_KEYS = 10_000
 
 
-def _per_side():
+def _per_side() -> dict[str, int]:
     return {LOCAL: 0, REMOTE: 0}
 
 
 @attrs.define
 class Stats:
-    events: dict = attrs.field(factory=_per_side)      # events taken, by side
-    echoes: dict = attrs.field(factory=_per_side)      # echoes dropped, by side they came from
-    writes: dict = attrs.field(factory=_per_side)      # keys written, by side written
-    requests: dict = attrs.field(factory=_per_side)    # write batches sent, by side written
-    failures: Counter = attrs.field(factory=Counter)   # failed requests, by (side, kind)
-    last_write: dict = attrs.field(factory=dict)       # side -> time of the last successful write
+    events: dict[str, int] = attrs.field(factory=_per_side)      # events taken, by side
+    echoes: dict[str, int] = attrs.field(factory=_per_side)      # echoes dropped, by side they came from
+    writes: dict[str, int] = attrs.field(factory=_per_side)      # keys written, by side written
+    requests: dict[str, int] = attrs.field(factory=_per_side)    # write batches sent, by side written
+    failures: Counter[tuple[str, str]] = attrs.field(factory=Counter)   # failed requests, by (side, kind)
+    last_write: dict[str, float] = attrs.field(factory=dict)     # side -> time of its last successful write
     coalesced: int = 0
     unchanged: int = 0
     ignored: int = 0
@@ -34,7 +34,7 @@ class Stats:
     overflows: int = 0                                 # changes not queued: the queue was full
     unsupported: int = 0                               # changes to keys of a type not replicated
     backlog_high: int = 0                              # most keys waiting at once
-    evicted: dict = attrs.field(factory=_per_side)     # eviction events, by side
+    evicted: dict[str, int] = attrs.field(factory=_per_side)     # eviction events, by side
     voided: int = 0                                    # reconcile copies dropped: their source lost data since
     deferred: int = 0                                  # hub keys refilled by another site, left to the reconcile
     refills_refused: int = 0                           # refills the hub refused: it held something as fresh
@@ -43,10 +43,10 @@ class Stats:
 class Links:
     """Whether each side answered its last request, and why not."""
 
-    def __init__(self, stats: Stats):
+    def __init__(self, stats: Stats) -> None:
         self._stats = stats
         #: side -> why it could not be reached last time, None once it answers
-        self.error = {LOCAL: None, REMOTE: None}
+        self.error: dict[str, str | None] = {LOCAL: None, REMOTE: None}
 
     def failed(self, side: str, error: Exception) -> None:
         kind = error.kind if isinstance(error, ReplicationError) else "error"
@@ -61,9 +61,9 @@ class Links:
 class KeyReports:
     """Warnings about keys, once per key."""
 
-    def __init__(self, stats: Stats):
+    def __init__(self, stats: Stats) -> None:
         self._stats = stats
-        self.warned = set()
+        self.warned: set[bytes] = set()
 
     def unsupported(self, key: bytes, side: str, kind: str) -> None:
         """Count, and report once per key, a key of a type not replicated."""

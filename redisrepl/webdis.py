@@ -8,6 +8,7 @@ any argument, binary or not, byte-exact.
 """
 
 import string
+from collections.abc import Iterable
 
 _SAFE = frozenset((string.ascii_letters + string.digits + "_-").encode())
 _ESCAPES = [chr(b) if b in _SAFE else "%%%02X" % b for b in range(256)]
@@ -16,7 +17,7 @@ _ESCAPES = [chr(b) if b in _SAFE else "%%%02X" % b for b in range(256)]
 LONG_ARGUMENT = 64
 
 
-def escape(arg):
+def escape(arg: bytes | str | int) -> str:
     """Percent-escape one argument (bytes or str) for a Webdis path."""
     if isinstance(arg, str):
         arg = arg.encode("utf-8")
@@ -27,7 +28,7 @@ def escape(arg):
     return "".join(map(_ESCAPES.__getitem__, arg))
 
 
-def unescape(text):
+def unescape(text: str | bytes) -> bytes:
     """Inverse of escape(), as Webdis decodes an argument (for tests and fakes)."""
     out = bytearray()
     data = text.encode("ascii") if isinstance(text, str) else text
@@ -43,11 +44,11 @@ def unescape(text):
     return bytes(out)
 
 
-def _ishex(pair):
+def _ishex(pair: bytes) -> bool:
     return len(pair) == 2 and all(chr(c) in string.hexdigits for c in pair)
 
 
-def command_path(args, db=None, fmt="raw"):
+def command_path(args: Iterable[bytes | str | int], db: int | None = None, fmt: str = "raw") -> str:
     """``[db/]CMD/arg/...[.fmt]`` for the given command, without a leading slash.
 
     The format suffix goes on the last argument, where Webdis looks for it;
@@ -62,7 +63,7 @@ def command_path(args, db=None, fmt="raw"):
     return path
 
 
-def prefix_pattern(prefix):
+def prefix_pattern(prefix: bytes | str) -> bytes:
     """A glob (for PSUBSCRIBE or SCAN MATCH) matching every string that starts
     with ``prefix``: its glob characters are escaped so they match themselves."""
     if isinstance(prefix, str):
@@ -75,15 +76,15 @@ def prefix_pattern(prefix):
     return bytes(escaped) + b"*"
 
 
-def keyspace_pattern(db, namespace):
+def keyspace_pattern(db: int, namespace: bytes | str) -> bytes:
     """The keyspace-notification pattern for every key starting with ``namespace``."""
     return b"__keyspace@%d__:" % db + prefix_pattern(namespace)
 
 
-_KEYSPACE_PREFIXES = {}
+_KEYSPACE_PREFIXES: dict[int, bytes] = {}
 
 
-def keyspace_key(channel, db):
+def keyspace_key(channel: bytes, db: int) -> bytes | None:
     """The key named by a keyspace channel, or None if it is not one for ``db``."""
     prefix = _KEYSPACE_PREFIXES.get(db)
     if prefix is None:     # once per database: this runs for every event

@@ -690,3 +690,94 @@ class FullReadTests(_Sides, TestCase):
         self.assertEqual(reads[0][0], b"ns:a")
         self.assertEqual(sorted(self.remote.data), [b"ns:a", b"ns:b", b"ns:c"])
         self.assertIn({b"ns:b": 7}, self.remote.origins)      # still a refill when read again
+
+
+class EventEchoTests(_Sides, TestCase):
+    """Echoes told by their events (redisrepl.echoes): dropped without a
+    read; anything not announced is read and compared as before. The events
+    named here are the ones Redis sends for the write script's commands."""
+
+    def setUp(self):
+        self.make_router()
+        self.local.router = self.router     # local changes announce themselves;
+        self.remote.router = None           # the hub's events are delivered by the test
+
+    def copied(self, key, state):
+        self.local.user_set(key, state)
+        self.assertEqual(self.remote.data[key], state)
+        self.assertEqual(self.remote.reads, 0)
+
+    def test_the_echo_of_a_string_costs_no_read(self):
+        self.copied(b"ns:a", s(b"1"))
+        self.event(REMOTE, b"ns:a", b"set")
+        self.assertEqual(self.remote.reads, 0)
+        self.assertEqual(self.router.stats.echoes[REMOTE], 1)
+        self.assertEqual(self.router.backlog, 0)
+
+    def test_events_in_any_order_are_all_echoes(self):
+        self.copied(b"ns:h", KeyState(HASH, ((b"f", b"v"), (b"g", b"w")), self.clock.seconds() + 3600))
+        for name in (b"expire", b"hset", b"del", b"set"):     # Webdis may reverse them
+            self.event(REMOTE, b"ns:h", name)
+        self.assertEqual(self.remote.reads, 0)
+        self.assertEqual(self.router.stats.echoes[REMOTE], 4)
+
+    def test_the_same_event_from_another_writer_after_ours_is_read_and_copied(self):
+        self.copied(b"ns:a", s(b"1"))
+        self.event(REMOTE, b"ns:a", b"set")                  # ours
+        self.remote.data[b"ns:a"] = s(b"2")                  # then somebody's SET
+        self.event(REMOTE, b"ns:a", b"set")
+        self.assertEqual(self.remote.reads, 1)
+        self.assertEqual(self.local.data[b"ns:a"], s(b"2"))
+
+    def test_an_event_the_write_does_not_cause_is_read(self):
+        self.copied(b"ns:a", s(b"1"))
+        self.remote.data[b"ns:a"] = s(b"1", expire_at=self.clock.seconds() + 500)
+        self.event(REMOTE, b"ns:a", b"expire")               # not announced: somebody's EXPIRE
+        self.assertEqual(self.remote.reads, 1)
+        self.assertEqual(self.local.data[b"ns:a"].expire_at, self.clock.seconds() + 500)
+
+    def test_a_lost_write_reply_withdraws_the_events_and_the_echo_is_told_by_its_content(self):
+        self.remote.lose_reply = LinkError("connection lost", "connection")
+        self.local.user_set(b"ns:a", s(b"1"))                # landed, reply lost
+        self.remote.lose_reply = None
+        self.event(REMOTE, b"ns:a", b"set")                  # not dropped: maybe ours, maybe not
+        self.assertEqual(self.router.stats.echoes[REMOTE], 0)
+        self.clock.advance(1)                                # the router resumes after its pause
+        self.assertGreaterEqual(self.remote.reads, 1)        # ...and reads it
+        self.assertEqual(self.local.data[b"ns:a"], s(b"1"))
+        self.assertEqual(self.remote.data[b"ns:a"], s(b"1"))
+
+    def test_a_refill_announces_no_events(self):
+        self.local.data[b"ns:a"] = s(b"1")
+        self.router.force(LOCAL, b"ns:a", origin=7)          # may be refused by the hub
+        self.clock.advance(0)
+        self.assertEqual(self.remote.data[b"ns:a"], s(b"1"))
+        self.event(REMOTE, b"ns:a", b"set")
+        self.assertEqual(self.remote.reads, 1)
+
+    def test_a_copy_made_only_over_what_the_reconcile_saw_announces_no_events(self):
+        self.local.data[b"ns:a"] = s(b"1")
+        self.router.force(LOCAL, b"ns:a", expect=None)
+        self.clock.advance(0)
+        self.event(REMOTE, b"ns:a", b"set")
+        self.assertEqual(self.remote.reads, 1)
+
+    def test_a_state_expiring_soon_announces_no_events(self):
+        self.copied(b"ns:a", s(b"1", expire_at=self.clock.seconds() + 10))
+        self.event(REMOTE, b"ns:a", b"set")
+        self.assertEqual(self.remote.reads, 1)
+
+    def test_events_lost_with_the_stream_are_expected_no_more(self):
+        self.copied(b"ns:a", s(b"1"))
+        self.router.subscribed(REMOTE)                       # the stream broke and came back
+        self.event(REMOTE, b"ns:a", b"set")
+        self.assertEqual(self.remote.reads, 1)
+
+    def test_a_deletion_announces_set_then_del(self):
+        self.copied(b"ns:a", s(b"1"))
+        self.event(REMOTE, b"ns:a", b"set")
+        self.local.user_set(b"ns:a", ABSENT)
+        self.assertNotIn(b"ns:a", self.remote.data)
+        self.event(REMOTE, b"ns:a", b"del")
+        self.event(REMOTE, b"ns:a", b"set")
+        self.assertEqual(self.remote.reads, 0)

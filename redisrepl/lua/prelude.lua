@@ -154,10 +154,16 @@ local function flatten_entries(entries, items)
 end
 
 -- one spelling of a score whatever the Redis version (7.2 prints 1.1 where
--- 7.0 prints 1.1000000000000001)
+-- 7.0 prints 1.1000000000000001) or the encoding: zero without a sign (a
+-- skiplist keeps -0, a listpack turns it into 0, so a sorted set and its
+-- copy could otherwise differ by their digests for ever)
 local function canonical_scores(flat)
   for i = 2, #flat, 2 do
-    flat[i] = string.format('%.17g', tonumber(flat[i]))
+    local score = tonumber(flat[i])
+    if score == 0 then
+      score = 0
+    end
+    flat[i] = string.format('%.17g', score)
   end
   return flat
 end

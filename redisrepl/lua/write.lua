@@ -12,6 +12,12 @@
 -- Answers the positions (1-based) of the keys not written: refills of a
 -- key that holds something as fresh already, and keys that changed since
 -- what was expected.
+--
+-- The keyspace events of a whole write do not depend on what the key held
+-- before (redisrepl.echoes predicts them, to drop its echoes without a
+-- read): a string is SET; any other state first makes the key a string and
+-- deletes it ('set', 'del': DEL alone says nothing of an absent key), then
+-- adds its items in chunks of 4,000 arguments, then the expiry ('expire').
 local function chunked(cmd, k, list, first, last)
   local i = first
   while i <= last do
@@ -58,11 +64,17 @@ for position, k in ipairs(KEYS) do
   if not may_write(k, origin) or (expect ~= '' and not holds(k, expect)) then
     skipped[#skipped + 1] = tostring(position)
   else
-    if mode ~= '+' and ({hash = 1, list = 1, set = 1, zset = 1, stream = 1})[kind] then
+    if not ({none = 1, string = 1, hash = 1, list = 1, set = 1, zset = 1, stream = 1})[kind] then
+      return redis.error_reply('ERR redisrepl cannot write a key of type ' .. kind)
+    end
+    if mode ~= '+' and kind ~= 'string' then
+      if not temporary then
+        redis.call('SET', k, '')
+      end
       redis.call('DEL', k)
     end
     if kind == 'none' then
-      redis.call('DEL', k)
+      -- deleted above
     elseif kind == 'string' then
       redis.call('SET', k, ARGV[first])
       expire(k, pttl, temporary)
@@ -91,8 +103,6 @@ for position, k in ipairs(KEYS) do
         redis.call('XDEL', k, '0-1')
       end
       expire(k, pttl, temporary)
-    else
-      return redis.error_reply('ERR redisrepl cannot write a key of type ' .. kind)
     end
     if not temporary then
       wrote(k, origin)

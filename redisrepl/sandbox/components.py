@@ -9,6 +9,8 @@ saves by itself (``--save ""``, no AOF, so a SIGTERM writes no dump either).
 
 import http.client
 import os
+import subprocess
+from typing import Any
 
 from redisrepl.sandbox import layout
 from redisrepl.sandbox.configs import nginx_config, webdis_config
@@ -21,6 +23,7 @@ from redisrepl.sandbox.processes import (
     spawn,
     terminate,
 )
+from redisrepl.sandbox.sites import Sites
 
 COMPONENTS = ("local_redis", "remote_redis", "webdis", "nginx")  # start order
 #: The hub's chain: a request goes through nginx to Webdis to the remote Redis.
@@ -35,16 +38,16 @@ class Components:
     when a start() follows a stop()), ports, certificates and ``request()``;
     ``sites`` its extra sites."""
 
-    def __init__(self, lab, sites):
-        self._lab = lab
+    def __init__(self, lab: Any, sites: Sites) -> None:
+        self._lab = lab       # the Sandbox (Any: lab.py imports this module)
         self._sites = sites
-        self._procs = {}
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def names(self) -> tuple[str, ...]:
         """Every component in start order: the four of the hub, then the extra sites."""
         return COMPONENTS + self._sites.components()
 
-    def __contains__(self, name) -> bool:
+    def __contains__(self, name: object) -> bool:
         """Whether ``name`` has a process (running or exited, until stop())."""
         return name in self._procs
 

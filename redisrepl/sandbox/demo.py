@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, _raise_stop)
     sandbox = Sandbox(args.workdir)
-    children = {}
+    children: dict[str, subprocess.Popen[bytes]] = {}
     try:
         for number in range(2, args.sites + 1):
             sandbox.add_site(f"site{number}")

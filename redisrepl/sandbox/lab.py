@@ -11,6 +11,7 @@ import ssl
 import sys
 import tempfile
 from collections.abc import Iterable
+from typing import TypeVar
 
 from redisrepl.sandbox import layout
 from redisrepl.sandbox.certificates import (
@@ -19,7 +20,7 @@ from redisrepl.sandbox.certificates import (
 )
 from redisrepl.sandbox.components import Components
 from redisrepl.sandbox.probes import http_request
-from redisrepl.sandbox.processes import free_port
+from redisrepl.sandbox.processes import SandboxError, free_port
 from redisrepl.sandbox.sites import Site, Sites
 
 TWISTD = "from twisted.scripts.twistd import run; run()"
@@ -28,6 +29,16 @@ DESCRIBED = ("workdir", "local_redis_port", "remote_redis_port", "webdis_port", 
              "haddr", "wrong_name_haddr", "ca_cert", "client_cert", "client_key",
              "server_cert", "server_key", "other_ca_cert", "other_client_cert",
              "other_client_key", "wrong_host_cert", "wrong_host_key")
+
+_T = TypeVar("_T")
+
+
+def _made(value: _T | None, what: str) -> _T:
+    """``value``, one of the sandbox's ports or files: SandboxError while it has not
+    made it (start() or add_site() does)."""
+    if value is None:
+        raise SandboxError(f"the sandbox is not started: it has no {what} yet")
+    return value
 
 
 class Sandbox:
@@ -41,7 +52,7 @@ class Sandbox:
     """
 
     def __init__(self, workdir: str | None = None, *, path_prefix: str = "/redis"):
-        self.workdir = os.path.abspath(workdir) if workdir else None
+        self.workdir: str | None = os.path.abspath(workdir) if workdir else None
         self._own_workdir = False
         self.path_prefix = ("/" + path_prefix.strip("/")) if path_prefix.strip("/") else ""
         self._sites = Sites()  # the extra sites in the order added
@@ -49,14 +60,25 @@ class Sandbox:
         self._issued = 0  # client certificates issued by issue_client_certificate()
         self._started = False
         self._certs_done = False
-        self.local_redis_port = self.remote_redis_port = None
-        self.webdis_port = self.proxy_port = None
-        self.haddr = self.wrong_name_haddr = None
-        self.ca_cert = self.ca_key = self.client_cert = self.client_key = None
-        self.server_cert = self.server_key = None
-        self.other_ca_cert = self.other_ca_key = None
-        self.other_client_cert = self.other_client_key = None
-        self.wrong_host_cert = self.wrong_host_key = None
+        # ports, URLs and files: None until made (by start() or add_site())
+        self.local_redis_port: int | None = None
+        self.remote_redis_port: int | None = None
+        self.webdis_port: int | None = None
+        self.proxy_port: int | None = None
+        self.haddr: str | None = None
+        self.wrong_name_haddr: str | None = None
+        self.ca_cert: str | None = None
+        self.ca_key: str | None = None
+        self.client_cert: str | None = None
+        self.client_key: str | None = None
+        self.server_cert: str | None = None
+        self.server_key: str | None = None
+        self.other_ca_cert: str | None = None
+        self.other_ca_key: str | None = None
+        self.other_client_cert: str | None = None
+        self.other_client_key: str | None = None
+        self.wrong_host_cert: str | None = None
+        self.wrong_host_key: str | None = None
 
     # life cycle
 
@@ -103,6 +125,7 @@ class Sandbox:
         it; after, its Redis is started now (and the site forgotten if that fails)."""
         self._sites.check_new(name)
         self._prepare()
+        assert self.workdir is not None and self.ca_cert is not None and self.ca_key is not None
         site = self._sites.add(name, self._free_port(), self.workdir, self.ca_cert, self.ca_key)
         if self._started:
             try:
@@ -125,6 +148,7 @@ class Sandbox:
         """A new client certificate for ``cn`` signed by the good CA (to play a renewed or a
         shared certificate); (cert path, key path), in a new pair of files each time."""
         self._prepare()
+        assert self.workdir is not None and self.ca_cert is not None and self.ca_key is not None
         self._issued += 1
         slug = re.sub(r"[^A-Za-z0-9_.-]", "_", cn)[:40]
         base = os.path.join(layout.certs_dir(self.workdir), f"issued-{self._issued}-{slug}")
@@ -152,15 +176,15 @@ class Sandbox:
 
     def socket_path(self, name: str = "local_redis") -> str:
         """The unix socket a Redis of the sandbox also listens on."""
-        return layout.socket_path(self.workdir, name)
+        return layout.socket_path(_made(self.workdir, "work dir"), name)
 
     def dump_path(self, name: str = "local_redis") -> str:
         """The RDB file a Redis component's ``SAVE`` writes and ``snapshot=True`` loads."""
-        return layout.dump_path(self.workdir, name)
+        return layout.dump_path(_made(self.workdir, "work dir"), name)
 
     def redis_cli_args(self, side: str) -> list[str]:
         """``["redis-cli", "-p", port]`` for side "local", "remote" or an extra site's name."""
-        ports = {"local": self.local_redis_port, "remote": self.remote_redis_port}
+        ports: dict[str, int | None] = {"local": self.local_redis_port, "remote": self.remote_redis_port}
         ports.update((name, site.redis_port) for name, site in self._sites.by_name().items())
         if side not in ports:
             raise ValueError(f"side must be 'local', 'remote' or a site's name, not {side!r}")
@@ -180,24 +204,26 @@ class Sandbox:
         (and fighting over) ``twistd.pid`` in the current directory."""
         s = self._site("local" if site is None else site)
         args = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "redisrepl",
-                "--haddr", self.haddr, "--cert", cert or s.client_cert,
-                "--key", key or s.client_key,
-                "--ca", self.ca_cert, "--raddr", f"127.0.0.1:{s.redis_port}",
+                "--haddr", _made(self.haddr, "hub URL"),
+                "--cert", cert or _made(s.client_cert, "client certificate"),
+                "--key", key or _made(s.client_key, "client key"),
+                "--ca", _made(self.ca_cert, "CA certificate"), "--raddr", f"127.0.0.1:{s.redis_port}",
                 "--nam", namespace]
         return args + (["--rc"] if rc else []) + list(extra)
 
     def client_ssl_context(self, cert: str | None = None, key: str | None = None) -> ssl.SSLContext:
         """A stdlib SSLContext trusting the good CA and holding client credentials: the
         good ``client`` certificate unless ``cert``/``key`` name others (a site's)."""
-        ctx = ssl.create_default_context(cafile=self.ca_cert)
-        ctx.load_cert_chain(cert or self.client_cert, key or self.client_key)
+        ctx = ssl.create_default_context(cafile=_made(self.ca_cert, "CA certificate"))
+        ctx.load_cert_chain(cert or _made(self.client_cert, "client certificate"),
+                            key or _made(self.client_key, "client key"))
         return ctx
 
     def request(self, method: str, path: str, body: bytes | None = None, timeout: float = 5.0,
                 cert: str | None = None, key: str | None = None) -> tuple[int, bytes]:
         """One request through nginx (``path`` after the prefix, e.g. "/GET/k.raw"); (status, body).
         ``cert``/``key``: the client certificate to present instead of the good one."""
-        return http_request(self.proxy_port, method, self.path_prefix + path, body,
+        return http_request(_made(self.proxy_port, "proxy port"), method, self.path_prefix + path, body,
                             self.client_ssl_context(cert, key), timeout)
 
     def describe(self) -> dict:
@@ -208,7 +234,7 @@ class Sandbox:
 
     # internals
 
-    def _prepare(self):
+    def _prepare(self) -> None:
         """The work dir, the certificates and the ports, made once (by start() or add_site());
         again the work dir and certificates after stop() removed a work dir of ours."""
         if self.workdir is None:
@@ -221,6 +247,7 @@ class Sandbox:
             for attr, path in generate_certificates(layout.certs_dir(self.workdir)).items():
                 setattr(self, attr, path)
             self._certs_done = True
+            assert self.ca_cert is not None and self.ca_key is not None   # set just above
             self._sites.equip_all(self.workdir, self.ca_cert, self.ca_key)
         if self.proxy_port is None:
             for attr in ("local_redis_port", "remote_redis_port", "webdis_port", "proxy_port"):
@@ -228,7 +255,7 @@ class Sandbox:
         self.haddr = f"https://localhost:{self.proxy_port}{self.path_prefix}"
         self.wrong_name_haddr = f"https://127.0.0.1:{self.proxy_port}{self.path_prefix}"
 
-    def _free_port(self):
+    def _free_port(self) -> int:
         """A free port that no component of this sandbox has been given yet."""
         taken = {self.local_redis_port, self.remote_redis_port, self.webdis_port,
                  self.proxy_port, *self._sites.redis_ports().values()}
@@ -237,7 +264,7 @@ class Sandbox:
             if port not in taken:
                 return port
 
-    def _site(self, site):
+    def _site(self, site: str | Site) -> Site:
         """A :class:`Site` from a site or a site's name."""
         if isinstance(site, Site):
             return site

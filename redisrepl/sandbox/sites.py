@@ -27,20 +27,23 @@ class Site:
     The sandbox's local Redis is the site "local" (component "local_redis", the
     ``client`` certificate); :meth:`Sandbox.add_site` makes the others (component
     "site:<name>").  Mutable only so that the sandbox can point the paths at a new
-    work dir when start() has to make one again (after stop() removed its own)."""
+    work dir when start() has to make one again (after stop() removed its own).
+
+    The ports, files and socket of the site "local" are None until the sandbox has
+    made them (start() or add_site()); an extra site has its own from the start."""
     name: str
-    redis_port: int
-    client_cert: str
-    client_key: str
+    redis_port: int | None
+    client_cert: str | None
+    client_key: str | None
     component: str
-    socket_path: str
+    socket_path: str | None
 
 
 class Sites:
     """The extra sites by name, in the order added (not the site "local": the sandbox
     describes that one from its own attributes)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._by_name: dict[str, Site] = {}
 
     def check_new(self, name: str) -> None:
@@ -76,12 +79,12 @@ class Sites:
         """Their components ("site:<name>"), in the order added."""
         return tuple(site.component for site in self._by_name.values())
 
-    def redis_ports(self) -> dict[str, int]:
+    def redis_ports(self) -> dict[str, int | None]:
         """Their Redis ports by component."""
         return {site.component: site.redis_port for site in self._by_name.values()}
 
 
-def _equip(site, workdir, ca_cert, ca_key):
+def _equip(site: Site, workdir: str, ca_cert: str, ca_key: str) -> None:
     """Issue ``site`` its client certificate and point its socket into the work dir."""
     base = os.path.join(layout.certs_dir(workdir), layout.stem(site.component))
     site.client_cert, site.client_key = write_client_certificate(
