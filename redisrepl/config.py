@@ -110,15 +110,19 @@ def validate(values: Mapping[str, object], environ: Mapping[str, str] | None = N
     def flag(name: str) -> bool:
         return bool(raw.get(name))
 
+    def string(name: str) -> str | None:
+        value = raw.get(name)
+        return None if value is None else str(value)
+
     def text(name: str) -> str | None:
-        return raw.get(name) or None
+        return string(name) or None
 
     db = integer(raw["db"], "--db", 0, 1 << 20)
     concurrency = integer(raw["concurrency"], "--concurrency", 1, 64)
     batch = integer(raw["batch"], "--batch", 1, 10000)
     big_key_items = integer(raw["big-key-items"], "--big-key-items", 1, 1_000_000)
     max_backlog = integer(raw["max-backlog"], "--max-backlog", 100, 100_000_000)
-    winner = raw["winner"]
+    winner = string("winner")
     if winner not in ("remote", "local"):
         raise ConfigError(f"--winner must be remote or local, not {winner!r}")
     reconcile_interval = _seconds(raw["reconcile-interval"], "--reconcile-interval")
@@ -128,30 +132,31 @@ def validate(values: Mapping[str, object], environ: Mapping[str, str] | None = N
     if not 0.1 <= heartbeat <= 3600:
         raise ConfigError("--heartbeat must be between 0.1 and 3600 seconds")
     try:
-        max_delete = DeleteLimit.parse(raw["max-delete"])
+        max_delete = DeleteLimit.parse(string("max-delete"))
     except ValueError:
         raise ConfigError("--max-delete must be a percentage (10%), a number of keys or 'all', "
                           f"not {raw['max-delete']!r}") from None
     if flag("mirror") and flag("rc"):
         raise ConfigError("--mirror is for one-way mode: with --rc both sides are merged")
-    site = raw.get("site")
+    site = string("site")
     if site is not None and not (0 < len(site) <= 64 and all(c.isalnum() or c in "-_." for c in site)):
         raise ConfigError(f"--site must be 1 to 64 letters, digits, '-', '_' or '.', not {site!r}")
     namespace = _namespace(text("nam") or "", flag("all-keys"))
-    https = _haddr(text("haddr"), flag("allow-http"))
-    if https:
+    haddr = _haddr(text("haddr"), flag("allow-http"))
+    if urlsplit(haddr).scheme == "https":
         missing = [f"--{name}" for name in ("cert", "key", "ca") if not raw.get(name)]
         if missing:
             raise ConfigError(f"{', '.join(missing)} required for an https:// hub")
-    local_endpoint = _raddr(raw["raddr"])
+    raddr = string("raddr") or ""
+    local_endpoint = _raddr(raddr)
     metrics_endpoint = _metrics(text("metrics"))
     return Config(
-        haddr=raw["haddr"], cert=text("cert"), key=text("key"), ca=text("ca"),
+        haddr=haddr, cert=text("cert"), key=text("key"), ca=text("ca"),
         key_password_file=text("key-password-file"),
-        raddr=raw["raddr"], local_endpoint=local_endpoint, db=db,
+        raddr=raddr, local_endpoint=local_endpoint, db=db,
         username=text("username") or environ.get(USERNAME_ENV) or None,
         password_file=text("password-file"), environ_password=environ.get(PASSWORD_ENV) or None,
-        legacy_password=raw.get("pass"), password_moved=bool(environ.get(LEGACY_PASS_ENV)),
+        legacy_password=string("pass"), password_moved=bool(environ.get(LEGACY_PASS_ENV)),
         namespace=namespace, names=Namespace(namespace), all_keys=flag("all-keys"),
         allow_http=flag("allow-http"), rc=flag("rc"), winner=winner, mirror=flag("mirror"),
         keep_remote_only=flag("keep-remote-only"), heartbeat=heartbeat,
@@ -162,9 +167,11 @@ def validate(values: Mapping[str, object], environ: Mapping[str, str] | None = N
 
 def _seconds(value: object, what: str) -> float:
     try:
-        return float(value)
+        if isinstance(value, str | int | float):
+            return float(value)
     except ValueError:
-        raise ConfigError(f"{what} must be a number of seconds, not {value!r}") from None
+        pass
+    raise ConfigError(f"{what} must be a number of seconds, not {value!r}")
 
 
 def _namespace(nam: str, all_keys: bool) -> bytes:
@@ -173,8 +180,8 @@ def _namespace(nam: str, all_keys: bool) -> bytes:
     return nam.encode("utf-8", "surrogateescape")
 
 
-def _haddr(haddr: str | None, allow_http: bool) -> bool:
-    """Check the hub's URL; True if it is https (certificates needed)."""
+def _haddr(haddr: str | None, allow_http: bool) -> str:
+    """The hub's URL, checked."""
     if not haddr:
         raise ConfigError("--haddr is required: the https:// URL of the hub")
     try:
@@ -189,7 +196,7 @@ def _haddr(haddr: str | None, allow_http: bool) -> bool:
     if url.scheme == "http" and not allow_http:
         raise ConfigError(f"--haddr {haddr!r} is plain HTTP: the hub needs https:// "
                           "(use --allow-http only for Webdis on a trusted host)")
-    return url.scheme == "https"
+    return haddr
 
 
 def _raddr(raddr: str) -> LocalEndpoint:
@@ -205,18 +212,20 @@ def _metrics(spec: str | None) -> str | None:
     """``[HOST:]PORT`` as a Twisted server endpoint string (HOST: 127.0.0.1)."""
     if not spec:
         return None
-    host, _, port = spec.rpartition(":")
+    host, _, port_text = spec.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
-    port = integer(port, "--metrics port", 1, 65535)
+    port = integer(port_text, "--metrics port", 1, 65535)
     return f"tcp:{port}:interface={host.replace(':', chr(92) + ':')}"
 
 
 def integer(text: object, what: str, low: int, high: int) -> int:
     """``text`` as a whole number between ``low`` and ``high``, or ConfigError."""
     try:
-        value = int(text)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{what} must be a whole number, not {text!r}") from None
+        value = int(text) if isinstance(text, str | int) else None
+    except ValueError:
+        value = None
+    if value is None:
+        raise ConfigError(f"{what} must be a whole number, not {text!r}")
     if not low <= value <= high:
         raise ConfigError(f"{what} must be between {low} and {high}")
     return value

@@ -10,13 +10,15 @@
   own, non-persistent pool.
 """
 
+from typing import Any, TypeAlias, cast
+
 import txredisapi
 from treq.client import HTTPClient
 from twisted.application.service import Service
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.web.client import Agent
+from twisted.web.iweb import IAgent
 
 from redisrepl.backoff import reconnect_backoff
 from redisrepl.config import Config, LocalEndpoint
@@ -24,6 +26,12 @@ from redisrepl.redis_protocol import CommandProtocol
 from redisrepl.startup import Runtime
 from redisrepl.tls import plain_policy
 from redisrepl.webdis_client import QuietConnectionPool, WebdisClient
+
+#: The reactor: it connects (IReactorTCP, IReactorUNIX) and keeps time
+#: (IReactorTime), zope interfaces all, so no type to mypy.
+Reactor: TypeAlias = Any
+#: Where the local Redis is reached (both provide IStreamClientEndpoint).
+ClientEndpoint = endpoints.HostnameEndpoint | endpoints.UNIXClientEndpoint
 
 #: Idle keep-alive connections are dropped before nginx's 75 s default does.
 POOL_IDLE_TIMEOUT = 50
@@ -37,12 +45,13 @@ def retry_delay(factory: txredisapi.RedisFactory, attempt: int) -> float:
     return policy.next_delay()
 
 
-def local_endpoint(reactor, spec: LocalEndpoint) -> tuple[IStreamClientEndpoint, str]:
+def local_endpoint(reactor: Reactor, spec: LocalEndpoint) -> tuple[ClientEndpoint, str]:
     """The client endpoint of the local Redis, and how to name it in messages."""
-    if spec[0] == "unix":
-        return endpoints.UNIXClientEndpoint(reactor, spec[1]), spec[1]
-    _, host, port = spec
-    return endpoints.HostnameEndpoint(reactor, host, port, timeout=10), f"{host}:{port}"
+    match spec:
+        case (_, path):     # ("unix", path)
+            return endpoints.UNIXClientEndpoint(reactor, path), path
+        case (_, host, port):
+            return endpoints.HostnameEndpoint(reactor, host, port, timeout=10), f"{host}:{port}"
 
 
 def command_factory(db: int, password: str | None = None, username: str | None = None) -> txredisapi.RedisFactory:
@@ -58,7 +67,7 @@ def command_factory(db: int, password: str | None = None, username: str | None =
 class ConnectionService(Service):
     """Owns a txredisapi factory's connection: connect on start, close on stop."""
 
-    def __init__(self, factory: txredisapi.RedisFactory, endpoint: IStreamClientEndpoint, description: str):
+    def __init__(self, factory: txredisapi.RedisFactory, endpoint: ClientEndpoint, description: str):
         self.factory = factory
         self.endpoint = endpoint
         #: where it connects, for messages
@@ -73,7 +82,7 @@ class ConnectionService(Service):
         return self.factory.disconnect()
 
 
-def local_commands(reactor, config: Config, runtime: Runtime) -> ConnectionService:
+def local_commands(reactor: Reactor, config: Config, runtime: Runtime) -> ConnectionService:
     """The local Redis command connection (``.factory``), started with the service."""
     endpoint, where = local_endpoint(reactor, config.local_endpoint)
     return ConnectionService(command_factory(config.db, runtime.password, config.username), endpoint, where)
@@ -95,7 +104,7 @@ def _policy(runtime: Runtime):
     return runtime.tls_policy or plain_policy()
 
 
-def remote_client(reactor, config: Config, runtime: Runtime) -> PoolService:
+def remote_client(reactor: Reactor, config: Config, runtime: Runtime) -> PoolService:
     """The hub's WebdisClient (``.client``) over a persistent pool sized for
     ``--concurrency``; the service closes the pool at stop."""
     pool = QuietConnectionPool(reactor, persistent=True)
@@ -105,8 +114,9 @@ def remote_client(reactor, config: Config, runtime: Runtime) -> PoolService:
     return PoolService(WebdisClient(agent, config.haddr, reactor, db=config.db), pool)
 
 
-def remote_stream_http(reactor, runtime: Runtime) -> HTTPClient:
+def remote_stream_http(reactor: Reactor, runtime: Runtime) -> HTTPClient:
     """The HTTP client of the hub's event stream (``--rc``): its own
     connections, never pooled (a stream holds one for as long as it lasts)."""
     pool = QuietConnectionPool(reactor, persistent=False)
-    return HTTPClient(Agent(reactor, contextFactory=_policy(runtime), pool=pool))
+    agent = Agent(reactor, contextFactory=_policy(runtime), pool=pool)
+    return HTTPClient(cast(IAgent, agent))   # Agent provides IAgent (a zope declaration mypy does not see)

@@ -29,7 +29,7 @@ LEGACY_FLAGS = {
 
 def translate_legacy(argv: list[str]) -> list[str]:
     """Rewrite ``-cert x``, ``-CA=x``, ``--CA x`` ... into ``--cert x``, ``--ca=x``."""
-    out = []
+    out: list[str] = []
     for arg in argv:
         if arg == "--":
             out += argv[len(out):]

@@ -24,6 +24,7 @@ of any of those methods changed: see ``TXREDISAPI_FINGERPRINTS``.
 
 import hashlib
 import inspect
+from collections.abc import Callable
 
 import txredisapi
 from twisted.internet.defer import Deferred
@@ -48,8 +49,9 @@ TXREDISAPI_FINGERPRINTS = {
 }
 
 
-class _FastReplies:
-    """For txredisapi protocols: redisrepl's RESP parser underneath."""
+class _FastReplies(txredisapi.BaseRedisProtocol):
+    """For txredisapi protocols: redisrepl's RESP parser underneath (first in
+    the bases, so that its methods come before txredisapi's)."""
 
     def connectionMade(self) -> Deferred:
         self._parser = resp.RespParser()
@@ -86,7 +88,7 @@ class SubscriberProtocol(_FastReplies, txredisapi.SubscriberProtocol):
     """Subscriptions; override ``messageReceived(pattern, channel, message)``."""
 
 
-def _relied_upon() -> dict[str, object]:
+def _relied_upon() -> dict[str, Callable[..., object]]:
     return {
         "LineReceiver.dataReceived": txredisapi.LineReceiver.dataReceived,
         "BaseRedisProtocol.connectionMade": txredisapi.BaseRedisProtocol.connectionMade,

@@ -80,8 +80,10 @@ def prepare(config: Config, environ: MutableMapping[str, str] = os.environ) -> R
                    legacy_pass=legacy_pass, warnings=tuple(warnings))
 
 
-def _private_file(path: str) -> list[Notice]:
+def _private_file(path: str | None) -> list[Notice]:
     """A warning if others can read a secret."""
+    if path is None:
+        return []
     try:
         mode = os.stat(path).st_mode
     except OSError:

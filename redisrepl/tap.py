@@ -17,13 +17,14 @@ import os
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import succeed
 from twisted.logger import Logger
 
 from redisrepl import __version__, connections
 from redisrepl.big_keys import BigCopier
 from redisrepl.comparison import Comparison
 from redisrepl.config import Config
+from redisrepl.connections import Reactor
 from redisrepl.epochs import SideEpoch
 from redisrepl.expected import ExpectedEvents
 from redisrepl.health import Health
@@ -56,7 +57,7 @@ class RouterService(Service):
         super().startService()
         log.info("redisrepl {version} starting: {summary}", version=__version__, summary=self._summary)
 
-    def stopService(self) -> Deferred:
+    def stopService(self):
         super().stopService()
         d = self.router.stop(STOP_TIMEOUT)
         if self.router.synced is not None:
@@ -70,7 +71,7 @@ class OrderlyMultiService(MultiService):
     all at once: the local connection would close under the router's last
     records)."""
 
-    def stopService(self) -> Deferred:
+    def stopService(self):
         Service.stopService(self)
         d = succeed(None)
         for service in reversed(list(self)):
@@ -94,12 +95,14 @@ def summary(config: Config, runtime: Runtime) -> str:
     return " ".join(parts)
 
 
-def makeService(options: Options, reactor=None) -> MultiService:
+def makeService(options: Options, reactor: Reactor | None = None) -> MultiService:
     """twistd's entry point: the service tree of the checked options."""
+    if options.config is None or options.runtime is None:
+        raise ValueError("makeService needs options that were parsed (Options.parseOptions)")
     return service_tree(options.config, options.runtime, reactor)
 
 
-def service_tree(config: Config, runtime: Runtime, reactor=None) -> MultiService:
+def service_tree(config: Config, runtime: Runtime, reactor: Reactor | None = None) -> MultiService:
     if reactor is None:
         from twisted.internet import reactor
     for warning in runtime.warnings:
@@ -117,6 +120,7 @@ def service_tree(config: Config, runtime: Runtime, reactor=None) -> MultiService
     # The reconcile and the router call each other: the scheduler is made
     # first and runs the comparison made after the router (late-bound here,
     # the one place they are joined).
+    comparison: Comparison
     reconciler = Reconciler(reactor, lambda reason: comparison.run(reason),
                             interval=config.reconcile_interval)
     epochs = {side: SideEpoch(side, reconciler.generation_changed) for side in (LOCAL, REMOTE)}

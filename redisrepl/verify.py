@@ -15,6 +15,7 @@ from twisted.internet.defer import TimeoutError
 
 from redisrepl import connections
 from redisrepl.config import Config
+from redisrepl.connections import Reactor
 from redisrepl.errors import ReplicationError
 from redisrepl.options import Options
 from redisrepl.scan import scan_digests
@@ -55,12 +56,12 @@ def differences(local: dict[bytes, bytes], remote: dict[bytes, bytes], local_ttl
             if (a is None) != (b is None):
                 which = "only locally" if b is None else "only remotely"
                 found.append((key, f"expires {which}"))
-            elif a is not None and abs(a - b) > tolerance * 1000:
+            elif a is not None and b is not None and abs(a - b) > tolerance * 1000:
                 found.append((key, f"expiry differs by {abs(a - b) / 1000:.1f}s"))
     return found
 
 
-async def verify(reactor, config: Config, runtime: Runtime, out: TextIO = sys.stdout) -> int:
+async def verify(reactor: Reactor, config: Config, runtime: Runtime, out: TextIO = sys.stdout) -> int:
     """Compare both sides; 0 if equal, 1 if they differ, 2 if they cannot be compared."""
     local_redis = connections.local_commands(reactor, config, runtime)
     hub = connections.remote_client(reactor, config, runtime)
@@ -77,7 +78,8 @@ async def verify(reactor, config: Config, runtime: Runtime, out: TextIO = sys.st
         remote_store = RemoteStore(hub.client, reactor, names, big_items=config.big_key_items)
         local_store = LocalStore(local_redis.factory, reactor, names, big_items=config.big_key_items)
         local_store.look_only = remote_store.look_only = True      # verify never writes
-        local_ttl, remote_ttl = {}, {}
+        local_ttl: dict[bytes, int] = {}
+        remote_ttl: dict[bytes, int] = {}
         refused = []
 
         def refuse(side, key):
