@@ -8,70 +8,26 @@ becomes ``router.changed("local", key, event)``.
 """
 
 import txredisapi
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from redisrepl import notify, resp, webdis
-from redisrepl.backoff import reconnect_backoff
+from redisrepl import notify, webdis
+from redisrepl.connections import ConnectionService, retry_delay
 from redisrepl.errors import RefusedError
+from redisrepl.redis_protocol import SubscriberProtocol
 from redisrepl.sides import LOCAL
 
 log = Logger()
 
 
-class _FastReplies:
-    """For txredisapi protocols: redisrepl's RESP parser underneath, so that a
-    burst of events or a large reply is parsed in one pass rather than with a
-    call per line (which was most of the cost of an event)."""
-
-    def connectionMade(self):
-        self._parser = resp.RespParser()
-        return super().connectionMade()
-
-    def dataReceived(self, data):
-        try:
-            replies, error = self._parser.feed(data), None
-        except resp.ProtocolError as e:
-            replies, error = e.replies, e
-        for reply in replies:
-            if isinstance(reply, resp.ErrorReply):
-                reply = txredisapi.ResponseError(str(reply))
-            self.replyReceived(reply)
-        if error is not None:
-            log.error("the local Redis sent something that is not the Redis protocol ({error}); "
-                      "reconnecting", error=error)
-            self.transport.loseConnection()
-
-
-class _CommandProtocol(_FastReplies, txredisapi.RedisProtocol):
-    def _build_command(self, *args, **kwargs):
-        # the same bytes as txredisapi's, built in one join (a batch write
-        # carries thousands of arguments)
-        parts = [b"*%d\r\n" % len(args)]
-        for arg in args:
-            if not isinstance(arg, bytes):
-                arg = self._encode_value(arg)
-            parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
-        return b"".join(parts)
-
-
-class _KeyspaceProtocol(_FastReplies, txredisapi.SubscriberProtocol):
+class _KeyspaceProtocol(SubscriberProtocol):
     def messageReceived(self, pattern, channel, message):
         self.factory.source.message(channel, message)
 
 
-def _retry_delay(factory, attempt):
-    """txredisapi's reconnect delay (ClientService's retry policy): quick
-    first retries, so that a Redis that comes back is used within a second."""
-    policy = reconnect_backoff()
-    policy.failures = max(0, attempt - 1)
-    return policy.next_delay()
-
-
 class _KeyspaceFactory(txredisapi.SubscriberFactory):
     protocol = _KeyspaceProtocol
-    retryDelay = _retry_delay
+    retryDelay = retry_delay
 
     def __init__(self, source, password=None, username=None):
         super().__init__(isLazy=True)
@@ -89,33 +45,6 @@ class _KeyspaceFactory(txredisapi.SubscriberFactory):
     def delConnection(self, conn):
         super().delConnection(conn)
         self.source.disconnected()
-
-
-def command_factory(db, password=None, username=None):
-    """A txredisapi factory for the local Redis' commands: bytes in, bytes out."""
-    factory = txredisapi.RedisFactory(
-        None, db, 1, isLazy=True, charset=None, password=password,
-        convertNumbers=False, username=username, replyTimeout=None)
-    factory.protocol = _CommandProtocol
-    factory.retryDelay = _retry_delay.__get__(factory)
-    return factory
-
-
-class ConnectionService(Service):
-    """Owns a txredisapi factory's connection: connect on start, close on stop."""
-
-    def __init__(self, factory, endpoint, description):
-        self.factory = factory
-        self._endpoint = endpoint
-        self._description = description
-
-    def startService(self):
-        super().startService()
-        self.factory.startConnecting(self._endpoint)
-
-    def stopService(self):
-        super().stopService()
-        return self.factory.disconnect()
 
 
 class LocalSource(ConnectionService):
@@ -138,12 +67,12 @@ class LocalSource(ConnectionService):
 
     def disconnected(self):
         if self.up and self.running:
-            log.warn("lost the local Redis at {where}; reconnecting", where=self._description)
+            log.warn("lost the local Redis at {where}; reconnecting", where=self.description)
         self.up = False
 
     async def _subscribe(self, protocol):
         try:
-            added = await notify.ensure(_protocol_command(protocol), f"local Redis {self._description}")
+            added = await notify.ensure(_protocol_command(protocol), f"local Redis {self.description}")
         except notify.NotifyUnknown as e:
             log.warn("{error}", error=str(e))
         except notify.NotifyConfigError as e:
@@ -156,13 +85,13 @@ class LocalSource(ConnectionService):
             if added:
                 log.info("turned on keyspace notification flags '{added}' on the local Redis", added=added)
         if not self._ever_connected:
-            await notify.warn_if_evicting(_protocol_command(protocol), f"the local Redis {self._description}")
+            await notify.warn_if_evicting(_protocol_command(protocol), f"the local Redis {self.description}")
         await protocol.psubscribe([self._pattern])
         if self._ever_connected:
             self.reconnects += 1
         self._ever_connected = True
         self.up = True
-        log.info("listening to local Redis {where}: {pattern}", where=self._description,
+        log.info("listening to local Redis {where}: {pattern}", where=self.description,
                  pattern=self._pattern.decode("utf-8", "replace"))
         self._router.subscribed(LOCAL)
 

@@ -1,4 +1,5 @@
-"""``twistd redisrepl``: build the service tree from the options.
+"""``twistd redisrepl``: build the service tree from the options (their
+checked ``config``, and the ``runtime`` start-up prepared: redisrepl.options).
 
     local Redis --(keyspace events)--> LocalSource --\\
                                                      Router --> LocalStore / RemoteStore
@@ -18,31 +19,28 @@ from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
 from twisted.internet.defer import succeed
 from twisted.logger import Logger
-from twisted.web.client import Agent
-from treq.client import HTTPClient
 
-from redisrepl import __version__
+from redisrepl import __version__, connections
 from redisrepl.big_keys import BigCopier
 from redisrepl.comparison import Comparison
+from redisrepl.config import Config
+from redisrepl.connections import Reactor
 from redisrepl.epochs import SideEpoch
 from redisrepl.expected import ExpectedEvents
 from redisrepl.health import Health
-from redisrepl.local_source import ConnectionService, LocalSource, command_factory
+from redisrepl.local_source import LocalSource
 from redisrepl.options import Options
 from redisrepl.reconcile import Reconciler
 from redisrepl.remote_source import RemoteSource
 from redisrepl.router import Router, Side
 from redisrepl.sides import LOCAL, REMOTE
+from redisrepl.startup import Runtime
 from redisrepl.stores import LocalStore, RemoteStore
 from redisrepl.synced import SyncedTable
-from redisrepl.tls import plain_policy
 from redisrepl.watchdog import Watchdog
-from redisrepl.webdis_client import QuietConnectionPool, WebdisClient
 
 log = Logger()
 
-#: Idle keep-alive connections are dropped before nginx's 75 s default does.
-POOL_IDLE_TIMEOUT = 50
 #: Seconds the router may spend finishing in-flight writes at shutdown.
 STOP_TIMEOUT = 5.0
 
@@ -51,11 +49,11 @@ class RouterService(Service):
     """Logs the effective configuration at start; drains the router at stop
     (the batches in flight, then the records of what they copied)."""
 
-    def __init__(self, router, summary):
+    def __init__(self, router: Router, summary: str):
         self.router = router
         self._summary = summary
 
-    def startService(self):
+    def startService(self) -> None:
         super().startService()
         log.info("redisrepl {version} starting: {summary}", version=__version__, summary=self._summary)
 
@@ -82,85 +80,67 @@ class OrderlyMultiService(MultiService):
         return d
 
 
-class PoolService(Service):
-    """Closes an HTTP connection pool at stop."""
-
-    def __init__(self, pool):
-        self._pool = pool
-
-    def stopService(self):
-        super().stopService()
-        return self._pool.closeCachedConnections()
-
-
-def local_endpoint(reactor, spec):
-    if spec[0] == "unix":
-        return endpoints.UNIXClientEndpoint(reactor, spec[1]), spec[1]
-    _, host, port = spec
-    return endpoints.HostnameEndpoint(reactor, host, port, timeout=10), f"{host}:{port}"
-
-
-def summary(config):
+def summary(config: Config, runtime: Runtime) -> str:
     """The effective configuration, without secrets."""
-    parts = [f"hub={config['haddr']}", f"local={config['raddr']}", f"db={config['db']}",
-             f"namespace={config['namespace']!r}", f"two-way={bool(config['rc'])}"]
-    if config["tls_policy"] is not None:
-        parts += [f"cert={config['cert']}", f"key={config['key']}", f"ca={config['ca']}"]
-    if config["password"]:
+    parts = [f"hub={config.haddr}", f"local={config.raddr}", f"db={config.db}",
+             f"namespace={config.namespace!r}", f"two-way={config.rc}"]
+    if runtime.tls_policy is not None:
+        parts += [f"cert={config.cert}", f"key={config.key}", f"ca={config.ca}"]
+    if runtime.password:
         parts.append("local password=(set)")
-    if config["username"]:
-        parts.append(f"local user={config['username']}")
-    if config["site_name"]:
-        parts.append(f"site={config['site_name'].decode()}")
+    if config.username:
+        parts.append(f"local user={config.username}")
+    if config.site_name:
+        parts.append(f"site={config.site_name.decode()}")
     return " ".join(parts)
 
 
-def makeService(config, reactor=None):
+def makeService(options: Options, reactor: Reactor | None = None) -> MultiService:
+    """twistd's entry point: the service tree of the checked options."""
+    if options.config is None or options.runtime is None:
+        raise ValueError("makeService needs options that were parsed (Options.parseOptions)")
+    return service_tree(options.config, options.runtime, reactor)
+
+
+def service_tree(config: Config, runtime: Runtime, reactor: Reactor | None = None) -> MultiService:
     if reactor is None:
         from twisted.internet import reactor
-    for warning in config["warnings"]:
-        log.warn("{warning}", warning=warning)
-    if config["legacy_pass"]:
+    for warning in runtime.warnings:
+        log.warn(warning.format, **warning.fields)
+    if runtime.legacy_pass:
         log.warn("-pass is deprecated: it puts the password where ps shows it (redisrepl moved it to its "
                  "environment at once); use --password-file or $REDISREPL_PASSWORD")
     top = OrderlyMultiService()
-    policy = config["tls_policy"] or plain_policy()
+    hub = connections.remote_client(reactor, config, runtime)
+    hub.setServiceParent(top)
+    local_redis = connections.local_commands(reactor, config, runtime)
+    local_redis.setServiceParent(top)
 
-    pool = QuietConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = config["concurrency"] + 2
-    pool.cachedConnectionTimeout = POOL_IDLE_TIMEOUT
-    PoolService(pool).setServiceParent(top)
-    client = WebdisClient(Agent(reactor, contextFactory=policy, pool=pool), config["haddr"], reactor,
-                          db=config["db"])
-
-    endpoint, where = local_endpoint(reactor, config["local_endpoint"])
-    commands = command_factory(config["db"], config["password"], config["username"])
-    ConnectionService(commands, endpoint, where).setServiceParent(top)
-
-    big_items = config["big-key-items"]
-    reserved, names = config["reserved_prefix"], config["names"]
+    names = config.names
     # The reconcile and the router call each other: the scheduler is made
     # first and runs the comparison made after the router (late-bound here,
     # the one place they are joined).
+    comparison: Comparison
     reconciler = Reconciler(reactor, lambda reason: comparison.run(reason),
-                            interval=config["reconcile-interval"])
+                            interval=config.reconcile_interval)
     epochs = {side: SideEpoch(side, reconciler.generation_changed) for side in (LOCAL, REMOTE)}
-    local_store = LocalStore(commands, reactor, names, big_items=big_items, epoch=epochs[LOCAL])
-    remote_store = RemoteStore(client, reactor, names, big_items=big_items, epoch=epochs[REMOTE])
+    local_store = LocalStore(local_redis.factory, reactor, names, big_items=config.big_key_items,
+                             epoch=epochs[LOCAL])
+    remote_store = RemoteStore(hub.client, reactor, names, big_items=config.big_key_items, epoch=epochs[REMOTE])
     synced = SyncedTable(local_store, names)
     router = Router(
         reactor,
         Side(LOCAL, local_store, ExpectedEvents(reactor)),
-        Side(REMOTE, remote_store, ExpectedEvents(reactor, events=bool(config["rc"]))),
-        config["namespace"],
-        concurrency=config["concurrency"], batch_size=config["batch"],
-        max_backlog=config["max-backlog"], first=config["winner"],
+        Side(REMOTE, remote_store, ExpectedEvents(reactor, events=config.rc)),
+        config.namespace,
+        concurrency=config.concurrency, batch_size=config.batch,
+        max_backlog=config.max_backlog, first=config.winner,
         big=BigCopier(reactor, names.meta), synced=synced, reconcile=reconciler)
-    RouterService(router, summary(config)).setServiceParent(top)
+    RouterService(router, summary(config, runtime)).setServiceParent(top)
     comparison = Comparison(router, local_store, remote_store, synced, epochs, names, reactor,
-                            reconciler.stats, two_way=bool(config["rc"]), winner=config["winner"],
-                            mirror=bool(config["mirror"]), max_delete=config["max_delete"],
-                            wanted_site=config["site_name"])
+                            reconciler.stats, two_way=config.rc, winner=config.winner,
+                            mirror=config.mirror, max_delete=config.max_delete,
+                            wanted_site=config.site_name)
     reconciler.setServiceParent(top)
 
     def fatal(message):
@@ -170,28 +150,26 @@ def makeService(config, reactor=None):
         if reactor.running:
             reactor.stop()
 
-    local = LocalSource(endpoint, router, config["db"], config["namespace"], where,
-                        password=config["password"], username=config["username"],
-                        on_fatal=fatal)
+    local = LocalSource(local_redis.endpoint, router, config.db, config.namespace, local_redis.description,
+                        password=runtime.password, username=config.username, on_fatal=fatal)
     local.setServiceParent(top)
 
     remote = None
-    if config["rc"]:
-        stream_pool = QuietConnectionPool(reactor, persistent=False)
-        stream_http = HTTPClient(Agent(reactor, contextFactory=policy, pool=stream_pool))
-        remote = RemoteSource(stream_http, client, router, config["db"], config["namespace"],
-                              reserved, reactor, heartbeat_interval=config["heartbeat"])
+    if config.rc:
+        remote = RemoteSource(connections.remote_stream_http(reactor, runtime), hub.client, router,
+                              config.db, config.namespace, config.reserved_prefix, reactor,
+                              heartbeat_interval=config.heartbeat)
         remote.setServiceParent(top)
-    watchdog = Watchdog(config["heartbeat"], reactor, {LOCAL: local_store, REMOTE: remote_store},
+    watchdog = Watchdog(config.heartbeat, reactor, {LOCAL: local_store, REMOTE: remote_store},
                         reconciler, names.allow_key, remote)
     watchdog.setServiceParent(top)
 
-    if config["metrics_endpoint"]:
+    if config.metrics_endpoint:
         from redisrepl.metrics import ReplicationCollector, make_site
         health = Health(reactor, router, local, remote, watchdog, reconciler,
-                        max_lag=max(3.0, 3 * config["heartbeat"]))
+                        max_lag=max(3.0, 3 * config.heartbeat))
         site = make_site(ReplicationCollector(router, local, remote, reconciler), health)
-        server = endpoints.serverFromString(reactor, config["metrics_endpoint"])
+        server = endpoints.serverFromString(reactor, config.metrics_endpoint)
         StreamServerEndpointService(server, site).setServiceParent(top)
     return top
 

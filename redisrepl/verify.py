@@ -8,20 +8,20 @@ sides are equal, 1 when they differ, 2 when it cannot compare.
 """
 
 import sys
+from typing import TextIO
 
 from twisted.internet import task
 from twisted.internet.defer import TimeoutError
-from twisted.web.client import Agent
 
+from redisrepl import connections
+from redisrepl.config import Config
+from redisrepl.connections import Reactor
 from redisrepl.errors import ReplicationError
-from redisrepl.local_source import command_factory
 from redisrepl.options import Options
 from redisrepl.scan import scan_digests
 from redisrepl.sides import short
+from redisrepl.startup import Runtime
 from redisrepl.stores import LocalStore, RemoteStore
-from redisrepl.tap import local_endpoint
-from redisrepl.tls import plain_policy
-from redisrepl.webdis_client import QuietConnectionPool, WebdisClient
 
 #: Expiries further apart than this (seconds) are reported.
 TTL_TOLERANCE = 2.0
@@ -31,13 +31,14 @@ TYPE_LETTERS = {b"h": "hash", b"l": "list", b"m": "set", b"z": "sorted set", b"t
                 b"x": "another type", b"B": "big key that changed while it was compared"}
 
 
-def kind(digest):
+def kind(digest: bytes | None) -> str:
     if digest is None:
         return "absent"
     return TYPE_LETTERS.get(digest[:1], "string")
 
 
-def differences(local, remote, local_ttl, remote_ttl, tolerance=TTL_TOLERANCE):
+def differences(local: dict[bytes, bytes], remote: dict[bytes, bytes], local_ttl: dict[bytes, int],
+                remote_ttl: dict[bytes, int], tolerance: float = TTL_TOLERANCE) -> list[tuple[bytes, str]]:
     """(key, description) of every key that differs, sorted by key."""
     found = []
     for key in sorted(set(local) | set(remote)):
@@ -55,31 +56,30 @@ def differences(local, remote, local_ttl, remote_ttl, tolerance=TTL_TOLERANCE):
             if (a is None) != (b is None):
                 which = "only locally" if b is None else "only remotely"
                 found.append((key, f"expires {which}"))
-            elif a is not None and abs(a - b) > tolerance * 1000:
+            elif a is not None and b is not None and abs(a - b) > tolerance * 1000:
                 found.append((key, f"expiry differs by {abs(a - b) / 1000:.1f}s"))
     return found
 
 
-async def verify(reactor, config, out=sys.stdout):
-    factory = command_factory(config["db"], config["password"], config["username"])
-    endpoint, where = local_endpoint(reactor, config["local_endpoint"])
-    factory.startConnecting(endpoint)
-    pool = QuietConnectionPool(reactor, persistent=True)
+async def verify(reactor: Reactor, config: Config, runtime: Runtime, out: TextIO = sys.stdout) -> int:
+    """Compare both sides; 0 if equal, 1 if they differ, 2 if they cannot be compared."""
+    local_redis = connections.local_commands(reactor, config, runtime)
+    hub = connections.remote_client(reactor, config, runtime)
+    local_redis.startService()
     try:
-        ready = factory.deferred
+        ready = local_redis.factory.deferred
         ready.addTimeout(10, reactor)
         try:
             await ready
         except (TimeoutError, ValueError) as e:
-            print(f"redisrepl verify: cannot use the local Redis at {where}: {e}", file=out)
+            print(f"redisrepl verify: cannot use the local Redis at {local_redis.description}: {e}", file=out)
             return 2
-        agent = Agent(reactor, contextFactory=config["tls_policy"] or plain_policy(), pool=pool)
-        names = config["names"]
-        remote_store = RemoteStore(WebdisClient(agent, config["haddr"], reactor, db=config["db"]), reactor,
-                                   names, big_items=config["big-key-items"])
-        local_store = LocalStore(factory, reactor, names, big_items=config["big-key-items"])
+        names = config.names
+        remote_store = RemoteStore(hub.client, reactor, names, big_items=config.big_key_items)
+        local_store = LocalStore(local_redis.factory, reactor, names, big_items=config.big_key_items)
         local_store.look_only = remote_store.look_only = True      # verify never writes
-        local_ttl, remote_ttl = {}, {}
+        local_ttl: dict[bytes, int] = {}
+        remote_ttl: dict[bytes, int] = {}
         refused = []
 
         def refuse(side, key):
@@ -101,20 +101,20 @@ async def verify(reactor, config, out=sys.stdout):
               + ("" if found else ": both sides are equal"), file=out)
         return 1 if found else 0
     finally:
-        await pool.closeCachedConnections()
-        await factory.disconnect()
+        await hub.stopService()
+        await local_redis.stopService()
 
 
-def main(argv=None):
-    config = Options()
-    config.parseOptions(sys.argv[1:] if argv is None else argv)
+def main(argv: list[str] | None = None) -> None:
+    options = Options()
+    options.parseOptions(sys.argv[1:] if argv is None else argv)
 
     def run(reactor):
         from twisted.internet.defer import Deferred
-        return Deferred.fromCoroutine(verify(reactor, config)).addCallback(_exit)
+        return Deferred.fromCoroutine(verify(reactor, options.config, options.runtime)).addCallback(_exit)
     task.react(run)
 
 
-def _exit(code):
+def _exit(code: int) -> None:
     if code:
         raise SystemExit(code)

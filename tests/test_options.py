@@ -48,12 +48,12 @@ def test_legacy_flags_are_translated(certs):
     options = parse(["-haddr", "https://hub.example.org:8443/redis", "-cert", certs["client_cert"],
                      "-key", certs["client_key"], "-CA", certs["ca_cert"], "-nam", "lab:",
                      "-raddr", "10.1.2.3:6380", "-rc"])
-    assert options["haddr"] == "https://hub.example.org:8443/redis"
-    assert options["ca"] == certs["ca_cert"]
-    assert options["rc"] == 1
-    assert options["namespace"] == b"lab:"
-    assert options["reserved_prefix"] == b"lab:__redisrepl__:"
-    assert options["local_endpoint"] == ("tcp", "10.1.2.3", 6380)
+    assert options.config.haddr == "https://hub.example.org:8443/redis"
+    assert options.config.ca == certs["ca_cert"]
+    assert options.config.rc == 1
+    assert options.config.namespace == b"lab:"
+    assert options.config.reserved_prefix == b"lab:__redisrepl__:"
+    assert options.config.local_endpoint == ("tcp", "10.1.2.3", 6380)
 
 
 def test_legacy_equals_form_and_unknown_single_dash_untouched():
@@ -67,11 +67,11 @@ def test_unknown_option_is_one_line():
 
 def test_defaults_and_unix_socket(certs):
     options = parse(good(certs))
-    assert options["local_endpoint"] == ("tcp", "127.0.0.1", 6379)
-    assert options["db"] == 0 and not options["rc"]
+    assert options.config.local_endpoint == ("tcp", "127.0.0.1", 6379)
+    assert options.config.db == 0 and not options.config.rc
     options = parse(good(certs, "--raddr", "/run/redis/redis.sock", "--db", "3"))
-    assert options["local_endpoint"] == ("unix", "/run/redis/redis.sock")
-    assert options["db"] == 3
+    assert options.config.local_endpoint == ("unix", "/run/redis/redis.sock")
+    assert options.config.db == 3
 
 
 def test_version(capsys):
@@ -108,17 +108,17 @@ def test_missing_tls_files_are_named(certs):
 
 def test_explicit_flags_allow_http_and_everything(certs):
     options = parse(["--haddr", "http://127.0.0.1:7379", "--allow-http", "--all-keys"])
-    assert options["namespace"] == b"" and options["tls_policy"] is None
+    assert options.config.namespace == b"" and options.runtime.tls_policy is None
 
 
 def test_password_sources(certs, tmp_path, monkeypatch):
     pw = tmp_path / "pw"
     pw.write_text("s3cret\nignored\n")
-    assert parse(good(certs, "--password-file", str(pw)))["password"] == "s3cret"
+    assert parse(good(certs, "--password-file", str(pw))).runtime.password == "s3cret"
     monkeypatch.setenv("REDISREPL_PASSWORD", "fromenv")
     monkeypatch.setenv("REDISREPL_USERNAME", "repl")
     options = parse(good(certs))
-    assert (options["username"], options["password"]) == ("repl", "fromenv")
+    assert (options.config.username, options.runtime.password) == ("repl", "fromenv")
 
 
 def test_twistd_refuses_before_daemonizing_with_one_line(certs, tmp_path):
@@ -145,10 +145,10 @@ def test_config_file_with_flags_overriding(certs, tmp_path):
                       cert=certs["client_cert"], key=certs["client_key"], ca=certs["ca_cert"],
                       nam="fromfile:", rc=True, db=2, metrics="9187", raddr="/run/redis.sock")
     options = parse(["--config", str(conf), "--nam", "fromflag:"])
-    assert options["namespace"] == b"fromflag:"
-    assert options["rc"] == 1 and options["db"] == 2
-    assert options["local_endpoint"] == ("unix", "/run/redis.sock")
-    assert options["metrics_endpoint"] == "tcp:9187:interface=127.0.0.1"
+    assert options.config.namespace == b"fromflag:"
+    assert options.config.rc == 1 and options.config.db == 2
+    assert options.config.local_endpoint == ("unix", "/run/redis.sock")
+    assert options.config.metrics_endpoint == "tcp:9187:interface=127.0.0.1"
 
 
 @pytest.mark.parametrize("content,expect", [
@@ -224,7 +224,7 @@ def test_encrypted_key_needs_its_passphrase(certs, tmp_path):
     right.write_text("open sesame\n")
     right.chmod(0o600)
     options = parse(good(certs, "--cert", cert, "--key", key, "--key-password-file", str(right)))
-    assert options["tls_policy"] is not None and options["warnings"] == []
+    assert options.runtime.tls_policy is not None and options.runtime.warnings == ()
 
 
 def test_secrets_readable_by_others_are_warned_about(certs, tmp_path):
@@ -232,23 +232,23 @@ def test_secrets_readable_by_others_are_warned_about(certs, tmp_path):
     pw.write_text("x\n")
     pw.chmod(0o644)
     options = parse(good(certs, "--password-file", str(pw)))
-    assert any(str(pw) in w and "chmod 600" in w for w in options["warnings"])
+    assert any(str(pw) in w and "chmod 600" in w for w in map(str, options.runtime.warnings))
 
 
 def test_pass_parsed_in_process_is_kept_with_a_warning_flag(certs):
     options = parse(good(certs, "-pass", "pw"))
-    assert options["password"] == "pw" and options["legacy_pass"]
+    assert options.runtime.password == "pw" and options.runtime.legacy_pass
 
 
 def test_site_name_deletion_limit_and_mirror(certs):
     from redisrepl.merge import DeleteLimit
     options = parse(good(certs, "--site", "lab-42.a", "--max-delete", "250"))
-    assert options["site_name"] == b"lab-42.a"
-    assert options["max_delete"] == DeleteLimit(None, 250)
-    assert options["names"].meta == b"__redisrepl__:{ns:}:"
-    assert parse(good(certs))["max_delete"].limit(10_000) == 1000
-    assert parse(good(certs, "--mirror"))["mirror"] == 1
+    assert options.config.site_name == b"lab-42.a"
+    assert options.config.max_delete == DeleteLimit(None, 250)
+    assert options.config.names.meta == b"__redisrepl__:{ns:}:"
+    assert parse(good(certs)).config.max_delete.limit(10_000) == 1000
+    assert parse(good(certs, "--mirror")).config.mirror == 1
     assert "--site must be" in error_of(good(certs, "--site", "bad name"))
     assert "--max-delete must be" in error_of(good(certs, "--max-delete", "lots"))
     assert "--mirror is for one-way mode" in error_of(good(certs, "--mirror", "--rc"))
-    assert "default now" in parse(good(certs, "--keep-remote-only"))["warnings"][0]
+    assert "default now" in str(parse(good(certs, "--keep-remote-only")).runtime.warnings[0])

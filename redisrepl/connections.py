@@ -1,0 +1,122 @@
+"""The connections to both Redis servers, for the daemon and for ``verify``.
+
+- The local Redis: a txredisapi factory for commands (bytes in, bytes out,
+  reconnecting with backoff), owned by a ConnectionService. LocalStore
+  writes and reads through it; LocalSource keeps its own subscriber
+  connection to the same endpoint.
+- The hub: a WebdisClient over a persistent pool of HTTPS connections with
+  the client certificate, one per concurrent batch (plus two: the watchdog,
+  a reconcile), owned by a PoolService; the ``--rc`` event stream has its
+  own, non-persistent pool.
+"""
+
+from typing import Any, TypeAlias, cast
+
+import txredisapi
+from treq.client import HTTPClient
+from twisted.application.service import Service
+from twisted.internet import endpoints
+from twisted.internet.defer import Deferred
+from twisted.web.client import Agent
+from twisted.web.iweb import IAgent
+
+from redisrepl.backoff import reconnect_backoff
+from redisrepl.config import Config, LocalEndpoint
+from redisrepl.redis_protocol import CommandProtocol
+from redisrepl.startup import Runtime
+from redisrepl.tls import plain_policy
+from redisrepl.webdis_client import QuietConnectionPool, WebdisClient
+
+#: The reactor: it connects (IReactorTCP, IReactorUNIX) and keeps time
+#: (IReactorTime), zope interfaces all, so no type to mypy.
+Reactor: TypeAlias = Any
+#: Where the local Redis is reached (both provide IStreamClientEndpoint).
+ClientEndpoint = endpoints.HostnameEndpoint | endpoints.UNIXClientEndpoint
+
+#: Idle keep-alive connections are dropped before nginx's 75 s default does.
+POOL_IDLE_TIMEOUT = 50
+
+
+def retry_delay(factory: txredisapi.RedisFactory, attempt: int) -> float:
+    """txredisapi's reconnect delay (ClientService's retry policy): quick
+    first retries, so that a Redis that comes back is used within a second."""
+    policy = reconnect_backoff()
+    policy.failures = max(0, attempt - 1)
+    return policy.next_delay()
+
+
+def local_endpoint(reactor: Reactor, spec: LocalEndpoint) -> tuple[ClientEndpoint, str]:
+    """The client endpoint of the local Redis, and how to name it in messages."""
+    match spec:
+        case (_, path):     # ("unix", path)
+            return endpoints.UNIXClientEndpoint(reactor, path), path
+        case (_, host, port):
+            return endpoints.HostnameEndpoint(reactor, host, port, timeout=10), f"{host}:{port}"
+
+
+def command_factory(db: int, password: str | None = None, username: str | None = None) -> txredisapi.RedisFactory:
+    """A txredisapi factory for the local Redis' commands: bytes in, bytes out."""
+    factory = txredisapi.RedisFactory(
+        None, db, 1, isLazy=True, charset=None, password=password,
+        convertNumbers=False, username=username, replyTimeout=None)
+    factory.protocol = CommandProtocol
+    factory.retryDelay = retry_delay.__get__(factory)
+    return factory
+
+
+class ConnectionService(Service):
+    """Owns a txredisapi factory's connection: connect on start, close on stop."""
+
+    def __init__(self, factory: txredisapi.RedisFactory, endpoint: ClientEndpoint, description: str):
+        self.factory = factory
+        self.endpoint = endpoint
+        #: where it connects, for messages
+        self.description = description
+
+    def startService(self) -> None:
+        super().startService()
+        self.factory.startConnecting(self.endpoint)
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        return self.factory.disconnect()
+
+
+def local_commands(reactor: Reactor, config: Config, runtime: Runtime) -> ConnectionService:
+    """The local Redis command connection (``.factory``), started with the service."""
+    endpoint, where = local_endpoint(reactor, config.local_endpoint)
+    return ConnectionService(command_factory(config.db, runtime.password, config.username), endpoint, where)
+
+
+class PoolService(Service):
+    """Owns the hub's WebdisClient and its connection pool: closes the pool at stop."""
+
+    def __init__(self, client: WebdisClient, pool: QuietConnectionPool):
+        self.client = client
+        self._pool = pool
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        return self._pool.closeCachedConnections()
+
+
+def _policy(runtime: Runtime):
+    return runtime.tls_policy or plain_policy()
+
+
+def remote_client(reactor: Reactor, config: Config, runtime: Runtime) -> PoolService:
+    """The hub's WebdisClient (``.client``) over a persistent pool sized for
+    ``--concurrency``; the service closes the pool at stop."""
+    pool = QuietConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = config.concurrency + 2
+    pool.cachedConnectionTimeout = POOL_IDLE_TIMEOUT
+    agent = Agent(reactor, contextFactory=_policy(runtime), pool=pool)
+    return PoolService(WebdisClient(agent, config.haddr, reactor, db=config.db), pool)
+
+
+def remote_stream_http(reactor: Reactor, runtime: Runtime) -> HTTPClient:
+    """The HTTP client of the hub's event stream (``--rc``): its own
+    connections, never pooled (a stream holds one for as long as it lasts)."""
+    pool = QuietConnectionPool(reactor, persistent=False)
+    agent = Agent(reactor, contextFactory=_policy(runtime), pool=pool)
+    return HTTPClient(cast(IAgent, agent))   # Agent provides IAgent (a zope declaration mypy does not see)

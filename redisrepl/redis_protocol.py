@@ -1,0 +1,112 @@
+"""txredisapi's protocols, made fast: the one place redisrepl reaches into
+txredisapi's internals (hence the pin ``txredisapi>=1.6,<1.7``).
+
+Two methods of txredisapi are replaced, for speed (docs/benchmarks.md; with
+txredisapi's own, a burst of 20,000 keys costs about 4 times the CPU):
+
+- ``dataReceived``: redisrepl's RESP parser (redisrepl.resp) instead of
+  txredisapi's line-by-line one, so that a burst of events or a large reply
+  is parsed in one pass rather than with a call per line. Each reply goes to
+  ``replyReceived`` as txredisapi's parser would hand it over with
+  ``charset=None`` and ``convertNumbers=False`` (bytes stay bytes, numbers
+  stay as sent), which is how redisrepl's factories are built; txredisapi's
+  MULTI bookkeeping is skipped (redisrepl never sends MULTI).
+- ``_build_command`` (private): the same bytes as txredisapi's, built in one
+  join (a batch write carries thousands of arguments).
+
+What they rely on: ``execute_command`` writes what ``_build_command``
+returns; ``_encode_value`` encodes what is not bytes; ``replyReceived``
+takes whole replies, errors as ``ResponseError``; ``connectionMade`` runs
+before any reply. tests/test_redis_protocol.py checks that the installed
+txredisapi still behaves so, and fails (naming this module) when the source
+of any of those methods changed: see ``TXREDISAPI_FINGERPRINTS``.
+"""
+
+import hashlib
+import inspect
+from collections.abc import Callable
+
+import txredisapi
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from redisrepl import resp
+
+log = Logger()
+
+#: The txredisapi methods replaced or relied upon here, and a hash of their
+#: source in txredisapi 1.6.0 (``fingerprints()``).
+TXREDISAPI_FINGERPRINTS = {
+    "LineReceiver.dataReceived": "6f6e89d382f56047",
+    "BaseRedisProtocol.connectionMade": "6c94381d54a9a2f9",
+    "BaseRedisProtocol.lineReceived": "40dc7183700c8a84",
+    "BaseRedisProtocol.rawDataReceived": "5371c38d1347883d",
+    "BaseRedisProtocol.replyReceived": "f35b7e1e0c7c4298",
+    "BaseRedisProtocol._encode_value": "8ed2e1648fce8ff2",
+    "BaseRedisProtocol._build_command": "d2f6abc184c6abb9",
+    "BaseRedisProtocol.execute_command": "835c592bd9402e99",
+    "SubscriberProtocol.replyReceived": "c5c770fea9980a47",
+}
+
+
+class _FastReplies(txredisapi.BaseRedisProtocol):
+    """For txredisapi protocols: redisrepl's RESP parser underneath (first in
+    the bases, so that its methods come before txredisapi's)."""
+
+    def connectionMade(self) -> Deferred:
+        self._parser = resp.RespParser()
+        return super().connectionMade()
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            replies, error = self._parser.feed(data), None
+        except resp.ProtocolError as e:
+            replies, error = e.replies, e
+        for reply in replies:
+            if isinstance(reply, resp.ErrorReply):
+                reply = txredisapi.ResponseError(str(reply))
+            self.replyReceived(reply)
+        if error is not None:
+            log.error("the local Redis sent something that is not the Redis protocol ({error}); "
+                      "reconnecting", error=error)
+            self.transport.loseConnection()
+
+
+class CommandProtocol(_FastReplies, txredisapi.RedisProtocol):
+    """Commands and their replies, bytes in and bytes out."""
+
+    def _build_command(self, *args, **kwargs) -> bytes:
+        parts = [b"*%d\r\n" % len(args)]
+        for arg in args:
+            if not isinstance(arg, bytes):
+                arg = self._encode_value(arg)
+            parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+        return b"".join(parts)
+
+
+class SubscriberProtocol(_FastReplies, txredisapi.SubscriberProtocol):
+    """Subscriptions; override ``messageReceived(pattern, channel, message)``."""
+
+
+def _relied_upon() -> dict[str, Callable[..., object]]:
+    return {
+        "LineReceiver.dataReceived": txredisapi.LineReceiver.dataReceived,
+        "BaseRedisProtocol.connectionMade": txredisapi.BaseRedisProtocol.connectionMade,
+        "BaseRedisProtocol.lineReceived": txredisapi.BaseRedisProtocol.lineReceived,
+        "BaseRedisProtocol.rawDataReceived": txredisapi.BaseRedisProtocol.rawDataReceived,
+        "BaseRedisProtocol.replyReceived": txredisapi.BaseRedisProtocol.replyReceived,
+        "BaseRedisProtocol._encode_value": txredisapi.BaseRedisProtocol._encode_value,
+        "BaseRedisProtocol._build_command": txredisapi.BaseRedisProtocol._build_command,
+        "BaseRedisProtocol.execute_command": txredisapi.BaseRedisProtocol.execute_command,
+        "SubscriberProtocol.replyReceived": txredisapi.SubscriberProtocol.replyReceived,
+    }
+
+
+def fingerprints() -> dict[str, str]:
+    """A hash of the source of each txredisapi method in TXREDISAPI_FINGERPRINTS,
+    as installed."""
+    found = {}
+    for name, method in _relied_upon().items():
+        source = inspect.getsource(getattr(method, "__wrapped__", method))
+        found[name] = hashlib.sha256(source.encode()).hexdigest()[:16]
+    return found

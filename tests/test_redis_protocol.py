@@ -1,0 +1,83 @@
+"""redisrepl.redis_protocol: the two txredisapi methods it replaces, and
+what the replacements rely on in the installed txredisapi."""
+
+import pytest
+import txredisapi
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import TestCase
+
+from redisrepl import redis_protocol
+from redisrepl.redis_protocol import CommandProtocol, SubscriberProtocol
+
+
+def test_txredisapi_is_the_one_redis_protocol_was_written_for():
+    found = redis_protocol.fingerprints()
+    changed = sorted(name for name, digest in redis_protocol.TXREDISAPI_FINGERPRINTS.items()
+                     if found.get(name) != digest)
+    if changed:
+        pytest.fail(
+            f"txredisapi {txredisapi.__version__} is not the txredisapi that redisrepl/redis_protocol.py "
+            f"was written for: {', '.join(changed)} changed. redis_protocol replaces txredisapi's "
+            "dataReceived and _build_command and relies on these methods: read the new ones, check "
+            "that the replacements still fit (bytes out, replies in, as its docstring says), then "
+            "update TXREDISAPI_FINGERPRINTS and the txredisapi pin in pyproject.toml.", pytrace=False)
+
+
+def _protocol(cls):
+    protocol = cls(charset=None, convertNumbers=False)
+    protocol.makeConnection(StringTransport())
+    return protocol
+
+
+def _native():
+    protocol = txredisapi.BaseRedisProtocol(charset=None, convertNumbers=False)
+    protocol.makeConnection(StringTransport())
+    return protocol
+
+
+arguments = st.lists(st.one_of(st.binary(max_size=40), st.text(max_size=20), st.integers(),
+                               st.floats(allow_nan=False, allow_infinity=False)), min_size=1, max_size=30)
+
+
+@given(arguments)
+def test_commands_are_the_bytes_txredisapi_would_send(args):
+    assert _protocol(CommandProtocol)._build_command(*args) == _native()._build_command(*args)
+
+
+class ProtocolTests(TestCase):
+    def test_execute_command_writes_the_built_command_and_gets_the_reply(self):
+        protocol = _protocol(CommandProtocol)
+        d = protocol.execute_command(b"SET", b"k\r\n", 7)
+        self.assertEqual(protocol.transport.value(), b"*3\r\n$3\r\nSET\r\n$3\r\nk\r\n\r\n$1\r\n7\r\n")
+        protocol.dataReceived(b"$3\r\nab")
+        protocol.dataReceived(b"c\r\n")
+        self.assertEqual(self.successResultOf(d), b"abc")
+
+    def test_replies_in_order_with_errors_as_response_errors(self):
+        protocol = _protocol(CommandProtocol)
+        first, second, third = (protocol.execute_command(b"X") for _ in range(3))
+        protocol.dataReceived(b"*2\r\n:1\r\n$-1\r\n-NOSCRIPT gone\r\n+OK\r\n")
+        self.assertEqual(self.successResultOf(first), [1, None])
+        self.failureResultOf(second, txredisapi.ResponseError)
+        self.assertEqual(self.successResultOf(third), b"OK")
+
+    def test_garbage_drops_the_connection(self):
+        protocol = _protocol(CommandProtocol)
+        d = protocol.execute_command(b"X")
+        protocol.dataReceived(b":5\r\n?what\r\n")
+        self.assertEqual(self.successResultOf(d), 5)
+        self.assertTrue(protocol.transport.disconnecting)
+        self.flushLoggedErrors()
+
+    def test_subscriber_messages_reach_message_received(self):
+        got = []
+
+        class Subscriber(SubscriberProtocol):
+            def messageReceived(self, pattern, channel, message):
+                got.append((pattern, channel, message))
+
+        protocol = _protocol(Subscriber)
+        protocol.dataReceived(b"*4\r\n$8\r\npmessage\r\n$2\r\np*\r\n$2\r\npk\r\n$3\r\nset\r\n" * 2)
+        self.assertEqual(got, [(b"p*", b"pk", b"set")] * 2)
