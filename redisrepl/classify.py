@@ -9,7 +9,7 @@ a copy to make.
 """
 
 import enum
-from typing import Callable
+from collections.abc import Callable
 
 import attrs
 
@@ -27,6 +27,7 @@ class Verdict(enum.Enum):
     LATER = "later"            # the reply was full: read it again in the next batch
     VOID = "void"              # the reconcile's copy, but the source lost data since it decided
     EVICTED = "evicted"        # absent because evicted there: not a deletion
+    UNEXPLAINED = "unexplained"  # absent, but no event that deletes came yet: that event decides
     ECHO = "echo"              # what redisrepl wrote there itself
     LOST = "lost"              # the source lost data and this may be the loss: the reconcile judges
     REFILLED = "refilled"      # another site refilled it on the hub: the reconcile judges
@@ -47,7 +48,8 @@ class Reading:
 
 def classify(reading: Reading, key: bytes, state: KeyState | BigState, tag: int | None,
              forced: Forced | None, *, evicted: bool, made_since_loss: Callable[[], bool],
-             src_expected: ExpectedEvents, dst_expected: ExpectedEvents) -> Verdict:
+             src_expected: ExpectedEvents, dst_expected: ExpectedEvents,
+             absence_explained: Callable[[], bool] = lambda: True) -> Verdict:
     """The verdict on ``state`` of ``key`` (``tag``: the hub's stamp of it),
     ``forced`` the reconcile's request for it from this source (or None)."""
     generation = reading.generation
@@ -60,6 +62,12 @@ def classify(reading: Reading, key: bytes, state: KeyState | BigState, tag: int 
         return Verdict.VOID
     if state is ABSENT and evicted:
         return Verdict.EVICTED
+    if state is ABSENT and forced is None and not absence_explained():
+        # the key's latest event wrote it, yet it is gone: the event that
+        # took it away (an eviction, an expiry) is still on its way, and an
+        # eviction is no deletion to copy. Its event decides (a deletion or
+        # an expiry queues the key again).
+        return Verdict.UNEXPLAINED
     if reading.untrusted and forced is None and not made_since_loss():
         # the source lost or rolled back data since this site last confirmed
         # it: what it holds now may be the loss, not a change
@@ -105,6 +113,14 @@ class LocalEvents:
     def copied(self, key: bytes) -> None:
         """``key`` waits no more: its event is history."""
         self._latest.pop(key, None)
+
+    def absence_explained(self, source: str, key: bytes) -> bool:
+        """May an absence of ``key`` read on ``source`` be copied? Not on the
+        local side while the key's latest event is one that writes it."""
+        if source != LOCAL:
+            return True
+        latest = self._latest.get(key)
+        return latest is None or latest[1] is None or latest[1] in DELETING_EVENTS
 
     def made_since_loss(self, source: str, key: bytes, state: KeyState | BigState, tag: int | None,
                         generation: Generation | None) -> bool:

@@ -11,6 +11,7 @@ redisrepl.big_keys).
 """
 
 from collections.abc import Awaitable, Collection
+from functools import partial
 from typing import TypeVar
 
 import attrs
@@ -93,8 +94,9 @@ class Copier:
             forced = forced_now.get(key)
             verdict = classify(
                 reading, key, state, tag, forced, evicted=self.evictions.was_evicted(source, key),
-                made_since_loss=lambda: self.local_events.made_since_loss(source, key, state, tag, generation),
-                src_expected=src.expected, dst_expected=dst.expected)
+                made_since_loss=partial(self.local_events.made_since_loss, source, key, state, tag, generation),
+                src_expected=src.expected, dst_expected=dst.expected,
+                absence_explained=partial(self.local_events.absence_explained, source, key))
             if verdict is Verdict.COPY:
                 items.append((key, state))
                 if source == REMOTE and generation is not None:
@@ -123,7 +125,7 @@ class Copier:
             self.reconcile.request(f"the {source} side's data changed generation")
         elif verdict is Verdict.ECHO:
             self.stats.echoes[source] += 1
-        elif verdict in (Verdict.EVICTED, Verdict.THERE):
+        elif verdict in (Verdict.EVICTED, Verdict.THERE, Verdict.UNEXPLAINED):
             self.stats.unchanged += 1
         elif verdict is Verdict.LOST:
             self.stats.deferred += 1

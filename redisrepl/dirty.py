@@ -11,7 +11,8 @@ and comes back by itself.
 
 import enum
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from redisrepl.backoff import Backoff
 from redisrepl.interfaces import Clock
@@ -42,7 +43,7 @@ class DirtyQueue:
         self.max_backlog = max_backlog
         self._key_backoff = key_backoff
         self._dirty: OrderedDict[bytes, int] = OrderedDict()   # key -> BIT mask, oldest first
-        self._parked: dict[bytes, tuple[int, "DelayedCall"]] = {}   # key -> (BIT mask, DelayedCall)
+        self._parked: dict[bytes, tuple[int, DelayedCall]] = {}   # key -> (BIT mask, DelayedCall)
         self._backoffs: dict[bytes, Backoff] = {}   # key -> Backoff, while the key keeps being refused
         self._solo: set[bytes] = set()     # keys to send alone (to find the one refused)
         self.in_flight: set[bytes] = set()   # keys in a batch under way

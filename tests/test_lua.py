@@ -28,7 +28,8 @@ from importlib import resources
 
 import pytest
 import redis
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
 from redisrepl import big_keys, scan, scripts, state
@@ -38,8 +39,20 @@ from redisrepl.expected import ExpectedEvents
 from redisrepl.namespace import Namespace
 from redisrepl.sandbox import SandboxError, binary, free_port
 from redisrepl.sides import LOCAL, REMOTE, Side
-from redisrepl.state import (ABSENT, HASH, LIST, SET, STREAM, STRING, ZSET, BigState, Digester,
-                             KeyState, split_reply, synced_digest)
+from redisrepl.state import (
+    ABSENT,
+    HASH,
+    LIST,
+    SET,
+    STREAM,
+    STRING,
+    ZSET,
+    BigState,
+    Digester,
+    KeyState,
+    split_reply,
+    synced_digest,
+)
 from redisrepl.synced import SyncedEntry, SyncedTable
 from redisrepl.testing import BlockingStore, run
 

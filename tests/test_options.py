@@ -183,7 +183,7 @@ def _client_cert(directory, ca_cert_path, ca_key_path, days_from, days_to, passp
     with open(ca_key_path, "rb") as f:
         ca_key = serialization.load_pem_private_key(f.read(), None)
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "t")]))
             .issuer_name(ca.subject).public_key(key.public_key())

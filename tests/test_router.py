@@ -547,9 +547,12 @@ class LossTests(_Sides, TestCase):
         self.remote.data[b"ns:d"] = s(b"kept")
         self.event(LOCAL, b"ns:d", b"set")
         self.assertEqual(self.remote.data[b"ns:d"], s(b"kept"))
-        # once the reconcile confirmed the new generation, all is as usual
+        # once the reconcile confirmed the new generation, all is as usual:
+        # an absence after a 'set' waits for the event that deletes
         self.local.epoch.confirmed = b"l2"
         self.event(LOCAL, b"ns:d", b"set")
+        self.assertEqual(self.remote.data[b"ns:d"], s(b"kept"))
+        self.event(LOCAL, b"ns:d", b"del")
         self.assertNotIn(b"ns:d", self.remote.data)
 
     def test_a_reconcile_copy_is_dropped_if_its_source_changed_generation(self):
@@ -781,3 +784,40 @@ class EventEchoTests(_Sides, TestCase):
         self.event(REMOTE, b"ns:a", b"del")
         self.event(REMOTE, b"ns:a", b"set")
         self.assertEqual(self.remote.reads, 0)
+
+
+class UnexplainedAbsenceTests(_Sides, TestCase):
+    """A key read absent locally while its latest event wrote it: the event
+    that took it away is still on its way (an eviction under maxmemory, an
+    expiry), and decides; no deletion is copied meanwhile."""
+
+    def setUp(self):
+        self.make_router()
+
+    def test_an_absence_after_a_set_is_not_copied_until_its_event_comes(self):
+        self.remote.data[b"ns:a"] = s(b"1")
+        # the local Redis wrote it (event 'set'), then evicted it before the
+        # read: the read finds nothing, the 'evicted' event not taken yet
+        self.event(LOCAL, b"ns:a", b"set")
+        self.assertEqual(self.remote.writes, [])
+        self.assertEqual(self.remote.data[b"ns:a"], s(b"1"))
+        self.event(LOCAL, b"ns:a", b"evicted")
+        self.assertEqual(self.remote.writes, [])
+
+    def test_a_deletion_is_copied_once_its_event_comes(self):
+        self.remote.data[b"ns:a"] = s(b"1")
+        self.event(LOCAL, b"ns:a", b"set")
+        self.event(LOCAL, b"ns:a", b"del")
+        self.assertNotIn(b"ns:a", self.remote.data)
+
+    def test_an_expiry_is_copied(self):
+        self.remote.data[b"ns:a"] = s(b"1")
+        self.event(LOCAL, b"ns:a", b"expired")
+        self.assertNotIn(b"ns:a", self.remote.data)
+
+    def test_a_reconcile_copy_of_an_absence_is_made(self):
+        self.remote.data[b"ns:a"] = s(b"1")
+        self.event(LOCAL, b"ns:a", b"set")
+        self.router.force(LOCAL, b"ns:a")
+        self.clock.advance(0)
+        self.assertNotIn(b"ns:a", self.remote.data)

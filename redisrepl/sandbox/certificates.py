@@ -75,7 +75,7 @@ def _issue(cn, issuer=None, *, ca=False, san=None, usage=None, days=(-1, 30)):
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     issuer_cert, issuer_key = issuer if issuer else (None, key)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     b = (x509.CertificateBuilder()
          .subject_name(name)
          .issuer_name(issuer_cert.subject if issuer_cert else name)
