@@ -56,7 +56,7 @@ def present(r, keys):
     """How many of ``keys`` exist: EXISTS on exactly those keys, cheap enough
     to poll often (KEYS walks the whole database, which holds the other
     scenarios' keys too, and holds up the daemon's writes meanwhile)."""
-    return sum(r.exists(*keys[i:i + 5000]) for i in range(0, len(keys), 5000))
+    return sum(r.exists(*keys[i : i + 5000]) for i in range(0, len(keys), 5000))
 
 
 def poll(predicate, timeout=TIMEOUT, interval=0.002):
@@ -155,8 +155,14 @@ def latency(lab, rate, seconds):
         events.stop()
         lat = sorted((t - sent[k]) * 1000 for t, k, e in events.events if k in sent and e == b"set")
         q = statistics.quantiles(lat, n=100)
-        return {"sets": n, "p50 ms": f"{q[49]:.2f}", "p95 ms": f"{q[94]:.2f}",
-                "p99 ms": f"{q[98]:.2f}", "max ms": f"{lat[-1]:.2f}"}
+        return {
+            "sets": n,
+            "p50 ms": f"{q[49]:.2f}",
+            "p95 ms": f"{q[94]:.2f}",
+            "p99 ms": f"{q[98]:.2f}",
+            "max ms": f"{lat[-1]:.2f}",
+        }
+
     return run_scenario(lab, "latency", False, body)
 
 
@@ -181,8 +187,13 @@ def hot(lab, keys=100, writes=200):
         events.stop()
         writes_seen = sum(1 for _, _, e in events.events if e == b"set")
         stopped = events.events[-1][0] if events.events else t1
-        return {"local writes": keys * writes, "final values after s": f"{t1 - last:.2f}",
-                "writing stopped after s": f"{stopped - last:.2f}", "remote writes": writes_seen}
+        return {
+            "local writes": keys * writes,
+            "final values after s": f"{t1 - last:.2f}",
+            "writing stopped after s": f"{stopped - last:.2f}",
+            "remote writes": writes_seen,
+        }
+
     return run_scenario(lab, "hot", False, body)
 
 
@@ -198,6 +209,7 @@ def hashes(lab, n=2000, keys=100):
         expected = {k: local.hgetall(f"{ns}{k}") for k in range(keys)}
         t1 = poll(lambda: all(remote.hgetall(f"{ns}{k}") == v for k, v in expected.items()), interval=0.01)
         return {"hsets": n, "hashes": keys, "seconds": f"{t1 - t0:.2f}"}
+
     return run_scenario(lab, "hash", False, body)
 
 
@@ -247,8 +259,13 @@ def trickle(lab, rate, seconds, rc, keys=1000):
                 lat.append((times[i] - t) * 1000)
                 taken[k] = i + 1
         q = statistics.quantiles(lat, n=100) if len(lat) > 2 else [float("nan")] * 99
-        return {"sets": n, "hub requests/key": f"{requests / n:.2f}",
-                "p50 ms": f"{q[49]:.2f}", "p99 ms": f"{q[98]:.2f}"}
+        return {
+            "sets": n,
+            "hub requests/key": f"{requests / n:.2f}",
+            "p50 ms": f"{q[49]:.2f}",
+            "p99 ms": f"{q[98]:.2f}",
+        }
+
     figures = run_scenario(lab, "trickle-rc" if rc else "trickle", rc, body)
     figures["cpu ms/key"] = f"{float(figures['cpu s']) / figures['sets'] * 1e3:.2f}"
     return figures
@@ -277,6 +294,7 @@ def outage(lab, n):
         t0 = time.perf_counter()
         t1 = poll(lambda: count(remote, ns + "*") >= n, interval=0.2)
         return {"keys": n, "converged after hub back s": f"{t1 - t0:.2f}"}
+
     return run_scenario(lab, "outage", False, body)
 
 
@@ -289,14 +307,23 @@ def big_hash(lab, fields):
         key = ns + "h"
         t0 = time.perf_counter()
         for start in range(0, fields, 100_000):
-            local.eval("for i = ARGV[1], ARGV[2] do redis.call('HSET', KEYS[1], 'field:' .. i, 'value:' .. i) end",
-                       1, key, start, min(fields, start + 100_000) - 1)
+            local.eval(
+                "for i = ARGV[1], ARGV[2] do redis.call('HSET', KEYS[1], 'field:' .. i, 'value:' .. i) end",
+                1,
+                key,
+                start,
+                min(fields, start + 100_000) - 1,
+            )
         t1 = poll(lambda: remote.hlen(key) >= fields, timeout=600, interval=0.1)
         local.hset(key, "field:7", "changed")
         t2 = time.perf_counter()
         t3 = poll(lambda: remote.hget(key, "field:7") == b"changed", timeout=600, interval=0.05)
-        return {"fields": fields, "written and copied s": f"{t1 - t0:.2f}",
-                "one field changed, copied again s": f"{t3 - t2:.2f}"}
+        return {
+            "fields": fields,
+            "written and copied s": f"{t1 - t0:.2f}",
+            "one field changed, copied again s": f"{t3 - t2:.2f}",
+        }
+
     return run_scenario(lab, "bighash", False, body)
 
 
@@ -313,12 +340,15 @@ def main():
     parser.add_argument("--rtt", default="", help="round trips in ms to add, comma-separated (e.g. 10,40,100)")
     args = parser.parse_args()
     only = set(args.only.split(","))
-    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
-          f"Python {platform.python_version()}")
+    print(
+        f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    )
     with Sandbox() as sandbox:
-        lab = {"sandbox": sandbox,
-               "local": redis.Redis(port=sandbox.local_redis_port),
-               "remote": redis.Redis(port=sandbox.remote_redis_port)}
+        lab = {
+            "sandbox": sandbox,
+            "local": redis.Redis(port=sandbox.local_redis_port),
+            "remote": redis.Redis(port=sandbox.remote_redis_port),
+        }
         scenarios = [
             ("burst", lambda: burst(lab, args.burst)),
             ("latency", lambda: latency(lab, args.rate, args.seconds)),

@@ -45,8 +45,9 @@ class DelayProxy:
             return
         for writer in (client_writer, server_writer):
             writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        await asyncio.gather(self._pipe(client_reader, server_writer), self._pipe(server_reader, client_writer),
-                             return_exceptions=True)
+        await asyncio.gather(
+            self._pipe(client_reader, server_writer), self._pipe(server_reader, client_writer), return_exceptions=True
+        )
 
     async def _pipe(self, reader, writer) -> None:
         loop = asyncio.get_running_loop()

@@ -11,6 +11,7 @@ def main(argv=None):
         print(USAGE, file=sys.stderr)
         return 2
     from redisrepl.verify import main as verify
+
     return verify(argv[1:])
 
 

@@ -106,7 +106,7 @@ class BigCopy:
     requests: int = 0
     stamp: int = 0
     refused: bool = False
-    local_generation: bytes | None = None   # the local side's, for the record of the copy
+    local_generation: bytes | None = None  # the local side's, for the record of the copy
 
 
 async def digest(store, key, kind):
@@ -128,8 +128,7 @@ async def digest(store, key, kind):
 class BigCopier:
     """Copies big keys from one side to the other in chunks (see the module)."""
 
-    def __init__(self, clock, meta_prefix, chunk_items=CHUNK_ITEMS, chunk_bytes=CHUNK_BYTES,
-                 piece_bytes=PIECE_BYTES):
+    def __init__(self, clock, meta_prefix, chunk_items=CHUNK_ITEMS, chunk_bytes=CHUNK_BYTES, piece_bytes=PIECE_BYTES):
         self._clock = clock
         self._meta = meta_prefix
         self.chunk_items = chunk_items
@@ -167,16 +166,16 @@ class BigCopier:
                 cursor, items, generation = await reading
                 read_stamp, read_gen = generation.stamp, generation.id
                 if kind != STRING:
-                    count = next_count(count, sum(len(item) for item in items), self.chunk_items,
-                                       self.chunk_bytes)
+                    count = next_count(count, sum(len(item) for item in items), self.chunk_items, self.chunk_bytes)
                 # the next chunk is read while this one is written
                 reading = self._read(source, key, kind, cursor, count) if cursor not in (b"0", 0) else None
                 digester.add(items)
                 if kind == STRING:
                     piece = items[0] if items else b""
                     if piece or first:
-                        await self._on(target, target.store.write_piece(
-                            temporary, offset, piece, TEMPORARY_LIFETIME * 1000))
+                        await self._on(
+                            target, target.store.write_piece(temporary, offset, piece, TEMPORARY_LIFETIME * 1000)
+                        )
                         offset += len(piece)
                         first = False
                         requests += 1
@@ -197,16 +196,19 @@ class BigCopier:
             raise
         finally:
             if reading is not None:
-                reading.addErrback(lambda _: None)   # given up with the copy
+                reading.addErrback(lambda _: None)  # given up with the copy
         expire_ms = 0 if header.expire_at is None else max(1, round(header.expire_at * 1000))
         events = finish_events(header.expire_at)
         # its echo: by its events, or by its content if they come late or not at all
         target.expected.expect_events(key, events)
         target.expected.expect(key, copied)
         try:
-            done, generation = await self._on(target, target.store.call(
-                scripts.FINISH, [temporary, key],
-                [b"%d" % expire_ms, b"" if origin is None else b"%d" % origin]))
+            done, generation = await self._on(
+                target,
+                target.store.call(
+                    scripts.FINISH, [temporary, key], [b"%d" % expire_ms, b"" if origin is None else b"%d" % origin]
+                ),
+            )
         except BaseException:
             # maybe done, maybe not: its echo is still recognised, but it is
             # not known to be there (and its events stay expected a while)
@@ -228,14 +230,21 @@ class BigCopier:
 
     async def _write_chunk(self, side, temporary, kind, items, first):
         mode = b"=" if first else b"+"
-        await self._on(side, side.store.run_script(scripts.WRITE, [temporary], state.write_segment(
-            mode + kind.encode(), b"%d" % (TEMPORARY_LIFETIME * 1000), items)))
+        await self._on(
+            side,
+            side.store.run_script(
+                scripts.WRITE,
+                [temporary],
+                state.write_segment(mode + kind.encode(), b"%d" % (TEMPORARY_LIFETIME * 1000), items),
+            ),
+        )
 
     def _abandon(self, side, temporary):
         """Delete what an abandoned copy wrote, if the side answers (it
         expires by itself otherwise)."""
-        d = Deferred.fromCoroutine(side.store.run_script(scripts.WRITE, [temporary],
-                                                         state.write_segment(b"none", b"0", [])))
+        d = Deferred.fromCoroutine(
+            side.store.run_script(scripts.WRITE, [temporary], state.write_segment(b"none", b"0", []))
+        )
         d.addErrback(lambda _: None)
 
     @staticmethod

@@ -24,15 +24,15 @@ DELETING_EVENTS = frozenset((b"del", b"expired", b"rename_from", b"move_from"))
 
 
 class Verdict(enum.Enum):
-    LATER = "later"            # the reply was full: read it again in the next batch
-    VOID = "void"              # the reconcile's copy, but the source lost data since it decided
-    EVICTED = "evicted"        # absent because evicted there: not a deletion
+    LATER = "later"  # the reply was full: read it again in the next batch
+    VOID = "void"  # the reconcile's copy, but the source lost data since it decided
+    EVICTED = "evicted"  # absent because evicted there: not a deletion
     UNEXPLAINED = "unexplained"  # absent, but no event that deletes came yet: that event decides
-    ECHO = "echo"              # what redisrepl wrote there itself
-    LOST = "lost"              # the source lost data and this may be the loss: the reconcile judges
-    REFILLED = "refilled"      # another site refilled it on the hub: the reconcile judges
-    BIG = "big"                # copied in chunks, beside the batches
-    THERE = "there"            # the other side holds it already
+    ECHO = "echo"  # what redisrepl wrote there itself
+    LOST = "lost"  # the source lost data and this may be the loss: the reconcile judges
+    REFILLED = "refilled"  # another site refilled it on the hub: the reconcile judges
+    BIG = "big"  # copied in chunks, beside the batches
+    THERE = "there"  # the other side holds it already
     UNSUPPORTED = "unsupported"  # a type not replicated
     COPY = "copy"
 
@@ -43,20 +43,28 @@ class Reading:
 
     source: str
     generation: Generation | None
-    untrusted: bool              # the source's generation is not one this site confirmed
+    untrusted: bool  # the source's generation is not one this site confirmed
 
 
-def classify(reading: Reading, key: bytes, state: KeyState | BigState, tag: int | None,
-             forced: Forced | None, *, evicted: bool, made_since_loss: Callable[[], bool],
-             src_expected: ExpectedEvents, dst_expected: ExpectedEvents,
-             absence_explained: Callable[[], bool] = lambda: True) -> Verdict:
+def classify(
+    reading: Reading,
+    key: bytes,
+    state: KeyState | BigState,
+    tag: int | None,
+    forced: Forced | None,
+    *,
+    evicted: bool,
+    made_since_loss: Callable[[], bool],
+    src_expected: ExpectedEvents,
+    dst_expected: ExpectedEvents,
+    absence_explained: Callable[[], bool] = lambda: True,
+) -> Verdict:
     """The verdict on ``state`` of ``key`` (``tag``: the hub's stamp of it),
     ``forced`` the reconcile's request for it from this source (or None)."""
     generation = reading.generation
     if state is NOT_READ:
         return Verdict.LATER
-    if forced is not None and forced.guard is not None and (
-            generation is None or generation.id != forced.guard):
+    if forced is not None and forced.guard is not None and (generation is None or generation.id != forced.guard):
         # the source lost or rolled back data since the reconcile decided:
         # what it holds now is no reason to delete or revert
         return Verdict.VOID
@@ -74,8 +82,14 @@ def classify(reading: Reading, key: bytes, state: KeyState | BigState, tag: int 
         if not state.big and src_expected.is_echo(key, state):
             return Verdict.ECHO
         return Verdict.LOST
-    if (reading.source == REMOTE and forced is None and tag is not None and generation is not None
-            and tag < generation.start and not (state.big or src_expected.is_echo(key, state))):
+    if (
+        reading.source == REMOTE
+        and forced is None
+        and tag is not None
+        and generation is not None
+        and tag < generation.start
+        and not (state.big or src_expected.is_echo(key, state))
+    ):
         # refilled by another site after the hub lost data: whether its state
         # or ours is the fresher is the reconcile's to judge
         return Verdict.REFILLED
@@ -101,7 +115,7 @@ class LocalEvents:
         self._seen = 0
         #: key -> (number, name) of its latest event, while it waits
         self._latest: dict[bytes, tuple[int, bytes | None]] = {}
-        self._subscribed = 0        # number of the last event before the latest subscription
+        self._subscribed = 0  # number of the last event before the latest subscription
 
     def event(self, key: bytes, name: bytes | None) -> None:
         self._seen += 1
@@ -122,8 +136,9 @@ class LocalEvents:
         latest = self._latest.get(key)
         return latest is None or latest[1] is None or latest[1] in DELETING_EVENTS
 
-    def made_since_loss(self, source: str, key: bytes, state: KeyState | BigState, tag: int | None,
-                        generation: Generation | None) -> bool:
+    def made_since_loss(
+        self, source: str, key: bytes, state: KeyState | BigState, tag: int | None, generation: Generation | None
+    ) -> bool:
         """Was this state, read from a side whose generation is not trusted
         (it lost or rolled back data), written there since? On the hub, its
         record of the key says so. On the local side, the key's latest event
@@ -132,7 +147,7 @@ class LocalEvents:
         an event that deletes (an absence after a ``set`` is the loss: after
         a wipe, whatever is present was written since)."""
         if source != LOCAL:
-            assert generation is not None    # asked only of a reading with an untrusted generation
+            assert generation is not None  # asked only of a reading with an untrusted generation
             return tag is not None and tag >= generation.start
         number, event = self._latest.get(key, (0, None))
         if number <= self._subscribed:

@@ -42,11 +42,11 @@ class Outcome:
 
 @attrs.define
 class Comparison:
-    live: LiveCopies                 # the router
+    live: LiveCopies  # the router
     local_store: StateStore
     remote_store: StateStore
     synced: SyncedTable
-    epochs: dict[str, SideEpoch]     # side -> its epoch
+    epochs: dict[str, SideEpoch]  # side -> its epoch
     names: Namespace
     clock: Clock
     stats: ReconcileStats
@@ -55,7 +55,7 @@ class Comparison:
     mirror: bool = False
     max_delete: DeleteLimit = attrs.field(factory=DeleteLimit)
     wanted_site: bytes | None = None
-    site: bytes | None = None        # this site's name, once known
+    site: bytes | None = None  # this site's name, once known
 
     @property
     def stores(self) -> dict[str, StateStore]:
@@ -67,8 +67,9 @@ class Comparison:
         self.site = await self.synced.site_name(self.site or self.wanted_site)
         confirmed = await self._confirmed()
         allow_key = self.names.allow_key
-        checks = {side: await store.check(flag_key=allow_key if side == LOCAL else b"")
-                  for side, store in self.stores.items()}
+        checks = {
+            side: await store.check(flag_key=allow_key if side == LOCAL else b"") for side, store in self.stores.items()
+        }
         if LOCAL not in confirmed:
             # the local Redis lost this site's record: does the hub remember
             # this site (by its name) and which local generation it confirmed?
@@ -76,16 +77,24 @@ class Comparison:
             if recorded:
                 confirmed[LOCAL] = recorded
         mode = self._mode(checks, confirmed)
-        run = Judgement(self.live, self.synced, self.epochs, self.stats, self._room, mode,
-                        {side: check.generation.id for side, check in checks.items()},
-                        self.max_delete, allow_key, unlimited=checks[LOCAL].flagged)
-        log.info("reconcile ({reason}): comparing the namespace on both sides{how}", reason=reason,
-                 how=_describe(mode))
+        run = Judgement(
+            self.live,
+            self.synced,
+            self.epochs,
+            self.stats,
+            self._room,
+            mode,
+            {side: check.generation.id for side, check in checks.items()},
+            self.max_delete,
+            allow_key,
+            unlimited=checks[LOCAL].flagged,
+        )
+        log.info("reconcile ({reason}): comparing the namespace on both sides{how}", reason=reason, how=_describe(mode))
         run.watcher = self.live.watch()
         try:
             await self._compare(run, started)
             await self._forget_stale(checks[REMOTE].now)
-            await self._recheck(run)            # both sides as decided, just before deleting
+            await self._recheck(run)  # both sides as decided, just before deleting
             await run.delete()
             if mode.after_loss:
                 # the new generations are confirmed only once what was lost
@@ -94,9 +103,12 @@ class Comparison:
                 await self._recheck(run)
         except Voided as e:
             self.stats.voided += 1
-            log.warn("reconcile ({reason}) stopped: the {side} side lost or rolled back data during it; "
-                     "its deletions are not made, and a run in refill mode starts now",
-                     reason=reason, side=e.side)
+            log.warn(
+                "reconcile ({reason}) stopped: the {side} side lost or rolled back data during it; "
+                "its deletions are not made, and a run in refill mode starts now",
+                reason=reason,
+                side=e.side,
+            )
             return Outcome((f"voided: the {e.side} side's generation changed",))
         finally:
             self.live.unwatch(run.watcher)
@@ -104,8 +116,11 @@ class Comparison:
             # keys the hub lost that the live path was busy with were not
             # judged: until a run has, the hub's generation is not confirmed
             # (its absence of them would look like deletions)
-            log.info("reconcile ({reason}): {n} keys the hub lost were being copied and are judged by "
-                     "another refill run", reason=reason, n=run.unresolved)
+            log.info(
+                "reconcile ({reason}): {n} keys the hub lost were being copied and are judged by another refill run",
+                reason=reason,
+                n=run.unresolved,
+            )
             again.append("after a loss: keys not yet judged")
         else:
             await self._confirm(run.generations)
@@ -122,9 +137,14 @@ class Comparison:
         self.stats.refilled += run.refilled
         self.stats.last_duration = duration
         self.stats.last_end = self.clock.seconds()
-        log.info("reconcile ({reason}) done: {compared} keys compared, {fixed} differed and are being "
-                 "copied, in {duration:.2f}s", reason=reason, compared=run.compared, fixed=run.fixed,
-                 duration=duration)
+        log.info(
+            "reconcile ({reason}) done: {compared} keys compared, {fixed} differed and are being "
+            "copied, in {duration:.2f}s",
+            reason=reason,
+            compared=run.compared,
+            fixed=run.fixed,
+            duration=duration,
+        )
         return Outcome(tuple(again))
 
     async def _confirmed(self):
@@ -147,10 +167,15 @@ class Comparison:
         hub_lost = REMOTE in confirmed and remote.generation.id != confirmed[REMOTE]
         local_lost = LOCAL in confirmed and checks[LOCAL].generation.id != confirmed[LOCAL]
         window_open = remote.now < remote.generation.start + scripts.RECOVERY_WINDOW * 1_000_000
-        return Mode(two_way=self.two_way, winner=self.winner, mirror=self.mirror,
-                    hub_lost=hub_lost, local_lost=local_lost,
-                    windows=tuple(lost_windows(remote.hist, confirmed.get(REMOTE))) if hub_lost else (),
-                    recovery_start=remote.generation.start if window_open else None)
+        return Mode(
+            two_way=self.two_way,
+            winner=self.winner,
+            mirror=self.mirror,
+            hub_lost=hub_lost,
+            local_lost=local_lost,
+            windows=tuple(lost_windows(remote.hist, confirmed.get(REMOTE))) if hub_lost else (),
+            recovery_start=remote.generation.start if window_open else None,
+        )
 
     async def _compare(self, run, started):
         refused = Refused()
@@ -159,8 +184,7 @@ class Comparison:
         # local digest read then; then the keys that only the local side has.
         report = self._progress("remote", started, run)
         on_local_big = _big_progress(LOCAL)
-        async for step in scan_steps(self.remote_store, self.names, on_big=_big_progress(REMOTE),
-                                     refused=refused):
+        async for step in scan_steps(self.remote_store, self.names, on_big=_big_progress(REMOTE), refused=refused):
             run.check_generation(REMOTE)
             run.sizes[REMOTE] += len(step)
             keys = [key for key, _, _ in step]
@@ -251,27 +275,43 @@ class Comparison:
             if scanned >= state_["next"]:
                 state_["next"] += PROGRESS_EVERY
                 elapsed = max(self.clock.seconds() - started, 1e-6)
-                log.info("reconcile: {n} keys scanned on the {side} side ({rate:.0f} keys/s), "
-                         "{fixed} of {compared} compared so far differ and are being copied",
-                         n=scanned, side=side, rate=scanned / elapsed, fixed=run.fixed, compared=run.compared)
+                log.info(
+                    "reconcile: {n} keys scanned on the {side} side ({rate:.0f} keys/s), "
+                    "{fixed} of {compared} compared so far differ and are being copied",
+                    n=scanned,
+                    side=side,
+                    rate=scanned / elapsed,
+                    fixed=run.fixed,
+                    compared=run.compared,
+                )
+
         return report
 
 
 def _big_progress(side):
     def report(key, kind):
-        log.info("reconcile: digesting the big {kind} {key} on the {side} side, a chunk at a time",
-                 kind=kind, key=short(key), side=side)
+        log.info(
+            "reconcile: digesting the big {kind} {key} on the {side} side, a chunk at a time",
+            kind=kind,
+            key=short(key),
+            side=side,
+        )
+
     return report
 
 
 def _describe(mode):
     parts = []
     if mode.hub_lost:
-        parts.append("the remote side lost or rolled back data since this site last confirmed it: "
-                     "refilling what it lost from the local side")
+        parts.append(
+            "the remote side lost or rolled back data since this site last confirmed it: "
+            "refilling what it lost from the local side"
+        )
     if mode.local_lost:
-        parts.append("the local side lost or rolled back data since this site last confirmed it"
-                     + ("" if mode.two_way else ": refilling it from the remote side"))
+        parts.append(
+            "the local side lost or rolled back data since this site last confirmed it"
+            + ("" if mode.two_way else ": refilling it from the remote side")
+        )
     if parts:
         parts.append("deleting nothing in this run")
     return "".join("; " + part for part in parts)

@@ -134,8 +134,9 @@ def validate(values: Mapping[str, object], environ: Mapping[str, str] | None = N
     try:
         max_delete = DeleteLimit.parse(string("max-delete"))
     except ValueError:
-        raise ConfigError("--max-delete must be a percentage (10%), a number of keys or 'all', "
-                          f"not {raw['max-delete']!r}") from None
+        raise ConfigError(
+            f"--max-delete must be a percentage (10%), a number of keys or 'all', not {raw['max-delete']!r}"
+        ) from None
     if flag("mirror") and flag("rc"):
         raise ConfigError("--mirror is for one-way mode: with --rc both sides are merged")
     site = string("site")
@@ -151,18 +152,37 @@ def validate(values: Mapping[str, object], environ: Mapping[str, str] | None = N
     local_endpoint = _raddr(raddr)
     metrics_endpoint = _metrics(text("metrics"))
     return Config(
-        haddr=haddr, cert=text("cert"), key=text("key"), ca=text("ca"),
+        haddr=haddr,
+        cert=text("cert"),
+        key=text("key"),
+        ca=text("ca"),
         key_password_file=text("key-password-file"),
-        raddr=raddr, local_endpoint=local_endpoint, db=db,
+        raddr=raddr,
+        local_endpoint=local_endpoint,
+        db=db,
         username=text("username") or environ.get(USERNAME_ENV) or None,
-        password_file=text("password-file"), environ_password=environ.get(PASSWORD_ENV) or None,
-        legacy_password=string("pass"), password_moved=bool(environ.get(LEGACY_PASS_ENV)),
-        namespace=namespace, names=Namespace(namespace), all_keys=flag("all-keys"),
-        allow_http=flag("allow-http"), rc=flag("rc"), winner=winner, mirror=flag("mirror"),
-        keep_remote_only=flag("keep-remote-only"), heartbeat=heartbeat,
-        reconcile_interval=reconcile_interval, max_delete=max_delete, max_backlog=max_backlog,
-        concurrency=concurrency, batch=batch, big_key_items=big_key_items,
-        site_name=site.encode() if site else None, metrics_endpoint=metrics_endpoint)
+        password_file=text("password-file"),
+        environ_password=environ.get(PASSWORD_ENV) or None,
+        legacy_password=string("pass"),
+        password_moved=bool(environ.get(LEGACY_PASS_ENV)),
+        namespace=namespace,
+        names=Namespace(namespace),
+        all_keys=flag("all-keys"),
+        allow_http=flag("allow-http"),
+        rc=flag("rc"),
+        winner=winner,
+        mirror=flag("mirror"),
+        keep_remote_only=flag("keep-remote-only"),
+        heartbeat=heartbeat,
+        reconcile_interval=reconcile_interval,
+        max_delete=max_delete,
+        max_backlog=max_backlog,
+        concurrency=concurrency,
+        batch=batch,
+        big_key_items=big_key_items,
+        site_name=site.encode() if site else None,
+        metrics_endpoint=metrics_endpoint,
+    )
 
 
 def _seconds(value: object, what: str) -> float:
@@ -186,7 +206,7 @@ def _haddr(haddr: str | None, allow_http: bool) -> str:
         raise ConfigError("--haddr is required: the https:// URL of the hub")
     try:
         url = urlsplit(haddr)
-        _ = url.port    # a bad port raises ValueError only when read
+        _ = url.port  # a bad port raises ValueError only when read
     except ValueError as e:
         raise ConfigError(f"--haddr {haddr!r} is not a valid URL: {e}") from None
     if url.scheme not in ("https", "http") or not url.hostname:
@@ -194,8 +214,10 @@ def _haddr(haddr: str | None, allow_http: bool) -> str:
     if url.query or url.fragment:
         raise ConfigError(f"--haddr {haddr!r} must not have a query or fragment")
     if url.scheme == "http" and not allow_http:
-        raise ConfigError(f"--haddr {haddr!r} is plain HTTP: the hub needs https:// "
-                          "(use --allow-http only for Webdis on a trusted host)")
+        raise ConfigError(
+            f"--haddr {haddr!r} is plain HTTP: the hub needs https:// "
+            "(use --allow-http only for Webdis on a trusted host)"
+        )
     return haddr
 
 

@@ -48,7 +48,7 @@ def retry_delay(factory: txredisapi.RedisFactory, attempt: int) -> float:
 def local_endpoint(reactor: Reactor, spec: LocalEndpoint) -> tuple[ClientEndpoint, str]:
     """The client endpoint of the local Redis, and how to name it in messages."""
     match spec:
-        case (_, path):     # ("unix", path)
+        case (_, path):  # ("unix", path)
             return endpoints.UNIXClientEndpoint(reactor, path), path
         case (_, host, port):
             return endpoints.HostnameEndpoint(reactor, host, port, timeout=10), f"{host}:{port}"
@@ -57,8 +57,16 @@ def local_endpoint(reactor: Reactor, spec: LocalEndpoint) -> tuple[ClientEndpoin
 def command_factory(db: int, password: str | None = None, username: str | None = None) -> txredisapi.RedisFactory:
     """A txredisapi factory for the local Redis' commands: bytes in, bytes out."""
     factory = txredisapi.RedisFactory(
-        None, db, 1, isLazy=True, charset=None, password=password,
-        convertNumbers=False, username=username, replyTimeout=None)
+        None,
+        db,
+        1,
+        isLazy=True,
+        charset=None,
+        password=password,
+        convertNumbers=False,
+        username=username,
+        replyTimeout=None,
+    )
     factory.protocol = CommandProtocol
     factory.retryDelay = retry_delay.__get__(factory)
     return factory
@@ -119,4 +127,4 @@ def remote_stream_http(reactor: Reactor, runtime: Runtime) -> HTTPClient:
     connections, never pooled (a stream holds one for as long as it lasts)."""
     pool = QuietConnectionPool(reactor, persistent=False)
     agent = Agent(reactor, contextFactory=_policy(runtime), pool=pool)
-    return HTTPClient(cast(IAgent, agent))   # Agent provides IAgent (a zope declaration mypy does not see)
+    return HTTPClient(cast(IAgent, agent))  # Agent provides IAgent (a zope declaration mypy does not see)

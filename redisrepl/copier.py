@@ -58,7 +58,7 @@ class Batch:
 @attrs.define
 class Copier:
     clock: Clock
-    sides: dict[str, Side]           # side name -> Side
+    sides: dict[str, Side]  # side name -> Side
     stats: Stats
     links: Links
     reports: KeyReports
@@ -67,7 +67,7 @@ class Copier:
     evictions: Evictions
     local_events: LocalEvents
     reconcile: ReconcileRequests
-    synced: SyncedTable | None = None   # what both sides hold
+    synced: SyncedTable | None = None  # what both sides hold
     big: BigCopier | None = None
 
     async def copy(self, source: str, target: str, keys: list[bytes]) -> Batch:
@@ -83,8 +83,9 @@ class Copier:
         self.links.answered(source)
         generation = reply.generation
         epoch = src.store.epoch
-        reading = Reading(source, generation,
-                          untrusted=generation is not None and epoch is not None and not epoch.trusts(generation))
+        reading = Reading(
+            source, generation, untrusted=generation is not None and epoch is not None and not epoch.trusts(generation)
+        )
         items: list[tuple[bytes, State]] = []
         origins: dict[bytes, int] = {}
         expects: dict[bytes, object] = {}
@@ -93,10 +94,17 @@ class Copier:
         for key, state, tag in zip(keys, reply.states, reply.tags):
             forced = forced_now.get(key)
             verdict = classify(
-                reading, key, state, tag, forced, evicted=self.evictions.was_evicted(source, key),
+                reading,
+                key,
+                state,
+                tag,
+                forced,
+                evicted=self.evictions.was_evicted(source, key),
                 made_since_loss=partial(self.local_events.made_since_loss, source, key, state, tag, generation),
-                src_expected=src.expected, dst_expected=dst.expected,
-                absence_explained=partial(self.local_events.absence_explained, source, key))
+                src_expected=src.expected,
+                dst_expected=dst.expected,
+                absence_explained=partial(self.local_events.absence_explained, source, key),
+            )
             if verdict is Verdict.COPY:
                 items.append((key, state))
                 if source == REMOTE and generation is not None:
@@ -136,9 +144,15 @@ class Copier:
         elif verdict is Verdict.UNSUPPORTED:
             self.reports.unsupported(key, source, state.kind)
 
-    async def write(self, target: str, items: list[tuple[bytes, State]],
-                    origins: dict[bytes, int] | None = None, read_stamps: dict[bytes, int] | None = None,
-                    expects: dict[bytes, object] | None = None, local_gen: bytes | None = None) -> None:
+    async def write(
+        self,
+        target: str,
+        items: list[tuple[bytes, State]],
+        origins: dict[bytes, int] | None = None,
+        read_stamps: dict[bytes, int] | None = None,
+        expects: dict[bytes, object] | None = None,
+        local_gen: bytes | None = None,
+    ) -> None:
         """Write ``items`` to ``target``; ``origins`` marks refills,
         ``expects`` copies made only if the target still holds what the
         reconcile saw, and ``read_stamps`` are the stamps the hub's states
@@ -149,7 +163,7 @@ class Copier:
         for key, state in items:
             dst.expected.expect(key, state)
             if (origins and key in origins) or (expects and key in expects):
-                continue            # may be refused: its echo is told by its content
+                continue  # may be refused: its echo is told by its content
             events = write_events(state, now)
             if events is not None:
                 dst.expected.expect_events(key, events)
@@ -176,8 +190,12 @@ class Copier:
         if target == LOCAL and wrote.generation is not None:
             local_gen = wrote.generation.id
         origins, read_stamps = origins or {}, read_stamps or {}
-        self.written(target, [(key, state, origins.get(key, read_stamps.get(key, written)))
-                              for key, state in items], 1, local_gen)
+        self.written(
+            target,
+            [(key, state, origins.get(key, read_stamps.get(key, written))) for key, state in items],
+            1,
+            local_gen,
+        )
         self.evictions.written(target, [key for key, _ in items])
 
     def refused(self, target: str, keys: Collection[bytes]) -> None:
@@ -189,8 +207,9 @@ class Copier:
         self.stats.refills_refused += len(keys)
         self.reconcile.request("copies refused by the target")
 
-    def written(self, target: str, items: list[tuple[bytes, State, int]], requests: int,
-                local_gen: bytes | None = None) -> None:
+    def written(
+        self, target: str, items: list[tuple[bytes, State, int]], requests: int, local_gen: bytes | None = None
+    ) -> None:
         """``items`` (key, state, stamp) are on both sides now (copied while
         the local side was of generation ``local_gen``)."""
         self.links.answered(target)
@@ -207,7 +226,7 @@ class Copier:
         src, dst = self.sides[source], self.sides[target]
         key, header = big.key, big.header
         origin = big.forced.origin if big.forced is not None else None
-        assert self.big is not None     # big keys are handed to this copier only with a BigCopier
+        assert self.big is not None  # big keys are handed to this copier only with a BigCopier
         try:
             if src.expected.has(key):
                 # maybe what redisrepl wrote there: compare contents (digested

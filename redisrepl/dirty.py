@@ -25,10 +25,10 @@ if TYPE_CHECKING:
 class Queued(enum.Enum):
     """What ``DirtyQueue.add`` did with a change."""
 
-    ADDED = "added"            # a new entry: something to pump
-    COALESCED = "coalesced"    # merged into the key's entry
-    PARKED = "parked"          # merged into the key's parked entry
-    FULL = "full"              # not kept: the queue is full (a reconcile must find it)
+    ADDED = "added"  # a new entry: something to pump
+    COALESCED = "coalesced"  # merged into the key's entry
+    PARKED = "parked"  # merged into the key's parked entry
+    FULL = "full"  # not kept: the queue is full (a reconcile must find it)
 
 
 def key_backoff() -> Backoff:
@@ -36,18 +36,23 @@ def key_backoff() -> Backoff:
 
 
 class DirtyQueue:
-    def __init__(self, clock: Clock, on_ready: Callable[[], None], max_backlog: int = 100_000,
-                 key_backoff: Callable[[], Backoff] = key_backoff) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        on_ready: Callable[[], None],
+        max_backlog: int = 100_000,
+        key_backoff: Callable[[], Backoff] = key_backoff,
+    ) -> None:
         self._clock = clock
-        self._on_ready = on_ready          # called when a parked key is back
+        self._on_ready = on_ready  # called when a parked key is back
         self.max_backlog = max_backlog
         self._key_backoff = key_backoff
-        self._dirty: OrderedDict[bytes, int] = OrderedDict()   # key -> BIT mask, oldest first
-        self._parked: dict[bytes, tuple[int, DelayedCall]] = {}   # key -> (BIT mask, DelayedCall)
-        self._backoffs: dict[bytes, Backoff] = {}   # key -> Backoff, while the key keeps being refused
-        self._solo: set[bytes] = set()     # keys to send alone (to find the one refused)
-        self.in_flight: set[bytes] = set()   # keys in a batch under way
-        self.high_water = 0                # most keys ever waiting at once
+        self._dirty: OrderedDict[bytes, int] = OrderedDict()  # key -> BIT mask, oldest first
+        self._parked: dict[bytes, tuple[int, DelayedCall]] = {}  # key -> (BIT mask, DelayedCall)
+        self._backoffs: dict[bytes, Backoff] = {}  # key -> Backoff, while the key keeps being refused
+        self._solo: set[bytes] = set()  # keys to send alone (to find the one refused)
+        self.in_flight: set[bytes] = set()  # keys in a batch under way
+        self.high_water = 0  # most keys ever waiting at once
         self._stopped = False
 
     def __bool__(self) -> bool:
@@ -119,7 +124,7 @@ class DirtyQueue:
                 break
         if not keys:
             return None
-        assert source is not None    # set with the first key taken
+        assert source is not None  # set with the first key taken
         for key in keys:
             self.clear(key, source)
         self.in_flight.update(keys)

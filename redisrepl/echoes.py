@@ -47,7 +47,7 @@ def write_events(state, now: float) -> tuple[bytes, ...] | None:
         return None
     kind = state.kind
     if kind not in SUPPORTED or kind == NONE or (expire_at is not None and expire_at <= now):
-        return (b"set", b"del")           # written as absent
+        return (b"set", b"del")  # written as absent
     if kind == STRING:
         events: tuple[bytes, ...] = (b"set",)
     elif kind == STREAM:
@@ -56,7 +56,7 @@ def write_events(state, now: float) -> tuple[bytes, ...] | None:
     else:
         count = len(state.value or ())
         if not count:
-            return (b"set", b"del")       # an empty collection is no key
+            return (b"set", b"del")  # an empty collection is no key
         events = (b"set", b"del") + (_ADD[kind],) * _chunks(count * _ARGUMENTS_PER_ITEM[kind])
     if expire_at is not None:
         events += (b"expire",)

@@ -28,9 +28,9 @@ class Generation:
     """One side's generation as a script's reply ends with it."""
 
     id: bytes
-    stamp: int       # the hub's stamp of this call (after its writes)
-    start: int       # the stamp at which the generation started
-    base: int = 0    # the stamp a state read in this call is as of, if the hub has no record of its key
+    stamp: int  # the hub's stamp of this call (after its writes)
+    start: int  # the stamp at which the generation started
+    base: int = 0  # the stamp a state read in this call is as of, if the hub has no record of its key
 
     def as_of(self, tag):
         """The stamp a state read in this call is known as of: the hub's
@@ -62,7 +62,7 @@ def lost_windows(hist, confirmed):
     records = parse_hist(hist)
     ids = [record[0] for record in records]
     if confirmed in ids:
-        later = records[ids.index(confirmed) + 1:]
+        later = records[ids.index(confirmed) + 1 :]
         return [(n0, s0) for _, n0, s0 in later]
     windows = [(n0, s0) for _, n0, s0 in records]
     if records:
@@ -83,9 +83,9 @@ class SideEpoch:
 
     def __init__(self, side, listener=None):
         self.side = side
-        self.current = None      # Generation, from the last reply
-        self.first = None        # generation id of the first reply this process saw
-        self.confirmed = None    # generation id, once loaded or confirmed
+        self.current = None  # Generation, from the last reply
+        self.first = None  # generation id of the first reply this process saw
+        self.confirmed = None  # generation id, once loaded or confirmed
         self._listener = listener
 
     def observe(self, generation):
@@ -110,5 +110,4 @@ class SideEpoch:
     @property
     def changed(self):
         """Has this side's generation changed since the last confirmed one?"""
-        return (self.confirmed is not None and self.current is not None
-                and self.current.id != self.confirmed)
+        return self.confirmed is not None and self.current is not None and self.current.id != self.confirmed

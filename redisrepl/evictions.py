@@ -18,10 +18,10 @@ EVICTION_REPORT_EVERY = 60.0
 class Evictions:
     def __init__(self, clock, synced=None):
         self._clock = clock
-        self._synced = synced              # flags the synchronised states (redisrepl.synced)
-        self._evicted = {LOCAL: OrderedDict(), REMOTE: OrderedDict()}   # key -> None
+        self._synced = synced  # flags the synchronised states (redisrepl.synced)
+        self._evicted = {LOCAL: OrderedDict(), REMOTE: OrderedDict()}  # key -> None
         self._to_flag = {LOCAL: [], REMOTE: []}
-        self._report = {LOCAL: None, REMOTE: None}   # (time of the last line, count since)
+        self._report = {LOCAL: None, REMOTE: None}  # (time of the last line, count since)
 
     def evicted(self, side: str, key: bytes) -> None:
         """``side`` evicted ``key``: remember it, flag it (at the end of this
@@ -59,13 +59,21 @@ class Evictions:
         last, count = self._report[side] or (None, 0)
         now = self._clock.seconds()
         if last is None:
-            log.warn("the {side} Redis evicted {key}: evictions are not replicated as deletions (the key "
-                     "stays evicted there and is kept on the other side); set its maxmemory-policy to "
-                     "noeviction to keep every key", side=side, key=short(key))
+            log.warn(
+                "the {side} Redis evicted {key}: evictions are not replicated as deletions (the key "
+                "stays evicted there and is kept on the other side); set its maxmemory-policy to "
+                "noeviction to keep every key",
+                side=side,
+                key=short(key),
+            )
             self._report[side] = (now, 0)
         elif now - last >= EVICTION_REPORT_EVERY:
-            log.warn("the {side} Redis evicted {n} keys in the last {seconds:.0f}s (kept on the other side)",
-                     side=side, n=count + 1, seconds=now - last)
+            log.warn(
+                "the {side} Redis evicted {n} keys in the last {seconds:.0f}s (kept on the other side)",
+                side=side,
+                n=count + 1,
+                seconds=now - last,
+            )
             self._report[side] = (now, 0)
         else:
             self._report[side] = (last, count + 1)

@@ -102,7 +102,7 @@ class ExpectedEvents:
         now = self._clock.seconds()
         queue = self._events.pop(key, None) or deque()
         queue.extend((now + self.lifetime, event) for event in events)
-        self._events[key] = queue          # newest last
+        self._events[key] = queue  # newest last
         # the oldest go when they are all past their time, or the table is full
         while self._events:
             oldest_key, oldest = next(iter(self._events.items()))
@@ -149,6 +149,6 @@ class ExpectedEvents:
         now = self._clock.seconds()
         while entries:
             key = next(iter(entries))
-            if entries[key][2] > now:    # its deadline
+            if entries[key][2] > now:  # its deadline
                 break
             del entries[key]

@@ -15,8 +15,7 @@ log = Logger()
 
 
 class Health:
-    def __init__(self, clock, router, local_source, remote_source=None, watchdog=None, reconciler=None,
-                 max_lag=15.0):
+    def __init__(self, clock, router, local_source, remote_source=None, watchdog=None, reconciler=None, max_lag=15.0):
         self._clock = clock
         self._router = router
         self._local = local_source

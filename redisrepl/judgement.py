@@ -43,26 +43,26 @@ def _expectable(digest):
 class Judgement:
     """One reconcile run: its decisions, its updates of the synced table, its counts."""
 
-    live: object                     # redisrepl.interfaces.ILiveCopies (the router)
-    synced: object                   # redisrepl.synced.SyncedTable
-    epochs: dict                     # side -> redisrepl.epochs.SideEpoch
-    stats: object                    # redisrepl.reconcile.ReconcileStats
-    room: object                     # async (): wait until the live path has room for more copies
-    mode: object                     # redisrepl.merge.Mode
-    generations: dict                # side -> generation id the run decides on
-    max_delete: object               # redisrepl.merge.DeleteLimit
-    allow_key: bytes                 # the local key that lets a mass deletion through
-    unlimited: bool = False          # allow-mass-delete was set: this run may delete any number
+    live: object  # redisrepl.interfaces.ILiveCopies (the router)
+    synced: object  # redisrepl.synced.SyncedTable
+    epochs: dict  # side -> redisrepl.epochs.SideEpoch
+    stats: object  # redisrepl.reconcile.ReconcileStats
+    room: object  # async (): wait until the live path has room for more copies
+    mode: object  # redisrepl.merge.Mode
+    generations: dict  # side -> generation id the run decides on
+    max_delete: object  # redisrepl.merge.DeleteLimit
+    allow_key: bytes  # the local key that lets a mass deletion through
+    unlimited: bool = False  # allow-mass-delete was set: this run may delete any number
     used_allowance: bool = attrs.field(init=False)
     watcher: set = attrs.field(factory=set)
-    forced: list = attrs.field(factory=list)       # keys copied by this run (kept only after a loss)
-    deletions: dict = attrs.field(factory=lambda: {LOCAL: [], REMOTE: []})   # to delete at the end
+    forced: list = attrs.field(factory=list)  # keys copied by this run (kept only after a loss)
+    deletions: dict = attrs.field(factory=lambda: {LOCAL: [], REMOTE: []})  # to delete at the end
     deletions_found: dict = attrs.field(factory=_per_side)
-    sizes: dict = attrs.field(factory=_per_side)   # keys of the namespace on each side
+    sizes: dict = attrs.field(factory=_per_side)  # keys of the namespace on each side
     compared: int = 0
     fixed: int = 0
     refilled: int = 0
-    unresolved: int = 0              # keys the hub lost, left to the live path in this run
+    unresolved: int = 0  # keys the hub lost, left to the live path in this run
     _sets: list = attrs.field(factory=list)
 
     def __attrs_post_init__(self):
@@ -87,12 +87,15 @@ class Judgement:
                 live.unsupported(key, where, "module type")
         if entry is not None and entry.evicted is None:
             for side in (LOCAL, REMOTE):
-                if live.was_evicted(side, key):     # its flag may not be recorded yet
+                if live.was_evicted(side, key):  # its flag may not be recorded yet
                     entry = attrs.evolve(entry, evicted=side)
         decision = decide(here, there, entry, self.mode, tag)
         if decision.side is None:
-            if (here == there and here not in (UNSUPPORTED, CHANGING)
-                    and (entry is None or entry.digest != here or entry.evicted is not None)):
+            if (
+                here == there
+                and here not in (UNSUPPORTED, CHANGING)
+                and (entry is None or entry.digest != here or entry.evicted is not None)
+            ):
                 # equal on both sides but not as recorded (changed the same way on both)
                 self._sets.append((key, here, tag))
             return
@@ -121,8 +124,9 @@ class Judgement:
         (``generation``: the hub's, as the step read them)."""
         sets, self._sets = self._sets, []
         if sets:
-            await self.synced.store([(key, digest, generation.as_of(tag)) for key, digest, tag in sets],
-                                    self.generations[LOCAL])
+            await self.synced.store(
+                [(key, digest, generation.as_of(tag)) for key, digest, tag in sets], self.generations[LOCAL]
+            )
 
     async def delete(self):
         """Make the deletions decided, side by side, unless more than the
@@ -133,13 +137,19 @@ class Judgement:
             if limit is not None and found > limit:
                 self.stats.guard_tripped[target] = found
                 self.stats.blocked[target] = found
-                log.error("reconcile: {n} keys of the {side} side's {size} would be deleted, more than "
-                          "--max-delete allows ({limit}: {rule}); none deleted there, everything else "
-                          "copied. Among them: {sample}. If these deletions are wanted, set "
-                          "{allow} in the local Redis (redis-cli SET ... 1) to let the next run through",
-                          n=found, side=target, size=self.sizes[target], limit=limit, rule=str(self.max_delete),
-                          sample=", ".join(short(key) for key, _, _ in keys[:GUARD_SAMPLE]),
-                          allow=short(self.allow_key, 200))
+                log.error(
+                    "reconcile: {n} keys of the {side} side's {size} would be deleted, more than "
+                    "--max-delete allows ({limit}: {rule}); none deleted there, everything else "
+                    "copied. Among them: {sample}. If these deletions are wanted, set "
+                    "{allow} in the local Redis (redis-cli SET ... 1) to let the next run through",
+                    n=found,
+                    side=target,
+                    size=self.sizes[target],
+                    limit=limit,
+                    rule=str(self.max_delete),
+                    sample=", ".join(short(key) for key, _, _ in keys[:GUARD_SAMPLE]),
+                    allow=short(self.allow_key, 200),
+                )
                 continue
             self.stats.guard_tripped.pop(target, None)
             self.stats.blocked[target] = 0

@@ -26,7 +26,7 @@ class Forced:
     source: str
     guard: bytes | None = None
     origin: int | None = None
-    expect: object = ANYTHING     # the target's digest the reconcile saw (None: absent)
+    expect: object = ANYTHING  # the target's digest the reconcile saw (None: absent)
 
 
 class ForcedCopies:

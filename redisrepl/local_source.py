@@ -50,8 +50,7 @@ class _KeyspaceFactory(txredisapi.SubscriberFactory):
 class LocalSource(ConnectionService):
     """Feeds the router with the local Redis' keyspace events."""
 
-    def __init__(self, endpoint, router, db, namespace, description,
-                 password=None, username=None, on_fatal=None):
+    def __init__(self, endpoint, router, db, namespace, description, password=None, username=None, on_fatal=None):
         super().__init__(_KeyspaceFactory(self, password, username), endpoint, description)
         self._router = router
         self._db = db
@@ -63,7 +62,8 @@ class LocalSource(ConnectionService):
 
     def connected(self, protocol):
         Deferred.fromCoroutine(self._subscribe(protocol)).addErrback(
-            lambda f: log.failure("local subscription failed", f))
+            lambda f: log.failure("local subscription failed", f)
+        )
 
     def disconnected(self):
         if self.up and self.running:
@@ -91,8 +91,11 @@ class LocalSource(ConnectionService):
             self.reconnects += 1
         self._ever_connected = True
         self.up = True
-        log.info("listening to local Redis {where}: {pattern}", where=self.description,
-                 pattern=self._pattern.decode("utf-8", "replace"))
+        log.info(
+            "listening to local Redis {where}: {pattern}",
+            where=self.description,
+            pattern=self._pattern.decode("utf-8", "replace"),
+        )
         self._router.subscribed(LOCAL)
 
     def message(self, channel, event):
@@ -109,4 +112,5 @@ def _protocol_command(protocol):
             return await protocol.execute_command(*args)
         except txredisapi.ResponseError as e:
             raise RefusedError(str(e.args[0] if e.args else e)) from None
+
     return command

@@ -79,7 +79,7 @@ NOTHING = Decision()
 def decide(local, remote, entry, mode, tag=None):
     """The Decision for one key; ``tag``: the hub's stamp of what it holds,
     if it was written since the hub's generation started (see the prelude)."""
-    synced = entry.digest or None if entry is not None else None   # a tombstone: absent
+    synced = entry.digest or None if entry is not None else None  # a tombstone: absent
     if entry is not None and entry.evicted is not None:
         if entry.evicted == LOCAL and local is None:
             local = synced
@@ -105,12 +105,12 @@ def _refill(local, synced, entry, mode, tag):
     """A refill of the hub from the local side (of a deletion too, when this
     site knows the key was deleted since what the hub went back to), or None."""
     if mode.recovery_start is None:
-        return None   # the hub no longer tells refills from edits
+        return None  # the hub no longer tells refills from edits
     if local is None and (entry is None or not entry.tombstone):
-        return None   # nothing to refill with
+        return None  # nothing to refill with
     if tag is not None:
         if tag >= mode.recovery_start:
-            return None   # written since the loss: an edit like any other
+            return None  # written since the loss: an edit like any other
         # refilled by a site that knew this key's state since ``tag``
         if entry is not None and local == synced and entry.stamp > tag:
             return Decision(LOCAL, origin=entry.stamp)
@@ -126,14 +126,14 @@ def _one_way(local, remote, synced, mode):
         return LOCAL
     if mode.local_lost and remote is not None and remote != UNSUPPORTED:
         if local is None or (local == synced and remote != synced):
-            return REMOTE        # the local side lost it: refill from the hub
+            return REMOTE  # the local side lost it: refill from the hub
     if CHANGING in (local, remote):
         return None
     if local is None:
         # delete on the hub only what this site wrote there and deleted since
         return LOCAL if synced is not None and remote == synced else None
     if synced is not None and local == synced and remote != synced:
-        return None              # changed on the hub since: not reverted
+        return None  # changed on the hub since: not reverted
     return LOCAL
 
 

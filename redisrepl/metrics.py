@@ -28,99 +28,162 @@ class ReplicationCollector:
 
     def collect(self):
         stats = self._router.stats
-        yield self._per_side(CounterMetricFamily(
-            "redisrepl_events", "Keyspace events received, by side they came from", labels=["side"]),
-            stats.events)
-        yield self._per_side(CounterMetricFamily(
-            "redisrepl_echoes_suppressed", "Events recognised as echoes of redisrepl's own writes",
-            labels=["side"]), stats.echoes)
-        yield self._per_side(CounterMetricFamily(
-            "redisrepl_keys_written", "Keys written, by side written", labels=["side"]), stats.writes)
-        yield self._per_side(CounterMetricFamily(
-            "redisrepl_write_requests", "Write requests (batches) that succeeded, by side written",
-            labels=["side"]), stats.requests)
+        yield self._per_side(
+            CounterMetricFamily(
+                "redisrepl_events", "Keyspace events received, by side they came from", labels=["side"]
+            ),
+            stats.events,
+        )
+        yield self._per_side(
+            CounterMetricFamily(
+                "redisrepl_echoes_suppressed", "Events recognised as echoes of redisrepl's own writes", labels=["side"]
+            ),
+            stats.echoes,
+        )
+        yield self._per_side(
+            CounterMetricFamily("redisrepl_keys_written", "Keys written, by side written", labels=["side"]),
+            stats.writes,
+        )
+        yield self._per_side(
+            CounterMetricFamily(
+                "redisrepl_write_requests", "Write requests (batches) that succeeded, by side written", labels=["side"]
+            ),
+            stats.requests,
+        )
         failures = CounterMetricFamily(
-            "redisrepl_request_failures", "Failed reads and writes, by side and kind "
-            "(http_<status>, tls, connection_refused, timeout, redis_error, ...)", labels=["side", "kind"])
+            "redisrepl_request_failures",
+            "Failed reads and writes, by side and kind "
+            "(http_<status>, tls, connection_refused, timeout, redis_error, ...)",
+            labels=["side", "kind"],
+        )
         for (side, kind), n in sorted(stats.failures.items()):
             failures.add_metric([side, kind], n)
         yield failures
-        yield CounterMetricFamily("redisrepl_changes_coalesced",
-                                  "Events merged into a change already waiting", value=stats.coalesced)
-        yield CounterMetricFamily("redisrepl_writes_skipped",
-                                  "Changes not written because the other side already held that state",
-                                  value=stats.unchanged)
-        yield GaugeMetricFamily("redisrepl_backlog_keys", "Keys waiting to be copied (queued, retried or in flight)",
-                                value=self._router.backlog)
-        yield GaugeMetricFamily("redisrepl_keys_parked", "Keys a side refused (HTTP 403 or 413, a Redis "
-                                "error, a reply too large), each waiting for its own retry",
-                                value=self._router.parked)
-        yield GaugeMetricFamily("redisrepl_backlog_high_water_keys", "Most keys ever waiting at once",
-                                value=stats.backlog_high)
-        last = GaugeMetricFamily("redisrepl_last_write_timestamp_seconds",
-                                 "Unix time of the last successful write, by side written", labels=["side"])
+        yield CounterMetricFamily(
+            "redisrepl_changes_coalesced", "Events merged into a change already waiting", value=stats.coalesced
+        )
+        yield CounterMetricFamily(
+            "redisrepl_writes_skipped",
+            "Changes not written because the other side already held that state",
+            value=stats.unchanged,
+        )
+        yield GaugeMetricFamily(
+            "redisrepl_backlog_keys",
+            "Keys waiting to be copied (queued, retried or in flight)",
+            value=self._router.backlog,
+        )
+        yield GaugeMetricFamily(
+            "redisrepl_keys_parked",
+            "Keys a side refused (HTTP 403 or 413, a Redis error, a reply too large), each waiting for its own retry",
+            value=self._router.parked,
+        )
+        yield GaugeMetricFamily(
+            "redisrepl_backlog_high_water_keys", "Most keys ever waiting at once", value=stats.backlog_high
+        )
+        last = GaugeMetricFamily(
+            "redisrepl_last_write_timestamp_seconds",
+            "Unix time of the last successful write, by side written",
+            labels=["side"],
+        )
         for side in SIDES:
             if side in stats.last_write:
                 last.add_metric([side], stats.last_write[side])
         yield last
-        up = GaugeMetricFamily("redisrepl_stream_up", "1 while the side's event stream is subscribed",
-                               labels=["side"])
-        reconnects = CounterMetricFamily("redisrepl_stream_reconnects",
-                                         "Times a side's event stream was established again", labels=["side"])
+        up = GaugeMetricFamily("redisrepl_stream_up", "1 while the side's event stream is subscribed", labels=["side"])
+        reconnects = CounterMetricFamily(
+            "redisrepl_stream_reconnects", "Times a side's event stream was established again", labels=["side"]
+        )
         for side, source in ((LOCAL, self._local), (REMOTE, self._remote)):
             if source is not None:
                 up.add_metric([side], 1 if source.up else 0)
                 reconnects.add_metric([side], source.reconnects)
         yield up
         yield reconnects
-        yield CounterMetricFamily("redisrepl_unsupported_changes",
-                                  "Changes to keys of a type not replicated (module types)",
-                                  value=stats.unsupported)
-        yield CounterMetricFamily("redisrepl_big_keys_copied",
-                                  "Big keys (more than --big-key-items items) copied in chunks",
-                                  value=stats.big_copies)
-        yield CounterMetricFamily("redisrepl_backlog_overflows",
-                                  "Changes not queued because the queue was full (left to the reconcile)",
-                                  value=stats.overflows)
-        yield self._per_side(CounterMetricFamily(
-            "redisrepl_evictions", "Keys evicted by a side (not replicated as deletions)", labels=["side"]),
-            stats.evicted)
-        yield CounterMetricFamily("redisrepl_copies_voided",
-                                  "Reconcile copies dropped because their source lost or rolled back data "
-                                  "since the reconcile decided", value=stats.voided)
-        yield CounterMetricFamily("redisrepl_refills_refused",
-                                  "Refills the hub refused because it held something as fresh",
-                                  value=stats.refills_refused)
+        yield CounterMetricFamily(
+            "redisrepl_unsupported_changes",
+            "Changes to keys of a type not replicated (module types)",
+            value=stats.unsupported,
+        )
+        yield CounterMetricFamily(
+            "redisrepl_big_keys_copied",
+            "Big keys (more than --big-key-items items) copied in chunks",
+            value=stats.big_copies,
+        )
+        yield CounterMetricFamily(
+            "redisrepl_backlog_overflows",
+            "Changes not queued because the queue was full (left to the reconcile)",
+            value=stats.overflows,
+        )
+        yield self._per_side(
+            CounterMetricFamily(
+                "redisrepl_evictions", "Keys evicted by a side (not replicated as deletions)", labels=["side"]
+            ),
+            stats.evicted,
+        )
+        yield CounterMetricFamily(
+            "redisrepl_copies_voided",
+            "Reconcile copies dropped because their source lost or rolled back data since the reconcile decided",
+            value=stats.voided,
+        )
+        yield CounterMetricFamily(
+            "redisrepl_refills_refused",
+            "Refills the hub refused because it held something as fresh",
+            value=stats.refills_refused,
+        )
         if self._reconciler is not None:
             r = self._reconciler.stats
             yield CounterMetricFamily("redisrepl_reconcile_runs", "Reconciles completed", value=r.runs)
-            yield CounterMetricFamily("redisrepl_reconcile_failures", "Reconciles that failed (retried)",
-                                      value=r.failures)
-            yield CounterMetricFamily("redisrepl_reconcile_keys_compared",
-                                      "Keys compared by reconciles", value=r.keys_compared)
-            yield CounterMetricFamily("redisrepl_reconcile_keys_fixed",
-                                      "Keys found different by reconciles and copied", value=r.keys_fixed)
-            yield GaugeMetricFamily("redisrepl_reconcile_last_duration_seconds",
-                                    "How long the last reconcile took", value=r.last_duration)
-            yield GaugeMetricFamily("redisrepl_reconcile_owed", "1 while a reconcile is owed "
-                                    "(after an overflow or a failed run)", value=int(self._reconciler.dirty))
-            yield CounterMetricFamily("redisrepl_reconcile_voided",
-                                      "Reconciles stopped because a side lost or rolled back data during them",
-                                      value=r.voided)
-            yield CounterMetricFamily("redisrepl_reconcile_keys_refilled",
-                                      "Keys refilled on the hub after it lost data", value=r.refilled)
-            yield self._per_side(CounterMetricFamily(
-                "redisrepl_reconcile_keys_deleted", "Keys deleted by reconciles, by side deleted on",
-                labels=["side"]), r.deleted)
-            yield self._per_side(GaugeMetricFamily(
-                "redisrepl_reconcile_deletions_blocked", "Deletions the last reconcile held back on a side "
-                "because they were more than --max-delete (0: none)", labels=["side"]), r.blocked)
-            yield CounterMetricFamily("redisrepl_hub_keys_refused",
-                                      "Keys a side listed outside the namespace, refused", value=r.refused_keys)
+            yield CounterMetricFamily(
+                "redisrepl_reconcile_failures", "Reconciles that failed (retried)", value=r.failures
+            )
+            yield CounterMetricFamily(
+                "redisrepl_reconcile_keys_compared", "Keys compared by reconciles", value=r.keys_compared
+            )
+            yield CounterMetricFamily(
+                "redisrepl_reconcile_keys_fixed", "Keys found different by reconciles and copied", value=r.keys_fixed
+            )
+            yield GaugeMetricFamily(
+                "redisrepl_reconcile_last_duration_seconds", "How long the last reconcile took", value=r.last_duration
+            )
+            yield GaugeMetricFamily(
+                "redisrepl_reconcile_owed",
+                "1 while a reconcile is owed (after an overflow or a failed run)",
+                value=int(self._reconciler.dirty),
+            )
+            yield CounterMetricFamily(
+                "redisrepl_reconcile_voided",
+                "Reconciles stopped because a side lost or rolled back data during them",
+                value=r.voided,
+            )
+            yield CounterMetricFamily(
+                "redisrepl_reconcile_keys_refilled", "Keys refilled on the hub after it lost data", value=r.refilled
+            )
+            yield self._per_side(
+                CounterMetricFamily(
+                    "redisrepl_reconcile_keys_deleted",
+                    "Keys deleted by reconciles, by side deleted on",
+                    labels=["side"],
+                ),
+                r.deleted,
+            )
+            yield self._per_side(
+                GaugeMetricFamily(
+                    "redisrepl_reconcile_deletions_blocked",
+                    "Deletions the last reconcile held back on a side "
+                    "because they were more than --max-delete (0: none)",
+                    labels=["side"],
+                ),
+                r.blocked,
+            )
+            yield CounterMetricFamily(
+                "redisrepl_hub_keys_refused", "Keys a side listed outside the namespace, refused", value=r.refused_keys
+            )
         if self._remote is not None and self._remote.last_heartbeat_rtt is not None:
-            yield GaugeMetricFamily("redisrepl_heartbeat_rtt_seconds",
-                                    "Last heartbeat round trip: remote write to its event on the stream "
-                                    "(the replication lag)", value=self._remote.last_heartbeat_rtt)
+            yield GaugeMetricFamily(
+                "redisrepl_heartbeat_rtt_seconds",
+                "Last heartbeat round trip: remote write to its event on the stream (the replication lag)",
+                value=self._remote.last_heartbeat_rtt,
+            )
 
 
 class HealthResource(Resource):

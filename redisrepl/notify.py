@@ -52,7 +52,8 @@ async def ensure(command, where, needed=NEEDED):
     except RefusedError as e:
         raise NotifyUnknown(
             f"{where}: CONFIG GET notify-keyspace-events was refused ({e}), so redisrepl "
-            f"cannot check it: make sure notify-keyspace-events includes '{needed}' in its redis.conf") from None
+            f"cannot check it: make sure notify-keyspace-events includes '{needed}' in its redis.conf"
+        ) from None
     if current is None:
         raise NotifyConfigError(f"{where}: unexpected reply to CONFIG GET: {reply!r:.80}")
     add = missing(current, needed)
@@ -63,7 +64,8 @@ async def ensure(command, where, needed=NEEDED):
     except RefusedError as e:
         raise NotifyConfigError(
             f"{where}: notify-keyspace-events is '{current}' and CONFIG SET was refused ({e}); "
-            f"add '{add}' to notify-keyspace-events in its redis.conf") from None
+            f"add '{add}' to notify-keyspace-events in its redis.conf"
+        ) from None
     return add
 
 
@@ -80,6 +82,10 @@ async def warn_if_evicting(command, where):
         return
     name = policy[1].decode("ascii", "replace")
     if name != "noeviction" and limit[1] not in (b"0", 0):
-        log.warn("{where} may evict keys (maxmemory {limit}, maxmemory-policy {policy}): evicted keys "
-                 "are not deleted on the other side; they stay evicted here and kept there",
-                 where=where, limit=limit[1].decode("ascii", "replace"), policy=name)
+        log.warn(
+            "{where} may evict keys (maxmemory {limit}, maxmemory-policy {policy}): evicted keys "
+            "are not deleted on the other side; they stay evicted here and kept there",
+            where=where,
+            limit=limit[1].decode("ascii", "replace"),
+            policy=name,
+        )

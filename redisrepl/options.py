@@ -22,8 +22,15 @@ from redisrepl.startup import Runtime
 
 #: The Go program's single-dash flags and their names here.
 LEGACY_FLAGS = {
-    "cert": "cert", "key": "key", "CA": "ca", "raddr": "raddr", "rc": "rc",
-    "nam": "nam", "haddr": "haddr", "pass": "pass", "version": "version",
+    "cert": "cert",
+    "key": "key",
+    "CA": "ca",
+    "raddr": "raddr",
+    "rc": "rc",
+    "nam": "nam",
+    "haddr": "haddr",
+    "pass": "pass",
+    "version": "version",
 }
 
 
@@ -32,7 +39,7 @@ def translate_legacy(argv: list[str]) -> list[str]:
     out: list[str] = []
     for arg in argv:
         if arg == "--":
-            out += argv[len(out):]
+            out += argv[len(out) :]
             break
         if arg.startswith("-") and len(arg) > 2:
             name, eq, value = arg.lstrip("-").partition("=")
@@ -53,10 +60,12 @@ class Options(usage.Options):
     runtime: Runtime | None = None
 
     synopsis = "[options]"
-    longdesc = ("Replicate the keys under a namespace of a local Redis to a remote Redis "
-                "reached through Webdis behind an HTTPS proxy that demands a client "
-                "certificate; with --rc, the other way too. The old single-dash flags "
-                "(-haddr -cert -key -CA -raddr -nam -rc -pass -version) work too.")
+    longdesc = (
+        "Replicate the keys under a namespace of a local Redis to a remote Redis "
+        "reached through Webdis behind an HTTPS proxy that demands a client "
+        "certificate; with --rc, the other way too. The old single-dash flags "
+        "(-haddr -cert -key -CA -raddr -nam -rc -pass -version) work too."
+    )
 
     optParameters = [
         ["config", None, None, "TOML file of options (keys are the long option names); flags override it"],
@@ -71,32 +80,58 @@ class Options(usage.Options):
         ["password-file", None, None, f"file whose first line is the local Redis password (or ${PASSWORD_ENV})"],
         ["key-password-file", None, None, "file whose first line is the passphrase of an encrypted --key"],
         ["pass", None, None, "DEPRECATED (visible in ps): the local Redis password; use --password-file"],
-        ["heartbeat", None, DEFAULTS["heartbeat"],
-         "seconds between checks of both sides (and heartbeats on the remote stream)"],
+        [
+            "heartbeat",
+            None,
+            DEFAULTS["heartbeat"],
+            "seconds between checks of both sides (and heartbeats on the remote stream)",
+        ],
         ["site", None, None, "this site's name (default: one made at the first start and kept in the local Redis)"],
-        ["max-delete", None, DEFAULTS["max-delete"],
-         "most keys a reconcile may delete on a side: a share of its namespace (at least 100 keys), "
-         "a number, or 'all'"],
+        [
+            "max-delete",
+            None,
+            DEFAULTS["max-delete"],
+            "most keys a reconcile may delete on a side: a share of its namespace (at least 100 keys), "
+            "a number, or 'all'",
+        ],
         ["metrics", None, None, "serve /metrics and /healthz on [HOST:]PORT (HOST defaults to 127.0.0.1)"],
-        ["winner", None, DEFAULTS["winner"],
-         "with --rc: the side whose state wins when a key changed on both (remote or local)"],
-        ["reconcile-interval", None, DEFAULTS["reconcile-interval"],
-         "seconds between periodic reconciles (0: only at start-up, reconnects, overflow)"],
-        ["max-backlog", None, DEFAULTS["max-backlog"],
-         "most keys waiting in memory; past it changes are left to the reconcile"],
-        ["concurrency", None, DEFAULTS["concurrency"],
-         "batches copied at the same time, each on its own connection"],
+        [
+            "winner",
+            None,
+            DEFAULTS["winner"],
+            "with --rc: the side whose state wins when a key changed on both (remote or local)",
+        ],
+        [
+            "reconcile-interval",
+            None,
+            DEFAULTS["reconcile-interval"],
+            "seconds between periodic reconciles (0: only at start-up, reconnects, overflow)",
+        ],
+        [
+            "max-backlog",
+            None,
+            DEFAULTS["max-backlog"],
+            "most keys waiting in memory; past it changes are left to the reconcile",
+        ],
+        ["concurrency", None, DEFAULTS["concurrency"], "batches copied at the same time, each on its own connection"],
         ["batch", None, DEFAULTS["batch"], "most keys read or written in one request"],
-        ["big-key-items", None, DEFAULTS["big-key-items"],
-         "keys with more items (fields, elements, members, entries) are copied and digested in chunks of 1000"],
+        [
+            "big-key-items",
+            None,
+            DEFAULTS["big-key-items"],
+            "keys with more items (fields, elements, members, entries) are copied and digested in chunks of 1000",
+        ],
     ]
     optFlags = [
         ["rc", None, "also replicate remote changes to the local Redis"],
         ["all-keys", None, "replicate every key (allows an empty namespace)"],
         ["allow-http", None, "allow a plain http:// hub (only for Webdis on a trusted host)"],
         ["mirror", None, "without --rc: make the remote an exact mirror (delete remote keys this site never wrote)"],
-        ["keep-remote-only", None, "deprecated, the default now: without --rc remote keys this site never "
-                                   "wrote are left alone"],
+        [
+            "keep-remote-only",
+            None,
+            "deprecated, the default now: without --rc remote keys this site never wrote are left alone",
+        ],
     ]
 
     def opt_version(self) -> NoReturn:

@@ -60,16 +60,16 @@ def _per_side():
 class ReconcileStats:
     runs: int = 0
     failures: int = 0
-    voided: int = 0                                    # runs stopped: a side lost data during them
+    voided: int = 0  # runs stopped: a side lost data during them
     keys_compared: int = 0
     keys_fixed: int = 0
-    refilled: int = 0                                  # keys refilled on the hub after it lost data
+    refilled: int = 0  # keys refilled on the hub after it lost data
     last_duration: float = 0.0
-    last_end: float = 0.0                              # clock time the last run succeeded
-    deleted: dict = attrs.field(factory=_per_side)     # keys deleted, by side deleted on
-    blocked: dict = attrs.field(factory=_per_side)     # deletions the guard held back in the last run
-    refused_keys: int = 0                              # keys the hub listed outside the namespace
-    guard_tripped: dict = attrs.field(factory=dict)    # side -> deletions held back by the last run (while it holds)
+    last_end: float = 0.0  # clock time the last run succeeded
+    deleted: dict = attrs.field(factory=_per_side)  # keys deleted, by side deleted on
+    blocked: dict = attrs.field(factory=_per_side)  # deletions the guard held back in the last run
+    refused_keys: int = 0  # keys the hub listed outside the namespace
+    guard_tripped: dict = attrs.field(factory=dict)  # side -> deletions held back by the last run (while it holds)
 
 
 @implementer(IReconcileRequests)
@@ -85,11 +85,11 @@ class Reconciler(Service):
         self.stats = stats or ReconcileStats()
         self.interval = interval
         self._backoff = backoff or Backoff(initial=0.25, maximum=30.0, quick=40)
-        self._pending = None        # DelayedCall of the next run
+        self._pending = None  # DelayedCall of the next run
         self._reasons = set()
-        self._running = None        # Deferred of the run under way
+        self._running = None  # Deferred of the run under way
         self._periodic = None
-        self.dirty = False          # a run is owed (overflow, failure)
+        self.dirty = False  # a run is owed (overflow, failure)
 
     @property
     def guard_tripped(self):
@@ -117,8 +117,11 @@ class Reconciler(Service):
     # -- requests (IReconcileRequests) ---------------------------------------------
 
     def generation_changed(self, side, generation):
-        log.warn("the {side} Redis lost or rolled back data (a new generation of it answered): "
-                 "reconciling now, refilling rather than deleting", side=side)
+        log.warn(
+            "the {side} Redis lost or rolled back data (a new generation of it answered): "
+            "reconciling now, refilling rather than deleting",
+            side=side,
+        )
         self.request(f"the {side} side's generation changed", delay=0)
 
     def request(self, reason, delay=0.2):

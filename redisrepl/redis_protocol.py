@@ -67,8 +67,9 @@ class _FastReplies(txredisapi.BaseRedisProtocol):
                 reply = txredisapi.ResponseError(str(reply))
             self.replyReceived(reply)
         if error is not None:
-            log.error("the local Redis sent something that is not the Redis protocol ({error}); "
-                      "reconnecting", error=error)
+            log.error(
+                "the local Redis sent something that is not the Redis protocol ({error}); reconnecting", error=error
+            )
             self.transport.loseConnection()
 
 

@@ -80,8 +80,13 @@ class StreamProtocol(Protocol):
         if isinstance(message, list) and len(message) == 4:
             # the usual case, checked without a generator: a pmessage
             kind, pattern, channel, event = message
-            if (isinstance(kind, bytes) and isinstance(pattern, bytes) and isinstance(channel, bytes)
-                    and isinstance(event, bytes) and kind.lower() == b"pmessage"):
+            if (
+                isinstance(kind, bytes)
+                and isinstance(pattern, bytes)
+                and isinstance(channel, bytes)
+                and isinstance(event, bytes)
+                and kind.lower() == b"pmessage"
+            ):
                 self._on_event(channel, event)
                 return
         if not (isinstance(message, list) and message and all(isinstance(m, bytes) for m in message)):
@@ -104,8 +109,20 @@ class RemoteSource(Service):
     #: The heartbeat's event must come back within max(this, 10 round trips).
     HEARTBEAT_BOUND = 1.0
 
-    def __init__(self, stream_http, client, router, db, namespace, reserved_prefix, clock,
-                 heartbeat_interval=1.0, heartbeat_bound=None, backoff=None, instance=None):
+    def __init__(
+        self,
+        stream_http,
+        client,
+        router,
+        db,
+        namespace,
+        reserved_prefix,
+        clock,
+        heartbeat_interval=1.0,
+        heartbeat_bound=None,
+        backoff=None,
+        instance=None,
+    ):
         self._http = stream_http
         self._client = client
         self._router = router
@@ -122,15 +139,15 @@ class RemoteSource(Service):
         self.heartbeat_lifetime_ms = int(max(10.0, 4 * heartbeat_interval) * 1000)
         self._backoff = backoff or reconnect_backoff()
         self._loop = None
-        self._waiting = None       # the Deferred the loop is blocked on
+        self._waiting = None  # the Deferred the loop is blocked on
         self._stream = None
         self._heartbeat_sent = None  # time of the oldest heartbeat not seen yet
-        self._rtt = None             # smoothed round trip of the heartbeat's request
+        self._rtt = None  # smoothed round trip of the heartbeat's request
         self.up = self._ever_up = False
         self._up_since = None
         self.reconnects = 0
         self.last_heartbeat_rtt = None
-        self.last_heartbeat_seen = None   # clock time the last heartbeat came back
+        self.last_heartbeat_seen = None  # clock time the last heartbeat came back
 
     # -- service -------------------------------------------------------------
 
@@ -176,8 +193,7 @@ class RemoteSource(Service):
                     self._backoff.failures = max(self._backoff.failures, self._backoff.quick)
             delay = self._backoff.next_delay()
             attempt += 1
-            log.warn("remote event stream: {reason}; reconnecting in {delay:.1f}s",
-                     reason=reason, delay=delay)
+            log.warn("remote event stream: {reason}; reconnecting in {delay:.1f}s", reason=reason, delay=delay)
             try:
                 await self._wait(task.deferLater(self._clock, delay, lambda: None))
             except CancelledError:
@@ -189,20 +205,23 @@ class RemoteSource(Service):
         def clear(result):
             self._waiting = None
             return result
+
         return d.addBoth(clear)
 
     async def _session(self):
         try:
-            added = await self._wait(Deferred.fromCoroutine(
-                notify.ensure(self._client.command, f"remote Redis behind {self._client.url}")))
+            added = await self._wait(
+                Deferred.fromCoroutine(notify.ensure(self._client.command, f"remote Redis behind {self._client.url}"))
+            )
             if added:
                 log.info("turned on keyspace notification flags '{added}' on the remote Redis", added=added)
         except notify.NotifyUnknown as e:
             log.warn("{error}", error=e, side=REMOTE)
         except notify.NotifyConfigError as e:
             log.error("{error}", error=e, side=REMOTE)
-        d = self._http.post(self._url, data=self._subscribe, unbuffered=True,
-                            headers={b"Content-Type": [b"application/octet-stream"]})
+        d = self._http.post(
+            self._url, data=self._subscribe, unbuffered=True, headers={b"Content-Type": [b"application/octet-stream"]}
+        )
         d.addTimeout(REQUEST_TIMEOUT, self._clock)
         response = await self._wait(d)
         if response.code != 200:
@@ -246,8 +265,11 @@ class RemoteSource(Service):
         self._ever_up = self.up = True
         self._up_since = self._clock.seconds()
         self._heartbeat_sent = None
-        log.info("listening to remote Redis events at {url} ({pattern})", url=self._url,
-                 pattern=self._pattern.decode("utf-8", "replace"))
+        log.info(
+            "listening to remote Redis events at {url} ({pattern})",
+            url=self._url,
+            pattern=self._pattern.decode("utf-8", "replace"),
+        )
         self._router.subscribed(REMOTE)
 
     def _event(self, channel, event):
@@ -278,7 +300,10 @@ class RemoteSource(Service):
         age = self._clock.seconds() - self._heartbeat_sent
         bound = max(self.heartbeat_bound, 10 * (self._rtt or 0.0))
         if age >= bound:
-            log.warn("remote event stream silent: heartbeat {key} not seen for {age:.1f}s; reopening it",
-                     key=short(self.heartbeat_key), age=age)
+            log.warn(
+                "remote event stream silent: heartbeat {key} not seen for {age:.1f}s; reopening it",
+                key=short(self.heartbeat_key),
+                age=age,
+            )
             self._heartbeat_sent = None
             self._close_stream()

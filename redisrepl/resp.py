@@ -40,7 +40,7 @@ class ErrorReply:
 
 def _integer(line):
     """A plain decimal integer (``-?[0-9]{1,19}``), else a ProtocolError."""
-    if line.isdigit():                      # ASCII digits only, not empty
+    if line.isdigit():  # ASCII digits only, not empty
         if len(line) <= 19:
             return int(line)
     elif line[:1] == b"-" and line[1:].isdigit() and len(line) <= 20:
@@ -75,7 +75,7 @@ def _scan(buf, replies, max_bulk=MAX_BULK, max_reply=None):
     precisely that reply and it is the one the item-by-item parser would
     have returned."""
     parts = buf.split(b"\r\n")
-    last = len(parts) - 1   # parts[last] follows the last CRLF: not a whole line
+    last = len(parts) - 1  # parts[last] follows the last CRLF: not a whole line
     append = replies.append
     i = 0
     while i < last:
@@ -91,8 +91,12 @@ def _scan(buf, replies, max_bulk=MAX_BULK, max_reply=None):
             elif len(head) > MAX_LINE + 1:
                 break
             elif kind == b"$":
-                if (i + 1 >= last or len(parts[i + 1]) > max_bulk or head != _bulk_head(len(parts[i + 1]))
-                        or (max_reply is not None and len(parts[i + 1]) + len(head) + 4 > max_reply)):
+                if (
+                    i + 1 >= last
+                    or len(parts[i + 1]) > max_bulk
+                    or head != _bulk_head(len(parts[i + 1]))
+                    or (max_reply is not None and len(parts[i + 1]) + len(head) + 4 > max_reply)
+                ):
                     break
                 append(parts[i + 1])
                 i += 2
@@ -117,17 +121,17 @@ def _scan(buf, replies, max_bulk=MAX_BULK, max_reply=None):
         stop = i + 1 + 2 * count
         if stop > last:
             break
-        values = parts[i + 2:stop:2]
+        values = parts[i + 2 : stop : 2]
         if values and max(map(len, values)) > max_bulk:
             break
         try:
             heads = list(map(_BULK_HEADS.__getitem__, map(len, values)))
         except IndexError:
             heads = [b"$%d" % len(v) for v in values]
-        if parts[i + 1:stop:2] != heads:
+        if parts[i + 1 : stop : 2] != heads:
             break
         if max_reply is not None and sum(map(len, parts[i:stop])) + 2 * (stop - i) > max_reply:
-            break      # the item-by-item parser says why
+            break  # the item-by-item parser says why
         append(values)
         i = stop
     # each line taken was followed by its CRLF
@@ -162,10 +166,10 @@ class RespParser:
     def __init__(self, max_bulk=MAX_BULK, max_reply=None):
         self.max_bulk = max_bulk
         self.max_reply = max_reply
-        self._buf = bytearray()   # bytes received and not yet taken into replies
-        self._stack = []          # arrays being built: [items, items still to come]
-        self._taken = 0           # bytes of the unfinished reply already taken off _buf
-        self._need = 0            # _buf must hold this many bytes before parsing gets further
+        self._buf = bytearray()  # bytes received and not yet taken into replies
+        self._stack = []  # arrays being built: [items, items still to come]
+        self._taken = 0  # bytes of the unfinished reply already taken off _buf
+        self._need = 0  # _buf must hold this many bytes before parsing gets further
         self._broken = False
 
     def feed(self, data):
@@ -198,7 +202,7 @@ class RespParser:
                 self._need = 0
                 pos = self._parse(buf, replies, fast)
                 if self._need:
-                    self._need -= pos     # counted from the start of what is kept
+                    self._need -= pos  # counted from the start of what is kept
             self._limit(len(buf) - pos)
         except ProtocolError as e:
             self._broken = True
@@ -247,7 +251,7 @@ class RespParser:
                     raise ProtocolError("line too long")
                 self._need = size + 1
                 break
-            line = bytes(buf[pos + 1:end])
+            line = bytes(buf[pos + 1 : end])
             after = end + 2
             if kind == _BULK:
                 length = _integer(line)
@@ -261,7 +265,7 @@ class RespParser:
                         self._need = stop + 2
                         self._limit(stop + 2 - pos)
                         break
-                    if buf[stop:stop + 2] != b"\r\n":
+                    if buf[stop : stop + 2] != b"\r\n":
                         raise ProtocolError("bulk string not terminated by CRLF")
                     value = bytes(buf[after:stop])
                     after = stop + 2
@@ -321,8 +325,7 @@ def parse_one(data):
     parser = RespParser()
     replies = parser.feed(data)
     if len(replies) != 1 or parser.pending:
-        raise ProtocolError(
-            f"expected one reply, got {len(replies)} and {parser.pending} stray bytes")
+        raise ProtocolError(f"expected one reply, got {len(replies)} and {parser.pending} stray bytes")
     return replies[0]
 
 

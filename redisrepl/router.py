@@ -73,26 +73,38 @@ class _NoReconcile:
 
 @implementer(IChangeSink, ILiveCopies)
 class Router:
-    def __init__(self, clock: Clock, local: Side, remote: Side, namespace: bytes,
-                 concurrency: int = 4, batch_size: int = 256, max_backlog: int = 100_000,
-                 link_backoff: Backoff | None = None, key_backoff: Callable[[], Backoff] = key_backoff,
-                 first: str = FIRST, big: BigCopier | None = None, big_concurrency: int = 2,
-                 synced: SyncedTable | None = None, reconcile: ReconcileRequests | None = None) -> None:
+    def __init__(
+        self,
+        clock: Clock,
+        local: Side,
+        remote: Side,
+        namespace: bytes,
+        concurrency: int = 4,
+        batch_size: int = 256,
+        max_backlog: int = 100_000,
+        link_backoff: Backoff | None = None,
+        key_backoff: Callable[[], Backoff] = key_backoff,
+        first: str = FIRST,
+        big: BigCopier | None = None,
+        big_concurrency: int = 2,
+        synced: SyncedTable | None = None,
+        reconcile: ReconcileRequests | None = None,
+    ) -> None:
         self._clock = clock
-        self.synced = synced          # records what both sides hold after each copy
+        self.synced = synced  # records what both sides hold after each copy
         self._sides = {LOCAL: local, REMOTE: remote}
         self.names = Namespace(namespace)
         self.concurrency = concurrency
         self.batch_size = batch_size
-        self.first = first            # copied first (and so wins) when a key changed on both sides
+        self.first = first  # copied first (and so wins) when a key changed on both sides
         self._reconcile: ReconcileRequests = reconcile if reconcile is not None else _NoReconcile()
         self._link_backoff = link_backoff or Backoff(initial=0.2, maximum=5.0, quick=40)
         self._queue = DirtyQueue(clock, self._pump, max_backlog, key_backoff)
         self._big_slots = DeferredSemaphore(big_concurrency)
         #: key -> Deferred of its big copy (waiting or under way)
         self._big_copies: dict[bytes, Deferred[Any]] = {}
-        self._batches: set[Deferred[Any]] = set()   # Deferreds of the batches under way
-        self._paused: DelayedCall | None = None     # DelayedCall while a side is down
+        self._batches: set[Deferred[Any]] = set()  # Deferreds of the batches under way
+        self._paused: DelayedCall | None = None  # DelayedCall while a side is down
         self._stopping = False
         self._pumping = False
         self._pump_call: DelayedCall | None = None
@@ -103,9 +115,20 @@ class Router:
         self._watchers = Watchers()
         self._evictions = Evictions(clock, synced)
         self._local_events = LocalEvents()
-        self._copier = Copier(clock, self._sides, self.stats, self._links, self._reports, self._forced,
-                              self._watchers, self._evictions, self._local_events, self._reconcile,
-                              synced, big)
+        self._copier = Copier(
+            clock,
+            self._sides,
+            self.stats,
+            self._links,
+            self._reports,
+            self._forced,
+            self._watchers,
+            self._evictions,
+            self._local_events,
+            self._reconcile,
+            synced,
+            big,
+        )
 
     # -- what the sources call (IChangeSink) -------------------------------------
 
@@ -149,8 +172,9 @@ class Router:
 
     # -- what the reconcile calls (ILiveCopies) ------------------------------------
 
-    def force(self, side: str, key: bytes, guard: bytes | None = None, origin: int | None = None,
-              expect: object = ANYTHING) -> None:
+    def force(
+        self, side: str, key: bytes, guard: bytes | None = None, origin: int | None = None, expect: object = ANYTHING
+    ) -> None:
         """Copy ``key`` from ``side``: the reconcile found the sides differ,
         whatever the expected-event tables remember. With ``guard`` (the
         source's generation id when it decided), the copy is dropped if the
@@ -221,8 +245,7 @@ class Router:
             return succeed(None)
         d = DeferredList(list(self._batches) + list(self._big_copies.values()), consumeErrors=True)
         d.addTimeout(timeout, self._clock)
-        d.addErrback(lambda f: log.warn("gave up on {n} keys in flight at shutdown",
-                                        n=len(self._queue.in_flight)))
+        d.addErrback(lambda f: log.warn("gave up on {n} keys in flight at shutdown", n=len(self._queue.in_flight)))
         # The last batch may finish inside a connection's dataReceived; let the
         # shutdown (which closes every connection) go on in a later turn, not
         # from under that call.
@@ -256,8 +279,7 @@ class Router:
             return  # a batch finished synchronously inside the loop below
         self._pumping = True
         try:
-            while (self._queue and not self._stopping and self._paused is None
-                   and len(self._batches) < self.concurrency):
+            while self._queue and not self._stopping and self._paused is None and len(self._batches) < self.concurrency:
                 picked = self._queue.pick(self.first, self.batch_size)
                 if picked is None:
                     return
@@ -297,8 +319,7 @@ class Router:
         except CancelledError:
             return  # given up at shutdown
         except Exception:
-            log.failure("unexpected error copying {n} keys from the {source} side",
-                        n=len(keys), source=source)
+            log.failure("unexpected error copying {n} keys from the {source} side", n=len(keys), source=source)
             self._refused(keys, source, None)
         else:
             self._link_backoff.reset()
@@ -313,8 +334,12 @@ class Router:
     def _start_big(self, source, big):
         key = big.key
         if self._copier.big is None:
-            self._reports.once(key, "{key} on the {side} side has {items} items and big keys are not "
-                               "copied here", side=source, items=big.header.count)
+            self._reports.once(
+                key,
+                "{key} on the {side} side has {items} items and big keys are not copied here",
+                side=source,
+                items=big.header.count,
+            )
             return
         finished = []
 
@@ -324,10 +349,12 @@ class Router:
             if self._big_copies.pop(key, None) is not None:
                 self._queue.done([key])
                 self._pump()
-        d = self._big_slots.run(lambda: Deferred.fromCoroutine(
-            self._guarded(source, [key], self._copy_big(source, big))))
+
+        d = self._big_slots.run(
+            lambda: Deferred.fromCoroutine(self._guarded(source, [key], self._copy_big(source, big)))
+        )
         d.addBoth(done)
-        if not finished:   # (a copy that ends at once leaves with its batch)
+        if not finished:  # (a copy that ends at once leaves with its batch)
             self._big_copies[key] = d
 
     async def _copy_big(self, source, big):
@@ -341,8 +368,9 @@ class Router:
         if self._paused is not None or self._stopping:
             return
         delay = self._link_backoff.next_delay()
-        log.warn("{error}; {backlog} keys waiting, retrying in {delay:.1f}s",
-                 error=error, backlog=self.backlog, delay=delay)
+        log.warn(
+            "{error}; {backlog} keys waiting, retrying in {delay:.1f}s", error=error, backlog=self.backlog, delay=delay
+        )
         self._paused = self._clock.callLater(delay, self._resume)
 
     def _resume(self):
@@ -356,5 +384,4 @@ class Router:
         key = keys[0]
         delay = self._queue.park(key, source)
         if delay is not None and error is not None:
-            log.error("{key}: {error}; trying this key again in {delay:.1f}s",
-                      key=short(key), error=error, delay=delay)
+            log.error("{key}: {error}; trying this key again in {delay:.1f}s", key=short(key), error=error, delay=delay)

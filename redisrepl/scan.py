@@ -29,8 +29,12 @@ class Refused:
 
     def __call__(self, side, key):
         if self.count == 0:
-            log.error("the {side} side listed {key}, which is outside the namespace (or reserved): "
-                      "refused; a hub may not reach keys outside the namespace", side=side, key=short(key))
+            log.error(
+                "the {side} side listed {key}, which is outside the namespace (or reserved): "
+                "refused; a hub may not reach keys outside the namespace",
+                side=side,
+                key=short(key),
+            )
         self.count += 1
 
 
@@ -68,9 +72,11 @@ async def scan_steps(store, names, expiries=None, on_big=None, refused=None):
     pattern = webdis.prefix_pattern(names.prefix)
     cursor = b"0"
     while True:
-        reply = await store.run_script(scripts.DIGEST_SCAN, [],
-                                       [cursor, pattern, b"%d" % SCAN_COUNT, b"%d" % store.big_items,
-                                        b"%d" % state.BIG_BYTES])
+        reply = await store.run_script(
+            scripts.DIGEST_SCAN,
+            [],
+            [cursor, pattern, b"%d" % SCAN_COUNT, b"%d" % store.big_items, b"%d" % state.BIG_BYTES],
+        )
         if not reply or len(reply) % 4 != 1:
             raise ReplicationError(f"unexpected digest scan reply {reply!r:.80}", "bad_reply")
         cursor = reply[0]
@@ -118,8 +124,10 @@ async def digests_of(store, keys, on_big=None):
     reply = await store.run_script(scripts.DIGEST_KEYS, keys, [b"%d" % store.big_items, b"%d" % state.BIG_BYTES])
     if len(reply) != 2 * len(keys):
         raise ReplicationError(f"unexpected digest reply {reply!r:.80}", "bad_reply")
-    return [await _resolved(store, key, digest, expiry, on_big=on_big) if digest else None
-            for key, digest, expiry in zip(keys, reply[0::2], reply[1::2])]
+    return [
+        await _resolved(store, key, digest, expiry, on_big=on_big) if digest else None
+        for key, digest, expiry in zip(keys, reply[0::2], reply[1::2])
+    ]
 
 
 async def existing(store, keys):

@@ -41,8 +41,7 @@ class Script:
 
 def load(name):
     """The script ``redisrepl/lua/<name>.lua``, wrapped in the prelude."""
-    body = (_read("prelude.lua") + b"local function main()\n" + _read(name + ".lua")
-            + b"end\nreturn epilogue(main())\n")
+    body = _read("prelude.lua") + b"local function main()\n" + _read(name + ".lua") + b"end\nreturn epilogue(main())\n"
     return Script(name, body)
 
 

@@ -69,15 +69,14 @@ def prepare(config: Config, environ: MutableMapping[str, str] = os.environ) -> R
     legacy_pass = config.password_moved
     if config.legacy_password is not None:
         _reexec_without(config.legacy_password)
-        password = config.legacy_password    # not on Linux: only the warning is left
+        password = config.legacy_password  # not on Linux: only the warning is left
         legacy_pass = True
     elif config.password_file:
         password = _first_line(config.password_file, "--password-file")
         warnings += _private_file(config.password_file)
     else:
         password = config.environ_password
-    return Runtime(tls_policy=tls_policy, password=password or None,
-                   legacy_pass=legacy_pass, warnings=tuple(warnings))
+    return Runtime(tls_policy=tls_policy, password=password or None, legacy_pass=legacy_pass, warnings=tuple(warnings))
 
 
 def _private_file(path: str | None) -> list[Notice]:
@@ -89,8 +88,12 @@ def _private_file(path: str | None) -> list[Notice]:
     except OSError:
         return []
     if mode & 0o044:
-        return [Notice("{path} is readable by other users (mode {mode:03o}): chmod 600 it",
-                       {"path": path, "mode": mode & 0o777})]
+        return [
+            Notice(
+                "{path} is readable by other users (mode {mode:03o}): chmod 600 it",
+                {"path": path, "mode": mode & 0o777},
+            )
+        ]
     return []
 
 

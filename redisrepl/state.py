@@ -86,7 +86,7 @@ def value_of(kind, items):
                 raise StateError("stream entry without its field count") from None
             if n < 0 or i + 2 + n > len(items):
                 raise StateError("stream entry runs past the reply")
-            entries.append((items[i], tuple(items[i + 2:i + 2 + n])))
+            entries.append((items[i], tuple(items[i + 2 : i + 2 + n])))
             i += 2 + n
         return tuple(entries)
     return None
@@ -136,10 +136,9 @@ class KeyState(_Compared):
         """Same type and value, and expiries within ``tolerance`` of each other."""
         return self.same_as_digest(other.digest, other.expire_at, tolerance)
 
-
     def write_args(self, now):
         """ARGV for the write script; a key whose expiry has passed is written as absent."""
-        pttl = 0   # here: the absolute expiry in unix ms, 0 for none
+        pttl = 0  # here: the absolute expiry in unix ms, 0 for none
         if self.expire_at is not None:
             if self.expire_at <= now:
                 return [NONE.encode(), b"0"]
@@ -147,7 +146,6 @@ class KeyState(_Compared):
         if self.kind in SUPPORTED and self.kind != NONE:
             return [self.kind.encode(), b"%d" % pttl, *items_of(self.kind, self.value)]
         return [NONE.encode(), b"0"]
-
 
 
 @attrs.frozen
@@ -219,7 +217,7 @@ def split_reply(reply, count, now):
             raise StateError(f"bad segment header at item {i}") from None
         if n < 0 or i + 4 + n > len(reply):
             raise StateError(f"segment at item {i} runs past the reply")
-        states.append(from_reply(reply[i:i + 2] + reply[i + 4:i + 4 + n], now))
+        states.append(from_reply(reply[i : i + 2] + reply[i + 4 : i + 4 + n], now))
         tags.append(tag)
         i += 4 + n
     if i != len(reply):
@@ -240,8 +238,7 @@ def batch_write_args(states, now, origins=None, expects=None):
     args = []
     for i, key_state in enumerate(states):
         one = key_state.write_args(now)
-        args += write_segment(one[0], one[1], one[2:], origins[i] if origins else b"",
-                              expects[i] if expects else b"")
+        args += write_segment(one[0], one[1], one[2:], origins[i] if origins else b"", expects[i] if expects else b"")
     return args
 
 
@@ -264,13 +261,13 @@ class Digester:
 
     def __init__(self, kind):
         self.kind = kind
-        self._xor = 0                     # hash, set, zset: XOR of the items' SHA1s
-        self._outer = hashlib.sha1()      # list, stream: SHA1 of the chunks' SHA1s
+        self._xor = 0  # hash, set, zset: XOR of the items' SHA1s
+        self._outer = hashlib.sha1()  # list, stream: SHA1 of the chunks' SHA1s
         self._chunk = hashlib.sha1()
         self._in_chunk = 0
-        self._pending = []                # an item (or stream entry) cut between pieces
-        self._outer_pieces = 0            # string: whole pieces folded into _outer
-        self._first = []                  # string: the bytes of its first piece, while it is the only one
+        self._pending = []  # an item (or stream entry) cut between pieces
+        self._outer_pieces = 0  # string: whole pieces folded into _outer
+        self._first = []  # string: the bytes of its first piece, while it is the only one
 
     def add(self, items):
         kind = self.kind
@@ -297,7 +294,7 @@ class Digester:
                 if i + 2 + n > len(items):
                     break
                 self._chunk.update(b"%d:" % len(items[i]) + items[i])
-                for x in items[i + 2:i + 2 + n]:
+                for x in items[i + 2 : i + 2 + n]:
                     self._chunk.update(b"%d:" % len(x) + x)
                 self._chunk.update(b";")
                 self._count_one()
@@ -371,7 +368,7 @@ def synced_digest(key_state):
 def content_digest(key_state):
     """The digest the digest_scan script computes for this state (bytes), None if absent."""
     kind = key_state.kind
-    if kind == STRING and len(key_state.value) <= DIGEST_PIECE:   # the common case, kept short
+    if kind == STRING and len(key_state.value) <= DIGEST_PIECE:  # the common case, kept short
         return hashlib.sha1(b"s" + key_state.value).hexdigest().encode()
     if kind == NONE:
         return None

@@ -21,23 +21,23 @@ def _per_side() -> dict[str, int]:
 
 @attrs.define
 class Stats:
-    events: dict[str, int] = attrs.field(factory=_per_side)      # events taken, by side
-    echoes: dict[str, int] = attrs.field(factory=_per_side)      # echoes dropped, by side they came from
-    writes: dict[str, int] = attrs.field(factory=_per_side)      # keys written, by side written
-    requests: dict[str, int] = attrs.field(factory=_per_side)    # write batches sent, by side written
-    failures: Counter[tuple[str, str]] = attrs.field(factory=Counter)   # failed requests, by (side, kind)
-    last_write: dict[str, float] = attrs.field(factory=dict)     # side -> time of its last successful write
+    events: dict[str, int] = attrs.field(factory=_per_side)  # events taken, by side
+    echoes: dict[str, int] = attrs.field(factory=_per_side)  # echoes dropped, by side they came from
+    writes: dict[str, int] = attrs.field(factory=_per_side)  # keys written, by side written
+    requests: dict[str, int] = attrs.field(factory=_per_side)  # write batches sent, by side written
+    failures: Counter[tuple[str, str]] = attrs.field(factory=Counter)  # failed requests, by (side, kind)
+    last_write: dict[str, float] = attrs.field(factory=dict)  # side -> time of its last successful write
     coalesced: int = 0
     unchanged: int = 0
     ignored: int = 0
-    big_copies: int = 0                                # big keys copied in chunks
-    overflows: int = 0                                 # changes not queued: the queue was full
-    unsupported: int = 0                               # changes to keys of a type not replicated
-    backlog_high: int = 0                              # most keys waiting at once
-    evicted: dict[str, int] = attrs.field(factory=_per_side)     # eviction events, by side
-    voided: int = 0                                    # reconcile copies dropped: their source lost data since
-    deferred: int = 0                                  # hub keys refilled by another site, left to the reconcile
-    refills_refused: int = 0                           # refills the hub refused: it held something as fresh
+    big_copies: int = 0  # big keys copied in chunks
+    overflows: int = 0  # changes not queued: the queue was full
+    unsupported: int = 0  # changes to keys of a type not replicated
+    backlog_high: int = 0  # most keys waiting at once
+    evicted: dict[str, int] = attrs.field(factory=_per_side)  # eviction events, by side
+    voided: int = 0  # reconcile copies dropped: their source lost data since
+    deferred: int = 0  # hub keys refilled by another site, left to the reconcile
+    refills_refused: int = 0  # refills the hub refused: it held something as fresh
 
 
 class Links:

@@ -68,15 +68,16 @@ class _StateStore:
     big_items = state.BIG_ITEMS
     #: Does this side stamp its writes and remember them after a loss (the hub)?
     track_writes = False
-    names = None      # the Namespace (where redisrepl's own keys are)
-    epoch = None      # the side's SideEpoch, told every generation seen
+    names = None  # the Namespace (where redisrepl's own keys are)
+    epoch = None  # the side's SideEpoch, told every generation seen
     #: Only look (redisrepl verify): scripts do not start or touch the epoch.
     look_only = False
 
     async def call(self, script, keys, args):
         """Run ``script``; (its reply without the generation, the generation)."""
-        context = scripts.context_args(self.names, os.urandom(8).hex().encode(), self.track_writes,
-                                       look_only=self.look_only)
+        context = scripts.context_args(
+            self.names, os.urandom(8).hex().encode(), self.track_writes, look_only=self.look_only
+        )
         try:
             reply = await self.command("EVALSHA", script.sha, len(keys), *keys, *args, *context)
         except NoScriptError:
@@ -113,7 +114,8 @@ class _StateStore:
     async def read(self, keys):
         """The current states of ``keys``, read atomically: a ReadReply."""
         reply, generation = await self.call(
-            scripts.READ, keys, (b"%d" % self.big_items, b"%d" % state.BIG_BYTES, b"%d" % state.READ_BUDGET))
+            scripts.READ, keys, (b"%d" % self.big_items, b"%d" % state.BIG_BYTES, b"%d" % state.READ_BUDGET)
+        )
         states, tags = state.split_reply(reply, len(keys), self._clock.seconds())
         return ReadReply(states, tags, generation)
 
@@ -137,8 +139,9 @@ class _StateStore:
         keys = [key for key, _ in items]
         refills = [b"%d" % origins[key] if origins and key in origins else b"" for key in keys]
         conditions = [(expects[key] or b"-") if expects and key in expects else b"" for key in keys]
-        args = state.batch_write_args([s for _, s in items], self._clock.seconds(),
-                                      refills if origins else None, conditions if expects else None)
+        args = state.batch_write_args(
+            [s for _, s in items], self._clock.seconds(), refills if origins else None, conditions if expects else None
+        )
         reply, generation = await self.call(scripts.WRITE, keys, args)
         for position in reply:
             skipped.add(keys[int(position) - 1])
@@ -171,8 +174,9 @@ class LocalStore(_StateStore):
                 raise LinkError(f"local Redis: {message.decode('utf-8', 'replace')}", "redis_busy") from None
             if message.startswith(b"NOSCRIPT"):
                 raise NoScriptError("local Redis: NOSCRIPT", "noscript") from None
-            raise RefusedError(f"local Redis refused {args[0]!r}: {message.decode('utf-8', 'replace')}",
-                               "redis_error") from None
+            raise RefusedError(
+                f"local Redis refused {args[0]!r}: {message.decode('utf-8', 'replace')}", "redis_error"
+            ) from None
         except (txredisapi.ConnectionError, TimeoutError, CancelledError) as e:
             raise LinkError(f"the local Redis did not answer: {e or type(e).__name__}", "connection") from None
 

@@ -74,7 +74,7 @@ class SyncedTable:
 
     def __init__(self, local_store, names):
         self._store = local_store
-        self._recording = set()       # Deferreds of records not yet answered
+        self._recording = set()  # Deferreds of records not yet answered
         self.key = names.meta + b"synced"
         self.seen_key = names.meta + b"seen"
         self.site_key = names.meta + b"site"
@@ -93,8 +93,12 @@ class SyncedTable:
         sets = []
         for key, key_state, stamp in items:
             sets += (key, SyncedEntry(state.synced_digest(key_state) or b"", stamp).encode())
-        self._track(Deferred.fromCoroutine(self._store.run_script(
-            scripts.RECORD, [self.key], [local_generation or b"", *sets])), "synchronised state")
+        self._track(
+            Deferred.fromCoroutine(
+                self._store.run_script(scripts.RECORD, [self.key], [local_generation or b"", *sets])
+            ),
+            "synchronised state",
+        )
 
     def _track(self, d, what):
         self._recording.add(d)
@@ -108,8 +112,12 @@ class SyncedTable:
 
     def evicted(self, side, keys):
         """``side`` evicted ``keys``: mark their entries so (fire and forget)."""
-        self._track(Deferred.fromCoroutine(self._store.run_script(
-            scripts.FLAG_EVICTED, [self.key], [SIDE_LETTER[side], *keys])), "evictions")
+        self._track(
+            Deferred.fromCoroutine(
+                self._store.run_script(scripts.FLAG_EVICTED, [self.key], [SIDE_LETTER[side], *keys])
+            ),
+            "evictions",
+        )
 
     async def update(self, sets, dels):
         """Store ``sets`` (flat key, encoded entry pairs) and drop ``dels``.
@@ -117,10 +125,14 @@ class SyncedTable:
         Every command is sent before any reply is awaited, so that updates
         reach Redis in the order they were made (one connection, in order).
         """
-        sent = [Deferred.fromCoroutine(self._store.command("HSET", self.key, *sets[i:i + 2000]))
-                for i in range(0, len(sets), 2000)]
-        sent += [Deferred.fromCoroutine(self._store.command("HDEL", self.key, *dels[i:i + 1000]))
-                 for i in range(0, len(dels), 1000)]
+        sent = [
+            Deferred.fromCoroutine(self._store.command("HSET", self.key, *sets[i : i + 2000]))
+            for i in range(0, len(sets), 2000)
+        ]
+        sent += [
+            Deferred.fromCoroutine(self._store.command("HDEL", self.key, *dels[i : i + 1000]))
+            for i in range(0, len(dels), 1000)
+        ]
         if sent:
             try:
                 await gatherResults(sent, consumeErrors=True)

@@ -82,8 +82,13 @@ class OrderlyMultiService(MultiService):
 
 def summary(config: Config, runtime: Runtime) -> str:
     """The effective configuration, without secrets."""
-    parts = [f"hub={config.haddr}", f"local={config.raddr}", f"db={config.db}",
-             f"namespace={config.namespace!r}", f"two-way={config.rc}"]
+    parts = [
+        f"hub={config.haddr}",
+        f"local={config.raddr}",
+        f"db={config.db}",
+        f"namespace={config.namespace!r}",
+        f"two-way={config.rc}",
+    ]
     if runtime.tls_policy is not None:
         parts += [f"cert={config.cert}", f"key={config.key}", f"ca={config.ca}"]
     if runtime.password:
@@ -108,8 +113,10 @@ def service_tree(config: Config, runtime: Runtime, reactor: Reactor | None = Non
     for warning in runtime.warnings:
         log.warn(warning.format, **warning.fields)
     if runtime.legacy_pass:
-        log.warn("-pass is deprecated: it puts the password where ps shows it (redisrepl moved it to its "
-                 "environment at once); use --password-file or $REDISREPL_PASSWORD")
+        log.warn(
+            "-pass is deprecated: it puts the password where ps shows it (redisrepl moved it to its "
+            "environment at once); use --password-file or $REDISREPL_PASSWORD"
+        )
     top = OrderlyMultiService()
     hub = connections.remote_client(reactor, config, runtime)
     hub.setServiceParent(top)
@@ -121,11 +128,9 @@ def service_tree(config: Config, runtime: Runtime, reactor: Reactor | None = Non
     # first and runs the comparison made after the router (late-bound here,
     # the one place they are joined).
     comparison: Comparison
-    reconciler = Reconciler(reactor, lambda reason: comparison.run(reason),
-                            interval=config.reconcile_interval)
+    reconciler = Reconciler(reactor, lambda reason: comparison.run(reason), interval=config.reconcile_interval)
     epochs = {side: SideEpoch(side, reconciler.generation_changed) for side in (LOCAL, REMOTE)}
-    local_store = LocalStore(local_redis.factory, reactor, names, big_items=config.big_key_items,
-                             epoch=epochs[LOCAL])
+    local_store = LocalStore(local_redis.factory, reactor, names, big_items=config.big_key_items, epoch=epochs[LOCAL])
     remote_store = RemoteStore(hub.client, reactor, names, big_items=config.big_key_items, epoch=epochs[REMOTE])
     synced = SyncedTable(local_store, names)
     router = Router(
@@ -133,14 +138,30 @@ def service_tree(config: Config, runtime: Runtime, reactor: Reactor | None = Non
         Side(LOCAL, local_store, ExpectedEvents(reactor)),
         Side(REMOTE, remote_store, ExpectedEvents(reactor, events=config.rc)),
         config.namespace,
-        concurrency=config.concurrency, batch_size=config.batch,
-        max_backlog=config.max_backlog, first=config.winner,
-        big=BigCopier(reactor, names.meta), synced=synced, reconcile=reconciler)
+        concurrency=config.concurrency,
+        batch_size=config.batch,
+        max_backlog=config.max_backlog,
+        first=config.winner,
+        big=BigCopier(reactor, names.meta),
+        synced=synced,
+        reconcile=reconciler,
+    )
     RouterService(router, summary(config, runtime)).setServiceParent(top)
-    comparison = Comparison(router, local_store, remote_store, synced, epochs, names, reactor,
-                            reconciler.stats, two_way=config.rc, winner=config.winner,
-                            mirror=config.mirror, max_delete=config.max_delete,
-                            wanted_site=config.site_name)
+    comparison = Comparison(
+        router,
+        local_store,
+        remote_store,
+        synced,
+        epochs,
+        names,
+        reactor,
+        reconciler.stats,
+        two_way=config.rc,
+        winner=config.winner,
+        mirror=config.mirror,
+        max_delete=config.max_delete,
+        wanted_site=config.site_name,
+    )
     reconciler.setServiceParent(top)
 
     def fatal(message):
@@ -150,24 +171,40 @@ def service_tree(config: Config, runtime: Runtime, reactor: Reactor | None = Non
         if reactor.running:
             reactor.stop()
 
-    local = LocalSource(local_redis.endpoint, router, config.db, config.namespace, local_redis.description,
-                        password=runtime.password, username=config.username, on_fatal=fatal)
+    local = LocalSource(
+        local_redis.endpoint,
+        router,
+        config.db,
+        config.namespace,
+        local_redis.description,
+        password=runtime.password,
+        username=config.username,
+        on_fatal=fatal,
+    )
     local.setServiceParent(top)
 
     remote = None
     if config.rc:
-        remote = RemoteSource(connections.remote_stream_http(reactor, runtime), hub.client, router,
-                              config.db, config.namespace, config.reserved_prefix, reactor,
-                              heartbeat_interval=config.heartbeat)
+        remote = RemoteSource(
+            connections.remote_stream_http(reactor, runtime),
+            hub.client,
+            router,
+            config.db,
+            config.namespace,
+            config.reserved_prefix,
+            reactor,
+            heartbeat_interval=config.heartbeat,
+        )
         remote.setServiceParent(top)
-    watchdog = Watchdog(config.heartbeat, reactor, {LOCAL: local_store, REMOTE: remote_store},
-                        reconciler, names.allow_key, remote)
+    watchdog = Watchdog(
+        config.heartbeat, reactor, {LOCAL: local_store, REMOTE: remote_store}, reconciler, names.allow_key, remote
+    )
     watchdog.setServiceParent(top)
 
     if config.metrics_endpoint:
         from redisrepl.metrics import ReplicationCollector, make_site
-        health = Health(reactor, router, local, remote, watchdog, reconciler,
-                        max_lag=max(3.0, 3 * config.heartbeat))
+
+        health = Health(reactor, router, local, remote, watchdog, reconciler, max_lag=max(3.0, 3 * config.heartbeat))
         site = make_site(ReplicationCollector(router, local, remote, reconciler), health)
         server = endpoints.serverFromString(reactor, config.metrics_endpoint)
         StreamServerEndpointService(server, site).setServiceParent(top)

@@ -35,7 +35,7 @@ class BlockingStore(_StateStore):
     async def command(self, *args):
         try:
             return self.client.execute_command(*args)
-        except Exception as e:          # the client's error type: ours, by message
+        except Exception as e:  # the client's error type: ours, by message
             message = str(e)
             if message.startswith("NOSCRIPT") or type(e).__name__ == "NoScriptError":
                 raise NoScriptError(message, "noscript") from None

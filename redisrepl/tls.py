@@ -68,13 +68,18 @@ def _names(cert):
 
 def describe_verify_error(cert, error, depth):
     """What is wrong with a certificate (``cryptography``) of the proxy's chain, for a person."""
-    which = (f"the proxy's certificate ({_cn(cert.subject)})" if depth == 0
-             else f"the certificate {_cn(cert.subject)} in the proxy's chain")
+    which = (
+        f"the proxy's certificate ({_cn(cert.subject)})"
+        if depth == 0
+        else f"the certificate {_cn(cert.subject)} in the proxy's chain"
+    )
     if error == _EXPIRED:
         return f"{which} expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
     if error == _NOT_YET_VALID:
-        return (f"{which} is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC "
-                "(or this machine's clock is wrong)")
+        return (
+            f"{which} is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC "
+            "(or this machine's clock is wrong)"
+        )
     if error == _WRONG_PURPOSE:
         return f"{which} is not meant for a TLS server (its extended key usage says otherwise)"
     if error in _UNKNOWN_ISSUER:
@@ -95,16 +100,19 @@ class _VerifyingCreator:
 
     def __init__(self, hostname, trust_root, client_certificate):
         self._options = ssl.optionsForClientTLS(
-            hostname, trustRoot=trust_root, clientCertificate=client_certificate,
-            extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2})
+            hostname,
+            trustRoot=trust_root,
+            clientCertificate=client_certificate,
+            extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2},
+        )
         self._hostname = hostname
-        self._identity = (IPAddress_ID(hostname) if isIPAddress(hostname) or isIPv6Address(hostname)
-                          else DNS_ID(hostname))
+        self._identity = (
+            IPAddress_ID(hostname) if isIPAddress(hostname) or isIPv6Address(hostname) else DNS_ID(hostname)
+        )
 
     def clientConnectionForTLS(self, tlsProtocol):
         connection = self._options.clientConnectionForTLS(tlsProtocol)
-        connection.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT,
-                              self._verifier(tlsProtocol))
+        connection.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, self._verifier(tlsProtocol))
         return connection
 
     def _verifier(self, tlsProtocol):
@@ -119,12 +127,15 @@ class _VerifyingCreator:
                     return True
                 except (VerificationError, CertificateError):
                     cert = cert.to_cryptography()
-                    reason = (f"the proxy's certificate ({_cn(cert.subject)}) is not valid for this "
-                              f"host name, {self._hostname} (it names {_names(cert)})")
+                    reason = (
+                        f"the proxy's certificate ({_cn(cert.subject)}) is not valid for this "
+                        f"host name, {self._hostname} (it names {_names(cert)})"
+                    )
             else:
                 reason = describe_verify_error(cert.to_cryptography(), error, depth)
             tlsProtocol.failVerification(Failure(HubCertificateError(reason)))
             return False
+
         return verify
 
 
@@ -143,7 +154,8 @@ class ClientCertificatePolicy:
         creator = self._creators.get((hostname, port))
         if creator is None:
             creator = self._creators[hostname, port] = _VerifyingCreator(
-                hostname.decode("ascii"), self._trust_root, self._client_certificate)
+                hostname.decode("ascii"), self._trust_root, self._client_certificate
+            )
         return creator
 
 
@@ -174,8 +186,7 @@ def load_policy(cert_path, key_path, ca_path, key_passphrase=None, now=None):
     _check_validity(cert, cert_path, "client certificate", now)
     encrypted = b"ENCRYPTED" in key_pem
     if encrypted and key_passphrase is None:
-        raise CredentialsError(f"the client key {key_path} is encrypted: give its passphrase "
-                               "with --key-password-file")
+        raise CredentialsError(f"the client key {key_path} is encrypted: give its passphrase with --key-password-file")
     try:
         if encrypted:
             key = crypto.load_privatekey(crypto.FILETYPE_PEM, key_pem, key_passphrase)
@@ -183,8 +194,9 @@ def load_policy(cert_path, key_path, ca_path, key_passphrase=None, now=None):
             key = crypto.load_privatekey(crypto.FILETYPE_PEM, key_pem)
     except crypto.Error as e:
         if encrypted:
-            raise CredentialsError(f"the client key {key_path} cannot be decrypted with "
-                                   "the passphrase of --key-password-file") from None
+            raise CredentialsError(
+                f"the client key {key_path} cannot be decrypted with the passphrase of --key-password-file"
+            ) from None
         raise CredentialsError(f"the client key {key_path} is not a PEM private key: {e}") from None
     context = SSL.Context(SSL.TLS_METHOD)
     context.use_certificate(cert)
@@ -192,8 +204,7 @@ def load_policy(cert_path, key_path, ca_path, key_passphrase=None, now=None):
         context.use_privatekey(key)
         context.check_privatekey()
     except SSL.Error:
-        raise CredentialsError(
-            f"the client key {key_path} does not belong to the certificate {cert_path}") from None
+        raise CredentialsError(f"the client key {key_path} does not belong to the certificate {cert_path}") from None
     cas = _load_certificates(ca_pem, ca_path, "CA file")
     for ca in cas:
         _check_validity(ca, ca_path, "CA certificate in", now)

@@ -27,8 +27,15 @@ from redisrepl.stores import LocalStore, RemoteStore
 TTL_TOLERANCE = 2.0
 
 
-TYPE_LETTERS = {b"h": "hash", b"l": "list", b"m": "set", b"z": "sorted set", b"t": "stream",
-                b"x": "another type", b"B": "big key that changed while it was compared"}
+TYPE_LETTERS = {
+    b"h": "hash",
+    b"l": "list",
+    b"m": "set",
+    b"z": "sorted set",
+    b"t": "stream",
+    b"x": "another type",
+    b"B": "big key that changed while it was compared",
+}
 
 
 def kind(digest: bytes | None) -> str:
@@ -37,8 +44,13 @@ def kind(digest: bytes | None) -> str:
     return TYPE_LETTERS.get(digest[:1], "string")
 
 
-def differences(local: dict[bytes, bytes], remote: dict[bytes, bytes], local_ttl: dict[bytes, int],
-                remote_ttl: dict[bytes, int], tolerance: float = TTL_TOLERANCE) -> list[tuple[bytes, str]]:
+def differences(
+    local: dict[bytes, bytes],
+    remote: dict[bytes, bytes],
+    local_ttl: dict[bytes, int],
+    remote_ttl: dict[bytes, int],
+    tolerance: float = TTL_TOLERANCE,
+) -> list[tuple[bytes, str]]:
     """(key, description) of every key that differs, sorted by key."""
     found = []
     for key in sorted(set(local) | set(remote)):
@@ -77,13 +89,14 @@ async def verify(reactor: Reactor, config: Config, runtime: Runtime, out: TextIO
         names = config.names
         remote_store = RemoteStore(hub.client, reactor, names, big_items=config.big_key_items)
         local_store = LocalStore(local_redis.factory, reactor, names, big_items=config.big_key_items)
-        local_store.look_only = remote_store.look_only = True      # verify never writes
+        local_store.look_only = remote_store.look_only = True  # verify never writes
         local_ttl: dict[bytes, int] = {}
         remote_ttl: dict[bytes, int] = {}
         refused = []
 
         def refuse(side, key):
             refused.append((side, key))
+
         try:
             local = await scan_digests(local_store, names, expiries=local_ttl, refused=refuse)
             remote = await scan_digests(remote_store, names, expiries=remote_ttl, refused=refuse)
@@ -91,14 +104,14 @@ async def verify(reactor: Reactor, config: Config, runtime: Runtime, out: TextIO
             print(f"redisrepl verify: {e}", file=out)
             return 2
         for side, key in refused[:10]:
-            print(f"redisrepl verify: the {side} side listed {short(key, 200)}, outside the namespace: "
-                  "ignored", file=out)
+            print(
+                f"redisrepl verify: the {side} side listed {short(key, 200)}, outside the namespace: ignored", file=out
+            )
         found = differences(local, remote, local_ttl, remote_ttl)
         for key, what in found:
             print(f"{short(key, 200)}: {what}", file=out)
         compared = len(set(local) | set(remote))
-        print(f"{compared} keys compared, {len(found)} differ"
-              + ("" if found else ": both sides are equal"), file=out)
+        print(f"{compared} keys compared, {len(found)} differ" + ("" if found else ": both sides are equal"), file=out)
         return 1 if found else 0
     finally:
         await hub.stopService()
@@ -111,7 +124,9 @@ def main(argv: list[str] | None = None) -> None:
 
     def run(reactor):
         from twisted.internet.defer import Deferred
+
         return Deferred.fromCoroutine(verify(reactor, options.config, options.runtime)).addCallback(_exit)
+
     task.react(run)
 
 

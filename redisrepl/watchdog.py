@@ -31,8 +31,8 @@ class Watchdog(TimerService):
         super().__init__(interval, self._tick)
         self.clock = clock
         self._stores = stores
-        self._reconciler = reconciler       # redisrepl.reconcile.Reconciler
-        self._allow_key = allow_key         # the local key that lets a mass deletion through
+        self._reconciler = reconciler  # redisrepl.reconcile.Reconciler
+        self._allow_key = allow_key  # the local key that lets a mass deletion through
         self._remote = remote_source
         self._busy = False
         #: side -> why its last check failed, None once it answers
@@ -40,7 +40,7 @@ class Watchdog(TimerService):
 
     def _tick(self):
         if self._busy:
-            return None     # a check is still waiting for its answer
+            return None  # a check is still waiting for its answer
         self._busy = True
         d = Deferred.fromCoroutine(self._check())
         d.addBoth(self._done)

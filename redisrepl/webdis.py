@@ -35,8 +35,8 @@ def unescape(text: str | bytes) -> bytes:
     i = 0
     while i < len(data):
         c = data[i]
-        if c == ord("%") and _ishex(data[i + 1:i + 3]):
-            out.append(int(data[i + 1:i + 3], 16))
+        if c == ord("%") and _ishex(data[i + 1 : i + 3]):
+            out.append(int(data[i + 1 : i + 3], 16))
             i += 3
             continue
         out.append(ord(" ") if c == ord("+") else c)
@@ -87,8 +87,8 @@ _KEYSPACE_PREFIXES: dict[int, bytes] = {}
 def keyspace_key(channel: bytes, db: int) -> bytes | None:
     """The key named by a keyspace channel, or None if it is not one for ``db``."""
     prefix = _KEYSPACE_PREFIXES.get(db)
-    if prefix is None:     # once per database: this runs for every event
+    if prefix is None:  # once per database: this runs for every event
         prefix = _KEYSPACE_PREFIXES[db] = b"__keyspace@%d__:" % db
     if not channel.startswith(prefix):
         return None
-    return channel[len(prefix):]
+    return channel[len(prefix) :]

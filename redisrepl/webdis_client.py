@@ -69,8 +69,10 @@ def describe_failure(exc, url=""):
 def _tls_hint(detail):
     """What an OpenSSL error string means for the person running redisrepl."""
     if "protocol version" in detail or "unsupported protocol" in detail or "no protocols available" in detail:
-        return (" (the proxy offers no TLS version redisrepl accepts: it requires TLS 1.2 "
-                "or newer; enable TLS 1.2/1.3 on the proxy)")
+        return (
+            " (the proxy offers no TLS version redisrepl accepts: it requires TLS 1.2 "
+            "or newer; enable TLS 1.2/1.3 on the proxy)"
+        )
     if "wrong version number" in detail or "packet length too long" in detail or "http request" in detail:
         return " (the other end does not speak TLS: is --haddr an https:// address of the proxy?)"
     if "certificate verify failed" in detail:
@@ -99,8 +101,17 @@ def failure_kind(exc):
 
 
 # What a request can fail with before any answer: all of it is link trouble.
-_NO_REPLY = (ResponseFailed, neterror.ConnectError, neterror.DNSLookupError, neterror.ConnectionLost,
-             neterror.ConnectionDone, TimeoutError, CancelledError, SSL.Error, HubCertificateError)
+_NO_REPLY = (
+    ResponseFailed,
+    neterror.ConnectError,
+    neterror.DNSLookupError,
+    neterror.ConnectionLost,
+    neterror.ConnectionDone,
+    TimeoutError,
+    CancelledError,
+    SSL.Error,
+    HubCertificateError,
+)
 
 
 def link_error(exc, url):
@@ -120,8 +131,11 @@ def classify_http(status, body, url):
     if status == 403:
         return RefusedError(f"Webdis at {url} refused the command (HTTP 403: a Webdis ACL?) {head}".rstrip(), kind)
     if status == 413:
-        return RefusedError(f"the request was too large for {url} (HTTP 413: nginx's client_max_body_size "
-                            f"or Webdis' http_max_request_size)", kind)
+        return RefusedError(
+            f"the request was too large for {url} (HTTP 413: nginx's client_max_body_size "
+            f"or Webdis' http_max_request_size)",
+            kind,
+        )
     if status == 400 and b"certificate" in body.lower():
         return LinkError(f"the proxy at {url} refused the client certificate (HTTP 400: {head})", kind)
     if status == 503:
@@ -213,8 +227,9 @@ class _BoundedBody(Protocol):
             return
         self._size += len(data)
         if self._size > self._limit:
-            self.done.errback(ReplyTooLarge(f"{self._url} sent a reply of more than {self._limit} bytes",
-                                            "reply_too_large"))
+            self.done.errback(
+                ReplyTooLarge(f"{self._url} sent a reply of more than {self._limit} bytes", "reply_too_large")
+            )
             self.transport.stopProducing()
             return
         self._parts.append(data)
@@ -237,9 +252,10 @@ class _BoundedBody(Protocol):
 def read_body(response, limit, url, budget=None):
     """The body of ``response``, refused (ReplyTooLarge) if longer than ``limit``."""
     if isinstance(response.length, int) and response.length > limit:
-        response.deliverBody(Protocol())      # (discarded: the connection goes)
-        raise ReplyTooLarge(f"{url} announced a reply of {response.length} bytes (more than {limit})",
-                            "reply_too_large")
+        response.deliverBody(Protocol())  # (discarded: the connection goes)
+        raise ReplyTooLarge(
+            f"{url} announced a reply of {response.length} bytes (more than {limit})", "reply_too_large"
+        )
     body = _BoundedBody(limit, url, budget)
     response.deliverBody(body)
     return body.done
@@ -292,9 +308,11 @@ class WebdisClient:
         try:
             reply = resp.parse_one(content)
         except resp.ProtocolError as e:
-            raise LinkError(f"Webdis at {self._url} answered {args[0]!r} with "
-                            f"something that is not the Redis protocol ({e}): {_body_head(content)}",
-                            "bad_reply") from None
+            raise LinkError(
+                f"Webdis at {self._url} answered {args[0]!r} with "
+                f"something that is not the Redis protocol ({e}): {_body_head(content)}",
+                "bad_reply",
+            ) from None
         if isinstance(reply, resp.ErrorReply):
             if reply.message.startswith(TRANSIENT_REDIS_ERRORS):
                 raise LinkError(f"remote Redis: {reply}", "redis_busy")
@@ -327,7 +345,7 @@ class WebdisClient:
         return await self._request(b"POST", self._url_bytes, body)
 
     async def _request(self, method, url, body):
-        deadline = self._clock.seconds() + self._timeout   # for the whole request
+        deadline = self._clock.seconds() + self._timeout  # for the whole request
         d = self._agent.request(method, url, Headers(_HEADERS), _Body(body))
         d.addTimeout(self._timeout, self._clock)
         response = await d

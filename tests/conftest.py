@@ -46,7 +46,7 @@ def print_logs_if_failed(request, lab):
     """After a failed test, the logs of its daemons (pytest shows them)."""
     report = getattr(request.node, "report_call", None)
     if report is not None and report.failed:
-        keep = os.environ.get("REDISREPL_KEEP_LOGS")      # a folder to copy them to, whole
+        keep = os.environ.get("REDISREPL_KEEP_LOGS")  # a folder to copy them to, whole
         for d in lab.daemons:
             print(f"--- daemon log {d.logfile} ---")
             print(d.log()[-20000:])

@@ -14,20 +14,20 @@ class FakeStore:
         self.clock = clock
         self.name = name
         self.data = {}
-        self.writes = []          # (key, state) in order
-        self.batches = []         # the keys of each write request
+        self.writes = []  # (key, state) in order
+        self.batches = []  # the keys of each write request
         self.reads = 0
-        self.router = None        # set to echo writes as events
+        self.router = None  # set to echo writes as events
         self.hold = False
-        self.held = []            # Deferreds of held writes
-        self.error = None         # exception raised by every read and write
-        self.errors_for = {}      # key -> exception for that key only
-        self.lose_reply = None    # exception raised after a write landed (reply lost)
-        self.generation = None    # the Generation every reply tells (None: none)
-        self.epoch = None         # a SideEpoch told each generation, as a real store does
-        self.tags = {}            # key -> the hub's stamp of what it holds
-        self.origins = []         # the refill origins of each write request
-        self.refuse = set()       # keys whose refills the side refuses
+        self.held = []  # Deferreds of held writes
+        self.error = None  # exception raised by every read and write
+        self.errors_for = {}  # key -> exception for that key only
+        self.lose_reply = None  # exception raised after a write landed (reply lost)
+        self.generation = None  # the Generation every reply tells (None: none)
+        self.epoch = None  # a SideEpoch told each generation, as a real store does
+        self.tags = {}  # key -> the hub's stamp of what it holds
+        self.origins = []  # the refill origins of each write request
+        self.refuse = set()  # keys whose refills the side refuses
 
     def _answer(self):
         if self.epoch is not None and self.generation is not None:
@@ -38,16 +38,21 @@ class FakeStore:
         if self.error is not None:
             return fail(self.error)
         self._answer()
-        return succeed(ReadReply([self.data.get(key, ABSENT) for key in keys],
-                                 [self.tags.get(key) for key in keys], self.generation))
+        return succeed(
+            ReadReply(
+                [self.data.get(key, ABSENT) for key in keys], [self.tags.get(key) for key in keys], self.generation
+            )
+        )
 
     def write(self, items, origins=None, expects=None):
         self.batches.append([key for key, _ in items])
         self.origins.append(dict(origins or {}))
-        changed = {key for key in (expects or {})
-                   if (self.data[key].digest if key in self.data else None) != expects[key]}
-        skipped = frozenset(key for key, _ in items if (key in self.refuse and origins and key in origins)
-                            or key in changed)
+        changed = {
+            key for key in (expects or {}) if (self.data[key].digest if key in self.data else None) != expects[key]
+        }
+        skipped = frozenset(
+            key for key, _ in items if (key in self.refuse and origins and key in origins) or key in changed
+        )
         if skipped:
             self._answer()
             self._apply([(key, state) for key, state in items if key not in skipped])
@@ -88,7 +93,7 @@ class FakeStore:
             self.data[key] = state
         if announce and self.router is not None:
             self.router.changed(self.name, key)
-            self.clock.advance(0)   # the reactor turn ends
+            self.clock.advance(0)  # the reactor turn ends
 
 
 class FakeSynced:
@@ -97,7 +102,7 @@ class FakeSynced:
 
     def __init__(self):
         self.records = []
-        self.evictions = []       # (side, keys)
+        self.evictions = []  # (side, keys)
 
     def record(self, items, local_generation=None):
         self.records.append(list(items))

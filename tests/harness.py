@@ -33,10 +33,12 @@ def wait_until(predicate, timeout=CROSS, interval=0.02, what=None):
 
 def write_toml(path, **values):
     """A redisrepl --config file: keys are long option names (``_`` for ``-``)."""
+
     def spell(value):
         if isinstance(value, bool):
             return "true" if value else "false"
         return str(value) if isinstance(value, int) else '"%s"' % value
+
     path.write_text("".join(f"{k.replace('_', '-')} = {spell(v)}\n" for k, v in values.items()))
     return path
 
@@ -80,9 +82,10 @@ def _key_state(r, key):
 def run_verify(lab, ns, extra=(), site=None):
     """``python -m redisrepl verify`` with the daemon's connection flags (``site``'s if given)."""
     args = lab.sandbox.daemon_args(ns, rc=True, extra=list(extra), site=_site(site))
-    args = args[args.index("redisrepl") + 1:]
-    return subprocess.run([sys.executable, "-m", "redisrepl", "verify", *args],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    args = args[args.index("redisrepl") + 1 :]
+    return subprocess.run(
+        [sys.executable, "-m", "redisrepl", "verify", *args], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
 
 
 class Daemon:
@@ -91,17 +94,20 @@ class Daemon:
     ``site``/``cert``/``key`` go to :meth:`Sandbox.daemon_args`: the daemon of that site
     (default the local Redis), with another client certificate if given."""
 
-    def __init__(self, sandbox, namespace, rc=True, extra=(), args=None, env=None,
-                 site=None, cert=None, key=None):
+    def __init__(self, sandbox, namespace, rc=True, extra=(), args=None, env=None, site=None, cert=None, key=None):
         self.logfile = os.path.join(sandbox.workdir, f"daemon-{time.monotonic_ns()}.log")
-        cmd = args if args is not None else sandbox.daemon_args(
-            namespace, rc=rc, extra=extra, site=_site(site), cert=cert, key=key)
+        cmd = (
+            args
+            if args is not None
+            else sandbox.daemon_args(namespace, rc=rc, extra=extra, site=_site(site), cert=cert, key=key)
+        )
         full_env = dict(os.environ)
         full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, full_env.get("PYTHONPATH")]))
         full_env.update(env or {})
         self._log = open(self.logfile, "wb")
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                     cwd=sandbox.workdir, env=full_env, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd, stdout=self._log, stderr=subprocess.STDOUT, cwd=sandbox.workdir, env=full_env, start_new_session=True
+        )
         self.rc = rc
 
     def log(self):
@@ -115,6 +121,7 @@ class Daemon:
                 return True
             if exited:
                 raise AssertionError(f"daemon exited ({self.proc.returncode}) before logging {text!r}")
+
         try:
             wait_until(seen, timeout, what=f"daemon log line {text!r}")
         except AssertionError as e:
@@ -142,6 +149,7 @@ class Daemon:
 @dataclasses.dataclass
 class LabSite:
     """An extra site of the lab: the sandbox's :class:`Site` and a redis-py client on its Redis."""
+
     name: str
     site: Site
     redis: redis.Redis
@@ -171,8 +179,7 @@ class Lab:
             self.sites[name] = LabSite(name, site, client(site.redis_port))
         return self.sites[name]
 
-    def daemon(self, namespace, rc=True, extra=(), ready=True, site=None, cert=None, key=None,
-               **kw):
+    def daemon(self, namespace, rc=True, extra=(), ready=True, site=None, cert=None, key=None, **kw):
         """A daemon for ``site`` (a LabSite, a Site or a name; default the local Redis)."""
         d = Daemon(self.sandbox, namespace, rc=rc, extra=extra, site=site, cert=cert, key=key, **kw)
         self.daemons.append(d)
@@ -207,5 +214,6 @@ class Lab:
         try:
             wait_until(lambda: self.same(key), timeout, what=f"{key!r} equal on both sides")
         except AssertionError as e:
-            raise AssertionError(f"{e}: local={key_state(self.local, key)} "
-                                 f"remote={key_state(self.remote, key)}") from None
+            raise AssertionError(
+                f"{e}: local={key_state(self.local, key)} remote={key_state(self.remote, key)}"
+            ) from None

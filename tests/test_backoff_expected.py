@@ -28,13 +28,18 @@ def test_the_cap_holds_after_very_many_failures():
 
 
 @settings(max_examples=200, deadline=None, database=None)
-@given(seed=st.integers(0, 2**32), initial=st.floats(0.01, 5), factor=st.floats(1, 4),
-       maximum=st.floats(5, 120), jitter=st.floats(0, 1))
+@given(
+    seed=st.integers(0, 2**32),
+    initial=st.floats(0.01, 5),
+    factor=st.floats(1, 4),
+    maximum=st.floats(5, 120),
+    jitter=st.floats(0, 1),
+)
 def test_jitter_scales_each_base_delay_into_its_band(seed, initial, factor, maximum, jitter):
     backoff = Backoff(initial, maximum, factor, jitter, random=random.Random(seed))
-    twin = random.Random(seed)                   # the same draws, to know each one
+    twin = random.Random(seed)  # the same draws, to know each one
     for n in range(12):
-        base = min(maximum, initial * factor ** n)
+        base = min(maximum, initial * factor**n)
         delay = backoff.next_delay()
         assert (1 - jitter) * base - 1e-9 <= delay <= base
         assert delay == pytest.approx(base * (1 - jitter * twin.random()))
@@ -81,7 +86,7 @@ def test_nothing_expected_is_no_echo(table):
 def test_the_written_state_is_an_echo_until_the_lifetime_ends(table, clock):
     table.expect(b"k", V1)
     assert table.is_echo(b"k", V1)
-    assert table.is_echo(b"k", V1)           # several events for one write (e.g. SET + EXPIRE)
+    assert table.is_echo(b"k", V1)  # several events for one write (e.g. SET + EXPIRE)
     clock.advance(29)
     assert table.is_echo(b"k", V1)
     clock.advance(1)
@@ -93,7 +98,7 @@ def test_a_different_state_clears_the_expectation(table):
     table.expect(b"k", V1)
     assert not table.is_echo(b"k", V2)
     assert len(table) == 0
-    assert not table.is_echo(b"k", V1)       # the old content written again is genuine too
+    assert not table.is_echo(b"k", V1)  # the old content written again is genuine too
 
 
 def test_echo_compares_type_and_expiry(table, clock):
@@ -116,7 +121,7 @@ def test_expect_again_replaces_the_state_and_restarts_the_lifetime(table, clock)
     table.expect(b"k", V1)
     clock.advance(20)
     table.expect(b"k", V2)
-    clock.advance(20)                        # 40 s after the first, 20 s after the second
+    clock.advance(20)  # 40 s after the first, 20 s after the second
     assert table.is_echo(b"k", V2)
     assert not table.is_echo(b"k", V1)
 
@@ -126,11 +131,11 @@ def test_len_counts_live_entries_only(table, clock):
     clock.advance(10)
     table.expect(b"b", V1)
     clock.advance(10)
-    table.expect(b"a", V2)                  # refreshed: now younger than b
+    table.expect(b"a", V2)  # refreshed: now younger than b
     assert len(table) == 2
-    clock.advance(15)                       # a: 15 s old, b: 25 s old
+    clock.advance(15)  # a: 15 s old, b: 25 s old
     assert len(table) == 2
-    clock.advance(10)                       # b is past its 30 s, a is not
+    clock.advance(10)  # b is past its 30 s, a is not
     assert len(table) == 1
     assert table.is_echo(b"a", V2)
     clock.advance(10)
@@ -150,6 +155,7 @@ def test_expected_table_keeps_at_most_its_capacity():
 
     from redisrepl.expected import ExpectedEvents
     from redisrepl.state import STRING, KeyState
+
     table = ExpectedEvents(Clock(), capacity=3)
     for i in range(5):
         table.expect(b"k%d" % i, KeyState(STRING, b"v"))
@@ -161,12 +167,13 @@ def test_expected_table_keeps_at_most_its_capacity():
 
 # -- expected events (big keys) ----------------------------------------------------
 
+
 def test_expected_events_are_echoes_once_each_in_any_order(table):
     table.expect_events(b"k", [b"rename_to", b"persist"])
-    assert not table.echo_event(b"k", b"hset")          # somebody else's: genuine
-    assert table.echo_event(b"k", b"persist")           # Webdis may reverse them
+    assert not table.echo_event(b"k", b"hset")  # somebody else's: genuine
+    assert table.echo_event(b"k", b"persist")  # Webdis may reverse them
     assert table.echo_event(b"k", b"rename_to")
-    assert not table.echo_event(b"k", b"rename_to")     # each once
+    assert not table.echo_event(b"k", b"rename_to")  # each once
     assert not table.echo_event(b"other", b"rename_to")
 
 
@@ -186,11 +193,11 @@ def test_expected_events_expire(table, clock):
 def test_withdrawn_and_forgotten_events_are_genuine(table):
     table.expect_events(b"k", [b"rename_to", b"persist"])
     table.expect_events(b"k", [b"rename_to", b"expire"])
-    table.withdraw_events(b"k", 2)                     # the last copy did nothing
+    table.withdraw_events(b"k", 2)  # the last copy did nothing
     assert not table.echo_event(b"k", b"expire")
     assert table.echo_event(b"k", b"persist")
     table.expect_events(b"j", [b"rename_to"])
-    table.forget_events()                              # the stream broke: those are lost
+    table.forget_events()  # the stream broke: those are lost
     assert not table.echo_event(b"j", b"rename_to")
     assert not table.echo_event(b"k", b"rename_to")
 
@@ -199,16 +206,16 @@ def test_expected_events_stay_bounded(clock):
     table = ExpectedEvents(clock, lifetime=30, capacity=3)
     for i in range(10):
         table.expect_events(b"k%d" % i, [b"rename_to"])
-    assert not table.echo_event(b"k0", b"rename_to")      # the oldest went
+    assert not table.echo_event(b"k0", b"rename_to")  # the oldest went
     assert table.echo_event(b"k9", b"rename_to")
     table.expect_events(b"a", [b"rename_to"])
     clock.advance(31)
-    table.expect_events(b"b", [b"rename_to"])              # purges those past their time
+    table.expect_events(b"b", [b"rename_to"])  # purges those past their time
     assert list(table._events) == [b"b"]
 
 
 def test_no_events_expected_where_none_are_heard(clock):
-    table = ExpectedEvents(clock, events=False)          # the remote, one-way
+    table = ExpectedEvents(clock, events=False)  # the remote, one-way
     table.expect_events(b"k", [b"rename_to"])
     assert not table.echo_event(b"k", b"rename_to")
     assert not table._events

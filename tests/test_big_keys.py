@@ -31,8 +31,12 @@ def fill(r, key, kind, n, seed):
     for start in range(0, n, 500):
         count = min(500, n - start)
         if kind == "hash":
-            pipe.hset(key, mapping={b"f%d:" % (start + i) + rng.randbytes(3): rng.randbytes(rng.randrange(0, 20))
-                                    for i in range(count)})
+            pipe.hset(
+                key,
+                mapping={
+                    b"f%d:" % (start + i) + rng.randbytes(3): rng.randbytes(rng.randrange(0, 20)) for i in range(count)
+                },
+            )
         elif kind == "list":
             pipe.rpush(key, *[rng.randbytes(rng.randrange(0, 12)) for _ in range(count)])
         elif kind == "set":
@@ -47,8 +51,9 @@ def fill(r, key, kind, n, seed):
 
 def same_with_expiry(lab, key):
     """Both sides hold the same type, value and absolute expiry (to the ms)."""
-    return (key_state(lab.local, key) == key_state(lab.remote, key)
-            and lab.local.pexpiretime(key) == lab.remote.pexpiretime(key))
+    return key_state(lab.local, key) == key_state(lab.remote, key) and lab.local.pexpiretime(
+        key
+    ) == lab.remote.pexpiretime(key)
 
 
 def wait_same(lab, key, timeout=SLOW):
@@ -119,8 +124,10 @@ def test_big_key_crosses_in_chunks_byte_for_byte(big, kind, direction):
     wait_until(lambda: writer.pttl(key) == -1, what="persist crossed")
     # no temporary key is left behind (once a copy that coalesced the
     # writes above has finished)
-    wait_until(lambda: not lab.local.keys(meta(NS, "tmp:*"))
-               and not lab.remote.keys(meta(NS, "tmp:*")), what="temporary keys gone")
+    wait_until(
+        lambda: not lab.local.keys(meta(NS, "tmp:*")) and not lab.remote.keys(meta(NS, "tmp:*")),
+        what="temporary keys gone",
+    )
 
 
 def test_no_loop_after_a_big_copy(big):
@@ -128,7 +135,7 @@ def test_no_loop_after_a_big_copy(big):
     key = NS + "loop"
     counters = {"local": EventCounter(lab.local, key), "remote": EventCounter(lab.remote, key)}
     try:
-        lab.local.hset(key, mapping={b"f%d" % i: b"v" for i in range(ITEMS)})   # one event
+        lab.local.hset(key, mapping={b"f%d" % i: b"v" for i in range(ITEMS)})  # one event
         wait_same(lab, key)
         settle(lab)
         settle(lab)
@@ -144,7 +151,7 @@ def test_changes_during_a_big_copy_are_not_lost(big):
     lab, _ = big
     key = NS + "busy"
     fill(lab.local, key, "hash", 20 * DIGEST_CHUNK, seed=6)
-    for i in range(300):       # while the chunks travel
+    for i in range(300):  # while the chunks travel
         lab.local.hset(key, b"late%d" % i, b"%d" % i)
         if i % 50 == 0:
             lab.local.hdel(key, b"late%d" % (i // 2))
@@ -157,14 +164,14 @@ def test_big_key_becomes_small_and_big_again(big):
     key = NS + "shrink"
     fill(lab.local, key, "list", ITEMS, seed=8)
     wait_same(lab, key)
-    lab.local.ltrim(key, 0, 9)           # below the threshold: written whole
+    lab.local.ltrim(key, 0, 9)  # below the threshold: written whole
     wait_until(lambda: lab.remote.llen(key) == 10)
     wait_same(lab, key)
     lab.local.delete(key)
     lab.local.set(key, "now a string")
     wait_same(lab, key)
     fill(lab.remote, key + ":2", "set", ITEMS, seed=9)
-    lab.remote.rename(key + ":2", key)   # a big set replaces the string
+    lab.remote.rename(key + ":2", key)  # a big set replaces the string
     wait_same(lab, key)
 
 
@@ -174,8 +181,8 @@ def test_changes_on_both_sides_during_a_big_copy(big):
     lab.local.hset(key, mapping={b"f%d" % i: b"v" for i in range(30 * DIGEST_CHUNK)})
     # while its chunks travel (its temporary key exists on the remote)...
     wait_until(lambda: lab.remote.keys(meta(NS, "tmp:*")), what="a copy under way")
-    lab.remote.hset(key, "remote-during-copy", "r")   # replaced by the copy's rename
-    lab.local.hset(key, "local-during-copy", "l")     # newer than what is being copied
+    lab.remote.hset(key, "remote-during-copy", "r")  # replaced by the copy's rename
+    lab.local.hset(key, "local-during-copy", "l")  # newer than what is being copied
     wait_until(lambda: lab.remote.hget(key, "local-during-copy") == b"l", SLOW)
     wait_same(lab, key)
     assert lab.local.hget(key, "local-during-copy") == b"l"
@@ -188,13 +195,16 @@ def test_copier_shrinks_chunks_of_big_items(lab):
     from redisrepl.expected import ExpectedEvents
     from redisrepl.router import LOCAL, REMOTE, Side
     from redisrepl.state import BigState
+
     key = b"cp:list"
     items = [random.randbytes(300) for _ in range(120)]
     lab.local.rpush(key, *items)
     clock = Clock()
     clock.advance(lab.local.time()[0])
-    sides = [Side(name, SyncStore(r, namespace=b"cp:", hub=name == REMOTE), ExpectedEvents(clock))
-             for name, r in ((LOCAL, lab.local), (REMOTE, lab.remote))]
+    sides = [
+        Side(name, SyncStore(r, namespace=b"cp:", hub=name == REMOTE), ExpectedEvents(clock))
+        for name, r in ((LOCAL, lab.local), (REMOTE, lab.remote))
+    ]
     copier = big_keys.BigCopier(clock, b"__redisrepl__:{cp:}:", chunk_items=50, chunk_bytes=2000)
     requests = []
     store = sides[1].store
@@ -203,6 +213,7 @@ def test_copier_shrinks_chunks_of_big_items(lab):
     async def counting(script, keys, args):
         requests.append(len(args))
         return await original(script, keys, args)
+
     store.call = counting
     result = run(copier.copy(sides[0], sides[1], key, BigState("list", len(items))))
     copied, sent = result.state, result.requests
@@ -210,12 +221,14 @@ def test_copier_shrinks_chunks_of_big_items(lab):
     assert copied.digest == run(big_keys.digest(SyncStore(lab.local), key, "list"))
     assert sent == len(requests)
     # the first chunk has 50 items (15 KB); the next ones no more than 2 KB
-    items_per_chunk = [n - 5 for n in requests[:-1]]        # (the last request puts it in place)
+    items_per_chunk = [n - 5 for n in requests[:-1]]  # (the last request puts it in place)
     assert items_per_chunk[0] == 50 and max(items_per_chunk[1:]) <= 2000 // 300
     assert sum(items_per_chunk) == len(items)
     assert lab.remote.pttl(key) == -1 and not lab.remote.keys(b"__redisrepl__:{cp:}:tmp:*")
     assert sorted(sides[1].expected._events[key], key=lambda e: e[1]) == [
-        (clock.seconds() + 30, b"persist"), (clock.seconds() + 30, b"rename_to")]
+        (clock.seconds() + 30, b"persist"),
+        (clock.seconds() + 30, b"rename_to"),
+    ]
 
 
 def test_copier_lost_finish_reply_is_not_taken_as_there(lab):
@@ -227,12 +240,15 @@ def test_copier_lost_finish_reply_is_not_taken_as_there(lab):
     from redisrepl.expected import ExpectedEvents
     from redisrepl.router import LOCAL, REMOTE, Side
     from redisrepl.state import BigState
+
     key = b"cpf:set"
     lab.local.sadd(key, *[b"m%d" % i for i in range(300)])
     clock = Clock()
     clock.advance(lab.local.time()[0])
-    sides = [Side(name, SyncStore(r, namespace=b"cpf:", hub=name == REMOTE), ExpectedEvents(clock))
-             for name, r in ((LOCAL, lab.local), (REMOTE, lab.remote))]
+    sides = [
+        Side(name, SyncStore(r, namespace=b"cpf:", hub=name == REMOTE), ExpectedEvents(clock))
+        for name, r in ((LOCAL, lab.local), (REMOTE, lab.remote))
+    ]
     store = sides[1].store
     original = store.call
 
@@ -241,6 +257,7 @@ def test_copier_lost_finish_reply_is_not_taken_as_there(lab):
         if script is scripts.FINISH:
             raise LinkError("reply lost", "connection")
         return result
+
     store.call = reply_lost
     copier = big_keys.BigCopier(clock, b"__redisrepl__:{cpf:}:", chunk_items=100)
     coroutine = copier.copy(sides[0], sides[1], key, BigState("set", 300))
@@ -249,16 +266,16 @@ def test_copier_lost_finish_reply_is_not_taken_as_there(lab):
         raise AssertionError("the copy did not fail")
     except LinkError:
         pass
-    assert lab.remote.scard(key) == 300                      # it did land
+    assert lab.remote.scard(key) == 300  # it did land
     state = BigState("set", 300, None, run(big_keys.digest(SyncStore(lab.local), key, "set")))
-    assert not sides[1].expected.holds(key, state)           # not known to be there
-    assert sides[1].expected.is_echo(key, state)             # but its echo is recognised
+    assert not sides[1].expected.holds(key, state)  # not known to be there
+    assert sides[1].expected.is_echo(key, state)  # but its echo is recognised
 
 
 def test_big_key_of_big_items_crosses(big):
     lab, _ = big
     key = NS + "heavy"
-    items = [random.randbytes(64 * 1024) for _ in range(3 * THRESHOLD)]   # 9.6 MB
+    items = [random.randbytes(64 * 1024) for _ in range(3 * THRESHOLD)]  # 9.6 MB
     lab.local.rpush(key, *items)
     wait_until(lambda: lab.remote.llen(key) == len(items), SLOW)
     assert lab.remote.lrange(key, 0, -1) == items
@@ -287,7 +304,7 @@ def test_reconcile_compares_big_keys_in_chunks(daemons):
     for name in ("changed", "deleted", "same", "stream"):
         wait_same(lab, ns + name)
     assert lab.local.hget(ns + "changed", "f0") == b"remote"
-    assert not lab.remote.exists(ns + "deleted")       # deleted stays deleted
+    assert not lab.remote.exists(ns + "deleted")  # deleted stays deleted
     assert lab.remote.xrevrange(ns + "stream", count=1)[0][1] == {b"late": b"entry"}
     result = run_verify(lab, ns, extra)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -317,9 +334,14 @@ def test_million_field_hash_is_reconciled_in_bounded_memory(daemons):
     ns = "huge:"
     key = ns + "h"
     fields = 1_000_000
-    for start in range(0, fields, 100_000):   # built inside Redis, 100,000 fields a call
-        lab.local.eval("for i = ARGV[1], ARGV[2] do redis.call('HSET', KEYS[1], 'field:' .. i, 'value:' .. i) end",
-                       1, key, start, start + 99_999)
+    for start in range(0, fields, 100_000):  # built inside Redis, 100,000 fields a call
+        lab.local.eval(
+            "for i = ARGV[1], ARGV[2] do redis.call('HSET', KEYS[1], 'field:' .. i, 'value:' .. i) end",
+            1,
+            key,
+            start,
+            start + 99_999,
+        )
     assert lab.local.hlen(key) == fields
     # the start-up reconcile digests it in chunks, finds it missing remotely
     # and copies it in chunks
@@ -333,8 +355,9 @@ def test_million_field_hash_is_reconciled_in_bounded_memory(daemons):
     # in chunks and that side's state crosses
     lab.remote.hset(key, "field:123456", "changed remotely")
     d = lab.daemon(ns, rc=True)
-    wait_until(lambda: lab.local.hget(key, "field:123456") == b"changed remotely", 120,
-               what="the remote change reconciled")
+    wait_until(
+        lambda: lab.local.hget(key, "field:123456") == b"changed remotely", 120, what="the remote change reconciled"
+    )
     rss.append(peak_rss_mb(d.proc.pid))
     assert lab.local.hlen(key) == fields
     assert max(rss) < HUGE_RSS_MB, rss

@@ -27,7 +27,7 @@ def daemon(lab):
 
 def digest_in_redis(r, key):
     """The key's digest, computed whole inside that Redis (however big)."""
-    reply, _ = eval_script(r, scripts.DIGEST_KEYS, [key], [b"10000", b"%d" % 2 ** 40])
+    reply, _ = eval_script(r, scripts.DIGEST_KEYS, [key], [b"10000", b"%d" % 2**40])
     return reply[0]
 
 
@@ -41,17 +41,21 @@ def fill_big(r, key, size):
     piece = os.urandom(1024 * 1024)
     r.delete(key)
     for offset in range(0, size, len(piece)):
-        r.setrange(key, offset, piece[:min(len(piece), size - offset)])
+        r.setrange(key, offset, piece[: min(len(piece), size - offset)])
 
 
 def test_a_string_of_210_mb_crosses_in_pieces_in_bounded_memory(daemon):
     lab, d = daemon
     key = NS + "huge"
-    size = 210 * 1024 * 1024          # more than nginx's client_max_body_size (128m) in one body
+    size = 210 * 1024 * 1024  # more than nginx's client_max_body_size (128m) in one body
     fill_big(lab.local, key, size)
     lab.local.expire(key, 3600)
-    wait_until(lambda: lab.remote.strlen(key) == size and lab.remote.pexpiretime(key) == lab.local.pexpiretime(key),
-               SLOW, interval=0.2, what="210 MB on the remote, with its expiry")
+    wait_until(
+        lambda: lab.remote.strlen(key) == size and lab.remote.pexpiretime(key) == lab.local.pexpiretime(key),
+        SLOW,
+        interval=0.2,
+        what="210 MB on the remote, with its expiry",
+    )
     assert digest_in_redis(lab.remote, key) == digest_in_redis(lab.local, key)
     assert peak_rss_mb(d.proc.pid) < 200, peak_rss_mb(d.proc.pid)
     text = scrape(d.metrics_port)
@@ -94,12 +98,13 @@ def test_many_large_values_keep_each_read_bounded(daemon):
 
 def test_reconcile_and_verify_compare_big_strings_in_pieces(daemon):
     from tests.harness import run_verify
+
     lab, d = daemon
     key = NS + "verify"
     fill_big(lab.local, key, 12 * 1024 * 1024)
     wait_until(lambda: lab.remote.strlen(key) == 12 * 1024 * 1024, SLOW)
     result = run_verify(lab, NS)
     assert result.returncode == 0, result.stdout + result.stderr
-    lab.remote.setrange(key, 100, b"tampered")        # announced: crosses
+    lab.remote.setrange(key, 100, b"tampered")  # announced: crosses
     wait_until(lambda: lab.local.getrange(key, 100, 107) == b"tampered", SLOW)
     assert run_verify(lab, NS).returncode == 0

@@ -9,8 +9,13 @@ from redisrepl.config import Config, ConfigError, validate
 from redisrepl.merge import DeleteLimit
 
 HTTP = {"haddr": "http://127.0.0.1:7379", "allow-http": 1, "nam": "ns:"}
-HTTPS = {"haddr": "https://hub.example.org/redis", "cert": "/nonexistent/c.pem",
-         "key": "/nonexistent/c.key", "ca": "/nonexistent/ca.pem", "nam": "ns:"}
+HTTPS = {
+    "haddr": "https://hub.example.org/redis",
+    "cert": "/nonexistent/c.pem",
+    "key": "/nonexistent/c.key",
+    "ca": "/nonexistent/ca.pem",
+    "nam": "ns:",
+}
 
 
 def error(values):
@@ -42,9 +47,21 @@ def test_certificate_files_are_named_not_read():
 
 
 def test_values_as_twisted_usage_leaves_them():
-    config = validate({**HTTP, "db": "3", "rc": 1, "winner": "local", "heartbeat": "0.5",
-                       "reconcile-interval": "0", "max-delete": "all", "site": "lab-1",
-                       "metrics": "[::1]:9187", "raddr": "/run/redis.sock", "big-key-items": "50"})
+    config = validate(
+        {
+            **HTTP,
+            "db": "3",
+            "rc": 1,
+            "winner": "local",
+            "heartbeat": "0.5",
+            "reconcile-interval": "0",
+            "max-delete": "all",
+            "site": "lab-1",
+            "metrics": "[::1]:9187",
+            "raddr": "/run/redis.sock",
+            "big-key-items": "50",
+        }
+    )
     assert config.db == 3 and config.rc is True and config.winner == "local"
     assert config.heartbeat == 0.5 and config.reconcile_interval == 0.0
     assert config.max_delete == DeleteLimit(None, None)
@@ -58,28 +75,31 @@ def test_the_legacy_password_stays_out_of_reprs():
     assert config.legacy_password == "hunter2" and "hunter2" not in repr(config)
 
 
-@pytest.mark.parametrize("change,expect", [
-    ({"db": "x"}, "--db must be a whole number, not 'x'"),
-    ({"concurrency": "0"}, "--concurrency must be between 1 and 64"),
-    ({"max-backlog": "10"}, "--max-backlog must be between 100 and 100000000"),
-    ({"winner": "both"}, "--winner must be remote or local, not 'both'"),
-    ({"reconcile-interval": "soon"}, "--reconcile-interval must be a number of seconds, not 'soon'"),
-    ({"reconcile-interval": "-1"}, "--reconcile-interval must not be negative"),
-    ({"heartbeat": "0"}, "--heartbeat must be between 0.1 and 3600 seconds"),
-    ({"max-delete": "lots"}, "--max-delete must be a percentage (10%), a number of keys or 'all', not 'lots'"),
-    ({"mirror": 1, "rc": 1}, "--mirror is for one-way mode: with --rc both sides are merged"),
-    ({"site": "bad name"}, "--site must be 1 to 64 letters, digits, '-', '_' or '.', not 'bad name'"),
-    ({"nam": ""}, "--nam is empty: give a namespace (key prefix), or --all-keys to replicate every key"),
-    ({"haddr": None}, "--haddr is required: the https:// URL of the hub"),
-    ({"haddr": "https://h:99999/"}, "--haddr 'https://h:99999/' is not a valid URL"),
-    ({"haddr": "ftp://h/"}, "--haddr 'ftp://h/' is not an https://host[:port][/path] URL"),
-    ({"haddr": "https://h/?x=1"}, "--haddr 'https://h/?x=1' must not have a query or fragment"),
-    ({"allow-http": 0}, "--haddr 'http://127.0.0.1:7379' is plain HTTP: the hub needs https://"),
-    ({"haddr": "https://h/"}, "--cert, --key, --ca required for an https:// hub"),
-    ({"raddr": "localhost"}, "--raddr 'localhost' is neither host:port nor a unix socket path"),
-    ({"raddr": "localhost:0"}, "--raddr port must be between 1 and 65535"),
-    ({"metrics": "x:y"}, "--metrics port must be a whole number, not 'y'"),
-])
+@pytest.mark.parametrize(
+    "change,expect",
+    [
+        ({"db": "x"}, "--db must be a whole number, not 'x'"),
+        ({"concurrency": "0"}, "--concurrency must be between 1 and 64"),
+        ({"max-backlog": "10"}, "--max-backlog must be between 100 and 100000000"),
+        ({"winner": "both"}, "--winner must be remote or local, not 'both'"),
+        ({"reconcile-interval": "soon"}, "--reconcile-interval must be a number of seconds, not 'soon'"),
+        ({"reconcile-interval": "-1"}, "--reconcile-interval must not be negative"),
+        ({"heartbeat": "0"}, "--heartbeat must be between 0.1 and 3600 seconds"),
+        ({"max-delete": "lots"}, "--max-delete must be a percentage (10%), a number of keys or 'all', not 'lots'"),
+        ({"mirror": 1, "rc": 1}, "--mirror is for one-way mode: with --rc both sides are merged"),
+        ({"site": "bad name"}, "--site must be 1 to 64 letters, digits, '-', '_' or '.', not 'bad name'"),
+        ({"nam": ""}, "--nam is empty: give a namespace (key prefix), or --all-keys to replicate every key"),
+        ({"haddr": None}, "--haddr is required: the https:// URL of the hub"),
+        ({"haddr": "https://h:99999/"}, "--haddr 'https://h:99999/' is not a valid URL"),
+        ({"haddr": "ftp://h/"}, "--haddr 'ftp://h/' is not an https://host[:port][/path] URL"),
+        ({"haddr": "https://h/?x=1"}, "--haddr 'https://h/?x=1' must not have a query or fragment"),
+        ({"allow-http": 0}, "--haddr 'http://127.0.0.1:7379' is plain HTTP: the hub needs https://"),
+        ({"haddr": "https://h/"}, "--cert, --key, --ca required for an https:// hub"),
+        ({"raddr": "localhost"}, "--raddr 'localhost' is neither host:port nor a unix socket path"),
+        ({"raddr": "localhost:0"}, "--raddr port must be between 1 and 65535"),
+        ({"metrics": "x:y"}, "--metrics port must be a whole number, not 'y'"),
+    ],
+)
 def test_each_bad_value_has_its_message(change, expect):
     assert error({**HTTP, **change}).startswith(expect)
 

@@ -17,8 +17,7 @@ def test_systemd_unit_verifies(tmp_path):
     assert analyze, "systemd-analyze is needed (Debian package systemd; ./dev.sh test installs it)"
     with open(os.path.join(CONTRIB, "redisrepl.service")) as f:
         unit = f.read()
-    for option in ("NoNewPrivileges=yes", "ProtectSystem=strict", "Restart=on-failure",
-                   "User=redisrepl", "--nodaemon"):
+    for option in ("NoNewPrivileges=yes", "ProtectSystem=strict", "Restart=on-failure", "User=redisrepl", "--nodaemon"):
         assert option in unit
     # verify checks that ExecStart exists: point it at this environment's twistd
     path = tmp_path / "redisrepl.service"
@@ -30,11 +29,18 @@ def test_systemd_unit_verifies(tmp_path):
 def test_sysv_init_script_starts_replicates_and_stops(daemons, tmp_path):
     lab = daemons
     sb = lab.sandbox
-    config = write_toml(tmp_path / "redisrepl.toml", haddr=sb.haddr, cert=sb.client_cert,
-                        key=sb.client_key, ca=sb.ca_cert, raddr=f"127.0.0.1:{sb.local_redis_port}",
-                        nam="init:", rc=True)
+    config = write_toml(
+        tmp_path / "redisrepl.toml",
+        haddr=sb.haddr,
+        cert=sb.client_cert,
+        key=sb.client_key,
+        ca=sb.ca_cert,
+        raddr=f"127.0.0.1:{sb.local_redis_port}",
+        nam="init:",
+        rc=True,
+    )
     defaults = tmp_path / "default"
-    defaults.write_text(f'''
+    defaults.write_text(f"""
 TWISTD={TWISTD}
 CONFIG={config}
 RUNDIR={tmp_path}/run
@@ -43,7 +49,7 @@ LOGDIR={tmp_path}/log
 LOGFILE={tmp_path}/log/redisrepl.log
 RUN_AS_USER=$(id -un)
 RUN_AS_GROUP=$(id -gn)
-''')
+""")
     env = dict(os.environ, REDISREPL_DEFAULTS=str(defaults), PYTHONPATH=ROOT)
     script = os.path.join(CONTRIB, "redisrepl.init")
 

@@ -53,7 +53,7 @@ def random_op(rng, r, key):
             r.xtrim(key, maxlen=rng.randrange(0, 3))
         else:
             r.incr(key)
-    except Exception as e:            # WRONGTYPE and friends: a user's mistake, not ours
+    except Exception as e:  # WRONGTYPE and friends: a user's mistake, not ours
         if "WRONGTYPE" not in str(e) and "not an integer" not in str(e):
             raise
 
@@ -98,19 +98,23 @@ def test_random_workload_with_faults_converges(daemons, seed, big):
             if fault in ("stop-daemon", "flush-remote-while-stopped"):
                 daemon.stop()
                 lab.daemons.remove(daemon)
-                workload(rng, lab, ns, 100)          # both sides change while it is stopped
+                workload(rng, lab, ns, 100)  # both sides change while it is stopped
                 if fault == "flush-remote-while-stopped":
                     lab.remote.flushdb()
                 daemon = lab.daemon(ns, rc=True, extra=options)
             else:
                 lab.sandbox.stop_component(fault)
                 up = ("local",) if fault == "remote_redis" else ("local", "remote")
-                workload(rng, lab, ns, 100, up)      # changes while a part of the path is down
+                workload(rng, lab, ns, 100, up)  # changes while a part of the path is down
                 lab.sandbox.start_component(fault)
         workload(rng, lab, ns, 150)
         # writes stop here; keys with a short TTL may still expire, which is fine
-        wait_until(lambda: converged(lab, ns), SETTLE, interval=0.2,
-                   what=f"both namespaces equal (seed {seed}, big keys {big}, faults {faults})")
+        wait_until(
+            lambda: converged(lab, ns),
+            SETTLE,
+            interval=0.2,
+            what=f"both namespaces equal (seed {seed}, big keys {big}, faults {faults})",
+        )
     except AssertionError as e:
         a, b = snapshot(lab.local, ns), snapshot(lab.remote, ns)
         diff = {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if a.get(k) != b.get(k)}

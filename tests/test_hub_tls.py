@@ -39,7 +39,7 @@ class _Server:
                 conn.recv(65536)
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n+OK\r\n")
             except OSError:
-                pass            # the client gave up on the handshake: that is the point
+                pass  # the client gave up on the handshake: that is the point
             finally:
                 conn.close()
 
@@ -51,6 +51,7 @@ class HubTLSReportTests(TestCase):
     @classmethod
     def setUpClass(cls):
         import tempfile
+
         cls.dir = tempfile.mkdtemp(prefix="redisrepl-tls-")
         cls.paths = generate_certificates(cls.dir)
         cls.policy = load_policy(cls.paths["client_cert"], cls.paths["client_key"], cls.paths["ca_cert"])
@@ -73,8 +74,9 @@ class HubTLSReportTests(TestCase):
         return server
 
     def dated(self, name, days, san=True):
-        return write_server_certificate(f"{self.dir}/{name}", "localhost",
-                                        self.paths["ca_cert"], self.paths["ca_key"], days, san)
+        return write_server_certificate(
+            f"{self.dir}/{name}", "localhost", self.paths["ca_cert"], self.paths["ca_key"], days, san
+        )
 
     async def failure_of(self, server):
         client = WebdisClient(Agent(reactor, self.policy), f"https://localhost:{server.port}/redis", reactor)
@@ -99,15 +101,19 @@ class HubTLSReportTests(TestCase):
     def test_an_expired_certificate_is_named_with_its_date(self):
         server = self.server(*self.dated("expired", (-10, -2)))
         d = self.report(server)
-        d.addCallback(lambda m: self.assertRegex(
-            m, r"the proxy's certificate \(CN=localhost\) expired on 20\d\d-\d\d-\d\d"))
+        d.addCallback(
+            lambda m: self.assertRegex(m, r"the proxy's certificate \(CN=localhost\) expired on 20\d\d-\d\d-\d\d")
+        )
         return d
 
     def test_a_certificate_not_yet_valid_is_named_with_its_date(self):
         server = self.server(*self.dated("future", (2, 10)))
         d = self.report(server)
-        d.addCallback(lambda m: self.assertRegex(
-            m, r"the proxy's certificate \(CN=localhost\) is not valid before 20\d\d-\d\d-\d\d .*clock"))
+        d.addCallback(
+            lambda m: self.assertRegex(
+                m, r"the proxy's certificate \(CN=localhost\) is not valid before 20\d\d-\d\d-\d\d .*clock"
+            )
+        )
         return d
 
     def test_a_certificate_from_another_ca_is_not_signed_by_ca(self):
@@ -119,8 +125,7 @@ class HubTLSReportTests(TestCase):
     def test_a_certificate_for_another_host_names_both(self):
         server = self.server(self.paths["wrong_host_cert"], self.paths["wrong_host_key"])
         d = self.report(server)
-        d.addCallback(lambda m: self.assertIn(
-            "not valid for this host name, localhost (it names wrong.example)", m))
+        d.addCallback(lambda m: self.assertIn("not valid for this host name, localhost (it names wrong.example)", m))
         return d
 
     def test_a_certificate_naming_the_host_only_in_its_cn_is_refused(self):
@@ -128,8 +133,9 @@ class HubTLSReportTests(TestCase):
         # error and keeps OpenSSL's verdict); redisrepl refuses it.
         server = self.server(*self.dated("cn-only", (-1, 10), san=False))
         d = self.report(server)
-        d.addCallback(lambda m: self.assertIn(
-            "not valid for this host name, localhost (it names no subjectAltName)", m))
+        d.addCallback(
+            lambda m: self.assertIn("not valid for this host name, localhost (it names no subjectAltName)", m)
+        )
         return d
 
     def test_a_client_certificate_used_as_the_server_one_is_named(self):
@@ -139,13 +145,13 @@ class HubTLSReportTests(TestCase):
         return d
 
     def test_a_proxy_stuck_at_tls_1_1_is_told_apart_from_a_certificate_problem(self):
-        server = self.server(self.paths["server_cert"], self.paths["server_key"],
-                             max_version=ssl.TLSVersion.TLSv1_1)
+        server = self.server(self.paths["server_cert"], self.paths["server_key"], max_version=ssl.TLSVersion.TLSv1_1)
         d = self.report(server)
 
         def check(message):
             self.assertIn("requires TLS 1.2 or newer", message)
             self.assertNotIn("--cert", message)
+
         d.addCallback(check)
         return d
 

@@ -21,8 +21,9 @@ def lines(out):
 
 def test_an_error_is_its_type_message_and_side_and_the_text_is_the_plain_message():
     log, out, _ = emit()
-    log.warn("check of the {side} side failed: {error}", side="remote",
-             error=ReplicationError("no answer", side="remote"))
+    log.warn(
+        "check of the {side} side failed: {error}", side="remote", error=ReplicationError("no answer", side="remote")
+    )
     [event] = lines(out)
     assert event["error"] == {"type": "ReplicationError", "message": "no answer", "side": "remote"}
     assert event["side"] == "remote"

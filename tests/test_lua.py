@@ -56,7 +56,7 @@ from redisrepl.state import (
 from redisrepl.synced import SyncedEntry, SyncedTable
 from redisrepl.testing import BlockingStore, run
 
-pytestmark = pytest.mark.real_servers    # one redis-server for the module
+pytestmark = pytest.mark.real_servers  # one redis-server for the module
 
 NS = b"ns:"
 NAMES = Namespace(NS)
@@ -67,8 +67,8 @@ COLLECTIONS = [HASH, LIST, SET, ZSET, STREAM]
 
 #: The digest's sizes, as the scripts' comments give them (not imported:
 #: the definition here must not follow the code if the code changes).
-PIECE = 1024 * 1024          # a string longer than this is digested a piece at a time
-CHUNK = 1000                 # list elements, stream entries per SHA1
+PIECE = 1024 * 1024  # a string longer than this is digested a piece at a time
+CHUNK = 1000  # list elements, stream entries per SHA1
 BIG_BYTES = 8 * 1024 * 1024  # the daemon's limit of a string read whole
 #: That limit (``state.BIG_BYTES``, an argument of the read and digest
 #: scripts) lowered for the digests' tests: the boundary shown on 2 MB, not 8
@@ -76,6 +76,7 @@ LOW_BIG_BYTES = 2 * PIECE + 5
 
 
 # -- the server ----------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
@@ -85,12 +86,31 @@ def server(tmp_path_factory):
     except SandboxError as e:
         pytest.fail(f"{e}; ./dev.sh test installs what the tests need")
     workdir = tmp_path_factory.mktemp("lua-redis")
-    for _ in range(3):          # a port taken between free_port() and the bind: another one
+    for _ in range(3):  # a port taken between free_port() and the bind: another one
         port = free_port()
         proc = subprocess.Popen(
-            [program, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--databases", str(DATABASES), "--dir", str(workdir), "--logfile", str(workdir / "redis.log"),
-             "--daemonize", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                program,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--databases",
+                str(DATABASES),
+                "--dir",
+                str(workdir),
+                "--logfile",
+                str(workdir / "redis.log"),
+                "--daemonize",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 10
         while proc.poll() is None and time.monotonic() < deadline:
             try:
@@ -169,6 +189,7 @@ def call(s, script, keys, args):
 
 # -- the definition of the digest, from the scripts' comments ------------------------------
 
+
 def sha1hex(data):
     return hashlib.sha1(data).hexdigest().encode()
 
@@ -185,7 +206,7 @@ def xor_of(hexes):
 
 
 def sha1_of_chunks(parts):
-    return sha1hex(b"".join(sha1hex(b"".join(parts[i:i + CHUNK])) for i in range(0, len(parts), CHUNK)))
+    return sha1hex(b"".join(sha1hex(b"".join(parts[i : i + CHUNK])) for i in range(0, len(parts), CHUNK)))
 
 
 def score_text(score):
@@ -201,7 +222,7 @@ def reference_digest(kind, value):
     if kind == STRING:
         if len(value) <= PIECE:
             return sha1hex(b"s" + value)
-        return b"S" + sha1hex(b"".join(sha1hex(value[i:i + PIECE]) for i in range(0, len(value), PIECE)))
+        return b"S" + sha1hex(b"".join(sha1hex(value[i : i + PIECE]) for i in range(0, len(value), PIECE)))
     if kind == HASH:
         return b"h" + xor_of(sha1hex(framed(f) + v) for f, v in value.items())
     if kind == SET:
@@ -211,8 +232,7 @@ def reference_digest(kind, value):
     if kind == LIST:
         return b"l" + sha1_of_chunks([framed(e) for e in value])
     if kind == STREAM:
-        return b"t" + sha1_of_chunks([framed(i) + b"".join(framed(x) for x in fields) + b";"
-                                      for i, fields in value])
+        return b"t" + sha1_of_chunks([framed(i) + b"".join(framed(x) for x in fields) + b";" for i, fields in value])
     raise AssertionError(kind)
 
 
@@ -231,9 +251,10 @@ def daemon_state(kind, value, expire_ms=None):
 
 # -- data in and out with plain commands ------------------------------------------------
 
+
 def batched(items, n=2000):
     for i in range(0, len(items), n):
-        yield items[i:i + n]
+        yield items[i : i + n]
 
 
 def put(r, key, kind, value, expire_ms=None):
@@ -255,7 +276,7 @@ def put(r, key, kind, value, expire_ms=None):
         for part in batched([x for m, s in value.items() for x in (repr(float(s)), m)]):
             pipe.execute_command("ZADD", key, *part)
     elif kind == STREAM:
-        if not value:       # an empty stream: one entry added and taken away
+        if not value:  # an empty stream: one entry added and taken away
             pipe.execute_command("XADD", key, "0-1", "f", "v")
             pipe.execute_command("XDEL", key, "0-1")
         for entry_id, fields in value:
@@ -287,8 +308,10 @@ def held(r, key):
 
 def random_value(kind, n, rng):
     """A value of ``n`` random items (binary: NULs, invalid UTF-8)."""
+
     def b(most=12):
         return rng.randbytes(rng.randrange(0, most))
+
     if kind == STRING:
         return rng.randbytes(n)
     if kind == HASH:
@@ -298,11 +321,17 @@ def random_value(kind, n, rng):
     if kind == SET:
         return {b"m%d:" % i + b() for i in range(n)}
     if kind == ZSET:
-        return {b"m%d:" % i + b(): rng.choice([rng.uniform(-1e9, 1e9), float(rng.randrange(-99, 99)),
-                                              rng.uniform(-1, 1) * 10 ** rng.randrange(-300, 300)])
-                for i in range(n)}
-    return [(b"%d-%d" % (1 + i // 3, i % 3), tuple(b(8) for _ in range(2 * rng.randrange(1, 3))))
-            for i in range(n)]
+        return {
+            b"m%d:" % i + b(): rng.choice(
+                [
+                    rng.uniform(-1e9, 1e9),
+                    float(rng.randrange(-99, 99)),
+                    rng.uniform(-1, 1) * 10 ** rng.randrange(-300, 300),
+                ]
+            )
+            for i in range(n)
+        }
+    return [(b"%d-%d" % (1 + i // 3, i % 3), tuple(b(8) for _ in range(2 * rng.randrange(1, 3)))) for i in range(n)]
 
 
 # -- every script, shipped and loaded ------------------------------------------------------
@@ -325,6 +354,7 @@ def test_prelude_and_every_script_are_package_files_each_tested_here():
 
 
 # -- prelude: the generation at the end of every reply ---------------------------------------
+
 
 def minimal_calls():
     """One valid call of each script: (script, keys, args)."""
@@ -356,7 +386,7 @@ def test_prelude_every_script_answers_with_the_same_generation(r):
         assert {g.start for g in generations} == {int(epoch[b"s0"])}
         stamps = [g.stamp for g in generations]
         assert stamps[-1] == int(epoch[b"n"])
-        if hub:       # the write (2nd call) and the record (11th: a key of the meta prefix is not stamped)
+        if hub:  # the write (2nd call) and the record (11th: a key of the meta prefix is not stamped)
             assert stamps[1] > stamps[0] and stamps == sorted(stamps) and stamps[2] == stamps[1]
         else:
             assert set(stamps) == {int(epoch[b"s0"])}
@@ -402,7 +432,7 @@ def test_prelude_look_only_neither_starts_nor_touches_the_epoch(r):
     _, g = call(looker, scripts.EXISTS, [NS + b"k"], [])
     assert g.id == b"" and r.execute_command("EXISTS", EPOCH) == 0
     started = run(store(r).check()).generation
-    r.execute_command("HSET", EPOCH, "run", "0" * 40)       # even on another server
+    r.execute_command("HSET", EPOCH, "run", "0" * 40)  # even on another server
     epoch = hgetall(r, EPOCH)
     _, g = call(looker, scripts.READ, [NS + b"k"], [])
     assert g.id == started.id and hgetall(r, EPOCH) == epoch
@@ -412,7 +442,7 @@ def test_prelude_hub_stamps_each_write_call_once_and_remembers_the_keys(r):
     hub = store(r, hub=True)
     a, b, c = NS + b"a", NS + b"b", NS + b"c"
     g0 = run(hub.check()).generation
-    assert g0.base == 0       # within the window, a state without a record is as of the start: nothing
+    assert g0.base == 0  # within the window, a state without a record is as of the start: nothing
     before = server_us(r)
     g1 = run(hub.write([(a, KeyState(STRING, b"1")), (b, KeyState(SET, (b"x",)))])).generation
     assert g1.id == g0.id and g1.stamp > g0.stamp and g1.stamp >= before
@@ -426,8 +456,9 @@ def test_prelude_hub_stamps_each_write_call_once_and_remembers_the_keys(r):
     g2 = run(hub.write([(a, KeyState(STRING, b"2"))])).generation
     assert g2.stamp > g1.stamp and hgetall(r, after)[a] == b"%d" % g2.stamp
     # redisrepl's own keys are neither stamped nor remembered
-    g3 = run(hub.write([(NAMES.reserved + b"hb", KeyState(STRING, b"1")),
-                        (NAMES.meta + b"x", KeyState(STRING, b"1"))])).generation
+    g3 = run(
+        hub.write([(NAMES.reserved + b"hb", KeyState(STRING, b"1")), (NAMES.meta + b"x", KeyState(STRING, b"1"))])
+    ).generation
     assert g3.stamp == g2.stamp and set(hgetall(r, after)) == {a, b}
     # a local side stamps nothing and remembers nothing
     local = store(r, b"lo:")
@@ -445,8 +476,7 @@ def test_prelude_refills_on_the_hub_only_over_older_states_within_the_window(r):
     # a refill of a state known since t or before: k holds something as fresh
     w = run(hub.write([(k, KeyState(STRING, b"old"))], origins={k: t}))
     assert w.skipped == {k} and r.execute_command("GET", k) == b"new"
-    w = run(hub.write([(k, KeyState(STRING, b"newer")), (fresh, KeyState(STRING, b"x"))],
-                      origins={k: t + 1, fresh: 5}))
+    w = run(hub.write([(k, KeyState(STRING, b"newer")), (fresh, KeyState(STRING, b"x"))], origins={k: t + 1, fresh: 5}))
     assert not w.skipped and r.execute_command("GET", k) == b"newer"
     after = hgetall(r, NAMES.meta + b"after:" + w.generation.id)
     assert after[k] == b"%d" % (t + 1) and after[fresh] == b"5"
@@ -465,6 +495,7 @@ def test_prelude_refills_on_the_hub_only_over_older_states_within_the_window(r):
 
 # -- read --------------------------------------------------------------------------------
 
+
 def test_read_gives_each_type_whole_with_its_absolute_expiry(r):
     rng = random.Random(1)
     at = server_us(r) // 1000 + 3_600_000
@@ -476,12 +507,17 @@ def test_read_gives_each_type_whole_with_its_absolute_expiry(r):
     reply = run(store(r).read(keys))
     expected = [daemon_state(kind, values[kind], at + i if i % 2 else None) for i, kind in enumerate(KINDS)]
     assert reply.states == expected + [KeyState(STREAM, ()), ABSENT]
-    assert [s.expire_at for s in reply.states[:6]] == [None, (at + 1) / 1000, None, (at + 3) / 1000, None,
-                                                        (at + 5) / 1000]
+    assert [s.expire_at for s in reply.states[:6]] == [
+        None,
+        (at + 1) / 1000,
+        None,
+        (at + 3) / 1000,
+        None,
+        (at + 5) / 1000,
+    ]
     # the reply, flat: {type, absolute expiry, tag, n, items...} per key
     payload, _ = call(store(r), scripts.READ, [NS + b"list", NS + b"absent"], [])
-    assert payload == [b"list", b"-1", b"", b"5", *values[LIST],
-                       b"none", b"-2", b"", b"0"]
+    assert payload == [b"list", b"-1", b"", b"5", *values[LIST], b"none", b"-2", b"", b"0"]
 
 
 def test_read_leaves_big_keys_and_keys_past_the_budget_unread(r):
@@ -493,41 +529,63 @@ def test_read_leaves_big_keys_and_keys_past_the_budget_unread(r):
     keys = [NS + b"h", NS + b"s", NS + b"l", NS + b"one"]
     # more items than 3, more bytes than 50: headers only
     payload, _ = call(s, scripts.READ, keys, [b"3", b"50"])
-    assert payload == [b"big", b"4000000000000", b"", b"2", b"hash", b"4",
-                       b"big", b"-1", b"", b"2", b"string", b"100",
-                       b"big", b"-1", b"", b"2", b"list", b"2",
-                       b"set", b"-1", b"", b"1", b"m"]
+    assert payload == [
+        b"big",
+        b"4000000000000",
+        b"",
+        b"2",
+        b"hash",
+        b"4",
+        b"big",
+        b"-1",
+        b"",
+        b"2",
+        b"string",
+        b"100",
+        b"big",
+        b"-1",
+        b"",
+        b"2",
+        b"list",
+        b"2",
+        b"set",
+        b"-1",
+        b"",
+        b"1",
+        b"m",
+    ]
     states, _ = split_reply(payload, 4, 0)
     assert states[:3] == [BigState(HASH, 4, 4_000_000_000.0), BigState(STRING, 100), BigState(LIST, 2)]
     # once the reply holds the budget, the next keys are left for later (the first is always read)
     payload, _ = call(s, scripts.READ, [NS + b"s", NS + b"one", NS + b"l"], [b"10", b"1000", b"100"])
-    assert payload == [b"string", b"-1", b"", b"1", b"x" * 100,
-                       b"later", b"-2", b"", b"0", b"later", b"-2", b"", b"0"]
+    assert payload == [b"string", b"-1", b"", b"1", b"x" * 100, b"later", b"-2", b"", b"0", b"later", b"-2", b"", b"0"]
     assert split_reply(payload, 3, 0)[0][1:] == [state.NOT_READ, state.NOT_READ]
 
 
 # -- write -------------------------------------------------------------------------------
+
 
 def test_write_makes_each_type_hold_a_state_exactly(r):
     rng = random.Random(2)
     s = store(r)
     at = server_us(r) // 1000 + 3_600_000
     values = {kind: random_value(kind, 7, rng) for kind in KINDS}
-    values[ZSET].update({b"a": 1e300, b"b": -0.0, b"c": float("inf"), b"d": float("-inf"), b"e": 5e-324,
-                         b"f": 0.1})
-    values[STREAM].append((b"99-1", (b"f", b"a", b"f", b"b")))       # a field twice in one entry
+    values[ZSET].update({b"a": 1e300, b"b": -0.0, b"c": float("inf"), b"d": float("-inf"), b"e": 5e-324, b"f": 0.1})
+    values[STREAM].append((b"99-1", (b"f", b"a", b"f", b"b")))  # a field twice in one entry
     # over keys of another type, some with an expiry
     for kind in KINDS:
-        put(r, NS + kind.encode(), SET if kind != SET else LIST, {b"old"} if kind != SET else [b"old"],
-            at + 5)
-    items = [(NS + kind.encode(), daemon_state(kind, values[kind], at if kind in (HASH, ZSET) else None))
-             for kind in KINDS]
+        put(r, NS + kind.encode(), SET if kind != SET else LIST, {b"old"} if kind != SET else [b"old"], at + 5)
+    items = [
+        (NS + kind.encode(), daemon_state(kind, values[kind], at if kind in (HASH, ZSET) else None)) for kind in KINDS
+    ]
     items.append((NS + b"empty-stream", KeyState(STREAM, ())))
     assert not run(s.write(items)).skipped
     for kind in KINDS:
         key = NS + kind.encode()
-        assert held(r, key) == (kind, dict(values[kind]) if kind in (HASH, ZSET)
-                                else (set(values[kind]) if kind == SET else values[kind]))
+        assert held(r, key) == (
+            kind,
+            dict(values[kind]) if kind in (HASH, ZSET) else (set(values[kind]) if kind == SET else values[kind]),
+        )
         assert r.execute_command("PEXPIRETIME", key) == (at if kind in (HASH, ZSET) else -1)
     assert held(r, NS + b"empty-stream") == (STREAM, [])
     # absent, or expired by now: deleted
@@ -549,20 +607,32 @@ def test_write_with_expect_only_over_the_state_seen(r):
     a, b, gone, big = NS + b"a", NS + b"b", NS + b"gone", NS + b"big"
     put(r, a, HASH, {b"f": b"1"}, at)
     put(r, b, LIST, [b"x"])
-    r.execute_command("SETRANGE", big, BIG_BYTES, b"!")        # too big to digest in one call
+    r.execute_command("SETRANGE", big, BIG_BYTES, b"!")  # too big to digest in one call
     seen_a = reference_digest(HASH, {b"f": b"1"}) + b"@%d" % at
     seen_b = reference_digest(LIST, [b"x"])
     new = KeyState(STRING, b"new")
     # as seen (digest with its expiry; absent; too big to check): written
-    w = run(s.write([(a, new), (b, new), (gone, new), (big, new)],
-                    expects={a: seen_a, b: seen_b, gone: None, big: b"whatever"}))
+    w = run(
+        s.write(
+            [(a, new), (b, new), (gone, new), (big, new)], expects={a: seen_a, b: seen_b, gone: None, big: b"whatever"}
+        )
+    )
     assert not w.skipped
     assert [r.execute_command("GET", k) for k in (a, b, gone, big)] == [b"new"] * 4
     # changed since (value, expiry, or now present): not written
     put(r, a, HASH, {b"f": b"1"}, at + 1)
     put(r, b, LIST, [b"x", b"y"])
-    w = run(s.write([(a, KeyState(STRING, b"2")), (b, KeyState(STRING, b"2")), (gone, KeyState(STRING, b"2")),
-                     (NS + b"free", KeyState(STRING, b"2"))], expects={a: seen_a, b: seen_b, gone: None}))
+    w = run(
+        s.write(
+            [
+                (a, KeyState(STRING, b"2")),
+                (b, KeyState(STRING, b"2")),
+                (gone, KeyState(STRING, b"2")),
+                (NS + b"free", KeyState(STRING, b"2")),
+            ],
+            expects={a: seen_a, b: seen_b, gone: None},
+        )
+    )
     assert w.skipped == {a, b, gone}
     assert held(r, a) == (HASH, {b"f": b"1"}) and r.execute_command("GET", gone) == b"new"
     assert r.execute_command("GET", NS + b"free") == b"2"
@@ -573,10 +643,14 @@ def test_write_chunks_of_a_big_copy_into_a_temporary_key(r):
     tmp = NAMES.meta + b"tmp:1"
     stamp = run(hub.check()).generation.stamp
     put(r, tmp, SET, {b"stale"})
-    run(hub.run_script(scripts.WRITE, [tmp], state.write_segment(b"=set", b"300000", [b"m%d" % i for i in range(5000)])))
-    run(hub.run_script(scripts.WRITE, [tmp], state.write_segment(b"+set", b"300000", [b"n%d" % i for i in range(5000)])))
+    run(
+        hub.run_script(scripts.WRITE, [tmp], state.write_segment(b"=set", b"300000", [b"m%d" % i for i in range(5000)]))
+    )
+    run(
+        hub.run_script(scripts.WRITE, [tmp], state.write_segment(b"+set", b"300000", [b"n%d" % i for i in range(5000)]))
+    )
     assert held(r, tmp) == (SET, {b"m%d" % i for i in range(5000)} | {b"n%d" % i for i in range(5000)})
-    assert 0 < r.execute_command("PTTL", tmp) <= 300000     # relative, by the server's clock
+    assert 0 < r.execute_command("PTTL", tmp) <= 300000  # relative, by the server's clock
     run(hub.run_script(scripts.WRITE, [tmp + b"l"], state.write_segment(b"=list", b"1000", [b"a", b"b"])))
     run(hub.run_script(scripts.WRITE, [tmp + b"l"], state.write_segment(b"+list", b"1000", [b"c"])))
     assert held(r, tmp + b"l") == (LIST, [b"a", b"b", b"c"])
@@ -591,14 +665,19 @@ def test_write_refuses_a_type_it_cannot_write(r):
 
 # -- digest_scan, key_scan ---------------------------------------------------------------
 
+
 def own_and_foreign_keys(r):
     """Keys of the namespace, redisrepl's own ones (matched by a pattern
     covering everything) and one of another namespace."""
     mine = {NS + b"a": b"1", NS + b"b\x00\xff": b"2", NS + b"c": b"3"}
     for k, v in mine.items():
         r.execute_command("SET", k, v)
-    for k in (NAMES.reserved + b"hb", NAMES.meta + b"synced", big_keys.PLAIN_TEMPORARY + b"x",
-              b"__redisrepl__:{other:}:epoch"):
+    for k in (
+        NAMES.reserved + b"hb",
+        NAMES.meta + b"synced",
+        big_keys.PLAIN_TEMPORARY + b"x",
+        b"__redisrepl__:{other:}:epoch",
+    ):
         r.execute_command("SET", k, b"own")
     r.execute_command("SET", b"other:x", b"4")
     return mine
@@ -612,7 +691,7 @@ def test_digest_scan_lists_keys_with_digest_expiry_and_tag_never_redisrepls_own(
     stamp = run(hub.write([(NS + b"c", KeyState(STRING, b"3"))])).generation.stamp
     put(r, NS + b"h", HASH, {b"f%d" % i: b"v" for i in range(20)})
     listed, cursor, steps = {}, b"0", 0
-    while True:       # COUNT 1: several steps
+    while True:  # COUNT 1: several steps
         reply = run(hub.run_script(scripts.DIGEST_SCAN, [], [cursor, b"*", b"1", b"10"]))
         assert len(reply) % 4 == 1
         cursor, steps = reply[0], steps + 1
@@ -625,16 +704,19 @@ def test_digest_scan_lists_keys_with_digest_expiry_and_tag_never_redisrepls_own(
     expected = {k: (reference_digest(STRING, v), b"-1", b"") for k, v in mine.items()}
     expected[NS + b"a"] = (expected[NS + b"a"][0], b"%d" % at, b"")
     expected[NS + b"c"] = (expected[NS + b"c"][0], b"-1", b"%d" % stamp)
-    expected[NS + b"h"] = (b"Bhash", b"-1", b"")            # more than 10 items: digested in chunks
+    expected[NS + b"h"] = (b"Bhash", b"-1", b"")  # more than 10 items: digested in chunks
     expected[b"other:x"] = (reference_digest(STRING, b"4"), b"-1", b"")
     assert listed == expected
     # as the reconcile scans: its namespace only, digest@expiry, big keys resolved
     expiries, bigs = {}, []
-    digests = run(scan.scan_digests(store(r, hub=True, big_items=10), NAMES, expiries,
-                                         on_big=lambda k, t: bigs.append((k, t))))
-    assert digests == {k: d + (b"@" + e if e != b"-1" else b"") for k, (d, e, _) in expected.items()
-                       if k.startswith(NS) and d != b"Bhash"} | {
-        NS + b"h": reference_digest(HASH, {b"f%d" % i: b"v" for i in range(20)})}
+    digests = run(
+        scan.scan_digests(store(r, hub=True, big_items=10), NAMES, expiries, on_big=lambda k, t: bigs.append((k, t)))
+    )
+    assert digests == {
+        k: d + (b"@" + e if e != b"-1" else b"")
+        for k, (d, e, _) in expected.items()
+        if k.startswith(NS) and d != b"Bhash"
+    } | {NS + b"h": reference_digest(HASH, {b"f%d" % i: b"v" for i in range(20)})}
     assert expiries == {NS + b"a": at} and bigs == [(NS + b"h", HASH)]
 
 
@@ -668,6 +750,7 @@ def run_async_gen(agen):
 
 # -- digest_keys, exists -----------------------------------------------------------------
 
+
 def test_digest_keys_in_order_absent_and_big(r):
     s = store(r, big_items=10)
     at = server_us(r) // 1000 + 60_000
@@ -677,12 +760,23 @@ def test_digest_keys_in_order_absent_and_big(r):
     put(r, NS + b"m", SET, {b"x", b"y"})
     keys = [NS + b"s", NS + b"absent", NS + b"h", NS + b"m"]
     payload, _ = call(s, scripts.DIGEST_KEYS, keys, [b"10"])
-    assert payload == [reference_digest(STRING, b"v\x00\xff"), b"%d" % at, b"", b"-2",
-                       b"Bhash", b"%d" % at, reference_digest(SET, {b"x", b"y"}), b"-1"]
+    assert payload == [
+        reference_digest(STRING, b"v\x00\xff"),
+        b"%d" % at,
+        b"",
+        b"-2",
+        b"Bhash",
+        b"%d" % at,
+        reference_digest(SET, {b"x", b"y"}),
+        b"-1",
+    ]
     # as the reconcile asks: the big one digested in chunks, with expiries
     assert run(scan.digests_of(s, keys)) == [
-        reference_digest(STRING, b"v\x00\xff") + b"@%d" % at, None,
-        reference_digest(HASH, hash_value) + b"@%d" % at, reference_digest(SET, {b"x", b"y"})]
+        reference_digest(STRING, b"v\x00\xff") + b"@%d" % at,
+        None,
+        reference_digest(HASH, hash_value) + b"@%d" % at,
+        reference_digest(SET, {b"x", b"y"}),
+    ]
 
 
 def test_exists_with_the_hubs_tag(r):
@@ -697,6 +791,7 @@ def test_exists_with_the_hubs_tag(r):
 
 # -- chunk ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", COLLECTIONS)
 def test_chunk_reads_and_digests_a_big_key_a_chunk_at_a_time(r, kind):
     value = random_value(kind, 2345, random.Random(kind))
@@ -709,15 +804,14 @@ def test_chunk_reads_and_digests_a_big_key_a_chunk_at_a_time(r, kind):
         digest_cursor, digest, _ = run(big_keys.read_chunk(s, key, kind, cursor, 100, b"digest"))
         assert digest_cursor == following and len(digest) == 1
         if kind == LIST:
-            assert part == value[len(items):len(items) + 100]
+            assert part == value[len(items) : len(items) + 100]
             assert following == (b"%d" % (len(items) + 100) if len(items) + 100 < len(value) else b"0")
             assert digest == [sha1hex(b"".join(framed(e) for e in part))]
         elif kind == STREAM:
             entries = state.value_of(STREAM, part)
-            assert list(entries) == value[chunks * 100:chunks * 100 + 100]
+            assert list(entries) == value[chunks * 100 : chunks * 100 + 100]
             assert following == (entries[-1][0] if (chunks + 1) * 100 < len(value) else b"0")
-            assert digest == [sha1hex(b"".join(framed(i) + b"".join(framed(x) for x in f) + b";"
-                                               for i, f in entries))]
+            assert digest == [sha1hex(b"".join(framed(i) + b"".join(framed(x) for x in f) + b";" for i, f in entries))]
         elif kind == SET:
             assert digest == [xor_of(sha1hex(m) for m in part)]
         else:
@@ -748,7 +842,7 @@ def test_chunk_reads_and_digests_a_string_a_piece_at_a_time(r, size):
     while True:
         following, part, _ = run(big_keys.read_chunk(s, key, STRING, b"%d" % offset, PIECE))
         _, digest, _ = run(big_keys.read_chunk(s, key, STRING, b"%d" % offset, PIECE, b"digest"))
-        assert part == [value[offset:offset + PIECE]]
+        assert part == [value[offset : offset + PIECE]]
         assert digest == [sha1hex(part[0]) if part[0] else b""]
         pieces.append(part[0])
         offset += PIECE
@@ -763,6 +857,7 @@ def test_chunk_reads_and_digests_a_string_a_piece_at_a_time(r, size):
 
 
 # -- finish ------------------------------------------------------------------------------
+
 
 def test_finish_puts_the_copy_in_place_once(r):
     hub = store(r, hub=True)
@@ -807,11 +902,13 @@ def test_finish_and_chunk_and_write_copy_a_big_key_between_two_servers(r, r2, ki
     assert held(r2, key) == held(r, key) and r2.execute_command("PEXPIRETIME", key) == at
     assert copy.state.digest == reference_digest(kind, value)
     assert sorted(r2.execute_command("KEYS", b"__redisrepl__*")) == sorted(
-        [NAMES.meta + b"epoch", NAMES.meta + b"after:" + hgetall(r2, EPOCH)[b"id"]])
+        [NAMES.meta + b"epoch", NAMES.meta + b"after:" + hgetall(r2, EPOCH)[b"id"]]
+    )
     assert hgetall(r2, NAMES.meta + b"after:" + hgetall(r2, EPOCH)[b"id"]) == {key: b"%d" % copy.stamp}
 
 
 # -- check -------------------------------------------------------------------------------
+
 
 def test_check_sets_the_heartbeat_and_tells_the_flag(r):
     s = store(r)
@@ -831,11 +928,12 @@ def test_check_sets_the_heartbeat_and_tells_the_flag(r):
 
 # -- synced table: record, flag_evicted --------------------------------------------------------
 
+
 def test_record_only_under_the_generation_it_was_copied_under(r):
     s = store(r)
     table = SyncedTable(s, NAMES)
     current = run(s.check()).generation.id
-    found = [(NS + b"k%d" % i, b"d%d" % i, i) for i in range(5000)]       # 10,000 arguments
+    found = [(NS + b"k%d" % i, b"d%d" % i, i) for i in range(5000)]  # 10,000 arguments
     run(table.store(found, current))
     assert hgetall(r, table.key) == {k: SyncedEntry(d, n).encode() for k, d, n in found}
     # copied before the local Redis lost its data: not recorded
@@ -843,9 +941,10 @@ def test_record_only_under_the_generation_it_was_copied_under(r):
     assert payload == [0] and not r.execute_command("HEXISTS", table.key, NS + b"x")
     table.record([(NS + b"x", KeyState(STRING, b"v", 1700000000.5), 7)], b"another")
     assert not r.execute_command("HEXISTS", table.key, NS + b"x")
-    table.record([(NS + b"x", KeyState(STRING, b"v", 1700000000.5), 7)])        # (no generation: always)
+    table.record([(NS + b"x", KeyState(STRING, b"v", 1700000000.5), 7)])  # (no generation: always)
     assert SyncedEntry.decode(r.execute_command("HGET", table.key, NS + b"x")) == SyncedEntry(
-        reference_digest(STRING, b"v") + b"@1700000000500", 7)
+        reference_digest(STRING, b"v") + b"@1700000000500", 7
+    )
 
 
 def test_flag_evicted_marks_the_entries_known(r):
@@ -864,6 +963,7 @@ def test_flag_evicted_marks_the_entries_known(r):
 
 # -- the digests: Lua and Python, one definition ----------------------------------------------
 
+
 def assert_digests_agree(r, kind, value, expire_ms=None, pieces=7):
     """Put the value in Redis with plain commands, then check that every
     digest of it, Lua's and Python's, is the definition's. A copy reads it
@@ -879,11 +979,12 @@ def assert_digests_agree(r, kind, value, expire_ms=None, pieces=7):
     s = store(r)
     # the state as the read script gives it, digested by the daemon
     read = run(s.read([key])).states[0]
-    if kind == STRING:      # (a collection here is never big)
+    if kind == STRING:  # (a collection here is never big)
         big = len(value) > state.BIG_BYTES
         assert read.big == big
         assert call(s, scripts.DIGEST_KEYS, [key], [b"%d" % s.big_items, b"%d" % state.BIG_BYTES])[0][0] == (
-            b"Bstring" if big else expected)
+            b"Bstring" if big else expected
+        )
     if read.big:
         assert (read.kind, read.expire_at) == (kind, mine.expire_at)
     else:
@@ -915,23 +1016,42 @@ def assert_digests_agree(r, kind, value, expire_ms=None, pieces=7):
         assert run(scan.digests_of(s, [copy])) == [expected + tail]
 
 
-ODD_BYTES = st.sampled_from([b"", b"\x00", b"\x00\x00", b"a\x00b", b"\xff", b"\xc3\x28", b"\xed\xa0\x80",
-                             "é€😀".encode(), b"1", b"-0", b"inf", b"0-1", b";", b":", b"1:x"])
+ODD_BYTES = st.sampled_from(
+    [
+        b"",
+        b"\x00",
+        b"\x00\x00",
+        b"a\x00b",
+        b"\xff",
+        b"\xc3\x28",
+        b"\xed\xa0\x80",
+        "é€😀".encode(),
+        b"1",
+        b"-0",
+        b"inf",
+        b"0-1",
+        b";",
+        b":",
+        b"1:x",
+    ]
+)
 ITEM = st.binary(max_size=24) | ODD_BYTES
-SCORE = st.floats(allow_nan=False) | st.sampled_from([1e300, -1e300, 0.0, -0.0, float("inf"), float("-inf"),
-                                                      5e-324, 0.1, 1.1, 2.0 ** 53 + 1, 1e15 + 0.3])
+SCORE = st.floats(allow_nan=False) | st.sampled_from(
+    [1e300, -1e300, 0.0, -0.0, float("inf"), float("-inf"), 5e-324, 0.1, 1.1, 2.0**53 + 1, 1e15 + 0.3]
+)
 #: random items added to the drawn ones: around the encodings' limits (128)
 #: and the digest's chunks (1000)
 BULK = st.sampled_from([0, 0, 0, 2, 127, 128, 129, 999, 1000, 1001, 2345])
 #: string sizes: drawn bytes, or random ones around the digest's pieces and the daemon's (lowered) limit
-STRING_SIZE = st.sampled_from([None, None, None, None, PIECE - 1, PIECE, PIECE + 1, 3 * PIECE + 7,
-                               LOW_BIG_BYTES, LOW_BIG_BYTES + 1])
+STRING_SIZE = st.sampled_from(
+    [None, None, None, None, PIECE - 1, PIECE, PIECE + 1, 3 * PIECE + 7, LOW_BIG_BYTES, LOW_BIG_BYTES + 1]
+)
 
 
 @st.composite
 def values(draw):
     kind = draw(st.sampled_from(KINDS))
-    rng = random.Random(draw(st.integers(0, 2 ** 32)))
+    rng = random.Random(draw(st.integers(0, 2**32)))
     if kind == STRING:
         size = draw(STRING_SIZE)
         return kind, draw(ITEM) if size is None else rng.randbytes(size)
@@ -945,9 +1065,11 @@ def values(draw):
         return kind, {**{f: draw(ITEM) for f in drawn}, **bulk} or {b"": b""}
     if kind == ZSET:
         return kind, {**{m: draw(SCORE) for m in drawn}, **bulk} or {b"": draw(SCORE)}
-    entries = [(b"%d-%d" % (1 + i // 2, 1 + i % 2), tuple(draw(st.lists(ITEM, min_size=1, max_size=3)) * 2))
-               for i in range(len(drawn))]
-    return kind, entries + [(b"%d-1" % (10 ** 6 + i), fields) for i, (_, fields) in enumerate(bulk)]
+    entries = [
+        (b"%d-%d" % (1 + i // 2, 1 + i % 2), tuple(draw(st.lists(ITEM, min_size=1, max_size=3)) * 2))
+        for i in range(len(drawn))
+    ]
+    return kind, entries + [(b"%d-1" % (10**6 + i), fields) for i, (_, fields) in enumerate(bulk)]
 
 
 @pytest.fixture
@@ -958,10 +1080,18 @@ def low_big_bytes(monkeypatch):
 
 
 @pytest.mark.usefixtures("low_big_bytes")
-@settings(max_examples=30, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
-                                 HealthCheck.data_too_large, HealthCheck.large_base_example])
-@given(data=values(), expiry=st.none() | st.integers(1, 10 ** 10), pieces=st.integers(1, 3000))
+@settings(
+    max_examples=30,
+    deadline=None,
+    database=None,
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.large_base_example,
+    ],
+)
+@given(data=values(), expiry=st.none() | st.integers(1, 10**10), pieces=st.integers(1, 3000))
 def test_digest_scan_digest_keys_and_chunk_digests_equal_pythons_for_every_type(r, data, expiry, pieces):
     r.execute_command("FLUSHDB")
     kind, value = data
@@ -970,12 +1100,28 @@ def test_digest_scan_digest_keys_and_chunk_digests_equal_pythons_for_every_type(
 
 
 @pytest.mark.usefixtures("low_big_bytes")
-@pytest.mark.parametrize("kind, count", [(LIST, 999), (LIST, 1000), (LIST, 1001), (LIST, 3000),
-                                         (STREAM, 1000), (STREAM, 2001), (STREAM, 0),
-                                         (STRING, 0), (STRING, PIECE), (STRING, PIECE + 1),
-                                         (STRING, LOW_BIG_BYTES), (STRING, LOW_BIG_BYTES + 1),
-                                         (STRING, LOW_BIG_BYTES + PIECE + 3),
-                                         (HASH, 3000), (SET, 129), (ZSET, 129), (ZSET, 3000)])
+@pytest.mark.parametrize(
+    "kind, count",
+    [
+        (LIST, 999),
+        (LIST, 1000),
+        (LIST, 1001),
+        (LIST, 3000),
+        (STREAM, 1000),
+        (STREAM, 2001),
+        (STREAM, 0),
+        (STRING, 0),
+        (STRING, PIECE),
+        (STRING, PIECE + 1),
+        (STRING, LOW_BIG_BYTES),
+        (STRING, LOW_BIG_BYTES + 1),
+        (STRING, LOW_BIG_BYTES + PIECE + 3),
+        (HASH, 3000),
+        (SET, 129),
+        (ZSET, 129),
+        (ZSET, 3000),
+    ],
+)
 def test_digest_keys_digest_scan_and_chunks_at_the_boundaries(r, kind, count):
     value = random_value(kind, count, random.Random(count))
     if kind == ZSET:

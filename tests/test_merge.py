@@ -22,19 +22,23 @@ def side(local, remote, synced, mode=TWO_WAY, tag=None, stamp=100, evicted=None)
 
 # -- two-way: the three-way merge ---------------------------------------------------
 
-@pytest.mark.parametrize("local,remote,synced,expect", [
-    (b"a", b"a", b"a", None),
-    (b"a", b"a", None, None),              # equal: nothing to copy
-    (b"b", b"a", b"a", LOCAL),             # changed locally only
-    (b"a", b"b", b"a", REMOTE),            # changed remotely only
-    (None, b"a", b"a", LOCAL),             # deleted locally: stays deleted
-    (b"a", None, b"a", REMOTE),            # deleted remotely: stays deleted
-    (b"a", None, None, LOCAL),             # new locally
-    (None, b"a", None, REMOTE),            # new remotely
-    (b"b", b"c", b"a", REMOTE),            # changed on both: the winner
-    (b"b", None, b"a", REMOTE),            # changed here, deleted there: the winner
-    (b"x", b"a", b"a", None),              # a type not replicated: left alone
-])
+
+@pytest.mark.parametrize(
+    "local,remote,synced,expect",
+    [
+        (b"a", b"a", b"a", None),
+        (b"a", b"a", None, None),  # equal: nothing to copy
+        (b"b", b"a", b"a", LOCAL),  # changed locally only
+        (b"a", b"b", b"a", REMOTE),  # changed remotely only
+        (None, b"a", b"a", LOCAL),  # deleted locally: stays deleted
+        (b"a", None, b"a", REMOTE),  # deleted remotely: stays deleted
+        (b"a", None, None, LOCAL),  # new locally
+        (None, b"a", None, REMOTE),  # new remotely
+        (b"b", b"c", b"a", REMOTE),  # changed on both: the winner
+        (b"b", None, b"a", REMOTE),  # changed here, deleted there: the winner
+        (b"x", b"a", b"a", None),  # a type not replicated: left alone
+    ],
+)
 def test_two_way_decisions(local, remote, synced, expect):
     assert side(local, remote, synced) == expect
 
@@ -55,6 +59,7 @@ def test_big_key_that_changed_while_digested_is_left_to_its_event():
 
 
 # -- evictions -----------------------------------------------------------------------
+
 
 def test_an_evicted_key_is_neither_deleted_elsewhere_nor_refilled():
     assert side(None, b"a", b"a", evicted=LOCAL) is None
@@ -135,18 +140,19 @@ def test_a_run_after_a_loss_deletes_nothing():
 
 # -- one-way ------------------------------------------------------------------------------
 
+
 def test_one_way_deletes_only_what_this_site_wrote():
     assert decide(None, b"a", entry(b"a"), ONE_WAY) == Decision(LOCAL, deletes=True)
-    assert side(None, b"a", None, ONE_WAY) is None          # never written here: left alone
-    assert side(None, b"b", b"a", ONE_WAY) is None          # changed on the hub since: left alone
+    assert side(None, b"a", None, ONE_WAY) is None  # never written here: left alone
+    assert side(None, b"b", b"a", ONE_WAY) is None  # changed on the hub since: left alone
 
 
 def test_one_way_asserts_its_keys_but_does_not_revert_the_hub():
-    assert side(b"a", None, None, ONE_WAY) == LOCAL         # new here
-    assert side(b"b", b"a", b"a", ONE_WAY) == LOCAL         # changed here
-    assert side(b"a", b"y", None, ONE_WAY) == LOCAL         # never synchronised: this site's
-    assert side(b"a", b"b", b"a", ONE_WAY) is None          # changed on the hub since: kept
-    assert side(b"a", None, b"a", ONE_WAY) is None          # deleted on the hub since: kept so
+    assert side(b"a", None, None, ONE_WAY) == LOCAL  # new here
+    assert side(b"b", b"a", b"a", ONE_WAY) == LOCAL  # changed here
+    assert side(b"a", b"y", None, ONE_WAY) == LOCAL  # never synchronised: this site's
+    assert side(b"a", b"b", b"a", ONE_WAY) is None  # changed on the hub since: kept
+    assert side(b"a", None, b"a", ONE_WAY) is None  # deleted on the hub since: kept so
 
 
 def test_one_way_mirror_deletes_everything_else():
@@ -159,10 +165,11 @@ def test_one_way_local_loss_is_refilled_from_the_hub():
     lost = Mode(two_way=False, local_lost=True)
     assert side(None, b"a", None, lost) == REMOTE
     assert side(None, b"B", None, lost) == REMOTE
-    assert side(b"a", b"b", b"a", lost) == REMOTE           # went back to an older state here
+    assert side(b"a", b"b", b"a", lost) == REMOTE  # went back to an older state here
 
 
 # -- generations ----------------------------------------------------------------------------
+
 
 def test_lost_windows_follow_the_generations_after_the_confirmed_one():
     hist = b"g1:0:100;g2:150:200;g3:300:400"
@@ -181,25 +188,30 @@ def test_a_new_generation_is_noticed_once():
     epoch = SideEpoch(REMOTE, lambda side, generation: seen.append((side, generation.id)))
     epoch.observe(Generation(b"g1", 1, 1))
     epoch.observe(Generation(b"g1", 2, 1))
-    assert seen == []                        # the first one known, then the same one
+    assert seen == []  # the first one known, then the same one
     epoch.observe(Generation(b"g2", 3, 3))
     epoch.observe(Generation(b"g2", 4, 3))
     assert seen == [(REMOTE, b"g2")]
-    assert not epoch.changed                 # nothing confirmed yet
+    assert not epoch.changed  # nothing confirmed yet
     epoch.confirmed = b"g2"
     epoch.observe(Generation(b"g3", 5, 5))
     assert epoch.changed and seen[-1] == (REMOTE, b"g3")
 
 
 def test_synced_entries_round_trip():
-    for e in (SyncedEntry(b"abc@123", 456), SyncedEntry(b"habc", 7, LOCAL), SyncedEntry(b"x", 0, REMOTE),
-              SyncedEntry(b"", 99)):
+    for e in (
+        SyncedEntry(b"abc@123", 456),
+        SyncedEntry(b"habc", 7, LOCAL),
+        SyncedEntry(b"x", 0, REMOTE),
+        SyncedEntry(b"", 99),
+    ):
         assert SyncedEntry.decode(e.encode()) == e
     assert SyncedEntry.decode(b"legacy-digest@99") == SyncedEntry(b"legacy-digest@99", 0)
     assert SyncedEntry.decode(None) is None
 
 
 # -- the deletion limit -----------------------------------------------------------------------
+
 
 def test_delete_limit():
     default = DeleteLimit()

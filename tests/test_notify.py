@@ -106,7 +106,9 @@ class EnsureTests(TestCase):
 
     def test_unexpected_config_get_reply_is_a_config_error(self):
         for reply in (None, [], [b"notify-keyspace-events"], b"Kg$lshztxe"):
+
             async def command(*args, reply=reply):
                 return reply
+
             d = Deferred.fromCoroutine(ensure(command, "local Redis"))
             self.assertIn("unexpected reply", str(self.failureResultOf(d, NotifyConfigError).value))

@@ -31,8 +31,19 @@ def parse(argv):
 
 
 def good(certs, *extra):
-    return ["--haddr", "https://hub.example.org/redis", "--cert", certs["client_cert"],
-            "--key", certs["client_key"], "--ca", certs["ca_cert"], "--nam", "ns:", *extra]
+    return [
+        "--haddr",
+        "https://hub.example.org/redis",
+        "--cert",
+        certs["client_cert"],
+        "--key",
+        certs["client_key"],
+        "--ca",
+        certs["ca_cert"],
+        "--nam",
+        "ns:",
+        *extra,
+    ]
 
 
 def error_of(argv):
@@ -45,9 +56,23 @@ def error_of(argv):
 
 
 def test_legacy_flags_are_translated(certs):
-    options = parse(["-haddr", "https://hub.example.org:8443/redis", "-cert", certs["client_cert"],
-                     "-key", certs["client_key"], "-CA", certs["ca_cert"], "-nam", "lab:",
-                     "-raddr", "10.1.2.3:6380", "-rc"])
+    options = parse(
+        [
+            "-haddr",
+            "https://hub.example.org:8443/redis",
+            "-cert",
+            certs["client_cert"],
+            "-key",
+            certs["client_key"],
+            "-CA",
+            certs["ca_cert"],
+            "-nam",
+            "lab:",
+            "-raddr",
+            "10.1.2.3:6380",
+            "-rc",
+        ]
+    )
     assert options.config.haddr == "https://hub.example.org:8443/redis"
     assert options.config.ca == certs["ca_cert"]
     assert options.config.rc == 1
@@ -81,21 +106,24 @@ def test_version(capsys):
     assert capsys.readouterr().out.strip() == f"redisrepl {__version__}"
 
 
-@pytest.mark.parametrize("change,expect", [
-    (("--cert", "/nonexistent/cert.pem"), "cannot read the client certificate /nonexistent/cert.pem"),
-    (("--ca", "/nonexistent/ca.pem"), "cannot read the CA file"),
-    (("--key", "other_client_key"), "does not belong to the certificate"),
-    (("--cert", "client_key"), "holds no PEM certificate"),
-    (("--haddr", "https://hub.example.org:99999/"), "is not a valid URL"),
-    (("--haddr", "hub.example.org/redis"), "is not an https://"),
-    (("--haddr", "http://hub.example.org/"), "plain HTTP"),
-    (("--haddr", "https://hub.example.org/?x=1"), "query or fragment"),
-    (("--nam", ""), "--all-keys"),
-    (("--raddr", "localhost"), "neither host:port nor a unix socket"),
-    (("--raddr", "localhost:0"), "between 1 and 65535"),
-    (("--db", "x"), "--db must be a whole number"),
-    (("--password-file", "/nonexistent/pw"), "cannot read --password-file"),
-])
+@pytest.mark.parametrize(
+    "change,expect",
+    [
+        (("--cert", "/nonexistent/cert.pem"), "cannot read the client certificate /nonexistent/cert.pem"),
+        (("--ca", "/nonexistent/ca.pem"), "cannot read the CA file"),
+        (("--key", "other_client_key"), "does not belong to the certificate"),
+        (("--cert", "client_key"), "holds no PEM certificate"),
+        (("--haddr", "https://hub.example.org:99999/"), "is not a valid URL"),
+        (("--haddr", "hub.example.org/redis"), "is not an https://"),
+        (("--haddr", "http://hub.example.org/"), "plain HTTP"),
+        (("--haddr", "https://hub.example.org/?x=1"), "query or fragment"),
+        (("--nam", ""), "--all-keys"),
+        (("--raddr", "localhost"), "neither host:port nor a unix socket"),
+        (("--raddr", "localhost:0"), "between 1 and 65535"),
+        (("--db", "x"), "--db must be a whole number"),
+        (("--password-file", "/nonexistent/pw"), "cannot read --password-file"),
+    ],
+)
 def test_bad_options(certs, change, expect):
     flag, value = change
     argv = good(certs, flag, certs.get(value, value))  # the last occurrence wins
@@ -124,8 +152,14 @@ def test_password_sources(certs, tmp_path, monkeypatch):
 def test_twistd_refuses_before_daemonizing_with_one_line(certs, tmp_path):
     # no -n: a bad option must fail before twistd forks into the background
     env = dict(os.environ, PYTHONPATH=ROOT)
-    result = subprocess.run([TWISTD, "--pidfile=", "redisrepl", *good(certs, "--key", certs["other_client_key"])],
-                            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
+    result = subprocess.run(
+        [TWISTD, "--pidfile=", "redisrepl", *good(certs, "--key", certs["other_client_key"])],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=60,
+    )
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -135,15 +169,23 @@ def test_twistd_refuses_before_daemonizing_with_one_line(certs, tmp_path):
 
 def test_installed_plugin_is_listed_by_twistd(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    result = subprocess.run([TWISTD, "--help"], capture_output=True, text=True,
-                            cwd=tmp_path, env=env, timeout=60)
+    result = subprocess.run([TWISTD, "--help"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
     assert "redisrepl" in result.stdout, "redisrepl is not installed in this environment (pip install .)"
 
 
 def test_config_file_with_flags_overriding(certs, tmp_path):
-    conf = write_toml(tmp_path / "redisrepl.toml", haddr="https://hub.example.org/redis",
-                      cert=certs["client_cert"], key=certs["client_key"], ca=certs["ca_cert"],
-                      nam="fromfile:", rc=True, db=2, metrics="9187", raddr="/run/redis.sock")
+    conf = write_toml(
+        tmp_path / "redisrepl.toml",
+        haddr="https://hub.example.org/redis",
+        cert=certs["client_cert"],
+        key=certs["client_key"],
+        ca=certs["ca_cert"],
+        nam="fromfile:",
+        rc=True,
+        db=2,
+        metrics="9187",
+        raddr="/run/redis.sock",
+    )
     options = parse(["--config", str(conf), "--nam", "fromflag:"])
     assert options.config.namespace == b"fromflag:"
     assert options.config.rc == 1 and options.config.db == 2
@@ -151,13 +193,16 @@ def test_config_file_with_flags_overriding(certs, tmp_path):
     assert options.config.metrics_endpoint == "tcp:9187:interface=127.0.0.1"
 
 
-@pytest.mark.parametrize("content,expect", [
-    ('nam = "x"\nbogus = 1\n', "unknown key 'bogus'"),
-    ('pass = "secret"\n', "unknown key 'pass' (secrets go in password-file)"),
-    ('rc = "yes"\n', "'rc' must be true or false"),
-    ('nam = [1]\n', "'nam' must be a string or a number"),
-    ('nam = \n', "is not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "content,expect",
+    [
+        ('nam = "x"\nbogus = 1\n', "unknown key 'bogus'"),
+        ('pass = "secret"\n', "unknown key 'pass' (secrets go in password-file)"),
+        ('rc = "yes"\n', "'rc' must be true or false"),
+        ("nam = [1]\n", "'nam' must be a string or a number"),
+        ("nam = \n", "is not valid TOML"),
+    ],
+)
 def test_bad_config_file_names_key_and_file(tmp_path, content, expect):
     conf = tmp_path / "bad.toml"
     conf.write_text(content)
@@ -184,27 +229,31 @@ def _client_cert(directory, ca_cert_path, ca_key_path, days_from, days_to, passp
         ca_key = serialization.load_pem_private_key(f.read(), None)
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "t")]))
-            .issuer_name(ca.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now + datetime.timedelta(days=days_from))
-            .not_valid_after(now + datetime.timedelta(days=days_to))
-            .sign(ca_key, hashes.SHA256()))
-    encryption = (serialization.BestAvailableEncryption(passphrase) if passphrase
-                  else serialization.NoEncryption())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "t")]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now + datetime.timedelta(days=days_from))
+        .not_valid_after(now + datetime.timedelta(days=days_to))
+        .sign(ca_key, hashes.SHA256())
+    )
+    encryption = serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
     cert_path, key_path = directory / f"c{days_from}.pem", directory / f"c{days_from}.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8, encryption))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption))
     key_path.chmod(0o600)
     return str(cert_path), str(key_path)
 
 
-@pytest.mark.parametrize("days,expect", [
-    ((-10, -1), "expired on"),
-    ((1, 10), "is not valid yet"),
-])
+@pytest.mark.parametrize(
+    "days,expect",
+    [
+        ((-10, -1), "expired on"),
+        ((1, 10), "is not valid yet"),
+    ],
+)
 def test_certificate_dates_are_checked(certs, tmp_path, days, expect):
     cert, key = _client_cert(tmp_path, certs["ca_cert"], certs["ca_key"], *days)
     message = error_of(good(certs, "--cert", cert, "--key", key))
@@ -214,12 +263,14 @@ def test_certificate_dates_are_checked(certs, tmp_path, days, expect):
 def test_encrypted_key_needs_its_passphrase(certs, tmp_path):
     cert, key = _client_cert(tmp_path, certs["ca_cert"], certs["ca_key"], -1, 10, passphrase=b"open sesame")
     assert "is encrypted: give its passphrase with --key-password-file" in error_of(
-        good(certs, "--cert", cert, "--key", key))
+        good(certs, "--cert", cert, "--key", key)
+    )
     wrong = tmp_path / "wrong"
     wrong.write_text("nope\n")
     wrong.chmod(0o600)
     assert "cannot be decrypted" in error_of(
-        good(certs, "--cert", cert, "--key", key, "--key-password-file", str(wrong)))
+        good(certs, "--cert", cert, "--key", key, "--key-password-file", str(wrong))
+    )
     right = tmp_path / "right"
     right.write_text("open sesame\n")
     right.chmod(0o600)
@@ -242,6 +293,7 @@ def test_pass_parsed_in_process_is_kept_with_a_warning_flag(certs):
 
 def test_site_name_deletion_limit_and_mirror(certs):
     from redisrepl.merge import DeleteLimit
+
     options = parse(good(certs, "--site", "lab-42.a", "--max-delete", "250"))
     assert options.config.site_name == b"lab-42.a"
     assert options.config.max_delete == DeleteLimit(None, 250)

@@ -25,15 +25,18 @@ def test_digests_computed_in_redis_match(lab):
             for j, item in enumerate(items):
                 entry_id = r.xadd(key, {item: rng.randbytes(3), b"n": b"%d" % j})
                 entries.append(entry_id)
-            states[key] = KeyState(STREAM, tuple((e[0], tuple(x for pair in e[1].items() for x in pair))
-                                                 for e in r.xrange(key)))
+            states[key] = KeyState(
+                STREAM, tuple((e[0], tuple(x for pair in e[1].items() for x in pair)) for e in r.xrange(key))
+            )
         elif i % 5 == 0:
             value = rng.randbytes(rng.randrange(0, 200))
             r.set(key, value)
             states[key] = KeyState(STRING, value)
         elif i % 5 == 1:
-            fields = {rng.randbytes(rng.randrange(0, 9)): rng.randbytes(rng.randrange(0, 50))
-                      for _ in range(rng.randrange(1, 20))}
+            fields = {
+                rng.randbytes(rng.randrange(0, 9)): rng.randbytes(rng.randrange(0, 50))
+                for _ in range(rng.randrange(1, 20))
+            }
             r.hset(key, mapping=fields)
             states[key] = KeyState(HASH, tuple(sorted(fields.items())))
         elif i % 5 == 2:
@@ -56,10 +59,11 @@ def test_digests_computed_in_redis_match(lab):
 
 # -- end to end -------------------------------------------------------------------
 
+
 def sync_and_stop(lab, ns, keys, rc=True, extra=()):
     """Start a daemon, make ``keys`` (name -> value) equal on both sides, stop it."""
     d = lab.daemon(ns, rc=rc, extra=list(extra))
-    d.wait_log("done:")            # a first reconcile has marked both sides
+    d.wait_log("done:")  # a first reconcile has marked both sides
     for name, value in keys.items():
         lab.local.set(ns + name, value)
     for name, value in keys.items():
@@ -78,6 +82,7 @@ def equal_namespace(lab, ns):
                 continue
             out[key] = key_state(r, key)[1]
         return out
+
     a, b = snapshot(lab.local), snapshot(lab.remote)
     return a == b and a
 
@@ -100,8 +105,8 @@ def test_changes_on_both_sides_while_stopped(daemons):
     assert state[b"gap:r-mod"] == b"remote change"
     assert state[b"gap:l-new"] == {b"f": b"local new"}
     assert state[b"gap:r-new"] == b"remote new"
-    assert state[b"gap:both"] == b"remote side"          # the default winner
-    assert b"gap:l-del" not in state and b"gap:r-del" not in state   # deletions stay
+    assert state[b"gap:both"] == b"remote side"  # the default winner
+    assert b"gap:l-del" not in state and b"gap:r-del" not in state  # deletions stay
 
 
 @pytest.mark.parametrize("flushed", ["remote", "local"])
@@ -143,7 +148,7 @@ def test_one_way_leaves_alone_what_it_never_wrote(daemons):
     wait_until(lambda: lab.local.hexists(meta(ns, "synced"), ns + "b"))
     d.stop()
     lab.daemons.remove(d)
-    lab.local.delete(ns + "b")                     # while no daemon watches
+    lab.local.delete(ns + "b")  # while no daemon watches
     d = lab.daemon(ns, rc=False)
     wait_until(lambda: not lab.remote.exists(ns + "b"), SLOW)
     assert lab.remote.get(ns + "extra") == b"another site's"
@@ -186,8 +191,11 @@ def test_overflow_turns_into_a_reconcile(daemons):
         pipe.execute()
     finally:
         lab.sandbox.start_component("nginx")
-    wait_until(lambda: lab.remote.exists(*[f"{ns}{i}" for i in range(1000)]) == 1000, SLOW,
-               what="every key, beyond the queue's bound too")
+    wait_until(
+        lambda: lab.remote.exists(*[f"{ns}{i}" for i in range(1000)]) == 1000,
+        SLOW,
+        what="every key, beyond the queue's bound too",
+    )
 
 
 def test_periodic_reconcile_catches_flushdb(daemons):
@@ -197,7 +205,7 @@ def test_periodic_reconcile_catches_flushdb(daemons):
     lab.local.set(ns + "a", "1")
     wait_until(lambda: lab.remote.get(ns + "a") == b"1")
     d.wait_log("done:", count=2)  # a reconcile after the key was there: its state is known
-    lab.remote.flushdb()          # announces nothing
+    lab.remote.flushdb()  # announces nothing
     wait_until(lambda: lab.remote.get(ns + "a") == b"1", SLOW, what="refilled by a periodic reconcile")
     assert lab.local.get(ns + "a") == b"1"
 
@@ -263,8 +271,14 @@ def test_collections_changed_while_stopped(daemons):
     lab.remote.sadd(ns + "set", "x", "y")
     lab.local.zadd(ns + "zset", {"m": 2.5})
     lab.daemon(ns, rc=True)
-    state = wait_until(lambda: equal_namespace(lab, ns) and lab.local.exists(ns + "set")
-                       and lab.remote.exists(ns + "list", ns + "zset") == 2, SLOW)
+    state = wait_until(
+        lambda: (
+            equal_namespace(lab, ns)
+            and lab.local.exists(ns + "set")
+            and lab.remote.exists(ns + "list", ns + "zset") == 2
+        ),
+        SLOW,
+    )
     assert lab.remote.lrange(ns + "list", 0, -1) == [b"a", b"b", b"a"]
     assert lab.local.smembers(ns + "set") == {b"x", b"y"}
     assert lab.remote.zrange(ns + "zset", 0, -1, withscores=True) == [(b"m", 2.5)]
@@ -275,9 +289,9 @@ def test_hub_lost_its_data_and_a_live_write_came_first(daemons):
     lab = daemons
     ns = "lw:"
     sync_and_stop(lab, ns, {"a": "1", "b": "2"})
-    lab.remote.flushdb()                       # the hub restarted without persistence
+    lab.remote.flushdb()  # the hub restarted without persistence
     lab.daemon(ns, rc=True)
-    lab.local.set(ns + "live", "3")            # copied before the first reconcile reads markers
+    lab.local.set(ns + "live", "3")  # copied before the first reconcile reads markers
     state = wait_until(lambda: equal_namespace(lab, ns) if lab.remote.exists(ns + "a") else None, SLOW)
     assert state == {b"lw:a": b"1", b"lw:b": b"2", b"lw:live": b"3"}
 
@@ -288,7 +302,7 @@ def test_one_way_local_lost_its_data_is_refilled_not_mirrored(daemons):
     # a site named by an option is known to the hub by that name, even
     # after its local Redis lost everything (and its own record with it)
     sync_and_stop(lab, ns, {"a": "1", "b": "2"}, rc=False, extra=["--site", "ll-site"])
-    lab.local.flushdb()                        # the local Redis lost everything
+    lab.local.flushdb()  # the local Redis lost everything
     d = lab.daemon(ns, rc=False, extra=["--site", "ll-site"])
     d.wait_log("the local side lost or rolled back data")
     wait_until(lambda: lab.local.get(ns + "a") == b"1" and lab.local.get(ns + "b") == b"2", SLOW)
@@ -304,22 +318,25 @@ def test_long_runs_log_their_progress():
     from redisrepl.comparison import PROGRESS_EVERY, Comparison
     from redisrepl.namespace import Namespace
     from redisrepl.reconcile import ReconcileStats
+
     clock = Clock()
     comparison = Comparison(None, None, None, None, {}, Namespace(b"ns:"), clock, ReconcileStats(), two_way=True)
     run = SimpleNamespace(fixed=0, compared=0)
     report = comparison._progress("remote", clock.seconds(), run)
     with capturedLogs() as events:
         clock.advance(2)
-        report(PROGRESS_EVERY - 1)                 # not yet
+        report(PROGRESS_EVERY - 1)  # not yet
         run.fixed, run.compared = 12, PROGRESS_EVERY
         report(PROGRESS_EVERY)
-        report(PROGRESS_EVERY + 1)                 # once per step
+        report(PROGRESS_EVERY + 1)  # once per step
     assert [formatEvent(e) for e in events] == [
         f"reconcile: {PROGRESS_EVERY} keys scanned on the remote side ({PROGRESS_EVERY // 2} keys/s), "
-        f"12 of {PROGRESS_EVERY} compared so far differ and are being copied"]
+        f"12 of {PROGRESS_EVERY} compared so far differ and are being copied"
+    ]
 
 
 # -- a hub that lists keys outside the namespace ----------------------------------
+
 
 def test_keys_a_hub_lists_outside_the_namespace_are_refused(lab):
     """A hub is trusted to be the hub, not to reach outside the namespace:
@@ -348,9 +365,20 @@ def test_keys_a_hub_lists_outside_the_namespace_are_refused(lab):
         async def call(self, script, keys, args):
             payload, generation = await super().call(script, keys, args)
             if script is scripts.DIGEST_SCAN:
-                payload = payload + [b"other:victim", b"0" * 40, b"-1", b"",
-                                     b"other:planted", b"1" * 40, b"-1", b"",
-                                     ns + b"__redisrepl__:heartbeat:x", b"2" * 40, b"-1", b""]
+                payload = payload + [
+                    b"other:victim",
+                    b"0" * 40,
+                    b"-1",
+                    b"",
+                    b"other:planted",
+                    b"1" * 40,
+                    b"-1",
+                    b"",
+                    ns + b"__redisrepl__:heartbeat:x",
+                    b"2" * 40,
+                    b"-1",
+                    b"",
+                ]
             return payload, generation
 
     clock = Clock()
@@ -359,13 +387,14 @@ def test_keys_a_hub_lists_outside_the_namespace_are_refused(lab):
     local = BlockingStore(lab.local, ns, clock=clock, epoch=epochs[LOCAL])
     remote = HostileHub(lab.remote, ns, hub=True, clock=clock, epoch=epochs[REMOTE])
     synced = SyncedTable(local, names)
-    router = Router(clock, Side(LOCAL, local, ExpectedEvents(clock)), Side(REMOTE, remote, ExpectedEvents(clock)),
-                    ns, synced=synced)
+    router = Router(
+        clock, Side(LOCAL, local, ExpectedEvents(clock)), Side(REMOTE, remote, ExpectedEvents(clock)), ns, synced=synced
+    )
     stats = ReconcileStats()
     comparison = Comparison(router, local, remote, synced, epochs, names, clock, stats, two_way=True)
     run(comparison.run("test"))
     assert stats.refused_keys == 3
-    clock.advance(0)                     # the router copies what the run asked for
+    clock.advance(0)  # the router copies what the run asked for
     assert lab.local.get(b"other:victim") == b"mine"
     assert not lab.local.exists(b"other:planted") and not lab.remote.exists(b"other:planted")
     assert lab.local.get(ns + b"b") == b"2" and lab.remote.get(ns + b"a") == b"1"

@@ -14,15 +14,18 @@ from redisrepl.redis_protocol import CommandProtocol, SubscriberProtocol
 
 def test_txredisapi_is_the_one_redis_protocol_was_written_for():
     found = redis_protocol.fingerprints()
-    changed = sorted(name for name, digest in redis_protocol.TXREDISAPI_FINGERPRINTS.items()
-                     if found.get(name) != digest)
+    changed = sorted(
+        name for name, digest in redis_protocol.TXREDISAPI_FINGERPRINTS.items() if found.get(name) != digest
+    )
     if changed:
         pytest.fail(
             f"txredisapi {txredisapi.__version__} is not the txredisapi that redisrepl/redis_protocol.py "
             f"was written for: {', '.join(changed)} changed. redis_protocol replaces txredisapi's "
             "dataReceived and _build_command and relies on these methods: read the new ones, check "
             "that the replacements still fit (bytes out, replies in, as its docstring says), then "
-            "update TXREDISAPI_FINGERPRINTS and the txredisapi pin in pyproject.toml.", pytrace=False)
+            "update TXREDISAPI_FINGERPRINTS and the txredisapi pin in pyproject.toml.",
+            pytrace=False,
+        )
 
 
 def _protocol(cls):
@@ -37,8 +40,13 @@ def _native():
     return protocol
 
 
-arguments = st.lists(st.one_of(st.binary(max_size=40), st.text(max_size=20), st.integers(),
-                               st.floats(allow_nan=False, allow_infinity=False)), min_size=1, max_size=30)
+arguments = st.lists(
+    st.one_of(
+        st.binary(max_size=40), st.text(max_size=20), st.integers(), st.floats(allow_nan=False, allow_infinity=False)
+    ),
+    min_size=1,
+    max_size=30,
+)
 
 
 @given(arguments)

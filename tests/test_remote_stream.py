@@ -55,9 +55,7 @@ def split(data, draw):
 
 
 @settings(max_examples=200, deadline=None, database=None)
-@given(st.lists(st.tuples(st.binary(), st.sampled_from([b"set", b"del", b"hset", b"expired"])),
-                max_size=6),
-       st.data())
+@given(st.lists(st.tuples(st.binary(), st.sampled_from([b"set", b"del", b"hset", b"expired"])), max_size=6), st.data())
 def test_events_arrive_in_order_whatever_the_chunking(events, data):
     stream = CONFIRMATION + b"".join(pmessage(k, e) for k, e in events)
     rec = Recorder()
@@ -81,8 +79,9 @@ def test_callbacks_fire_as_soon_as_each_message_is_complete():
 
 def test_message_kind_is_case_insensitive():
     rec = Recorder()
-    rec.feed(encode_command("PSUBSCRIBE", PATTERN, "1"),
-             encode_command("PMESSAGE", PATTERN, b"__keyspace@0__:ns:k", b"del"))
+    rec.feed(
+        encode_command("PSUBSCRIBE", PATTERN, "1"), encode_command("PMESSAGE", PATTERN, b"__keyspace@0__:ns:k", b"del")
+    )
     assert (rec.subscribed, rec.events, rec.protocol.error) == (1, [(b"__keyspace@0__:ns:k", b"del")], None)
 
 
@@ -97,21 +96,24 @@ def test_garbage_ends_the_stream_and_later_data_is_ignored():
     assert rec.transport.stopped == 1
 
 
-@pytest.mark.parametrize("message", [
-    pytest.param(encode_command("message", "ns:chan", "x"), id="message-of-3"),
-    pytest.param(encode_command("pmessage", PATTERN, "x"), id="pmessage-of-3"),
-    pytest.param(encode_command("pmessage", PATTERN, "a", "b", "c"), id="pmessage-of-5"),
-    pytest.param(encode_command("psubscribe", PATTERN), id="psubscribe-of-2"),
-    pytest.param(encode_command("subscribe", "ns:chan", "1"), id="subscribe"),
-    pytest.param(b":1\r\n", id="integer"),
-    pytest.param(b"$3\r\nset\r\n", id="bulk-string"),
-    pytest.param(b"+OK\r\n", id="simple-string"),
-    pytest.param(b"-ERR no\r\n", id="error-reply"),
-    pytest.param(b"$-1\r\n", id="nil"),
-    pytest.param(b"*0\r\n", id="empty-array"),
-    pytest.param(b"*4\r\n$8\r\npmessage\r\n$1\r\np\r\n$-1\r\n$3\r\nset\r\n", id="nil-channel"),
-    pytest.param(b"*4\r\n$8\r\npmessage\r\n$1\r\np\r\n*1\r\n$1\r\nc\r\n$3\r\nset\r\n", id="nested-channel"),
-])
+@pytest.mark.parametrize(
+    "message",
+    [
+        pytest.param(encode_command("message", "ns:chan", "x"), id="message-of-3"),
+        pytest.param(encode_command("pmessage", PATTERN, "x"), id="pmessage-of-3"),
+        pytest.param(encode_command("pmessage", PATTERN, "a", "b", "c"), id="pmessage-of-5"),
+        pytest.param(encode_command("psubscribe", PATTERN), id="psubscribe-of-2"),
+        pytest.param(encode_command("subscribe", "ns:chan", "1"), id="subscribe"),
+        pytest.param(b":1\r\n", id="integer"),
+        pytest.param(b"$3\r\nset\r\n", id="bulk-string"),
+        pytest.param(b"+OK\r\n", id="simple-string"),
+        pytest.param(b"-ERR no\r\n", id="error-reply"),
+        pytest.param(b"$-1\r\n", id="nil"),
+        pytest.param(b"*0\r\n", id="empty-array"),
+        pytest.param(b"*4\r\n$8\r\npmessage\r\n$1\r\np\r\n$-1\r\n$3\r\nset\r\n", id="nil-channel"),
+        pytest.param(b"*4\r\n$8\r\npmessage\r\n$1\r\np\r\n*1\r\n$1\r\nc\r\n$3\r\nset\r\n", id="nested-channel"),
+    ],
+)
 def test_a_message_of_the_wrong_shape_ends_the_stream(message):
     rec = Recorder()
     rec.feed(CONFIRMATION, message, pmessage(b"ns:after", b"set"))

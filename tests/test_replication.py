@@ -70,15 +70,13 @@ LOCAL_COMMANDS = {
     "lset": lambda r, k: (r.rpush(k, "a", "b"), r.lset(k, 0, "z")),
     "lrem": lambda r, k: (r.rpush(k, "a", "b", "a"), r.lrem(k, 1, "a")),
     "ltrim": lambda r, k: (r.rpush(k, *"abcdef"), r.ltrim(k, 1, 3)),
-    "lmove": lambda r, k: (r.rpush(k, "a", "b"), r.rpush(k + ":dst", "c"),
-                           r.lmove(k, k + ":dst", "LEFT", "RIGHT")),
+    "lmove": lambda r, k: (r.rpush(k, "a", "b"), r.rpush(k + ":dst", "c"), r.lmove(k, k + ":dst", "LEFT", "RIGHT")),
     "lpop_last": lambda r, k: (r.rpush(k, "only"), r.lpop(k)),
     # sets
     "sadd": lambda r, k: r.sadd(k, "a", "b", "\x00\xff"),
     "srem": lambda r, k: (r.sadd(k, "a", "b"), r.srem(k, "a")),
     "smove": lambda r, k: (r.sadd(k, "a", "b"), r.smove(k, k + ":dst", "a")),
-    "sunionstore": lambda r, k: (r.sadd(k + ":1", "a"), r.sadd(k + ":2", "b"),
-                                 r.sunionstore(k, [k + ":1", k + ":2"])),
+    "sunionstore": lambda r, k: (r.sadd(k + ":1", "a"), r.sadd(k + ":2", "b"), r.sunionstore(k, [k + ":1", k + ":2"])),
     # sorted sets
     "zadd": lambda r, k: r.zadd(k, {"a": 1.5, "b": -2, "c": 1e300}),
     "zincrby": lambda r, k: (r.zadd(k, {"a": 1}), r.zincrby(k, 0.1, "a")),
@@ -89,16 +87,20 @@ LOCAL_COMMANDS = {
     "xdel": lambda r, k: (r.xadd(k, {"a": 1}, id="1-1"), r.xadd(k, {"b": 2}, id="1-2"), r.xdel(k, "1-1")),
     "xtrim": lambda r, k: ([r.xadd(k, {"n": i}) for i in range(5)], r.xtrim(k, maxlen=2)),
     "xdel_all": lambda r, k: (r.xadd(k, {"a": 1}, id="5-5"), r.xdel(k, "5-5")),
-    "zunionstore": lambda r, k: (r.zadd(k + ":1", {"a": 1}), r.zadd(k + ":2", {"a": 2}),
-                                 r.zunionstore(k, [k + ":1", k + ":2"])),
+    "zunionstore": lambda r, k: (
+        r.zadd(k + ":1", {"a": 1}),
+        r.zadd(k + ":2", {"a": 2}),
+        r.zunionstore(k, [k + ":1", k + ":2"]),
+    ),
     # keys as a whole
-    "rename_in": lambda r, k: (r.set(k.replace("rep:", "out-of-ns:"), "v"),
-                               r.rename(k.replace("rep:", "out-of-ns:"), k)),
+    "rename_in": lambda r, k: (
+        r.set(k.replace("rep:", "out-of-ns:"), "v"),
+        r.rename(k.replace("rep:", "out-of-ns:"), k),
+    ),
     "rename_within": lambda r, k: (r.rpush(k + ":old", "a"), r.rename(k + ":old", k)),
     "copy": lambda r, k: (r.sadd(k + ":src", "a"), r.copy(k + ":src", k)),
     "sort_store": lambda r, k: (r.rpush(k + ":src", 3, 1, 2), r.sort(k + ":src", store=k)),
-    "restore": lambda r, k: (r.zadd(k + ":src", {"a": 1}),
-                             r.restore(k, 0, r.dump(k + ":src"))),
+    "restore": lambda r, k: (r.zadd(k + ":src", {"a": 1}), r.restore(k, 0, r.dump(k + ":src"))),
     # MOVE to and from another database: gone from this one, or arrived in it
     "move_out": lambda r, k: (r.sadd(k, "a"), r.move(k, 9)),
     "move_in": lambda r, k: _move_in(r, k),
@@ -197,8 +199,7 @@ def test_binary_keys_and_values_byte_for_byte(running, direction):
     for i, value in enumerate(BINARY_VALUES):
         src.hset(b"rep:binhash:" + tag, b"f%d\x00\xff/." % i, value)
     for i, key in enumerate(BINARY_KEYS):
-        wait_until(lambda: dst.get(key + tag) == BINARY_VALUES[i % len(BINARY_VALUES)],
-                   what=f"binary key {key!r}")
+        wait_until(lambda: dst.get(key + tag) == BINARY_VALUES[i % len(BINARY_VALUES)], what=f"binary key {key!r}")
     wait_until(lambda: dst.hgetall(b"rep:binhash:" + tag) == src.hgetall(b"rep:binhash:" + tag))
 
 
@@ -276,8 +277,10 @@ def test_concurrent_writes_converge(running):
 
 
 def test_another_database_on_both_sides(lab):
-    local2, remote2 = (type(lab.local)(port=lab.sandbox.local_redis_port, db=2),
-                       type(lab.remote)(port=lab.sandbox.remote_redis_port, db=2))
+    local2, remote2 = (
+        type(lab.local)(port=lab.sandbox.local_redis_port, db=2),
+        type(lab.remote)(port=lab.sandbox.remote_redis_port, db=2),
+    )
     daemon = lab.daemon("db2:", rc=True, extra=["--db", "2"])
     try:
         local2.set("db2:a", "in db 2")
@@ -289,10 +292,11 @@ def test_another_database_on_both_sides(lab):
         daemon.stop()
 
 
-
-
-@pytest.mark.parametrize("ns", ["lab/1:", "lab+1:", "lab%2F1:", "lab?1:", "lab#1:", "lab 1:", "läb-é:"],
-                         ids=["slash", "plus", "percent", "question", "hash", "space", "non-ascii"])
+@pytest.mark.parametrize(
+    "ns",
+    ["lab/1:", "lab+1:", "lab%2F1:", "lab?1:", "lab#1:", "lab 1:", "läb-é:"],
+    ids=["slash", "plus", "percent", "question", "hash", "space", "non-ascii"],
+)
 def test_any_namespace_crosses_both_ways_through_the_proxy(daemons, ns):
     """nginx decodes %2F and %2B in a URL on its way to Webdis: the stream's
     pattern goes in a request body, where nothing touches it."""

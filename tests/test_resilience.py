@@ -32,8 +32,7 @@ def test_component_restart_mid_run(daemons, component):
     lab.sandbox.start_component(component)
 
     if component != "local_redis":
-        wait_until(lambda: lab.remote.get(ns + "during") == b"kept", SLOW,
-                   what="change made while the hub was down")
+        wait_until(lambda: lab.remote.get(ns + "during") == b"kept", SLOW, what="change made while the hub was down")
         wait_until(lambda: lab.remote.hgetall(ns + "during-h") == {b"f": b"kept"}, SLOW)
     # Events fired while a stream is down are gone for good (catching up is
     # the reconcile's job); new changes cross once the daemon listens again.
@@ -61,11 +60,14 @@ def test_remote_restart_is_detected_by_heartbeat(daemons):
     wait_until(lambda: lab.local.get("hb:x") == b"1", SLOW)
 
 
-@pytest.mark.parametrize("case,expect", [
-    ("wrong_client_cert", "refused the client certificate"),
-    ("untrusted_ca", "certificate verify failed"),
-    ("wrong_host_name", "not valid for this host name"),
-])
+@pytest.mark.parametrize(
+    "case,expect",
+    [
+        ("wrong_client_cert", "refused the client certificate"),
+        ("untrusted_ca", "certificate verify failed"),
+        ("wrong_host_name", "not valid for this host name"),
+    ],
+)
 def test_tls_problems_are_reported_and_retried(daemons, case, expect):
     lab = daemons
     sb = lab.sandbox
@@ -81,7 +83,7 @@ def test_tls_problems_are_reported_and_retried(daemons, case, expect):
     d.wait_log("listening to local Redis")
     lab.local.set("tls:k", "v")
     d.wait_log(expect)
-    d.wait_log("retrying in", count=2)     # backs off and tries again
+    d.wait_log("retrying in", count=2)  # backs off and tries again
     assert d.proc.poll() is None
     assert lab.remote.get("tls:k") is None
 
@@ -96,7 +98,7 @@ class FakeHub(http.server.ThreadingHTTPServer):
         self.stream_chunks = stream_chunks
         self.stream_requests = 0
         self.posts = []
-        self.flood = flood          # bytes of garbage answered to every command (a hostile hub)
+        self.flood = flood  # bytes of garbage answered to every command (a hostile hub)
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
         self.thread.start()
 
@@ -145,7 +147,7 @@ class _FakeHubHandler(http.server.BaseHTTPRequestHandler):
             for _ in range(self.server.flood // len(piece)):
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
         except OSError:
-            pass                    # the daemon gave up on it: that is the point
+            pass  # the daemon gave up on it: that is the point
         self.close_connection = True
 
     def stream(self):
@@ -168,8 +170,7 @@ def _fake_hub_daemon(lab, hub, ns):
 
 def test_garbage_on_the_stream_is_logged_and_reconnected(daemons):
     lab = daemons
-    hub = FakeHub([resp.encode_command("psubscribe", "__keyspace@0__:fk:*", "1"),
-                   b"this is not RESP\r\n"])
+    hub = FakeHub([resp.encode_command("psubscribe", "__keyspace@0__:fk:*", "1"), b"this is not RESP\r\n"])
     try:
         d = _fake_hub_daemon(lab, hub, "fk:")
         d.wait_log("malformed event stream")
@@ -184,15 +185,18 @@ def test_garbage_on_the_stream_is_logged_and_reconnected(daemons):
 
 def test_stream_is_parsed_across_any_chunk_boundaries(daemons):
     lab = daemons
-    message = (resp.encode_command("psubscribe", "__keyspace@0__:ck:*", "1")
-               + resp.encode_command("pmessage", "__keyspace@0__:ck:*", b"__keyspace@0__:ck:split\xff", "set"))
+    message = resp.encode_command("psubscribe", "__keyspace@0__:ck:*", "1") + resp.encode_command(
+        "pmessage", "__keyspace@0__:ck:*", b"__keyspace@0__:ck:split\xff", "set"
+    )
     # one byte per chunk
-    hub = FakeHub([message[i:i + 1] for i in range(len(message))])
+    hub = FakeHub([message[i : i + 1] for i in range(len(message))])
     try:
         _fake_hub_daemon(lab, hub, "ck:")
         # the event made the daemon read that key on the hub
-        wait_until(lambda: any(re.search(rb"EVAL(SHA)?/.*/1/ck%3Asplit%FF", p) for p in hub.posts),
-                   what="a read of the key announced in byte-sized chunks")
+        wait_until(
+            lambda: any(re.search(rb"EVAL(SHA)?/.*/1/ck%3Asplit%FF", p) for p in hub.posts),
+            what="a read of the key announced in byte-sized chunks",
+        )
     finally:
         hub.close()
 
@@ -227,17 +231,19 @@ def test_local_password_file_and_acl_user(daemons, tmp_path):
         admin.execute_command("ACL", "DELUSER", "repl")
 
 
-@pytest.mark.parametrize("acl,expect,fatal", [
-    ("-config|set", "add 'Kg$lshztxe' to notify-keyspace-events", True),
-    ("-config", "make sure notify-keyspace-events includes 'Kg$lshztxe'", False),
-])
+@pytest.mark.parametrize(
+    "acl,expect,fatal",
+    [
+        ("-config|set", "add 'Kg$lshztxe' to notify-keyspace-events", True),
+        ("-config", "make sure notify-keyspace-events includes 'Kg$lshztxe'", False),
+    ],
+)
 def test_refused_config_names_the_flags(daemons, acl, expect, fatal):
     lab = daemons
     lab.local.config_set("notify-keyspace-events", "")
     lab.local.execute_command("ACL", "SETUSER", "noconf", "on", ">pw", "~*", "&*", "+@all", acl)
     try:
-        d = lab.daemon("nc:", rc=False, extra=["--username", "noconf"], ready=False,
-                       env={"REDISREPL_PASSWORD": "pw"})
+        d = lab.daemon("nc:", rc=False, extra=["--username", "noconf"], ready=False, env={"REDISREPL_PASSWORD": "pw"})
         d.wait_log(expect)
         if fatal:
             assert d.proc.wait(30) == 1
@@ -275,7 +281,7 @@ def test_evicted_key_is_kept_on_the_other_side(daemons):
         lab.local.config_set("maxmemory", 0)
         lab.local.config_set("maxmemory-policy", "noeviction")
     d.wait_log("evictions are not replicated as deletions")
-    d.wait_log("done:", count=d.log().count("done:") + 1)    # a reconcile after the eviction
+    d.wait_log("done:", count=d.log().count("done:") + 1)  # a reconcile after the eviction
     assert lab.remote.get("ev:k") == b"x" * 1000
     # a genuine deletion still crosses
     lab.local.set("ev:k", "y")

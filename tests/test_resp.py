@@ -17,10 +17,11 @@ from redisrepl.resp import (
 )
 
 SETTINGS = settings(max_examples=200, deadline=None, database=None)
-QUICK = settings(max_examples=100, deadline=None, database=None)     # properties the chunked tests also cover
+QUICK = settings(max_examples=100, deadline=None, database=None)  # properties the chunked tests also cover
 
 
 # -- a small independent encoder: strategies yield (wire bytes, parsed value) -----
+
 
 def _bulk(data):
     return b"$%d\r\n%s\r\n" % (len(data), data), data
@@ -34,13 +35,12 @@ _line_text = st.binary().filter(lambda b: b"\r\n" not in b)
 
 leaves = st.one_of(
     st.binary().map(_bulk),
-    _line_text.map(lambda b: (b"+" + b + b"\r\n", b)),                  # simple string
-    _line_text.map(lambda b: (b"-" + b + b"\r\n", ErrorReply(b))),      # error
-    st.integers(-2**63, 2**63 - 1).map(lambda i: (b":%d\r\n" % i, i)),
-    st.sampled_from([(b"$-1\r\n", None), (b"*-1\r\n", None)]),          # null bulk, null array
+    _line_text.map(lambda b: (b"+" + b + b"\r\n", b)),  # simple string
+    _line_text.map(lambda b: (b"-" + b + b"\r\n", ErrorReply(b))),  # error
+    st.integers(-(2**63), 2**63 - 1).map(lambda i: (b":%d\r\n" % i, i)),
+    st.sampled_from([(b"$-1\r\n", None), (b"*-1\r\n", None)]),  # null bulk, null array
 )
-replies = st.recursive(leaves, lambda children: st.lists(children, max_size=5).map(_array),
-                       max_leaves=12)
+replies = st.recursive(leaves, lambda children: st.lists(children, max_size=5).map(_array), max_leaves=12)
 
 
 def chunks(data, draw):
@@ -58,6 +58,7 @@ def feed_all(parser, pieces):
 
 
 # -- well-formed input ------------------------------------------------------------
+
 
 @SETTINGS
 @given(replies, st.data())
@@ -92,20 +93,20 @@ def test_byte_by_byte_reply_appears_with_its_last_byte():
     wire = b"*3\r\n$8\r\npmessage\r\n:-42\r\n$3\r\na\x00b\r\n"
     parser = RespParser()
     for i in range(len(wire) - 1):
-        assert parser.feed(wire[i:i + 1]) == []
+        assert parser.feed(wire[i : i + 1]) == []
         assert parser.pending == i + 1
     assert parser.feed(wire[-1:]) == [[b"pmessage", -42, b"a\x00b"]]
     assert parser.pending == 0
 
 
 def test_large_bulk_string_in_small_pieces_then_the_next_reply():
-    value = bytes(range(256)) * 4096            # 1 MiB, CR and LF bytes included
+    value = bytes(range(256)) * 4096  # 1 MiB, CR and LF bytes included
     wire = b"*2\r\n$%d\r\n%s\r\n:7\r\n" % (len(value), value) + b"+OK\r\n"
     parser = RespParser()
     out = []
     for i in range(0, len(wire), 1000):
-        out += parser.feed(wire[i:i + 1000])
-        assert parser.pending == (i + len(wire[i:i + 1000]) if not out else 0)
+        out += parser.feed(wire[i : i + 1000])
+        assert parser.pending == (i + len(wire[i : i + 1000]) if not out else 0)
     assert out == [[value, 7], b"OK"]
 
 
@@ -123,21 +124,25 @@ def test_line_of_exactly_max_line_bytes_is_still_waiting_for_its_end():
 
 # -- malformed input --------------------------------------------------------------
 
-@pytest.mark.parametrize("wire", [
-    pytest.param(b"X\r\n", id="unknown-type"),
-    pytest.param(b"*1\r\n!x\r\n", id="unknown-type-nested"),
-    pytest.param(b"$abc\r\n", id="bulk-length-not-a-number"),
-    pytest.param(b"*1x\r\n", id="array-length-not-a-number"),
-    pytest.param(b":12z\r\n", id="integer-not-a-number"),
-    pytest.param(b"$\r\n", id="empty-length"),
-    pytest.param(b"$3\r\nabcXY", id="bulk-not-crlf-terminated"),
-    pytest.param(b"$3\r\nabc\n\r", id="bulk-terminated-lf-cr"),
-    pytest.param(b"$-2\r\n", id="bulk-negative-length"),
-    pytest.param(b"*-5\r\n", id="array-negative-length"),
-    pytest.param(b"$%d\r\n" % (MAX_BULK + 1), id="bulk-too-long"),
-    pytest.param(b"+" + b"a" * (MAX_LINE + 1), id="line-too-long-without-crlf"),
-    pytest.param(b"*1\r\n" * (MAX_DEPTH + 1) + b":1\r\n", id="nested-too-deep"),
-])
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        pytest.param(b"X\r\n", id="unknown-type"),
+        pytest.param(b"*1\r\n!x\r\n", id="unknown-type-nested"),
+        pytest.param(b"$abc\r\n", id="bulk-length-not-a-number"),
+        pytest.param(b"*1x\r\n", id="array-length-not-a-number"),
+        pytest.param(b":12z\r\n", id="integer-not-a-number"),
+        pytest.param(b"$\r\n", id="empty-length"),
+        pytest.param(b"$3\r\nabcXY", id="bulk-not-crlf-terminated"),
+        pytest.param(b"$3\r\nabc\n\r", id="bulk-terminated-lf-cr"),
+        pytest.param(b"$-2\r\n", id="bulk-negative-length"),
+        pytest.param(b"*-5\r\n", id="array-negative-length"),
+        pytest.param(b"$%d\r\n" % (MAX_BULK + 1), id="bulk-too-long"),
+        pytest.param(b"+" + b"a" * (MAX_LINE + 1), id="line-too-long-without-crlf"),
+        pytest.param(b"*1\r\n" * (MAX_DEPTH + 1) + b":1\r\n", id="nested-too-deep"),
+    ],
+)
 def test_malformed_input_is_a_protocol_error(wire):
     with pytest.raises(ProtocolError):
         RespParser().feed(wire)
@@ -168,13 +173,14 @@ def test_lengths_and_integers_are_plain_decimal(wire):
 def test_over_long_line_is_rejected_whatever_the_chunking():
     wire = b"+" + b"a" * (MAX_LINE + 10) + b"\r\n"
     with pytest.raises(ProtocolError):
-        RespParser().feed(wire[:-2])     # the line without its CRLF yet: rejected
+        RespParser().feed(wire[:-2])  # the line without its CRLF yet: rejected
     with pytest.raises(ProtocolError):
-        RespParser().feed(wire)          # the same line in one piece
+        RespParser().feed(wire)  # the same line in one piece
 
 
 _garbage_tokens = st.sampled_from(
-    [b"*", b"$", b":", b"+", b"-", b"\r\n", b"\r", b"\n", b"0", b"1", b"2", b"-1", b"-2", b"x", b"\xff"])
+    [b"*", b"$", b":", b"+", b"-", b"\r\n", b"\r", b"\n", b"0", b"1", b"2", b"-1", b"-2", b"x", b"\xff"]
+)
 
 
 @SETTINGS
@@ -190,6 +196,7 @@ def test_garbage_raises_nothing_but_protocol_error(garbage, data):
 
 
 # -- parse_one and encode_command ------------------------------------------------
+
 
 @QUICK
 @given(replies)
@@ -238,8 +245,11 @@ def test_encode_command_is_an_array_of_bulk_strings(args):
 
 # -- the fast path (one split of the buffer) agrees with the item-by-item parser --
 
-_crlf_bulk = (st.lists(st.sampled_from([b"a", b"\r\n", b"\r", b"\n", b"$1", b"*2", b":1", b"+"]), max_size=6)
-              .map(b"".join).map(_bulk))
+_crlf_bulk = (
+    st.lists(st.sampled_from([b"a", b"\r\n", b"\r", b"\n", b"$1", b"*2", b":1", b"+"]), max_size=6)
+    .map(b"".join)
+    .map(_bulk)
+)
 _flat_arrays = st.lists(st.one_of(st.binary(max_size=8).map(_bulk), _crlf_bulk), max_size=40).map(_array)
 
 
@@ -255,14 +265,13 @@ def _outcome(pieces):
 
 
 @SETTINGS
-@given(st.lists(st.one_of(replies, _crlf_bulk, _flat_arrays), min_size=1, max_size=5),
-       st.binary(max_size=6), st.data())
+@given(st.lists(st.one_of(replies, _crlf_bulk, _flat_arrays), min_size=1, max_size=5), st.binary(max_size=6), st.data())
 def test_fast_path_and_item_by_item_parser_agree(many, tail, data):
     wire = b"".join(w for w, _ in many) + tail
     pieces = chunks(wire, data.draw)
     fast = _outcome(pieces)
     scan, scan_items = resp._scan, resp._scan_items
-    resp._scan = resp._scan_items = lambda *args: 0      # the item-by-item parser alone
+    resp._scan = resp._scan_items = lambda *args: 0  # the item-by-item parser alone
     try:
         slow = _outcome(pieces)
     finally:
@@ -272,13 +281,15 @@ def test_fast_path_and_item_by_item_parser_agree(many, tail, data):
 
 # -- linear whatever the chunking; limits ---------------------------------------------
 
+
 def _cpu_to_parse(wire, step):
     import time
+
     parser = RespParser()
     started = time.process_time()
     out = []
     for i in range(0, len(wire), step):
-        out += parser.feed(wire[i:i + step])
+        out += parser.feed(wire[i : i + step])
     return time.process_time() - started, out
 
 
@@ -299,7 +310,7 @@ def test_nested_arrays_in_progress_keep_their_place():
     parser = RespParser()
     out = []
     for i in range(len(wire)):
-        out += parser.feed(wire[i:i + 1])
+        out += parser.feed(wire[i : i + 1])
         if not out:
             assert parser.pending == i + 1
     assert out == [[[b"a", 2, [b""]], b"OK"]]
@@ -310,11 +321,11 @@ def test_a_reply_over_the_limit_is_refused_before_it_is_whole():
     parser = RespParser(max_reply=1000)
     assert parser.feed(b"*4\r\n$8\r\npmessage\r\n$3\r\nns*\r\n") == []
     with pytest.raises(ProtocolError, match="more than 1000 bytes"):
-        parser.feed(b"$5000\r\n" + b"k" * 600)      # announced too long: refused at its header
+        parser.feed(b"$5000\r\n" + b"k" * 600)  # announced too long: refused at its header
     parser = RespParser(max_reply=1000)
     with pytest.raises(ProtocolError, match="more than 1000 bytes"):
         for _ in range(200):
-            parser.feed(b"$3\r\nabc\r\n" if _ else b"*1000\r\n")   # many small items
+            parser.feed(b"$3\r\nabc\r\n" if _ else b"*1000\r\n")  # many small items
     parser = RespParser(max_bulk=10)
     with pytest.raises(ProtocolError, match="bad bulk length"):
         parser.feed(b"$11\r\n")

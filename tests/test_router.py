@@ -36,7 +36,11 @@ class _Sides:
             self.clock,
             Side(LOCAL, self.local, self.local_expected),
             Side(REMOTE, self.remote, self.remote_expected),
-            b"ns:", concurrency=2, batch_size=3, **kwargs)
+            b"ns:",
+            concurrency=2,
+            batch_size=3,
+            **kwargs,
+        )
 
 
 class RouterTests(_Sides, TestCase):
@@ -71,16 +75,16 @@ class RouterTests(_Sides, TestCase):
         self.assertEqual(self.local.data[b"ns:a"], s(b"2"))
 
     def test_old_content_written_again_is_genuine(self):
-        self.local.user_set(b"ns:a", s(b"1"))            # expect remote=1
-        self.remote.data[b"ns:a"] = s(b"2")              # genuine remote change
-        self.router.changed(REMOTE, b"ns:a")             # ...announced: clears the expectation
+        self.local.user_set(b"ns:a", s(b"1"))  # expect remote=1
+        self.remote.data[b"ns:a"] = s(b"2")  # genuine remote change
+        self.router.changed(REMOTE, b"ns:a")  # ...announced: clears the expectation
         self.clock.advance(0)
         self.assertEqual(self.local.data[b"ns:a"], s(b"2"))
-        self.remote.user_set(b"ns:a", s(b"1"))           # back to the old content
+        self.remote.user_set(b"ns:a", s(b"1"))  # back to the old content
         self.assertEqual(self.local.data[b"ns:a"], s(b"1"))
 
     def test_lost_echo_expires(self):
-        self.local.router = self.remote.router = None    # no echoes at all
+        self.local.router = self.remote.router = None  # no echoes at all
         self.local.user_set(b"ns:a", s(b"1"), announce=False)
         self.router.changed(LOCAL, b"ns:a")
         self.clock.advance(0)
@@ -128,14 +132,14 @@ class RouterTests(_Sides, TestCase):
         for i in range(3):
             self.local.user_set(b"ns:%d" % i, s(b"x"), announce=False)
             self.router.changed(LOCAL, b"ns:%d" % i)
-        self.assertEqual(self.remote.batches, [])      # nothing before the turn ends
-        self.clock.advance(0)                          # ...and no time added
+        self.assertEqual(self.remote.batches, [])  # nothing before the turn ends
+        self.clock.advance(0)  # ...and no time added
         self.assertEqual(self.remote.batches, [[b"ns:0", b"ns:1", b"ns:2"]])
 
     def test_a_key_is_never_in_two_batches(self):
         self.remote.hold = True
         self.local.user_set(b"ns:a", s(b"1"))
-        self.local.user_set(b"ns:a", s(b"2"))      # queued behind the one in flight
+        self.local.user_set(b"ns:a", s(b"2"))  # queued behind the one in flight
         self.local.user_set(b"ns:b", s(b"1"))
         self.assertEqual(self.remote.batches, [[b"ns:a"], [b"ns:b"]])
         self.remote.release()
@@ -150,7 +154,7 @@ class RouterTests(_Sides, TestCase):
         self.local.user_set(b"ns:b", s(b"2"))
         self.assertEqual(self.remote.data, {})
         self.assertEqual(self.router.backlog, 2)
-        self.local.user_set(b"ns:a", s(b"3"))        # newer state while down
+        self.local.user_set(b"ns:a", s(b"3"))  # newer state while down
         self.clock.advance(60)
         self.assertEqual(self.remote.data, {})
         self.remote.error = None
@@ -234,7 +238,7 @@ class RouterTests(_Sides, TestCase):
     def test_simultaneous_changes_converge(self):
         # both sides change before either change is copied
         self.remote.hold = True
-        self.local.user_set(b"ns:busy", s(b"x"))          # keeps one job in flight
+        self.local.user_set(b"ns:busy", s(b"x"))  # keeps one job in flight
         self.router.concurrency = 1
         self.local.user_set(b"ns:a", s(b"L"))
         self.remote.data[b"ns:a"] = s(b"R")
@@ -268,7 +272,7 @@ class RouterTests(_Sides, TestCase):
 
     def test_state_known_gone_from_the_target_is_written_again(self):
         self.local.user_set(b"ns:a", s(b"v"))
-        self.remote.user_set(b"ns:a", s(b"changed there"))   # seen: the table forgets
+        self.remote.user_set(b"ns:a", s(b"changed there"))  # seen: the table forgets
         self.assertEqual(self.local.data[b"ns:a"], s(b"changed there"))
         self.local.user_set(b"ns:a", s(b"v"))
         self.assertEqual(self.remote.data[b"ns:a"], s(b"v"))
@@ -278,7 +282,7 @@ class RouterTests(_Sides, TestCase):
             self.local.user_set(b"ns:mod", KeyState("ReJSON-RL"))
         self.assertEqual(self.remote.writes, [])
         self.assertEqual(self.router.stats.unsupported, 3)
-        self.assertEqual(self.router._reports.warned, {b"ns:mod"})   # reported once
+        self.assertEqual(self.router._reports.warned, {b"ns:mod"})  # reported once
         self.flushLoggedErrors()
 
     def test_forced_copy_is_not_taken_for_an_echo(self):
@@ -293,9 +297,9 @@ class RouterTests(_Sides, TestCase):
 
     def test_echo_of_a_write_whose_reply_was_lost_does_not_revert_a_newer_change(self):
         self.remote.lose_reply = LinkError("reply lost")
-        self.local.user_set(b"ns:a", s(b"1"))       # lands remotely, echo queued, router paused
+        self.local.user_set(b"ns:a", s(b"1"))  # lands remotely, echo queued, router paused
         self.remote.lose_reply = None
-        self.local.user_set(b"ns:a", s(b"2"))       # a newer local change meanwhile
+        self.local.user_set(b"ns:a", s(b"2"))  # a newer local change meanwhile
         self.clock.advance(10)
         self.assertEqual(self.local.data[b"ns:a"], s(b"2"))
         self.assertEqual(self.remote.data[b"ns:a"], s(b"2"))
@@ -318,9 +322,9 @@ class FakeBigCopier:
 
     def __init__(self):
         self.copies = []
-        self.digests = []          # (side, key) of each digest computed
-        self.hold = None           # a Deferred every copy waits for
-        self.error = None          # raised by the next copy
+        self.digests = []  # (side, key) of each digest computed
+        self.hold = None  # a Deferred every copy waits for
+        self.error = None  # raised by the next copy
         self.changed_once = False  # the next copy finds the key changed
 
     def copy(self, source, target, key, header, origin=None):
@@ -344,10 +348,12 @@ class FakeBigCopier:
             # carries the digest of the whole state)
             target.store.data[key] = header
             return BigCopy(header, 3)
+
         return Deferred.fromCoroutine(run())
 
     def digest(self, side, key, kind):
         from twisted.internet.defer import succeed
+
         self.digests.append((side.name, key))
         return succeed(side.store.data[key].digest)
 
@@ -369,7 +375,7 @@ class BigKeyRouterTests(_Sides, TestCase):
         self.router.changed(LOCAL, b"ns:small", b"set")
         self.announce(LOCAL, b"ns:big", b"hset")
         self.assertEqual(self.big.copies, [(LOCAL, REMOTE, b"ns:big")])
-        self.assertEqual(self.remote.data[b"ns:small"], s(b"1"))     # small keys still batch
+        self.assertEqual(self.remote.data[b"ns:small"], s(b"1"))  # small keys still batch
         self.assertEqual(self.remote.writes, [(b"ns:small", s(b"1"))])
         # the digest computed during the copy is what gets recorded
         self.assertIn([(b"ns:big", BigState(HASH, 50_000, None, b"hdigest"), 0)], self.synced.records)
@@ -392,14 +398,15 @@ class BigKeyRouterTests(_Sides, TestCase):
         the copy then replaced) must not copy the remote's older state back
         over the local change made meanwhile."""
         from twisted.internet.defer import Deferred
+
         self.local.data[b"ns:big"] = BigState(HASH, 50_000, None, b"v1")
         self.big.hold = Deferred()
         self.announce(LOCAL, b"ns:big", b"hset")
-        self.announce(REMOTE, b"ns:big", b"hset")           # during the copy
+        self.announce(REMOTE, b"ns:big", b"hset")  # during the copy
         self.local.data[b"ns:big"] = BigState(HASH, 50_001, None, b"v2")
-        self.announce(LOCAL, b"ns:big", b"hset")            # a newer local change
+        self.announce(LOCAL, b"ns:big", b"hset")  # a newer local change
         hold, self.big.hold = self.big.hold, None
-        hold.callback(None)                                 # v1 lands on the remote
+        hold.callback(None)  # v1 lands on the remote
         self.clock.advance(0)
         # the remote's state (v1, what redisrepl wrote) is recognised by its
         # content and not copied back; v2 goes over
@@ -410,7 +417,7 @@ class BigKeyRouterTests(_Sides, TestCase):
 
     def test_stale_entry_of_the_source_does_not_swallow_a_big_change(self):
         self.local.user_set = None
-        self.local_expected.expect(b"ns:k", s(b"small"))   # written here earlier
+        self.local_expected.expect(b"ns:k", s(b"small"))  # written here earlier
         self.local.data[b"ns:k"] = BigState(SET, 20_000, None, b"mbig")
         self.announce(LOCAL, b"ns:k", b"sadd")
         self.assertEqual(self.big.copies, [(LOCAL, REMOTE, b"ns:k")])
@@ -439,23 +446,24 @@ class BigKeyRouterTests(_Sides, TestCase):
         self.announce(LOCAL, b"ns:big", b"rpush")
         self.assertEqual(self.router.link_error, {LOCAL: "the local Redis did not answer", REMOTE: None})
         self.assertEqual(self.router.backlog, 1)
-        self.clock.advance(10)                         # the link backoff passes
+        self.clock.advance(10)  # the link backoff passes
         self.assertEqual(self.big.copies, [(LOCAL, REMOTE, b"ns:big")])
         self.assertEqual(self.router.backlog, 0)
 
     def test_a_long_big_copy_does_not_hold_up_small_keys(self):
         from twisted.internet.defer import Deferred
+
         self.big.hold = Deferred()
         self.local.data[b"ns:big"] = BigState(HASH, 1_000_000, None, b"h")
         self.announce(LOCAL, b"ns:big", b"hset")
-        self.announce(LOCAL, b"ns:big", b"hset")           # again, while it is copied
-        for i in range(5):                                 # more than the batch slots
+        self.announce(LOCAL, b"ns:big", b"hset")  # again, while it is copied
+        for i in range(5):  # more than the batch slots
             self.local.data[b"ns:s%d" % i] = s(b"%d" % i)
             self.announce(LOCAL, b"ns:s%d" % i, b"set")
-        self.assertEqual(len(self.remote.writes), 5)       # the small keys went on
+        self.assertEqual(len(self.remote.writes), 5)  # the small keys went on
         self.assertEqual(self.big.copies, [])
         self.assertTrue(self.router.pending(b"ns:big"))
-        self.big.hold.callback(None)                      # the copy ends...
+        self.big.hold.callback(None)  # the copy ends...
         self.big.hold = None
         self.clock.advance(0)
         # ...and the change that came during it is copied after it, once
@@ -473,11 +481,11 @@ class WinnerLocalTests(_Sides, TestCase):
         """The local key still holds what was copied; an event for it comes
         again while the remote changed: the remote's change wins, even when
         the local side is copied first."""
-        self.local.user_set(b"ns:a", s(b"A"))                  # copied: the remote holds A
+        self.local.user_set(b"ns:a", s(b"A"))  # copied: the remote holds A
         self.assertEqual(self.remote.data[b"ns:a"], s(b"A"))
-        self.remote.data[b"ns:a"] = s(b"C")                    # a genuine remote change...
+        self.remote.data[b"ns:a"] = s(b"C")  # a genuine remote change...
         self.router.changed(REMOTE, b"ns:a")
-        self.router.changed(LOCAL, b"ns:a")                    # ...and a stale local event
+        self.router.changed(LOCAL, b"ns:a")  # ...and a stale local event
         self.clock.advance(0)
         self.assertEqual(self.remote.data[b"ns:a"], s(b"C"))
         self.assertEqual(self.local.data[b"ns:a"], s(b"C"))
@@ -488,6 +496,7 @@ class LossTests(_Sides, TestCase):
 
     def setUp(self):
         from redisrepl.epochs import Generation, SideEpoch
+
         self.Generation = Generation
         self.requests = RecordedRequests()
         self.synced = FakeSynced()
@@ -499,17 +508,17 @@ class LossTests(_Sides, TestCase):
             store.epoch.confirmed = b"g1"
 
     def test_a_state_read_from_a_new_generation_is_left_to_the_reconcile(self):
-        self.remote.generation = self.Generation(b"g2", 300, 300)     # the hub was wiped
-        self.router.changed(REMOTE, b"ns:a", b"set")               # a late echo of ours
+        self.remote.generation = self.Generation(b"g2", 300, 300)  # the hub was wiped
+        self.router.changed(REMOTE, b"ns:a", b"set")  # a late echo of ours
         self.clock.advance(0)
-        self.assertEqual(self.local.writes, [])                      # not copied as a deletion
+        self.assertEqual(self.local.writes, [])  # not copied as a deletion
         self.assertEqual(self.router.stats.deferred, 1)
         self.assertEqual(self.requests, ["the remote side lost or rolled back data"])
 
     def test_a_key_written_on_the_hub_since_its_loss_crosses(self):
         self.remote.generation = self.Generation(b"g2", 300, 300)
         self.remote.data[b"ns:a"] = s(b"new")
-        self.remote.tags[b"ns:a"] = 310                              # written since the loss
+        self.remote.tags[b"ns:a"] = 310  # written since the loss
         self.event(REMOTE, b"ns:a", b"set")
         self.assertEqual(self.local.data[b"ns:a"], s(b"new"))
         # and recorded as of the hub's record of it
@@ -527,12 +536,12 @@ class LossTests(_Sides, TestCase):
     def test_a_local_side_that_lost_data_copies_nothing_stale(self):
         self.remote.data[b"ns:a"] = s(b"newer")
         self.local.data[b"ns:a"] = s(b"changed")
-        self.router.changed(LOCAL, b"ns:a", b"set")              # before the local restart...
-        self.router.subscribed(LOCAL)                           # ...which ends the subscription
-        self.local.generation = self.Generation(b"l2", 0, 0)    # and comes back from a snapshot
+        self.router.changed(LOCAL, b"ns:a", b"set")  # before the local restart...
+        self.router.subscribed(LOCAL)  # ...which ends the subscription
+        self.local.generation = self.Generation(b"l2", 0, 0)  # and comes back from a snapshot
         self.local.data[b"ns:a"] = s(b"restored")
         self.clock.advance(0)
-        self.assertEqual(self.remote.data[b"ns:a"], s(b"newer"))          # not reverted
+        self.assertEqual(self.remote.data[b"ns:a"], s(b"newer"))  # not reverted
         self.assertEqual(self.router.stats.deferred, 1)
         self.assertIn("the local side lost or rolled back data", self.requests)
         # a key written since the restart (an event since the subscription) crosses
@@ -582,7 +591,7 @@ class LossTests(_Sides, TestCase):
     def test_a_key_another_site_refilled_is_left_to_the_reconcile(self):
         self.remote.generation = self.Generation(b"g1", 300, 50)
         self.remote.data[b"ns:a"] = s(b"theirs")
-        self.remote.tags[b"ns:a"] = 40                              # a refill, known since 40
+        self.remote.tags[b"ns:a"] = 40  # a refill, known since 40
         self.event(REMOTE, b"ns:a", b"set")
         self.assertEqual(self.local.writes, [])
         self.assertEqual(self.requests, ["a key refilled by another site"])
@@ -596,7 +605,7 @@ class LossTests(_Sides, TestCase):
         self.router.changed(LOCAL, b"ns:a", b"set")
         del self.local.data[b"ns:a"]
         self.event(LOCAL, b"ns:a", b"evicted")
-        self.assertEqual(self.remote.data[b"ns:a"], s(b"1"))        # kept there
+        self.assertEqual(self.remote.data[b"ns:a"], s(b"1"))  # kept there
         self.assertEqual(self.router.stats.evicted[LOCAL], 1)
         self.assertEqual(self.synced.evictions, [(LOCAL, [b"ns:a"])])
         self.assertTrue(self.router.was_evicted(LOCAL, b"ns:a"))
@@ -615,16 +624,16 @@ class ReconcileSeamTests(_Sides, TestCase):
     def test_a_live_change_supersedes_a_reconcile_copy_from_the_other_side(self):
         self.local.data[b"ns:a"] = s(b"old")
         self.remote.data[b"ns:a"] = s(b"older")
-        self.router.force(REMOTE, b"ns:a")          # decided on views read a moment ago
-        self.local.user_set(b"ns:a", s(b"new"))     # then a genuine local change
+        self.router.force(REMOTE, b"ns:a")  # decided on views read a moment ago
+        self.local.user_set(b"ns:a", s(b"new"))  # then a genuine local change
         self.assertEqual(self.remote.data[b"ns:a"], s(b"new"))
         self.assertEqual(self.local.data[b"ns:a"], s(b"new"))
 
     def test_a_reconcile_copy_is_not_made_over_a_change_made_since(self):
         self.local.router = self.remote.router = None
         self.remote.data[b"ns:a"] = s(b"hub")
-        self.router.force(REMOTE, b"ns:a", expect=None)       # the run saw it absent here
-        self.local.data[b"ns:a"] = s(b"written meanwhile")   # its event not taken yet
+        self.router.force(REMOTE, b"ns:a", expect=None)  # the run saw it absent here
+        self.local.data[b"ns:a"] = s(b"written meanwhile")  # its event not taken yet
         self.clock.advance(0)
         self.assertEqual(self.local.data[b"ns:a"], s(b"written meanwhile"))
         self.router.force(REMOTE, b"ns:a", expect=s(b"written meanwhile").digest)
@@ -633,14 +642,14 @@ class ReconcileSeamTests(_Sides, TestCase):
 
     def test_a_watcher_sees_what_is_copied_and_what_is_waiting(self):
         self.remote.hold = True
-        self.local.user_set(b"ns:busy", s(b"1"))    # in flight
+        self.local.user_set(b"ns:busy", s(b"1"))  # in flight
         watcher = self.router.watch()
         self.assertIn(b"ns:busy", watcher)
         self.remote.release()
         self.clock.advance(0)
         self.remote.hold = False
         self.local.data[b"ns:copied"] = s(b"2")
-        self.router.force(LOCAL, b"ns:copied")      # no event: copied all the same
+        self.router.force(LOCAL, b"ns:copied")  # no event: copied all the same
         self.clock.advance(0)
         self.assertEqual(self.remote.data[b"ns:copied"], s(b"2"))
         self.assertIn(b"ns:copied", watcher)
@@ -654,6 +663,7 @@ class RefusalTests(_Sides, TestCase):
 
     def test_a_key_too_large_for_the_proxy_is_parked_alone_and_named(self):
         from twisted.logger import capturedLogs, formatEvent
+
         self.remote.errors_for[b"ns:huge"] = RefusedError("HTTP 413 from the proxy", "http_413")
         with capturedLogs() as events:
             self.local.user_set(b"ns:huge", s(b"x" * 5000))
@@ -673,6 +683,7 @@ class FullReadTests(_Sides, TestCase):
 
     def test_keys_a_full_read_left_are_read_again_and_keep_the_reconcile_s_request(self):
         from redisrepl.state import NOT_READ
+
         for key in (b"ns:a", b"ns:b", b"ns:c"):
             self.local.data[key] = s(key)
         reads = []
@@ -681,9 +692,10 @@ class FullReadTests(_Sides, TestCase):
         def full_after_one(keys):
             reads.append(list(keys))
             d = real_read(keys)
-            if len(reads) == 1:      # the first read's reply is full after its first key
+            if len(reads) == 1:  # the first read's reply is full after its first key
                 d.addCallback(lambda reply: attrs.evolve(reply, states=reply.states[:1] + [NOT_READ] * (len(keys) - 1)))
             return d
+
         self.local.read = full_after_one
         self.router.changed(LOCAL, b"ns:a")
         self.router.force(LOCAL, b"ns:b", origin=7)
@@ -692,7 +704,7 @@ class FullReadTests(_Sides, TestCase):
         self.assertEqual(len(reads), 2)
         self.assertEqual(reads[0][0], b"ns:a")
         self.assertEqual(sorted(self.remote.data), [b"ns:a", b"ns:b", b"ns:c"])
-        self.assertIn({b"ns:b": 7}, self.remote.origins)      # still a refill when read again
+        self.assertIn({b"ns:b": 7}, self.remote.origins)  # still a refill when read again
 
 
 class EventEchoTests(_Sides, TestCase):
@@ -702,8 +714,8 @@ class EventEchoTests(_Sides, TestCase):
 
     def setUp(self):
         self.make_router()
-        self.local.router = self.router     # local changes announce themselves;
-        self.remote.router = None           # the hub's events are delivered by the test
+        self.local.router = self.router  # local changes announce themselves;
+        self.remote.router = None  # the hub's events are delivered by the test
 
     def copied(self, key, state):
         self.local.user_set(key, state)
@@ -719,15 +731,15 @@ class EventEchoTests(_Sides, TestCase):
 
     def test_events_in_any_order_are_all_echoes(self):
         self.copied(b"ns:h", KeyState(HASH, ((b"f", b"v"), (b"g", b"w")), self.clock.seconds() + 3600))
-        for name in (b"expire", b"hset", b"del", b"set"):     # Webdis may reverse them
+        for name in (b"expire", b"hset", b"del", b"set"):  # Webdis may reverse them
             self.event(REMOTE, b"ns:h", name)
         self.assertEqual(self.remote.reads, 0)
         self.assertEqual(self.router.stats.echoes[REMOTE], 4)
 
     def test_the_same_event_from_another_writer_after_ours_is_read_and_copied(self):
         self.copied(b"ns:a", s(b"1"))
-        self.event(REMOTE, b"ns:a", b"set")                  # ours
-        self.remote.data[b"ns:a"] = s(b"2")                  # then somebody's SET
+        self.event(REMOTE, b"ns:a", b"set")  # ours
+        self.remote.data[b"ns:a"] = s(b"2")  # then somebody's SET
         self.event(REMOTE, b"ns:a", b"set")
         self.assertEqual(self.remote.reads, 1)
         self.assertEqual(self.local.data[b"ns:a"], s(b"2"))
@@ -735,24 +747,24 @@ class EventEchoTests(_Sides, TestCase):
     def test_an_event_the_write_does_not_cause_is_read(self):
         self.copied(b"ns:a", s(b"1"))
         self.remote.data[b"ns:a"] = s(b"1", expire_at=self.clock.seconds() + 500)
-        self.event(REMOTE, b"ns:a", b"expire")               # not announced: somebody's EXPIRE
+        self.event(REMOTE, b"ns:a", b"expire")  # not announced: somebody's EXPIRE
         self.assertEqual(self.remote.reads, 1)
         self.assertEqual(self.local.data[b"ns:a"].expire_at, self.clock.seconds() + 500)
 
     def test_a_lost_write_reply_withdraws_the_events_and_the_echo_is_told_by_its_content(self):
         self.remote.lose_reply = LinkError("connection lost", "connection")
-        self.local.user_set(b"ns:a", s(b"1"))                # landed, reply lost
+        self.local.user_set(b"ns:a", s(b"1"))  # landed, reply lost
         self.remote.lose_reply = None
-        self.event(REMOTE, b"ns:a", b"set")                  # not dropped: maybe ours, maybe not
+        self.event(REMOTE, b"ns:a", b"set")  # not dropped: maybe ours, maybe not
         self.assertEqual(self.router.stats.echoes[REMOTE], 0)
-        self.clock.advance(1)                                # the router resumes after its pause
-        self.assertGreaterEqual(self.remote.reads, 1)        # ...and reads it
+        self.clock.advance(1)  # the router resumes after its pause
+        self.assertGreaterEqual(self.remote.reads, 1)  # ...and reads it
         self.assertEqual(self.local.data[b"ns:a"], s(b"1"))
         self.assertEqual(self.remote.data[b"ns:a"], s(b"1"))
 
     def test_a_refill_announces_no_events(self):
         self.local.data[b"ns:a"] = s(b"1")
-        self.router.force(LOCAL, b"ns:a", origin=7)          # may be refused by the hub
+        self.router.force(LOCAL, b"ns:a", origin=7)  # may be refused by the hub
         self.clock.advance(0)
         self.assertEqual(self.remote.data[b"ns:a"], s(b"1"))
         self.event(REMOTE, b"ns:a", b"set")
@@ -772,7 +784,7 @@ class EventEchoTests(_Sides, TestCase):
 
     def test_events_lost_with_the_stream_are_expected_no_more(self):
         self.copied(b"ns:a", s(b"1"))
-        self.router.subscribed(REMOTE)                       # the stream broke and came back
+        self.router.subscribed(REMOTE)  # the stream broke and came back
         self.event(REMOTE, b"ns:a", b"set")
         self.assertEqual(self.remote.reads, 1)
 

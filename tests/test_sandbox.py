@@ -58,14 +58,14 @@ def remote_restored(lab):
 
 # -- sites ------------------------------------------------------------------------
 
+
 def test_a_site_has_its_own_redis(lab):
     sb = lab.sandbox
     alpha = lab.add_site("alpha")
     assert lab.add_site("alpha") is alpha  # the lab's sites are made once
     site = alpha.site
     assert (site.name, site.component) == ("alpha", "site:alpha")
-    assert site.redis_port not in (sb.local_redis_port, sb.remote_redis_port,
-                                   sb.webdis_port, sb.proxy_port)
+    assert site.redis_port not in (sb.local_redis_port, sb.remote_redis_port, sb.webdis_port, sb.proxy_port)
     assert sb.running("site:alpha")
     assert stat.S_ISSOCK(os.stat(site.socket_path).st_mode)
     assert list(sb.sites)[:2] == ["local", "alpha"]
@@ -200,6 +200,7 @@ def test_a_site_restarts_from_its_snapshot(lab):
 
 # -- the remote Redis: snapshots ------------------------------------------------------
 
+
 def test_remote_restarts_from_the_snapshot_not_later_writes(remote_restored):
     lab = remote_restored
     sb = lab.sandbox
@@ -251,13 +252,20 @@ def test_sites_are_stopped_with_the_sandbox():
     assert sb.workdir is None  # its own temporary work dir is gone
 
 
-
 # -- the command line -----------------------------------------------------------------
+
 
 def _sandbox_cli(*args, **kw):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
-    return subprocess.Popen([sys.executable, "-m", "redisrepl.sandbox", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "redisrepl.sandbox", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 @pytest.mark.real_servers

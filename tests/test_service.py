@@ -55,10 +55,13 @@ def test_metrics_follow_a_real_replication_run(daemons, metrics_port):
 
     def moved():
         text = scrape(metrics_port)
-        return (metric(text, "redisrepl_keys_written_total", side="remote") >= 50
-                and metric(text, "redisrepl_keys_written_total", side="local") >= 1
-                and metric(text, "redisrepl_echoes_suppressed_total", side="remote") >= 1
-                and metric(text, "redisrepl_echoes_suppressed_total", side="local") >= 1) and text
+        return (
+            metric(text, "redisrepl_keys_written_total", side="remote") >= 50
+            and metric(text, "redisrepl_keys_written_total", side="local") >= 1
+            and metric(text, "redisrepl_echoes_suppressed_total", side="remote") >= 1
+            and metric(text, "redisrepl_echoes_suppressed_total", side="local") >= 1
+        ) and text
+
     text = wait_until(moved, what="counters to move")
     assert metric(text, "redisrepl_events_total", side="local") >= 50
     assert metric(text, "redisrepl_events_total", side="remote") >= 1
@@ -76,13 +79,20 @@ def test_health_follows_the_proxy(daemons, metrics_port, rc):
     wait_until(lambda: get(metrics_port, "/healthz") == (200, "ok\n"), SLOW, what="healthy")
     lab.sandbox.stop_component("nginx")
     try:
-        status, body = wait_until(lambda: (r := get(metrics_port, "/healthz"))[0] == 503 and r,
-                                  SLOW, what="unhealthy while the proxy is down")
+        status, body = wait_until(
+            lambda: (r := get(metrics_port, "/healthz"))[0] == 503 and r, SLOW, what="unhealthy while the proxy is down"
+        )
         assert ("stream" in body) if rc else ("refused" in body)
         # a change made meanwhile fails, and the failure is counted by kind
         lab.local.set("hz:during", "1")
-        wait_until(lambda: metric(scrape(metrics_port), "redisrepl_request_failures_total",
-                                  side="remote", kind="connection_refused") >= 1)
+        wait_until(
+            lambda: (
+                metric(
+                    scrape(metrics_port), "redisrepl_request_failures_total", side="remote", kind="connection_refused"
+                )
+                >= 1
+            )
+        )
     finally:
         lab.sandbox.start_component("nginx")
     wait_until(lambda: get(metrics_port, "/healthz") == (200, "ok\n"), SLOW, what="healthy again")
@@ -97,7 +107,7 @@ def test_sigterm_during_a_burst_leaves_nothing_half_written(daemons):
         pipe.hset(f"tb:{i}", mapping={"a": i, "b": i, "c": i})
     pipe.execute()
     wait_until(lambda: lab.remote.exists("tb:0"), what="the burst to start arriving")
-    assert d.stop() in (0, -15)     # twistd re-raises SIGTERM after a clean stop
+    assert d.stop() in (0, -15)  # twistd re-raises SIGTERM after a clean stop
     log = d.log()
     assert "Main loop terminated" in log, log
     assert "Traceback" not in log, log

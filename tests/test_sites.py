@@ -39,8 +39,7 @@ def count(r, ns, prefix="k"):
 
 
 def wait_count(r, ns, n, timeout=SLOW, prefix="k", what=""):
-    wait_until(lambda: count(r, ns, prefix) == n, timeout, interval=0.05,
-               what=f"{n} keys {what}".strip())
+    wait_until(lambda: count(r, ns, prefix) == n, timeout, interval=0.05, what=f"{n} keys {what}".strip())
 
 
 def synced_count(r, ns):
@@ -72,12 +71,13 @@ def flushed_hub(daemons, request):
 
 # -- case 1: the hub wiped while a reconcile runs ------------------------------------------
 
+
 def test_hub_wiped_during_a_reconcile_loses_nothing(flushed_hub):
     lab = flushed_hub
     ns = "wipe1:"
     n = 30_000
     d = synchronised(lab, ns, n)
-    d.wait_log("done:", timeout=SLOW)          # a whole run: this site knows the hub's state
+    d.wait_log("done:", timeout=SLOW)  # a whole run: this site knows the hub's state
     d.stop()
     lab.daemons.remove(d)
     # a start-up run over every key; the hub is wiped while it runs
@@ -92,6 +92,7 @@ def test_hub_wiped_during_a_reconcile_loses_nothing(flushed_hub):
 
 
 # -- case 2: the hub restarted from an older snapshot -----------------------------------------
+
 
 def test_hub_restored_from_an_older_snapshot_is_refilled_not_copied(flushed_hub):
     lab = flushed_hub
@@ -116,14 +117,19 @@ def test_hub_restored_from_an_older_snapshot_is_refilled_not_copied(flushed_hub)
     assert count(lab.remote, ns, "new") == 0 and lab.remote.get(f"{ns}k0") == b"v0"
     try:
         for r in (lab.remote, b.redis, lab.local):
-            wait_until(lambda r=r: keys_of(r, ns) == expected, SLOW, interval=0.1,
-                       what="every site and the hub as before the crash")
+            wait_until(
+                lambda r=r: keys_of(r, ns) == expected,
+                SLOW,
+                interval=0.1,
+                what="every site and the hub as before the crash",
+            )
     finally:
         lab.sandbox.stop_component("remote_redis")
-        lab.sandbox.start_component("remote_redis")      # no dump left for the next tests
+        lab.sandbox.start_component("remote_redis")  # no dump left for the next tests
 
 
 # -- case 3: a new one-way site ---------------------------------------------------------------
+
 
 def test_a_new_one_way_site_deletes_nothing_it_never_wrote(flushed_hub):
     lab = flushed_hub
@@ -142,6 +148,7 @@ def test_a_new_one_way_site_deletes_nothing_it_never_wrote(flushed_hub):
 
 # -- case 4: an evicting site --------------------------------------------------------------------
 
+
 def test_evictions_on_one_site_delete_nothing_elsewhere(flushed_hub):
     lab = flushed_hub
     ns = "evs:"
@@ -157,7 +164,7 @@ def test_evictions_on_one_site_delete_nothing_elsewhere(flushed_hub):
         d.wait_log("may evict keys")
         d.wait_log("evictions are not replicated as deletions", timeout=SLOW)
         assert e.redis.info("stats")["evicted_keys"] > 0
-        d.wait_log("done:", count=d.log().count("done:") + 2, timeout=SLOW)   # reconciles since
+        d.wait_log("done:", count=d.log().count("done:") + 2, timeout=SLOW)  # reconciles since
         assert count(lab.remote, ns) == 3000 and count(lab.local, ns) == 3000
         # and a genuine change still crosses from the evicting site
         e.redis.set(ns + "from-e", "1")
@@ -172,6 +179,7 @@ def test_evictions_on_one_site_delete_nothing_elsewhere(flushed_hub):
 
 # -- case 5: a shared or a renewed certificate ----------------------------------------------------
 
+
 def test_sites_sharing_a_certificate_do_not_hide_each_others_losses(flushed_hub):
     lab = flushed_hub
     ns = "share:"
@@ -179,17 +187,20 @@ def test_sites_sharing_a_certificate_do_not_hide_each_others_losses(flushed_hub)
     f.redis.flushall()
     cert, key = lab.sandbox.client_cert, lab.sandbox.client_key
     options = ["--reconcile-interval", "2"]
-    one_way = lab.daemon(ns, rc=False, extra=options)                    # the default site, one-way
-    two_way = lab.daemon(ns, rc=True, site=f, cert=cert, key=key, extra=options)   # f, same certificate
+    one_way = lab.daemon(ns, rc=False, extra=options)  # the default site, one-way
+    two_way = lab.daemon(ns, rc=True, site=f, cert=cert, key=key, extra=options)  # f, same certificate
     for d in (one_way, two_way):
-        d.wait_log("done:")             # each has confirmed what it knows of the hub
+        d.wait_log("done:")  # each has confirmed what it knows of the hub
     lab.local.set(ns + "from-local", "1")
     f.redis.set(ns + "from-f", "2")
     wait_until(lambda: lab.remote.get(ns + "from-local") == b"1" and lab.remote.get(ns + "from-f") == b"2")
     wait_until(lambda: f.redis.hexists(meta(ns, "synced"), ns + "from-f"))
-    lab.remote.flushdb()                                       # the hub loses everything
-    wait_until(lambda: lab.remote.get(ns + "from-local") == b"1" and lab.remote.get(ns + "from-f") == b"2",
-               SLOW, what="both sites refill the hub")
+    lab.remote.flushdb()  # the hub loses everything
+    wait_until(
+        lambda: lab.remote.get(ns + "from-local") == b"1" and lab.remote.get(ns + "from-f") == b"2",
+        SLOW,
+        what="both sites refill the hub",
+    )
     # periodic runs since, on either site, delete nothing the other refilled
     for d in (one_way, two_way):
         d.wait_log("done:", count=d.log().count("done:") + 2, timeout=SLOW)
@@ -210,7 +221,7 @@ def test_a_renewed_certificate_does_not_make_a_site_new(flushed_hub):
     wait_until(lambda: g.redis.hlen(meta(ns, "synced")) == 2)
     d.stop()
     lab.daemons.remove(d)
-    lab.local.delete(ns + "gone")                              # while g is stopped
+    lab.local.delete(ns + "gone")  # while g is stopped
     wait_until(lambda: not lab.remote.exists(ns + "gone"))
     cert, key = lab.sandbox.issue_client_certificate("redisrepl-site-g-renewed")
     d = lab.daemon(ns, rc=True, site=g, cert=cert, key=key)
@@ -221,6 +232,7 @@ def test_a_renewed_certificate_does_not_make_a_site_new(flushed_hub):
 
 
 # -- how soon: losses refilled, silence noticed, components used again -----------------------------
+
 
 def timed(predicate, timeout=SLOW, what=None):
     started = time.monotonic()
@@ -261,11 +273,13 @@ def test_a_silent_stream_is_reopened_and_a_returning_component_used_quickly(flus
     silent = timed(lambda: lab.local.get(ns + "after-restart") == b"1", what="a remote write after the restart")
     assert time.monotonic() - started < 2.0 * MARGIN, silent
     # a component that accepts connections again is used within a second
-    for component, writer, reader in (("local_redis", lab.remote, lab.local),
-                                      ("nginx", lab.local, lab.remote),
-                                      ("webdis", lab.local, lab.remote)):
+    for component, writer, reader in (
+        ("local_redis", lab.remote, lab.local),
+        ("nginx", lab.local, lab.remote),
+        ("webdis", lab.local, lab.remote),
+    ):
         lab.sandbox.stop_component(component)
-        time.sleep(2.0)        # an outage of two seconds (its length, not a synchronisation)
+        time.sleep(2.0)  # an outage of two seconds (its length, not a synchronisation)
         lab.sandbox.start_component(component)
         back = time.monotonic()
         writer.set(ns + component, "back")
@@ -276,9 +290,11 @@ def test_a_silent_stream_is_reopened_and_a_returning_component_used_quickly(flus
 
 # -- the mass-deletion guard -------------------------------------------------------------------
 
+
 def test_a_reconcile_that_would_delete_too_much_deletes_nothing(flushed_hub):
     from redisrepl.sandbox import free_port
     from tests.test_service import get, metric, scrape
+
     lab = flushed_hub
     ns = "guard:"
     port = free_port()
@@ -293,7 +309,7 @@ def test_a_reconcile_that_would_delete_too_much_deletes_nothing(flushed_hub):
     lab.remote.delete(*[f"{ns}k{i}" for i in range(500)])
     d = lab.daemon(ns, rc=True, extra=options)
     d.wait_log("none deleted there")
-    assert count(lab.local, ns) == 1000                         # nothing deleted here
+    assert count(lab.local, ns) == 1000  # nothing deleted here
     wait_until(lambda: metric(scrape(port), "redisrepl_reconcile_deletions_blocked", side="local") == 500)
     status, body = get(port, "/healthz")
     assert status == 503 and "500 deletions on the local side held back" in body

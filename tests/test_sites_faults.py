@@ -25,8 +25,17 @@ SETTLE = 20.0
 BACKGROUND = 20_000
 KEYS_PER_SITE = 30
 ROUNDS = 7
-FAULTS = ["hub-flushdb", "hub-flushall", "hub-restart", "hub-snapshot", "hub-wipe-during-reconcile",
-          "site-flushall", "site-snapshot", "daemon-away", "one-way-join"]
+FAULTS = [
+    "hub-flushdb",
+    "hub-flushall",
+    "hub-restart",
+    "hub-snapshot",
+    "hub-wipe-during-reconcile",
+    "site-flushall",
+    "site-snapshot",
+    "daemon-away",
+    "one-way-join",
+]
 SEEDS = [int(os.environ["REDISREPL_SEED"])] if os.environ.get("REDISREPL_SEED") else [11, 12]
 
 
@@ -39,10 +48,10 @@ class World:
         self.redis = {"local": lab.local, "fa": a.redis, "fb": b.redis}
         self.lab_sites = {"local": None, "fa": a, "fb": b}
         self.daemons = {}
-        self.truth = {}           # key -> value or None (deleted)
+        self.truth = {}  # key -> value or None (deleted)
         self.counter = 0
         self.one_way = None
-        self.stopped = []         # daemons stopped by a fault (their logs are printed on failure)
+        self.stopped = []  # daemons stopped by a fault (their logs are printed on failure)
 
     def components(self, site):
         return "local_redis" if site == "local" else f"site:{site}"
@@ -51,8 +60,9 @@ class World:
         if site == "fb" and cert is None:
             # fb shares the default site's certificate all along
             cert, key = self.lab.sandbox.client_cert, self.lab.sandbox.client_key
-        self.daemons[site] = self.lab.daemon(self.ns, rc=True, site=self.lab_sites[site], cert=cert, key=key,
-                                             ready=ready)
+        self.daemons[site] = self.lab.daemon(
+            self.ns, rc=True, site=self.lab_sites[site], cert=cert, key=key, ready=ready
+        )
         return self.daemons[site]
 
     def stop(self, site):
@@ -88,17 +98,21 @@ class World:
 
         def settled():
             own = [f"{self.ns}fw:own".encode()]
-            return (all(self.holds_truth(r) and r.exists(*background) == len(background) for r in self.everyone())
-                    and (self.one_way is None or self.holds_truth(self.one_way.redis, own)))
+            return all(self.holds_truth(r) and r.exists(*background) == len(background) for r in self.everyone()) and (
+                self.one_way is None or self.holds_truth(self.one_way.redis, own)
+            )
+
         try:
             wait_until(settled, SETTLE, interval=0.1, what=what)
         except AssertionError:
-            self.lab.daemons.extend(self.stopped)     # their logs too
+            self.lab.daemons.extend(self.stopped)  # their logs too
             for name, r in [("hub", self.lab.remote)] + list(self.redis.items()):
                 wrong = {k: (r.get(k), v) for k, v in self.truth.items() if r.get(k) != v}
                 missing = [k for k in background if not r.exists(k)]
-                print(f"{name}: {len(wrong)} keys differ from the truth: {dict(list(wrong.items())[:5])}; "
-                      f"{len(missing)} background keys missing: {missing[:5]}")
+                print(
+                    f"{name}: {len(wrong)} keys differ from the truth: {dict(list(wrong.items())[:5])}; "
+                    f"{len(missing)} background keys missing: {missing[:5]}"
+                )
             raise
         for site, d in self.daemons.items():
             assert d.proc.poll() is None, f"the daemon of {site} exited"
@@ -107,11 +121,18 @@ class World:
         """What ``site`` wrote is on the hub (before a fault that may take it
         from the site: then only the hub and the others hold it)."""
         mine = [k for k in self.truth if k.startswith(f"{self.ns}{site}:".encode())]
-        wait_until(lambda: self.lab.remote.mget(mine) == [self.truth[k] for k in mine] if mine else True,
-                   SETTLE, what=f"{site}'s writes on the hub")
-        wait_until(lambda: all(self.redis[site].hget(meta(self.ns, "synced"), k) is not None
-                               for k in mine if self.truth[k] is not None), SETTLE,
-                   what=f"{site}'s writes recorded as synchronised")
+        wait_until(
+            lambda: self.lab.remote.mget(mine) == [self.truth[k] for k in mine] if mine else True,
+            SETTLE,
+            what=f"{site}'s writes on the hub",
+        )
+        wait_until(
+            lambda: all(
+                self.redis[site].hget(meta(self.ns, "synced"), k) is not None for k in mine if self.truth[k] is not None
+            ),
+            SETTLE,
+            what=f"{site}'s writes recorded as synchronised",
+        )
 
 
 @pytest.fixture
@@ -141,8 +162,11 @@ def test_sites_lose_nothing_whatever_happens(world_lab, seed):
     pipe.execute()
     for site in ("local", "fa", "fb"):
         world.start(site)
-    wait_until(lambda: all(r.exists(f"{ns}bg{BACKGROUND - 1}") for r in world.everyone()), 60,
-               what="the background keys everywhere")
+    wait_until(
+        lambda: all(r.exists(f"{ns}bg{BACKGROUND - 1}") for r in world.everyone()),
+        60,
+        what="the background keys everywhere",
+    )
     faults = [rng.choice(FAULTS) for _ in range(ROUNDS)]
     try:
         for fault in faults:
@@ -166,10 +190,10 @@ def apply(world, fault):
         lab.sandbox.start_component("remote_redis")
     elif fault == "hub-snapshot":
         lab.remote.save()
-        world.write(30)                            # lost by the hub, kept by the sites
+        world.write(30)  # lost by the hub, kept by the sites
         lab.sandbox.stop_component("remote_redis")
         lab.sandbox.start_component("remote_redis", snapshot=True)
-        os.remove(lab.sandbox.dump_path("remote_redis"))      # loaded: no dump for later restarts
+        os.remove(lab.sandbox.dump_path("remote_redis"))  # loaded: no dump for later restarts
     elif fault == "hub-wipe-during-reconcile":
         world.stop(site)
         world.write(20)

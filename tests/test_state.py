@@ -32,6 +32,7 @@ NOW = 1000.0
 
 # -- from_reply --------------------------------------------------------------------
 
+
 def test_absent_key():
     state = from_reply([b"none", b"-2"], NOW)
     assert (state.kind, state.value, state.expire_at) == (NONE, None, None)
@@ -78,12 +79,15 @@ def test_unsupported_type_keeps_kind_and_expiry_only():
     assert from_reply([b"module", b"-1"], NOW).same_as(KeyState("module"))
 
 
-@pytest.mark.parametrize("kind,items,value", [
-    ("list", [b"b", b"a", b"b"], (b"b", b"a", b"b")),               # order kept
-    ("set", [b"b", b"a"], (b"a", b"b")),                             # order canonical
-    ("zset", [b"b", b"2", b"a", b"1.5"], ((b"a", b"1.5"), (b"b", b"2"))),
-    ("stream", [b"1-1", b"2", b"f", b"v", b"2-0", b"0"], ((b"1-1", (b"f", b"v")), (b"2-0", ()))),
-])
+@pytest.mark.parametrize(
+    "kind,items,value",
+    [
+        ("list", [b"b", b"a", b"b"], (b"b", b"a", b"b")),  # order kept
+        ("set", [b"b", b"a"], (b"a", b"b")),  # order canonical
+        ("zset", [b"b", b"2", b"a", b"1.5"], ((b"a", b"1.5"), (b"b", b"2"))),
+        ("stream", [b"1-1", b"2", b"f", b"v", b"2-0", b"0"], ((b"1-1", (b"f", b"v")), (b"2-0", ()))),
+    ],
+)
 def test_collections(kind, items, value):
     state = from_reply([kind.encode(), b"-1", *items], NOW)
     assert state.supported and state.value == value
@@ -91,32 +95,36 @@ def test_collections(kind, items, value):
     assert sorted(state.write_args(NOW)[2:]) == sorted(items)
 
 
-@pytest.mark.parametrize("reply", [
-    pytest.param(None, id="nil"),
-    pytest.param(b"string", id="not-a-list"),
-    pytest.param(ErrorReply(b"ERR boom"), id="error-reply"),
-    pytest.param([], id="empty"),
-    pytest.param([b"string"], id="no-pttl"),
-    pytest.param([5, b"-1"], id="type-not-bytes"),
-    pytest.param([None, b"-1"], id="type-nil"),
-    pytest.param([b"string", b"soon", b"v"], id="pttl-not-a-number"),
-    pytest.param([b"string", None, b"v"], id="pttl-nil"),
-    pytest.param([b"string", [b"1"], b"v"], id="pttl-array"),
-    pytest.param([b"string", b"-1"], id="string-without-value"),
-    pytest.param([b"string", b"-1", b"a", b"b"], id="string-two-values"),
-    pytest.param([b"string", b"-1", None], id="string-nil-value"),
-    pytest.param([b"string", b"-1", 7], id="string-integer-value"),
-    pytest.param([b"hash", b"-1"], id="hash-empty"),
-    pytest.param([b"hash", b"-1", b"f"], id="hash-odd"),
-    pytest.param([b"hash", b"-1", b"f", b"v", b"g"], id="hash-odd-long"),
-    pytest.param([b"hash", b"-1", b"f", [b"v"]], id="hash-nested"),
-])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        pytest.param(None, id="nil"),
+        pytest.param(b"string", id="not-a-list"),
+        pytest.param(ErrorReply(b"ERR boom"), id="error-reply"),
+        pytest.param([], id="empty"),
+        pytest.param([b"string"], id="no-pttl"),
+        pytest.param([5, b"-1"], id="type-not-bytes"),
+        pytest.param([None, b"-1"], id="type-nil"),
+        pytest.param([b"string", b"soon", b"v"], id="pttl-not-a-number"),
+        pytest.param([b"string", None, b"v"], id="pttl-nil"),
+        pytest.param([b"string", [b"1"], b"v"], id="pttl-array"),
+        pytest.param([b"string", b"-1"], id="string-without-value"),
+        pytest.param([b"string", b"-1", b"a", b"b"], id="string-two-values"),
+        pytest.param([b"string", b"-1", None], id="string-nil-value"),
+        pytest.param([b"string", b"-1", 7], id="string-integer-value"),
+        pytest.param([b"hash", b"-1"], id="hash-empty"),
+        pytest.param([b"hash", b"-1", b"f"], id="hash-odd"),
+        pytest.param([b"hash", b"-1", b"f", b"v", b"g"], id="hash-odd-long"),
+        pytest.param([b"hash", b"-1", b"f", [b"v"]], id="hash-nested"),
+    ],
+)
 def test_malformed_reply_is_a_state_error(reply):
     with pytest.raises(StateError):
         from_reply(reply, NOW)
 
 
 # -- digests and same_as ---------------------------------------------------------------
+
 
 def test_digest_tells_types_and_layouts_apart():
     digests = [
@@ -137,15 +145,18 @@ def test_digest_depends_on_value_not_expiry():
     assert KeyState(STRING, b"v").digest != KeyState(STRING, b"w").digest
 
 
-@pytest.mark.parametrize("a, b, same", [
-    (None, None, True),
-    (100.0, 100.9, True),
-    (100.0, 101.0, True),       # exactly the tolerance
-    (100.0, 101.5, False),
-    (101.5, 100.0, False),
-    (100.0, None, False),
-    (None, 100.0, False),
-])
+@pytest.mark.parametrize(
+    "a, b, same",
+    [
+        (None, None, True),
+        (100.0, 100.9, True),
+        (100.0, 101.0, True),  # exactly the tolerance
+        (100.0, 101.5, False),
+        (101.5, 100.0, False),
+        (100.0, None, False),
+        (None, 100.0, False),
+    ],
+)
 def test_same_as_tolerates_one_second_of_expiry_drift(a, b, same):
     assert KeyState(STRING, b"v", a).same_as(KeyState(STRING, b"v", b)) is same
 
@@ -166,6 +177,7 @@ def test_same_as_digest_compares_with_a_state_known_by_digest_and_expiry():
 
 # -- write_args ------------------------------------------------------------------------
 
+
 def test_write_args_string_with_absolute_expiry():
     assert KeyState(STRING, b"v").write_args(NOW) == [b"string", b"0", b"v"]
     at = NOW + 2.5
@@ -182,11 +194,14 @@ def test_write_args_hash_is_flat_pairs():
     assert state.write_args(1700000000.0) == [b"hash", b"1700000010000", b"a", b"1", b"b", b"2"]
 
 
-@pytest.mark.parametrize("state", [
-    KeyState(STRING, b"v", NOW),
-    KeyState(STRING, b"v", NOW - 5),
-    KeyState(HASH, ((b"f", b"v"),), NOW - 0.5),
-])
+@pytest.mark.parametrize(
+    "state",
+    [
+        KeyState(STRING, b"v", NOW),
+        KeyState(STRING, b"v", NOW - 5),
+        KeyState(HASH, ((b"f", b"v"),), NOW - 0.5),
+    ],
+)
 def test_already_expired_key_is_written_as_absent(state):
     assert state.write_args(NOW) == [b"none", b"0"]
 
@@ -201,8 +216,11 @@ def test_absent_or_unsupported_key_is_written_as_absent(state):
 expiries = st.one_of(st.none(), st.floats(min_value=0.001, max_value=1e7))
 states = st.one_of(
     st.builds(lambda v, e: (STRING, v, e), st.binary(), expiries),
-    st.builds(lambda d, e: (HASH, tuple(sorted(d.items())), e),
-              st.dictionaries(st.binary(), st.binary(), min_size=1, max_size=8), expiries),
+    st.builds(
+        lambda d, e: (HASH, tuple(sorted(d.items())), e),
+        st.dictionaries(st.binary(), st.binary(), min_size=1, max_size=8),
+        expiries,
+    ),
 )
 
 
@@ -225,6 +243,7 @@ def test_written_state_reads_back_the_same(spec, now):
 
 
 # -- digests computed in pieces (big keys) ---------------------------------------
+
 
 def _pieces(items, cuts):
     """``items`` cut at the (sorted, deduplicated) positions ``cuts``."""
@@ -260,7 +279,7 @@ def test_digest_in_pieces_is_the_digest_of_the_whole(key_state, cuts):
 
 def test_list_digest_depends_on_order_across_chunks():
     a = tuple(b"%d" % i for i in range(DIGEST_CHUNK + 5))
-    b = a[:DIGEST_CHUNK - 1] + (a[DIGEST_CHUNK],) + (a[DIGEST_CHUNK - 1],) + a[DIGEST_CHUNK + 1:]
+    b = a[: DIGEST_CHUNK - 1] + (a[DIGEST_CHUNK],) + (a[DIGEST_CHUNK - 1],) + a[DIGEST_CHUNK + 1 :]
     assert content_digest(KeyState(LIST, a)) != content_digest(KeyState(LIST, b))
 
 
@@ -273,16 +292,16 @@ def test_big_key_header_from_a_reply():
 
 
 def test_a_hub_tag_comes_with_its_key():
-    states, tags = split_reply([b"string", b"-1", b"1795000000000001", b"1", b"v",
-                                b"none", b"-2", b"", b"0"], 2, 0)
+    states, tags = split_reply([b"string", b"-1", b"1795000000000001", b"1", b"v", b"none", b"-2", b"", b"0"], 2, 0)
     assert states == [KeyState(STRING, b"v"), KeyState("none")]
     assert tags == [1795000000000001, None]
 
 
 def test_chunks_shrink_when_items_are_big_and_grow_back():
     from redisrepl.big_keys import next_count
-    assert next_count(1000, 1000 * 100, most=1000, limit=4000) == 40       # 100-byte items: 40 fit
-    assert next_count(1000, 1000 * 10**6, most=1000, limit=4000) == 1      # never below one
-    assert next_count(40, 400, most=1000, limit=4000) == 80                # small again: grows
-    assert next_count(1000, 10, most=1000, limit=4000) == 1000             # up to the most
-    assert next_count(40, 2000, most=1000, limit=4000) == 40               # about right: kept
+
+    assert next_count(1000, 1000 * 100, most=1000, limit=4000) == 40  # 100-byte items: 40 fit
+    assert next_count(1000, 1000 * 10**6, most=1000, limit=4000) == 1  # never below one
+    assert next_count(40, 400, most=1000, limit=4000) == 80  # small again: grows
+    assert next_count(1000, 10, most=1000, limit=4000) == 1000  # up to the most
+    assert next_count(40, 2000, most=1000, limit=4000) == 40  # about right: kept

@@ -31,6 +31,7 @@ def webdis_reads(path):
 
 # -- escape / unescape -------------------------------------------------------------
 
+
 @SETTINGS
 @given(st.binary())
 def test_escape_output_is_only_safe_characters(data):
@@ -46,18 +47,19 @@ def test_unescape_inverts_escape(data):
 def test_escape_spelling():
     assert escape(b"ab-_Z9") == "ab-_Z9"
     assert escape(b"a.b/c?d#e+f%g h\x00\xff") == "a%2Eb%2Fc%3Fd%23e%2Bf%25g%20h%00%FF"
-    assert escape("é") == "%C3%A9"          # str: UTF-8
-    assert escape(-12) == "-12"             # int: decimal
+    assert escape("é") == "%C3%A9"  # str: UTF-8
+    assert escape(-12) == "-12"  # int: decimal
 
 
 def test_unescape_as_webdis_decodes():
     assert unescape("a+b") == b"a b"
     assert unescape("%2e%2E") == b".."
-    assert unescape("100%") == b"100%"      # a lone or invalid % is kept
+    assert unescape("100%") == b"100%"  # a lone or invalid % is kept
     assert unescape("%zz%4") == b"%zz%4"
 
 
 # -- command_path ------------------------------------------------------------------
+
 
 def test_command_path_layout():
     assert command_path([b"GET", b"k"]) == "GET/k.raw"
@@ -68,10 +70,25 @@ def test_command_path_layout():
     assert command_path([b"GET", b"k"], fmt=None) == "GET/k"
 
 
-@pytest.mark.parametrize("awkward", [
-    b"v.raw", b"v.json", b"a/b", b"a?b=c", b"a#frag", b"a+b", b"50%", b"%41", b"two words",
-    b"nul\x00byte", b"", b"\xff\xfe", b"../..", b"1",
-])
+@pytest.mark.parametrize(
+    "awkward",
+    [
+        b"v.raw",
+        b"v.json",
+        b"a/b",
+        b"a?b=c",
+        b"a#frag",
+        b"a+b",
+        b"50%",
+        b"%41",
+        b"two words",
+        b"nul\x00byte",
+        b"",
+        b"\xff\xfe",
+        b"../..",
+        b"1",
+    ],
+)
 @pytest.mark.parametrize("position", ["middle", "last"])
 def test_awkward_argument_stays_one_byte_exact_argument(awkward, position):
     args = [b"SET", awkward, b"v"] if position == "middle" else [b"SET", b"k", awkward]
@@ -91,14 +108,15 @@ def test_any_arguments_reach_webdis_unchanged(args, db):
 
 # -- keyspace channels ---------------------------------------------------------------
 
+
 def redis_glob_prefix(pattern):
     """The literal prefix of a glob that must be ``literal*``; fails on any other wildcard."""
     literal = bytearray()
     i = 0
     while i < len(pattern):
-        c = pattern[i:i + 1]
+        c = pattern[i : i + 1]
         if c == b"\\":
-            literal += pattern[i + 1:i + 2]
+            literal += pattern[i + 1 : i + 2]
             i += 2
             continue
         if c in (b"*", b"?", b"[", b"]"):
@@ -127,13 +145,16 @@ def test_keyspace_key():
     assert keyspace_key(b"__keyspace@0__:", 0) == b""
 
 
-@pytest.mark.parametrize("channel, db", [
-    (b"__keyspace@1__:ns:k", 0),
-    (b"__keyspace@10__:ns:k", 1),
-    (b"__keyspace@1__:ns:k", 10),
-    (b"__keyevent@0__:set", 0),
-    (b"ns:k", 0),
-    (b"x__keyspace@0__:ns:k", 0),
-])
+@pytest.mark.parametrize(
+    "channel, db",
+    [
+        (b"__keyspace@1__:ns:k", 0),
+        (b"__keyspace@10__:ns:k", 1),
+        (b"__keyspace@1__:ns:k", 10),
+        (b"__keyevent@0__:set", 0),
+        (b"ns:k", 0),
+        (b"x__keyspace@0__:ns:k", 0),
+    ],
+)
 def test_keyspace_key_of_another_channel_is_none(channel, db):
     assert keyspace_key(channel, db) is None

@@ -67,8 +67,9 @@ class WebdisClientTests(TestCase):
         self.assertEqual(error.kind, "bad_reply")
 
     def test_403_is_a_refusal_and_503_a_link_error(self):
-        refused = self.failureResultOf(self.run_command(StubAgent(StubResponse(403, b"forbidden")), b"FLUSHALL"),
-                                       RefusedError).value
+        refused = self.failureResultOf(
+            self.run_command(StubAgent(StubResponse(403, b"forbidden")), b"FLUSHALL"), RefusedError
+        ).value
         self.assertIn("HTTP 403", str(refused))
         down = self.failureResultOf(self.run_command(StubAgent(StubResponse(503, b"")), b"PING"), LinkError).value
         self.assertEqual(down.kind, "http_503")
@@ -84,10 +85,12 @@ class WebdisClientTests(TestCase):
     def test_a_request_never_sent_is_tried_again_and_dns_failure_is_a_link_error(self):
         from twisted.internet.error import DNSLookupError
         from twisted.web.client import RequestNotSent
+
         agent = StubAgent(RequestNotSent(), StubResponse(200, b"+OK\r\n"))
         self.assertEqual(self.successResultOf(self.run_command(agent, b"PING")), b"OK")
-        error = self.failureResultOf(self.run_command(StubAgent(DNSLookupError("hub.example.org")), b"PING"),
-                                     LinkError).value
+        error = self.failureResultOf(
+            self.run_command(StubAgent(DNSLookupError("hub.example.org")), b"PING"), LinkError
+        ).value
         self.assertEqual(error.kind, "dns")
 
     def test_an_international_host_name_is_sent_in_idna(self):
@@ -97,14 +100,22 @@ class WebdisClientTests(TestCase):
         self.assertEqual(agent.requests[0][1], b"https://xn--bcher-kva.example/redis/")
 
     def test_a_reply_larger_than_the_limit_is_refused_before_it_is_held(self):
-        client = WebdisClient(StubAgent(StubResponse(200, b"$20\r\n" + b"x" * 20 + b"\r\n")),
-                              "https://hub.example.org/redis", Clock(), max_reply=10)
+        client = WebdisClient(
+            StubAgent(StubResponse(200, b"$20\r\n" + b"x" * 20 + b"\r\n")),
+            "https://hub.example.org/redis",
+            Clock(),
+            max_reply=10,
+        )
         failure = self.failureResultOf(Deferred.fromCoroutine(client.command(b"GET", b"k")), RefusedError)
         self.assertEqual(failure.value.kind, "reply_too_large")
         self.assertIn("more than 10", str(failure.value))
         # without a length, it is cut as it passes the limit
-        client = WebdisClient(StubAgent(StubResponse(200, b"$20\r\n" + b"x" * 20 + b"\r\n", complete=False)),
-                              "https://hub.example.org/redis", Clock(), max_reply=10)
+        client = WebdisClient(
+            StubAgent(StubResponse(200, b"$20\r\n" + b"x" * 20 + b"\r\n", complete=False)),
+            "https://hub.example.org/redis",
+            Clock(),
+            max_reply=10,
+        )
         failure = self.failureResultOf(Deferred.fromCoroutine(client.command(b"GET", b"k")), RefusedError)
         self.assertEqual(failure.value.kind, "reply_too_large")
 
@@ -132,7 +143,7 @@ class WarmTests(TestCase):
         agent = HeldAgent()
         client = WebdisClient(agent, "https://hub.example.org/redis", Clock())
         d = Deferred.fromCoroutine(client.warm(4))
-        self.assertEqual(len(agent.held), 4)            # all at once: four connections
+        self.assertEqual(len(agent.held), 4)  # all at once: four connections
         self.assertNoResult(d)
         for i, held in enumerate(agent.held):
             if i == 3:

@@ -62,8 +62,24 @@ from redisrepl.sandbox.processes import (
 from redisrepl.sandbox.sites import RESERVED_SITE_NAMES, SITE_CN, SITE_NAME, Site
 
 __all__ = [
-    "CLIENT_CN", "COMPONENTS", "DUMP", "READY_TIMEOUT", "RESERVED_SITE_NAMES", "SITE_CN",
-    "SITE_NAME", "STOP_TIMEOUT", "TWISTD", "Sandbox", "SandboxError", "Site", "binary",
-    "free_port", "generate_certificates", "main", "nginx_config", "webdis_config",
-    "write_client_certificate", "write_server_certificate",
+    "CLIENT_CN",
+    "COMPONENTS",
+    "DUMP",
+    "READY_TIMEOUT",
+    "RESERVED_SITE_NAMES",
+    "SITE_CN",
+    "SITE_NAME",
+    "STOP_TIMEOUT",
+    "TWISTD",
+    "Sandbox",
+    "SandboxError",
+    "Site",
+    "binary",
+    "free_port",
+    "generate_certificates",
+    "main",
+    "nginx_config",
+    "webdis_config",
+    "write_client_certificate",
+    "write_server_certificate",
 ]

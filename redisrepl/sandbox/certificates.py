@@ -35,8 +35,7 @@ def generate_certificates(directory: str) -> dict[str, str]:
         "ca": ca,
         "server": _issue("localhost", ca, san="localhost", usage=ExtendedKeyUsageOID.SERVER_AUTH),
         "client": _issue(CLIENT_CN, ca, usage=ExtendedKeyUsageOID.CLIENT_AUTH),
-        "wrong_host": _issue("wrong.example", ca, san="wrong.example",
-                             usage=ExtendedKeyUsageOID.SERVER_AUTH),
+        "wrong_host": _issue("wrong.example", ca, san="wrong.example", usage=ExtendedKeyUsageOID.SERVER_AUTH),
         "other_ca": other_ca,
         "other_client": _issue(CLIENT_CN, other_ca, usage=ExtendedKeyUsageOID.CLIENT_AUTH),
     }
@@ -48,8 +47,7 @@ def generate_certificates(directory: str) -> dict[str, str]:
     return paths
 
 
-def write_client_certificate(base: str, cn: str, ca_cert_path: str,
-                             ca_key_path: str) -> tuple[str, str]:
+def write_client_certificate(base: str, cn: str, ca_cert_path: str, ca_key_path: str) -> tuple[str, str]:
     """A client certificate (clientAuth, like ``client``) for ``cn``, signed by the CA in
     the two PEM files, written to ``base``.pem and ``base``.key; (cert path, key path).
 
@@ -59,13 +57,19 @@ def write_client_certificate(base: str, cn: str, ca_cert_path: str,
     return _write_pair(base, cert, key)
 
 
-def write_server_certificate(base: str, host: str, ca_cert_path: str, ca_key_path: str,
-                             days: Days = (-1, 30), san: bool = True) -> tuple[str, str]:
+def write_server_certificate(
+    base: str, host: str, ca_cert_path: str, ca_key_path: str, days: Days = (-1, 30), san: bool = True
+) -> tuple[str, str]:
     """A server certificate for ``host`` signed by the CA in the two PEM files, valid
     from ``days[0]`` to ``days[1]`` days from now (an expired or future one for tests);
     ``san`` False names the host in the CN only, as old certificates did."""
-    cert, key = _issue(host, _read_ca(ca_cert_path, ca_key_path), san=host if san else None,
-                       usage=ExtendedKeyUsageOID.SERVER_AUTH, days=days)
+    cert, key = _issue(
+        host,
+        _read_ca(ca_cert_path, ca_key_path),
+        san=host if san else None,
+        usage=ExtendedKeyUsageOID.SERVER_AUTH,
+        days=days,
+    )
     return _write_pair(base, cert, key)
 
 
@@ -76,22 +80,33 @@ def _issue(cn, issuer=None, *, ca=False, san=None, usage=None, days=(-1, 30)):
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     issuer_cert, issuer_key = issuer if issuer else (None, key)
     now = datetime.datetime.now(datetime.UTC)
-    b = (x509.CertificateBuilder()
-         .subject_name(name)
-         .issuer_name(issuer_cert.subject if issuer_cert else name)
-         .public_key(key.public_key())
-         .serial_number(x509.random_serial_number())
-         .not_valid_before(now + datetime.timedelta(days=days[0]))
-         .not_valid_after(now + datetime.timedelta(days=days[1]))
-         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-         .add_extension(x509.KeyUsage(
-             digital_signature=not ca, content_commitment=False, key_encipherment=False,
-             data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
-             encipher_only=False, decipher_only=False), critical=True)
-         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False))
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer_cert.subject if issuer_cert else name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now + datetime.timedelta(days=days[0]))
+        .not_valid_after(now + datetime.timedelta(days=days[1]))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=not ca,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=ca,
+                crl_sign=ca,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
     if issuer_cert is not None:
-        b = b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-            issuer_key.public_key()), critical=False)
+        b = b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False)
     if usage is not None:
         b = b.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
     if san is not None:
@@ -103,9 +118,10 @@ def _write_pair(base, cert, key):
     """``base``.pem (the certificate) and ``base``.key (unencrypted PKCS#8, 0600); their paths."""
     with open(base + ".pem", "wb") as f:
         f.write(cert.public_bytes(serialization.Encoding.PEM))
-    _write_private(base + ".key", key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
+    _write_private(
+        base + ".key",
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+    )
     return base + ".pem", base + ".key"
 
 

@@ -39,7 +39,7 @@ class Components:
     ``sites`` its extra sites."""
 
     def __init__(self, lab: Any, sites: Sites) -> None:
-        self._lab = lab       # the Sandbox (Any: lab.py imports this module)
+        self._lab = lab  # the Sandbox (Any: lab.py imports this module)
         self._sites = sites
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -58,8 +58,7 @@ class Components:
 
     def redis_port(self, name: str) -> int | None:
         """The port of Redis component ``name``; None for Webdis and nginx."""
-        ports = {"local_redis": self._lab.local_redis_port,
-                 "remote_redis": self._lab.remote_redis_port}
+        ports = {"local_redis": self._lab.local_redis_port, "remote_redis": self._lab.remote_redis_port}
         ports.update(self._sites.redis_ports())
         return ports.get(name)
 
@@ -69,13 +68,25 @@ class Components:
         root = layout.nginx_root(lab.workdir)
         os.makedirs(root, exist_ok=True)
         with open(os.path.join(root, "nginx.conf"), "w") as f:
-            f.write(nginx_config(root=root, proxy_port=lab.proxy_port,
-                                 webdis_port=lab.webdis_port, server_cert=lab.server_cert,
-                                 server_key=lab.server_key, ca_cert=lab.ca_cert,
-                                 path_prefix=lab.path_prefix))
+            f.write(
+                nginx_config(
+                    root=root,
+                    proxy_port=lab.proxy_port,
+                    webdis_port=lab.webdis_port,
+                    server_cert=lab.server_cert,
+                    server_key=lab.server_key,
+                    ca_cert=lab.ca_cert,
+                    path_prefix=lab.path_prefix,
+                )
+            )
         with open(layout.webdis_config_path(lab.workdir), "w") as f:
-            f.write(webdis_config(redis_port=lab.remote_redis_port, http_port=lab.webdis_port,
-                                  logfile=layout.log_path(lab.workdir, "webdis")))
+            f.write(
+                webdis_config(
+                    redis_port=lab.remote_redis_port,
+                    http_port=lab.webdis_port,
+                    logfile=layout.log_path(lab.workdir, "webdis"),
+                )
+            )
 
     def start(self, name: str, snapshot: bool = False) -> None:
         """(Re)start one component; return once it is ready (see Sandbox.start_component)."""
@@ -96,8 +107,7 @@ class Components:
         if problem is None:
             return
         self.stop(name)
-        raise SandboxError(f"{name} failed to start: {problem}\n"
-                           f"{log_tail(workdir, layout.log_names(name))}")
+        raise SandboxError(f"{name} failed to start: {problem}\n{log_tail(workdir, layout.log_names(name))}")
 
     def stop(self, name: str) -> None:
         """SIGTERM one component, wait (SIGKILL its process group after a few s); no-op if stopped."""
@@ -115,16 +125,43 @@ class Components:
         w = self._lab.workdir
         port = self.redis_port(name)
         if port is not None:
-            return [binary("redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                    "--appendonly", "no", "--dbfilename", layout.DUMP,
-                    "--dir", layout.data_dir(w, name),
-                    "--unixsocket", layout.socket_path(w, name), "--unixsocketperm", "700",
-                    "--logfile", layout.log_path(w, name), "--daemonize", "no"]
+            return [
+                binary("redis-server"),
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dbfilename",
+                layout.DUMP,
+                "--dir",
+                layout.data_dir(w, name),
+                "--unixsocket",
+                layout.socket_path(w, name),
+                "--unixsocketperm",
+                "700",
+                "--logfile",
+                layout.log_path(w, name),
+                "--daemonize",
+                "no",
+            ]
         if name == "webdis":
             return [binary("webdis"), layout.webdis_config_path(w)]
         root = layout.nginx_root(w)
-        return [binary("nginx"), "-p", root, "-c", os.path.join(root, "nginx.conf"),
-                "-e", layout.log_path(w, "nginx"), "-g", "daemon off;"]
+        return [
+            binary("nginx"),
+            "-p",
+            root,
+            "-c",
+            os.path.join(root, "nginx.conf"),
+            "-e",
+            layout.log_path(w, "nginx"),
+            "-g",
+            "daemon off;",
+        ]
 
     def _problem(self, name):
         """None once ``name`` is ready, else what is still wrong.
@@ -135,7 +172,7 @@ class Components:
         Redis is stopped).  A restarted component is ready only when the running
         components in front of it answer too (Webdis reconnects to a restarted Redis
         within ~0.1 s, nginx to a restarted Webdis)."""
-        names = [name] if name not in CHAIN else CHAIN[CHAIN.index(name):]
+        names = [name] if name not in CHAIN else CHAIN[CHAIN.index(name) :]
         for n in names:
             if n != name and not self.running(n):
                 break
@@ -145,11 +182,10 @@ class Components:
                     ok, status = redis_ping(port), "no PONG"
                 else:
                     if n == "webdis":
-                        status, body = http_request(self._lab.webdis_port, "GET", "/PING",
-                                                    timeout=2.0)
+                        status, body = http_request(self._lab.webdis_port, "GET", "/PING", timeout=2.0)
                     else:
                         status, body = self._lab.request("GET", "/PING", timeout=2.0)
-                    behind = CHAIN[:CHAIN.index(n)]
+                    behind = CHAIN[: CHAIN.index(n)]
                     ok = body == PONG if all(map(self.running, behind)) else status > 0
                     status = f"HTTP {status} {body[:100]!r}"
             except (OSError, http.client.HTTPException) as e:

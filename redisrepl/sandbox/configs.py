@@ -8,8 +8,16 @@ take their few settings as flags (components.py).
 import json
 
 
-def nginx_config(*, root: str, proxy_port: int, webdis_port: int, server_cert: str,
-                 server_key: str, ca_cert: str, path_prefix: str = "/redis") -> str:
+def nginx_config(
+    *,
+    root: str,
+    proxy_port: int,
+    webdis_port: int,
+    server_cert: str,
+    server_key: str,
+    ca_cert: str,
+    path_prefix: str = "/redis",
+) -> str:
     """nginx.conf for the mTLS proxy; ``root`` holds pid, logs and temp dirs."""
     location = path_prefix.rstrip("/") + "/"
     return f"""\
@@ -61,10 +69,22 @@ http {{
 
 def webdis_config(*, redis_port: int, http_port: int, logfile: str) -> str:
     """Webdis' JSON configuration (Debian's defaults: DEBUG disabled)."""
-    return json.dumps({
-        "redis_host": "127.0.0.1", "redis_port": redis_port, "redis_auth": None,
-        "http_host": "127.0.0.1", "http_port": http_port, "threads": 2,
-        "daemonize": False, "database": 0,
-        "acl": [{"disabled": ["DEBUG"]}],
-        "verbosity": 3, "logfile": logfile,
-    }, indent=4) + "\n"
+    return (
+        json.dumps(
+            {
+                "redis_host": "127.0.0.1",
+                "redis_port": redis_port,
+                "redis_auth": None,
+                "http_host": "127.0.0.1",
+                "http_port": http_port,
+                "threads": 2,
+                "daemonize": False,
+                "database": 0,
+                "acl": [{"disabled": ["DEBUG"]}],
+                "verbosity": 3,
+                "logfile": logfile,
+            },
+            indent=4,
+        )
+        + "\n"
+    )

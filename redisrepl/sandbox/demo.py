@@ -53,11 +53,11 @@ redisrepl sandbox (work dir {sandbox.workdir})
   hub           {sandbox.haddr}
 
 In another terminal, local -> remote:
-  {local} SET {shlex.quote(ns + 'hello')} world
-  {remote} GET {shlex.quote(ns + 'hello')}
+  {local} SET {shlex.quote(ns + "hello")} world
+  {remote} GET {shlex.quote(ns + "hello")}
 and remote -> local (--rc):
-  {remote} SET {shlex.quote(ns + 'back')} again
-  {local} GET {shlex.quote(ns + 'back')}
+  {remote} SET {shlex.quote(ns + "back")} again
+  {local} GET {shlex.quote(ns + "back")}
 
 Running: {shlex.join(sandbox.daemon_args(ns))}
 Ctrl-C stops everything.
@@ -72,20 +72,22 @@ def _sites_text(sandbox, ns):
     cli = {name: shlex.join(sandbox.redis_cli_args(name)) for name in names + ["remote"]}
     width = max(map(len, names))
     lines = [f"redisrepl sandbox (work dir {sandbox.workdir}), {len(names)} sites sharing one hub"]
-    lines += [f"  site {name:<{width}}  Redis 127.0.0.1:{site.redis_port}"
-              for name, site in sites.items()]
-    lines += [f"  remote Redis  127.0.0.1:{sandbox.remote_redis_port}"
-              f"  (Webdis 127.0.0.1:{sandbox.webdis_port})",
-              f"  hub           {sandbox.haddr}",
-              "",
-              "In another terminal, from each site to the remote and to another site (--rc):"]
+    lines += [f"  site {name:<{width}}  Redis 127.0.0.1:{site.redis_port}" for name, site in sites.items()]
+    lines += [
+        f"  remote Redis  127.0.0.1:{sandbox.remote_redis_port}  (Webdis 127.0.0.1:{sandbox.webdis_port})",
+        f"  hub           {sandbox.haddr}",
+        "",
+        "In another terminal, from each site to the remote and to another site (--rc):",
+    ]
     for i, name in enumerate(names):
         other = names[(i + 1) % len(names)]
         key = shlex.quote(ns + "from-" + name)
-        lines += [f" {name} -> remote, {other}:",
-                  f"  {cli[name]} SET {key} hello",
-                  f"  {cli['remote']} GET {key}",
-                  f"  {cli[other]} GET {key}"]
+        lines += [
+            f" {name} -> remote, {other}:",
+            f"  {cli[name]} SET {key} hello",
+            f"  {cli['remote']} GET {key}",
+            f"  {cli[other]} GET {key}",
+        ]
     key = shlex.quote(ns + "back")
     lines += ["and from the remote to every site (--rc):", f"  {cli['remote']} SET {key} again"]
     lines += [f"  {cli[name]} GET {key}" for name in names]
@@ -108,13 +110,16 @@ def _start_daemons(sandbox, ns, children):
     several = len(sandbox.sites) > 1
     for name in sandbox.sites:
         out = subprocess.PIPE if several else None
-        child = subprocess.Popen(sandbox.daemon_args(ns, site=name), env=env,
-                                 start_new_session=True, stdout=out,
-                                 stderr=subprocess.STDOUT if several else None)
+        child = subprocess.Popen(
+            sandbox.daemon_args(ns, site=name),
+            env=env,
+            start_new_session=True,
+            stdout=out,
+            stderr=subprocess.STDOUT if several else None,
+        )
         children[name] = child
         if several:
-            threading.Thread(target=_copy_prefixed, args=(child.stdout, f"[{name}] "),
-                             daemon=True).start()
+            threading.Thread(target=_copy_prefixed, args=(child.stdout, f"[{name}] "), daemon=True).start()
 
 
 def _copy_prefixed(stream, prefix):
@@ -131,7 +136,7 @@ def _wait_any(children):
     """(site name, exit status) of the first daemon to exit.  Several are polled (a demo
     need not notice within milliseconds); one is simply waited for."""
     if len(children) == 1:
-        (name, child), = children.items()
+        ((name, child),) = children.items()
         return name, child.wait()
     while True:
         for name, child in children.items():
@@ -157,19 +162,29 @@ def _stop_daemons(children, timeout=10.0):
 def main(argv: list[str] | None = None) -> int:
     """``python -m redisrepl.sandbox demo [--nam NS] [--sites N]`` or
     ``... up [--workdir DIR] [--sites N]``."""
-    parser = argparse.ArgumentParser(prog="python -m redisrepl.sandbox",
-                                     description="A loopback replication lab for redisrepl.")
+    parser = argparse.ArgumentParser(
+        prog="python -m redisrepl.sandbox", description="A loopback replication lab for redisrepl."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="start the lab and run the daemon in the foreground")
     demo.add_argument("--nam", default="demo:", help="namespace to replicate (default: demo:)")
     demo.add_argument("--workdir", help="keep configs, certs and logs here (default: a temp dir)")
-    demo.add_argument("--sites", type=_site_count, default=1, metavar="N",
-                      help="N sites sharing the hub: the local Redis and site2 ... siteN, "
-                           "one daemon each (default: 1)")
+    demo.add_argument(
+        "--sites",
+        type=_site_count,
+        default=1,
+        metavar="N",
+        help="N sites sharing the hub: the local Redis and site2 ... siteN, one daemon each (default: 1)",
+    )
     up = sub.add_parser("up", help="start the lab, print it as JSON, wait for Ctrl-C")
     up.add_argument("--workdir", help="keep configs, certs and logs here (default: a temp dir)")
-    up.add_argument("--sites", type=_site_count, default=1, metavar="N",
-                    help="also start the sites site2 ... siteN (default: 1, the local Redis only)")
+    up.add_argument(
+        "--sites",
+        type=_site_count,
+        default=1,
+        metavar="N",
+        help="also start the sites site2 ... siteN (default: 1, the local Redis only)",
+    )
     args = parser.parse_args(argv)
 
     signal.signal(signal.SIGTERM, _raise_stop)
@@ -191,8 +206,10 @@ def main(argv: list[str] | None = None) -> int:
         if len(children) == 1:
             print(f"daemon exited with status {status}; stopping the sandbox", flush=True)
         else:
-            print(f"the daemon of site {name} exited with status {status}; "
-                  "stopping the other daemons and the sandbox", flush=True)
+            print(
+                f"the daemon of site {name} exited with status {status}; stopping the other daemons and the sandbox",
+                flush=True,
+            )
         return status
     except _Stop as e:
         print(f"{e}: stopping", file=sys.stderr, flush=True)

@@ -25,10 +25,25 @@ from redisrepl.sandbox.sites import Site, Sites
 
 TWISTD = "from twisted.scripts.twistd import run; run()"
 #: What describe() gives besides the sites.
-DESCRIBED = ("workdir", "local_redis_port", "remote_redis_port", "webdis_port", "proxy_port",
-             "haddr", "wrong_name_haddr", "ca_cert", "client_cert", "client_key",
-             "server_cert", "server_key", "other_ca_cert", "other_client_cert",
-             "other_client_key", "wrong_host_cert", "wrong_host_key")
+DESCRIBED = (
+    "workdir",
+    "local_redis_port",
+    "remote_redis_port",
+    "webdis_port",
+    "proxy_port",
+    "haddr",
+    "wrong_name_haddr",
+    "ca_cert",
+    "client_cert",
+    "client_key",
+    "server_cert",
+    "server_key",
+    "other_ca_cert",
+    "other_client_cert",
+    "other_client_key",
+    "wrong_host_cert",
+    "wrong_host_key",
+)
 
 _T = TypeVar("_T")
 
@@ -139,9 +154,14 @@ class Sandbox:
     def sites(self) -> dict[str, Site]:
         """Every site by name: "local" (the local Redis and the ``client`` certificate)
         first, then the extra sites in the order add_site() made them."""
-        local = Site(name="local", redis_port=self.local_redis_port, client_cert=self.client_cert,
-                     client_key=self.client_key, component="local_redis",
-                     socket_path=self.socket_path("local_redis") if self.workdir else None)
+        local = Site(
+            name="local",
+            redis_port=self.local_redis_port,
+            client_cert=self.client_cert,
+            client_key=self.client_key,
+            component="local_redis",
+            socket_path=self.socket_path("local_redis") if self.workdir else None,
+        )
         return {"local": local, **self._sites.by_name()}
 
     def issue_client_certificate(self, cn: str) -> tuple[str, str]:
@@ -190,9 +210,15 @@ class Sandbox:
             raise ValueError(f"side must be 'local', 'remote' or a site's name, not {side!r}")
         return ["redis-cli", "-p", str(ports[side])]
 
-    def daemon_args(self, namespace: str, rc: bool = True, extra: Iterable[str] = (),
-                    site: str | Site | None = None, cert: str | None = None,
-                    key: str | None = None) -> list[str]:
+    def daemon_args(
+        self,
+        namespace: str,
+        rc: bool = True,
+        extra: Iterable[str] = (),
+        site: str | Site | None = None,
+        cert: str | None = None,
+        key: str | None = None,
+    ) -> list[str]:
         """The ``twistd -n redisrepl`` command line wired to this sandbox.
 
         ``site`` (a name or a :class:`Site`; default the local Redis) picks ``--raddr``
@@ -203,28 +229,56 @@ class Sandbox:
         has no ``__main__``, hence ``-c``.  ``--pidfile=`` keeps twistd from writing
         (and fighting over) ``twistd.pid`` in the current directory."""
         s = self._site("local" if site is None else site)
-        args = [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "redisrepl",
-                "--haddr", _made(self.haddr, "hub URL"),
-                "--cert", cert or _made(s.client_cert, "client certificate"),
-                "--key", key or _made(s.client_key, "client key"),
-                "--ca", _made(self.ca_cert, "CA certificate"), "--raddr", f"127.0.0.1:{s.redis_port}",
-                "--nam", namespace]
+        args = [
+            sys.executable,
+            "-c",
+            TWISTD,
+            "-n",
+            "--pidfile=",
+            "redisrepl",
+            "--haddr",
+            _made(self.haddr, "hub URL"),
+            "--cert",
+            cert or _made(s.client_cert, "client certificate"),
+            "--key",
+            key or _made(s.client_key, "client key"),
+            "--ca",
+            _made(self.ca_cert, "CA certificate"),
+            "--raddr",
+            f"127.0.0.1:{s.redis_port}",
+            "--nam",
+            namespace,
+        ]
         return args + (["--rc"] if rc else []) + list(extra)
 
     def client_ssl_context(self, cert: str | None = None, key: str | None = None) -> ssl.SSLContext:
         """A stdlib SSLContext trusting the good CA and holding client credentials: the
         good ``client`` certificate unless ``cert``/``key`` name others (a site's)."""
         ctx = ssl.create_default_context(cafile=_made(self.ca_cert, "CA certificate"))
-        ctx.load_cert_chain(cert or _made(self.client_cert, "client certificate"),
-                            key or _made(self.client_key, "client key"))
+        ctx.load_cert_chain(
+            cert or _made(self.client_cert, "client certificate"), key or _made(self.client_key, "client key")
+        )
         return ctx
 
-    def request(self, method: str, path: str, body: bytes | None = None, timeout: float = 5.0,
-                cert: str | None = None, key: str | None = None) -> tuple[int, bytes]:
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        timeout: float = 5.0,
+        cert: str | None = None,
+        key: str | None = None,
+    ) -> tuple[int, bytes]:
         """One request through nginx (``path`` after the prefix, e.g. "/GET/k.raw"); (status, body).
         ``cert``/``key``: the client certificate to present instead of the good one."""
-        return http_request(_made(self.proxy_port, "proxy port"), method, self.path_prefix + path, body,
-                            self.client_ssl_context(cert, key), timeout)
+        return http_request(
+            _made(self.proxy_port, "proxy port"),
+            method,
+            self.path_prefix + path,
+            body,
+            self.client_ssl_context(cert, key),
+            timeout,
+        )
 
     def describe(self) -> dict:
         """Ports, paths and URLs, as a JSON-friendly dict (``sites``: every site by name)."""
@@ -247,7 +301,7 @@ class Sandbox:
             for attr, path in generate_certificates(layout.certs_dir(self.workdir)).items():
                 setattr(self, attr, path)
             self._certs_done = True
-            assert self.ca_cert is not None and self.ca_key is not None   # set just above
+            assert self.ca_cert is not None and self.ca_key is not None  # set just above
             self._sites.equip_all(self.workdir, self.ca_cert, self.ca_key)
         if self.proxy_port is None:
             for attr in ("local_redis_port", "remote_redis_port", "webdis_port", "proxy_port"):
@@ -257,8 +311,13 @@ class Sandbox:
 
     def _free_port(self) -> int:
         """A free port that no component of this sandbox has been given yet."""
-        taken = {self.local_redis_port, self.remote_redis_port, self.webdis_port,
-                 self.proxy_port, *self._sites.redis_ports().values()}
+        taken = {
+            self.local_redis_port,
+            self.remote_redis_port,
+            self.webdis_port,
+            self.proxy_port,
+            *self._sites.redis_ports().values(),
+        }
         while True:
             port = free_port()
             if port not in taken:

@@ -13,9 +13,14 @@ def redis_ping(port: int, timeout: float = 1.0) -> bool:
         return s.recv(64).startswith(b"+PONG")
 
 
-def http_request(port: int, method: str, path: str, body: bytes | None = None,
-                 context: ssl.SSLContext | None = None,
-                 timeout: float = 5.0) -> tuple[int, bytes]:
+def http_request(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    context: ssl.SSLContext | None = None,
+    timeout: float = 5.0,
+) -> tuple[int, bytes]:
     """One HTTP(S) request to 127.0.0.1:port (TLS name checked as "localhost"); (status, body)."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     try:

@@ -44,13 +44,20 @@ def spawn(argv: list[str], console: str, cwd: str) -> subprocess.Popen:
     stdout and stderr appended to the file ``console`` and no stdin; on Linux it gets
     SIGTERM if the thread that started it dies."""
     with open(console, "ab") as out:
-        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True, cwd=cwd,
-                                preexec_fn=_death_signal_setter())
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=cwd,
+            preexec_fn=_death_signal_setter(),
+        )
 
 
-def await_ready(proc: subprocess.Popen, problem: Callable[[], str | None],
-                timeout: float = READY_TIMEOUT) -> str | None:
+def await_ready(
+    proc: subprocess.Popen, problem: Callable[[], str | None], timeout: float = READY_TIMEOUT
+) -> str | None:
     """Poll ``problem()`` every 50 ms until it says None (ready: return None); what is
     wrong if ``proc`` exits first or ``timeout`` seconds pass."""
     deadline = time.monotonic() + timeout
@@ -104,6 +111,7 @@ def _death_signal_setter():
         return None
     try:
         import ctypes
+
         prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (ImportError, OSError, AttributeError):
         return None

@@ -31,6 +31,7 @@ class Site:
 
     The ports, files and socket of the site "local" are None until the sandbox has
     made them (start() or add_site()); an extra site has its own from the start."""
+
     name: str
     redis_port: int | None
     client_cert: str | None
@@ -49,16 +50,23 @@ class Sites:
     def check_new(self, name: str) -> None:
         """ValueError unless ``name`` is a good name for a new site."""
         if not SITE_NAME.match(name) or name in RESERVED_SITE_NAMES:
-            raise ValueError(f"bad site name {name!r}: letters, digits, '_', '.', '-'; "
-                             f"not one of {RESERVED_SITE_NAMES}")
+            raise ValueError(
+                f"bad site name {name!r}: letters, digits, '_', '.', '-'; not one of {RESERVED_SITE_NAMES}"
+            )
         if name in self._by_name:
             raise ValueError(f"site {name!r} already exists")
 
     def add(self, name: str, redis_port: int, workdir: str, ca_cert: str, ca_key: str) -> Site:
         """A new site on ``redis_port``, issued its certificate by the CA in the two files."""
         self.check_new(name)
-        site = Site(name=name, redis_port=redis_port, client_cert=None, client_key=None,
-                    component="site:" + name, socket_path=None)
+        site = Site(
+            name=name,
+            redis_port=redis_port,
+            client_cert=None,
+            client_key=None,
+            component="site:" + name,
+            socket_path=None,
+        )
         _equip(site, workdir, ca_cert, ca_key)
         self._by_name[name] = site
         return site
@@ -87,6 +95,5 @@ class Sites:
 def _equip(site: Site, workdir: str, ca_cert: str, ca_key: str) -> None:
     """Issue ``site`` its client certificate and point its socket into the work dir."""
     base = os.path.join(layout.certs_dir(workdir), layout.stem(site.component))
-    site.client_cert, site.client_key = write_client_certificate(
-        base, SITE_CN.format(site.name), ca_cert, ca_key)
+    site.client_cert, site.client_key = write_client_certificate(base, SITE_CN.format(site.name), ca_cert, ca_key)
     site.socket_path = layout.socket_path(workdir, site.component)
