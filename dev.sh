@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # redisrepl's two commands, each installing what it needs first:
 #   ./dev.sh demo    the sandbox (local Redis, remote Redis + Webdis + nginx mTLS) and the daemon, replicating
-#   ./dev.sh test    the whole test suite (unit and end-to-end)
+#   ./dev.sh test    lint (ruff check, ruff format --check), types (mypy), then the whole
+#                    test suite (unit and end-to-end); arguments go to pytest
+#   ./dev.sh check   lint and types only
 #   ./dev.sh bench   the benchmark (prints figures)
 # System packages come from apt-get (redis-server, webdis, nginx); Python
 # packages go into a virtual environment (.venv, or $REDISREPL_VENV).
@@ -44,6 +46,13 @@ install_python() {
     fi
 }
 
+lint() {
+    echo "dev.sh: ruff check, ruff format --check, mypy" >&2
+    "$VENV/bin/ruff" check redisrepl tests bench twisted
+    "$VENV/bin/ruff" format --check redisrepl tests bench twisted
+    "$VENV/bin/mypy"
+}
+
 cmd=${1:-}
 [ $# -gt 0 ] && shift
 case "$cmd" in
@@ -52,11 +61,15 @@ case "$cmd" in
         exec "$VENV/bin/python" -m redisrepl.sandbox demo "$@" ;;
     test)
         install_system; install_python
+        lint
         exec "$VENV/bin/python" -m pytest "$@" ;;
+    check)
+        install_python
+        lint ;;
     bench)
         install_system; install_python
         exec "$VENV/bin/python" bench/bench.py "$@" ;;
     *)
-        echo "usage: ./dev.sh demo|test|bench [args]" >&2
+        echo "usage: ./dev.sh demo|test|check|bench [args]" >&2
         exit 2 ;;
 esac
