@@ -97,11 +97,21 @@ def local_commands(reactor: Reactor, config: Config, runtime: Runtime) -> Connec
 
 
 class PoolService(Service):
-    """Owns the hub's WebdisClient and its connection pool: closes the pool at stop."""
+    """Owns the hub's WebdisClient and its connection pool: opens ``warm``
+    connections at start (the batches in flight at once, so that the first
+    writes and a trickle across a WAN do not wait for TLS handshakes), and
+    closes the pool at stop."""
 
-    def __init__(self, client: WebdisClient, pool: QuietConnectionPool):
+    def __init__(self, client: WebdisClient, pool: QuietConnectionPool, warm: int = 0):
         self.client = client
         self._pool = pool
+        self._warm = warm
+
+    def startService(self) -> None:
+        super().startService()
+        if self._warm:
+            # failures are the checks' to report (the watchdog, the first write)
+            Deferred.fromCoroutine(self.client.warm(self._warm)).addErrback(lambda _: None)
 
     def stopService(self) -> Deferred:
         super().stopService()
@@ -119,7 +129,7 @@ def remote_client(reactor: Reactor, config: Config, runtime: Runtime) -> PoolSer
     pool.maxPersistentPerHost = config.concurrency + 2
     pool.cachedConnectionTimeout = POOL_IDLE_TIMEOUT
     agent = Agent(reactor, contextFactory=_policy(runtime), pool=pool)
-    return PoolService(WebdisClient(agent, config.haddr, reactor, db=config.db), pool)
+    return PoolService(WebdisClient(agent, config.haddr, reactor, db=config.db), pool, warm=config.concurrency)
 
 
 def remote_stream_http(reactor: Reactor, runtime: Runtime) -> HTTPClient:

@@ -41,6 +41,20 @@ def test_remote_client_pool_sized_for_the_concurrency():
     assert service._pool.cachedConnectionTimeout == connections.POOL_IDLE_TIMEOUT
 
 
+def test_the_daemon_pool_is_warmed_to_the_concurrency_at_start():
+    config = validate({**HTTP, "concurrency": "3"})
+    service = connections.remote_client(MemoryReactorClock(), config, prepare(config, {}))
+    asked = []
+
+    async def warm(n):
+        asked.append(n)
+        return n
+
+    service.client.warm = warm
+    service.startService()
+    assert asked == [3]
+
+
 def test_verify_does_not_import_the_service_wiring():
     code = "import sys, redisrepl.verify; print(sorted(m for m in sys.modules if m.startswith('redisrepl.')))"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
