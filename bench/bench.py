@@ -102,13 +102,19 @@ class EventLog(threading.Thread):
         self.pubsub.close()
 
 
+_runs = iter(range(1, 1_000_000))
+
+
 def run_scenario(lab, name, rc, body):
+    """A fresh daemon on a namespace of its own (a scenario run twice, or at
+    another round trip, starts from empty keys), measured around ``body``."""
     lab["remote"].config_set("notify-keyspace-events", "KA")
-    daemon = Daemon(lab["sandbox"], f"b{name}:", rc=rc, extra=lab.get("extra", ()))
+    ns = f"b{name}{next(_runs)}:"
+    daemon = Daemon(lab["sandbox"], ns, rc=rc, extra=lab.get("extra", ()))
     daemon.wait_ready()
     cpu0, _ = proc_usage(daemon.proc.pid)
     try:
-        figures = body(f"b{name}:")
+        figures = body(ns)
     finally:
         cpu1, peak = proc_usage(daemon.proc.pid)
         daemon.stop()

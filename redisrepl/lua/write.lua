@@ -47,6 +47,8 @@ local function holds(k, expect)
   end
   return d == expect
 end
+local WRITABLE = {none = 1, string = 1, hash = 1, list = 1, set = 1, zset = 1, stream = 1}
+local ADD = {hash = 'HSET', list = 'RPUSH', set = 'SADD'}
 local skipped = {}
 local a = 1
 for position, k in ipairs(KEYS) do
@@ -64,7 +66,7 @@ for position, k in ipairs(KEYS) do
   if not may_write(k, origin) or (expect ~= '' and not holds(k, expect)) then
     skipped[#skipped + 1] = tostring(position)
   else
-    if not ({none = 1, string = 1, hash = 1, list = 1, set = 1, zset = 1, stream = 1})[kind] then
+    if not WRITABLE[kind] then
       return redis.error_reply('ERR redisrepl cannot write a key of type ' .. kind)
     end
     if mode ~= '+' and kind ~= 'string' then
@@ -79,8 +81,7 @@ for position, k in ipairs(KEYS) do
       redis.call('SET', k, ARGV[first])
       expire(k, pttl, temporary)
     elseif kind == 'hash' or kind == 'list' or kind == 'set' then
-      local cmd = ({hash = 'HSET', list = 'RPUSH', set = 'SADD'})[kind]
-      chunked(cmd, k, ARGV, first, a - 1)
+      chunked(ADD[kind], k, ARGV, first, a - 1)
       expire(k, pttl, temporary)
     elseif kind == 'zset' then
       local pairs_ = {}
