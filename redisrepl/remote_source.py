@@ -276,9 +276,10 @@ class RemoteSource(Service):
         key = webdis.keyspace_key(channel, self._db)
         if key is None:
             return
+        now = self._clock.seconds()
+        # any event proves the stream alive (another site's heartbeat too)
+        self.last_heartbeat_seen = now
         if key == self.heartbeat_key:
-            now = self._clock.seconds()
-            self.last_heartbeat_seen = now
             if self._heartbeat_sent is not None:
                 self.last_heartbeat_rtt = now - self._heartbeat_sent
                 self._heartbeat_sent = None
@@ -286,6 +287,17 @@ class RemoteSource(Service):
         self._router.changed(REMOTE, key, event)
 
     # -- heartbeat -----------------------------------------------------------
+
+    def needs_heartbeat(self) -> bool:
+        """Must the watchdog write this daemon's heartbeat key? Only when the
+        stream has carried no event for a heartbeat interval (or one written
+        has not come back yet): on a hub shared by many sites, the events of
+        any of them (their heartbeats included) prove the stream alive, so
+        the hub sees about one heartbeat per interval, not one per site, and
+        the events of heartbeats grow with the sites, not their square."""
+        if self._heartbeat_sent is not None or self.last_heartbeat_seen is None:
+            return True
+        return self._clock.seconds() - self.last_heartbeat_seen >= self.heartbeat_interval
 
     def beat_sent(self, when, rtt):
         """The watchdog wrote the heartbeat key at ``when``; its request took ``rtt`` s."""

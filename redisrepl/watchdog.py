@@ -59,7 +59,7 @@ class Watchdog(TimerService):
     async def _check_side(self, side, flag_key=b""):
         store = self._stores[side]
         heartbeat, lifetime = b"", 0
-        if side == REMOTE and self._remote is not None and self._remote.up:
+        if side == REMOTE and self._remote is not None and self._remote.up and self._remote.needs_heartbeat():
             heartbeat, lifetime = self._remote.heartbeat_key, self._remote.heartbeat_lifetime_ms
         sent = self.clock.seconds()
         try:

@@ -323,3 +323,33 @@ def test_a_reconcile_that_would_delete_too_much_deletes_nothing(flushed_hub):
     assert count(lab.remote, ns) == 400 and not lab.local.exists(meta(ns, "allow-mass-delete"))
     wait_until(lambda: get(port, "/healthz")[0] == 200, what="healthy again")
     assert metric(scrape(port), "redisrepl_reconcile_keys_deleted_total", side="local") == 500
+
+
+# -- hub scale: heartbeats grow with the sites, not their square --------------------------------
+
+
+def test_sites_on_one_hub_share_the_proof_of_a_live_stream(flushed_hub):
+    """Four two-way sites, a heartbeat every 0.5 s: each site writes its
+    heartbeat only when its stream has been quiet, and any site's event
+    proves every stream alive, so the hub sees far fewer than one heartbeat
+    per site per interval (each delivered to every site)."""
+    lab = flushed_hub
+    ns = "hbs:"
+    sites = [None] + [lab.add_site(name) for name in ("h1", "h2", "h3")]
+    daemons = [lab.daemon(ns, rc=True, site=site, extra=["--heartbeat", "0.5"]) for site in sites]
+    pubsub = lab.remote.pubsub()
+    pubsub.psubscribe(f"__keyspace@0__:{ns}__redisrepl__:heartbeat:*")
+    window, beats = 6.0, 0
+    deadline = time.monotonic() + window
+    while time.monotonic() < deadline:  # a measurement window, not a wait for a condition
+        message = pubsub.get_message(timeout=0.1)
+        if message is not None and message["type"] == "pmessage" and message["data"] == b"set":
+            beats += 1
+    pubsub.close()
+    per_site_before = window / 0.5  # what each site alone wrote before: one per interval
+    assert 0 < beats < 2 * per_site_before, beats  # 4 sites wrote 48 before
+    # and every stream is known alive: a write on one site reaches all
+    lab.local.set(ns + "hello", "1")
+    for site in sites[1:]:
+        wait_until(lambda site=site: site.redis.get(ns + "hello") == b"1", SLOW)
+    assert not any("remote event stream silent" in d.log() for d in daemons)
