@@ -261,6 +261,10 @@ def read_body(response, limit, url, budget=None):
     return body.done
 
 
+#: The largest reply a warming PING may have.
+WARM_REPLY_BYTES = 64
+
+
 class WebdisClient:
     """Runs Redis commands on the remote side through Webdis, with an
     ``IAgent`` (``twisted.web.client.Agent`` over a persistent pool)."""
@@ -280,8 +284,9 @@ class WebdisClient:
     def url(self):
         return self._url
 
-    async def command(self, *args):
-        """Run one command; return its reply (bytes, int, None or list).
+    async def command(self, *args, limit=None):
+        """Run one command; return its reply (bytes, int, None or list); a
+        reply over ``limit`` bytes (default: the client's) is refused.
 
         Raises LinkError when the hub cannot be reached or answers with an
         error page, RefusedError when Webdis or Redis refuse the command.
@@ -292,7 +297,7 @@ class WebdisClient:
         # one immediate second try on a fresh connection is safe.
         for attempt in (1, 2):
             try:
-                response, content = await self._post(body)
+                response, content = await self._post(body, limit)
                 break
             except (ResponseNeverReceived, RequestTransmissionFailed, client.RequestNotSent) as e:
                 if attempt == 2 or not (_stale(e) or isinstance(e, client.RequestNotSent)):
@@ -326,7 +331,9 @@ class WebdisClient:
         PINGs at once), so the first writes, and a trickle across a WAN, do
         not wait for TLS handshakes (two round trips each). Returns how many
         answered; failures are left to the checks that report them."""
-        pings = [Deferred.fromCoroutine(self.command(b"PING")) for _ in range(connections)]
+        # a PING's reply is a few bytes: a hub answering more takes nothing
+        # from the buffers the real requests share
+        pings = [Deferred.fromCoroutine(self.command(b"PING", limit=WARM_REPLY_BYTES)) for _ in range(connections)]
         results = await DeferredList(pings, consumeErrors=True)
         return sum(1 for ok, _ in results if ok)
 
@@ -341,15 +348,15 @@ class WebdisClient:
             raise link_error(e, self._url) from None
         return self._reply(args, response, content)
 
-    async def _post(self, body):
-        return await self._request(b"POST", self._url_bytes, body)
+    async def _post(self, body, limit=None):
+        return await self._request(b"POST", self._url_bytes, body, limit)
 
-    async def _request(self, method, url, body):
+    async def _request(self, method, url, body, limit=None):
         deadline = self._clock.seconds() + self._timeout  # for the whole request
         d = self._agent.request(method, url, Headers(_HEADERS), _Body(body))
         d.addTimeout(self._timeout, self._clock)
         response = await d
-        d = read_body(response, self._max_reply, self._url, self._budget)
+        d = read_body(response, limit or self._max_reply, self._url, self._budget)
         d.addTimeout(max(0.0, deadline - self._clock.seconds()), self._clock)
         return response, await d
 
