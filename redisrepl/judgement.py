@@ -153,6 +153,18 @@ class Judgement:
                 continue
             self.stats.guard_tripped.pop(target, None)
             self.stats.blocked[target] = 0
+            if keys and getattr(self.watcher, "events_lost", False):
+                # a stream was subscribed again while this run looked: a
+                # change it missed (a refill by another site, say) may be
+                # what it takes for a deletion. The next run (requested by
+                # the new subscription) judges these keys again.
+                log.warn(
+                    "reconcile: events were lost while it looked (a stream was reopened); "
+                    "its {n} deletions on the {side} side wait for the next run",
+                    n=len(keys),
+                    side=target,
+                )
+                continue
             source = OTHER[target]
             for key, origin, expect in keys:
                 if key in self.watcher or self.live.pending(key):

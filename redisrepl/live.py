@@ -65,6 +65,15 @@ class ForcedCopies:
         self._forced.pop(key, None)
 
 
+class Watched(set):
+    """A reconcile's watcher: the keys the live path touched while it
+    looked, and whether events may have been lost meanwhile (a stream was
+    subscribed again: what changed in between was announced to nobody, so
+    "not touched" proves nothing)."""
+
+    events_lost = False
+
+
 class Watchers:
     """Sets that collect every key the live path touches (an event, a copy)
     while a reconcile looks, so that it never judges a key on views of both
@@ -73,9 +82,16 @@ class Watchers:
     def __init__(self) -> None:
         self._sets: list[set[bytes]] = []
 
-    def watch(self, start: set[bytes]) -> set[bytes]:
-        self._sets.append(start)
-        return start
+    def watch(self, start: set[bytes]) -> Watched:
+        watched = Watched(start)
+        self._sets.append(watched)
+        return watched
+
+    def events_lost(self) -> None:
+        """A source was subscribed again: every watcher may have missed keys."""
+        for watcher in self._sets:
+            if isinstance(watcher, Watched):
+                watcher.events_lost = True
 
     def unwatch(self, watcher: set[bytes]) -> None:
         self._sets.remove(watcher)

@@ -166,6 +166,8 @@ class Router:
         # those redisrepl caused is expected any more, and any event from now
         # on was made after whatever restart of that Redis came before
         self._sides[side].expected.forget_events()
+        # a reconcile looking now may have missed changes: no deletion of its
+        self._watchers.events_lost()
         if side == LOCAL:
             self._local_events.subscribed()
         self._reconcile.request(f"{side} events (re)subscribed")
