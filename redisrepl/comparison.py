@@ -1,5 +1,5 @@
 """One reconcile run, end to end: find each side's generation and what this
-site confirmed of it, walk both namespaces (redisrepl.scan) judging every
+site confirmed of it, walk both namespaces (redisrepl.walk) judging every
 key (redisrepl.judgement), forget stale records, make the deletions, and
 confirm the generations once nothing the hub lost is left unjudged.
 
@@ -23,14 +23,14 @@ from redisrepl.judgement import Judgement, Voided
 from redisrepl.merge import DeleteLimit, Mode
 from redisrepl.namespace import Namespace
 from redisrepl.reconcile import ReconcileStats
-from redisrepl.scan import Refused, digests_of, existing, scan_keys, scan_steps
-from redisrepl.sides import LOCAL, REMOTE, short
+from redisrepl.scan import existing
+from redisrepl.sides import LOCAL, REMOTE
 from redisrepl.synced import SyncedEntry, SyncedTable
+from redisrepl.walk import PROGRESS_EVERY, Walk
 
 log = Logger()
 
-#: A progress line every so many keys scanned.
-PROGRESS_EVERY = 50_000
+__all__ = ["PROGRESS_EVERY", "Comparison", "Outcome"]
 
 
 @attrs.frozen
@@ -92,7 +92,10 @@ class Comparison:
         log.info("reconcile ({reason}): comparing the namespace on both sides{how}", reason=reason, how=_describe(mode))
         run.watcher = self.live.watch()
         try:
-            await self._compare(run, started)
+            walk = Walk(
+                self.local_store, self.remote_store, self.synced, self.epochs, self.names, self.clock, self.stats
+            )
+            await walk.compare(run, started)
             await self._forget_stale(checks[REMOTE].now)
             await self._recheck(run)  # both sides as decided, just before deleting
             await run.delete()
@@ -177,44 +180,6 @@ class Comparison:
             recovery_start=remote.generation.start if window_open else None,
         )
 
-    async def _compare(self, run, started):
-        refused = Refused()
-        # Memory stays bounded whatever the size of the namespace: one SCAN
-        # step of each side at a time. First every remote key, against its
-        # local digest read then; then the keys that only the local side has.
-        report = self._progress("remote", started, run)
-        on_local_big = _big_progress(LOCAL)
-        async for step in scan_steps(self.remote_store, self.names, on_big=_big_progress(REMOTE), refused=refused):
-            run.check_generation(REMOTE)
-            run.sizes[REMOTE] += len(step)
-            keys = [key for key, _, _ in step]
-            here = await digests_of(self.local_store, keys, on_local_big)
-            run.check_generation(LOCAL)
-            entries = await self.synced.get(keys)
-            for (key, there, tag), mine, entry in zip(step, here, entries):
-                await run.judge(key, mine, there, entry, tag)
-            await run.flush(self.epochs[REMOTE].current)
-            report(run.compared)
-        report = self._progress("local", started, run)
-        scanned = 0
-        async for keys in scan_keys(self.local_store, self.names, refused=refused):
-            run.check_generation(LOCAL)
-            scanned += len(keys)
-            run.sizes[LOCAL] += len(keys)
-            there = await existing(self.remote_store, keys)
-            run.check_generation(REMOTE)
-            only_here = [(key, tag) for key, (exists, tag) in zip(keys, there) if not exists]
-            keys_here = [key for key, _ in only_here]
-            here = await digests_of(self.local_store, keys_here, on_local_big)
-            entries = await self.synced.get(keys_here)
-            for (key, tag), mine, entry in zip(only_here, here, entries):
-                await run.judge(key, mine, None, entry, tag)
-            await run.flush(self.epochs[REMOTE].current)
-            report(scanned)
-        if refused.count:
-            self.stats.refused_keys += refused.count
-            log.error("reconcile: {n} keys listed outside the namespace were refused", n=refused.count)
-
     async def _recheck(self, run):
         for side, store in self.stores.items():
             await store.check()
@@ -267,37 +232,6 @@ class Comparison:
         a large reconcile go in as fast as they are copied, never overflowing."""
         while self.live.backlog >= self.live.max_backlog // 2:
             await task.deferLater(self.clock, 0.05, lambda: None)
-
-    def _progress(self, side, started, run):
-        state_ = {"next": PROGRESS_EVERY}
-
-        def report(scanned):
-            if scanned >= state_["next"]:
-                state_["next"] += PROGRESS_EVERY
-                elapsed = max(self.clock.seconds() - started, 1e-6)
-                log.info(
-                    "reconcile: {n} keys scanned on the {side} side ({rate:.0f} keys/s), "
-                    "{fixed} of {compared} compared so far differ and are being copied",
-                    n=scanned,
-                    side=side,
-                    rate=scanned / elapsed,
-                    fixed=run.fixed,
-                    compared=run.compared,
-                )
-
-        return report
-
-
-def _big_progress(side):
-    def report(key, kind):
-        log.info(
-            "reconcile: digesting the big {kind} {key} on the {side} side, a chunk at a time",
-            kind=kind,
-            key=short(key),
-            side=side,
-        )
-
-    return report
 
 
 def _describe(mode):

@@ -3,55 +3,42 @@ what S holds".
 
 Both sources (local keyspace notifications, the remote PSUBSCRIBE stream)
 call ``changed(side, key)``; the key joins the queue of dirty keys
-(redisrepl.dirty), where changes coalesce.
+(redisrepl.dirty), where changes coalesce. The reconcile asks for its
+copies through the same path (``force``).
 
-Work goes out in batches, at once (no delay is added to fill a batch): a
-batch takes up to ``batch_size`` dirty keys that changed on the same side
-and the copier (redisrepl.copier) reads them there in one round trip, drops
-the echoes and writes the rest on the other side in one round trip. At most
-``concurrency`` batches are in flight, over as many connections, and a key is
-never in two batches at once, so an older state never overtakes a newer one.
-
-A failed read or write never loses a change: its keys go back into the
-queue. A ``LinkError`` pauses all work with capped backoff (a side is down).
-A ``RefusedError`` on a batch of several keys sends them again one per
-batch, so that only the key actually refused is parked, with its own
-backoff, while the others go on.
-
-A big key is copied in chunks beside the batches (at most
-``big_concurrency`` at once; the key stays in flight until its copy ends, so
-there is still one copy of it at a time, and a long copy never holds up the
-small keys); its echoes are recognised by their event names, which the
-sources pass to ``changed``.
+The router is the facade (``IChangeSink`` and ``ILiveCopies``): it sorts
+the events (outside the namespace, evictions, echoes of redisrepl's own
+writes announced by their event names) and hands the rest to the work under
+way (redisrepl.batches): batches of up to ``batch_size`` keys, at most
+``concurrency`` in flight, big keys copied in chunks beside them, and one
+policy for every failure (a side down pauses all work with backoff; a key a
+side refuses is parked with its own). A failed read or write never loses a
+change.
 """
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet import task
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, DeferredSemaphore, succeed
-from twisted.logger import Logger
+from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from redisrepl.backoff import Backoff
+from redisrepl.batches import Batches
 from redisrepl.big_keys import BigCopier
 from redisrepl.classify import LocalEvents
-from redisrepl.copier import Batch, Copier
-from redisrepl.dirty import DirtyQueue, Queued, key_backoff
+from redisrepl.copier import Copier
+from redisrepl.dirty import key_backoff
 from redisrepl.epochs import Generation
-from redisrepl.errors import LinkError, RefusedError
 from redisrepl.evictions import Evictions
 from redisrepl.interfaces import Clock, IChangeSink, ILiveCopies, IReconcileRequests, ReconcileRequests
 from redisrepl.live import ANYTHING, Forced, ForcedCopies, Watchers
 from redisrepl.namespace import Namespace
-from redisrepl.sides import LOCAL, OTHER, REMOTE, Side, short
+from redisrepl.sides import LOCAL, REMOTE, Side
 from redisrepl.stats import KeyReports, Links, Stats
 from redisrepl.synced import SyncedTable
 
 if TYPE_CHECKING:
     from twisted.internet.base import DelayedCall
-
-log = Logger()
 
 #: When a key is dirty on both sides at once, this side is copied first and
 #: wins: the remote is shared by many sites.
@@ -73,6 +60,8 @@ class _NoReconcile:
 
 @implementer(IChangeSink, ILiveCopies)
 class Router:
+    """The facade the sources and the reconcile call (see the module)."""
+
     def __init__(
         self,
         clock: Clock,
@@ -90,24 +79,10 @@ class Router:
         synced: SyncedTable | None = None,
         reconcile: ReconcileRequests | None = None,
     ) -> None:
-        self._clock = clock
         self.synced = synced  # records what both sides hold after each copy
         self._sides = {LOCAL: local, REMOTE: remote}
         self.names = Namespace(namespace)
-        self.concurrency = concurrency
-        self.batch_size = batch_size
-        self.first = first  # copied first (and so wins) when a key changed on both sides
         self._reconcile: ReconcileRequests = reconcile if reconcile is not None else _NoReconcile()
-        self._link_backoff = link_backoff or Backoff(initial=0.2, maximum=5.0, quick=40)
-        self._queue = DirtyQueue(clock, self._pump, max_backlog, key_backoff)
-        self._big_slots = DeferredSemaphore(big_concurrency)
-        #: key -> Deferred of its big copy (waiting or under way)
-        self._big_copies: dict[bytes, Deferred[Any]] = {}
-        self._batches: set[Deferred[Any]] = set()  # Deferreds of the batches under way
-        self._paused: DelayedCall | None = None  # DelayedCall while a side is down
-        self._stopping = False
-        self._pumping = False
-        self._pump_call: DelayedCall | None = None
         self.stats = Stats()
         self._links = Links(self.stats)
         self._reports = KeyReports(self.stats)
@@ -115,7 +90,7 @@ class Router:
         self._watchers = Watchers()
         self._evictions = Evictions(clock, synced)
         self._local_events = LocalEvents()
-        self._copier = Copier(
+        copier = Copier(
             clock,
             self._sides,
             self.stats,
@@ -129,6 +104,23 @@ class Router:
             synced,
             big,
         )
+        self._work = Batches(
+            clock,
+            copier,
+            self.stats,
+            self._forced,
+            self._reports,
+            self._local_events,
+            self._reconcile,
+            concurrency=concurrency,
+            batch_size=batch_size,
+            first=first,
+            max_backlog=max_backlog,
+            link_backoff=link_backoff,
+            key_backoff=key_backoff,
+            big_concurrency=big_concurrency,
+        )
+        self._queue = self._work.queue
 
     # -- what the sources call (IChangeSink) -------------------------------------
 
@@ -159,7 +151,7 @@ class Router:
         self._watchers.touched(key)
         if side == LOCAL:
             self._local_events.event(key, event)
-        self._enqueue(side, key)
+        self._work.add(side, key)
 
     def subscribed(self, side: str) -> None:
         # events made while the stream was down are lost for good: none of
@@ -187,7 +179,7 @@ class Router:
         self._sides[LOCAL].expected.forget(key)
         self._sides[REMOTE].expected.forget(key)
         self._forced.ask(key, Forced(side, guard, origin, expect))
-        self._enqueue(side, key)
+        self._work.add(side, key)
 
     def was_evicted(self, side: str, key: bytes) -> bool:
         return self._evictions.was_evicted(side, key)
@@ -226,164 +218,43 @@ class Router:
     @property
     def paused(self) -> "DelayedCall | None":
         """The DelayedCall of the retry while a side is down, or None."""
-        return self._paused
+        return self._work.paused
 
     @property
     def link_error(self) -> dict[str, str | None]:
         """side -> why it could not be reached last time, None once it answers."""
         return self._links.error
 
+    @property
+    def concurrency(self) -> int:
+        """Most batches in flight at once."""
+        return self._work.concurrency
+
+    @concurrency.setter
+    def concurrency(self, n: int) -> None:
+        self._work.concurrency = n
+
+    @property
+    def batch_size(self) -> int:
+        """Most keys in one batch."""
+        return self._work.batch_size
+
+    @batch_size.setter
+    def batch_size(self, n: int) -> None:
+        self._work.batch_size = n
+
+    @property
+    def first(self) -> str:
+        """The side copied first (and so winning) when a key changed on both sides."""
+        return self._work.first
+
+    @first.setter
+    def first(self, side: str) -> None:
+        self._work.first = side
+
     # -- lifecycle ---------------------------------------------------------------
 
     def stop(self, timeout: float = 5.0) -> Deferred[Any]:
         """Take no new work; fire when the batches in flight are done (or
         after ``timeout`` seconds, when they are given up)."""
-        self._stopping = True
-        for call in [self._paused, self._pump_call]:
-            if call is not None and call.active():
-                call.cancel()
-        self._queue.stop()
-        if not self._batches and not self._big_copies:
-            return succeed(None)
-        d = DeferredList(list(self._batches) + list(self._big_copies.values()), consumeErrors=True)
-        d.addTimeout(timeout, self._clock)
-        d.addErrback(lambda f: log.warn("gave up on {n} keys in flight at shutdown", n=len(self._queue.in_flight)))
-        # The last batch may finish inside a connection's dataReceived; let the
-        # shutdown (which closes every connection) go on in a later turn, not
-        # from under that call.
-        d.addCallback(lambda _: task.deferLater(self._clock, 0, lambda: None))
-        return d
-
-    # -- the work ----------------------------------------------------------------
-
-    def _enqueue(self, side, key):
-        queued = self._queue.add(side, key)
-        if queued is Queued.COALESCED:
-            self.stats.coalesced += 1
-        elif queued is Queued.FULL:
-            # Memory stays bounded: the change is not kept, and the reconcile
-            # will find it (no change is dropped silently).
-            self.stats.overflows += 1
-            self._reconcile.request("the queue was full")
-        elif queued is Queued.ADDED:
-            self.stats.backlog_high = self._queue.high_water
-            if self._pump_call is None:
-                # at the end of this reactor turn: the other events that arrived
-                # with this one join its batch; no time is added
-                self._pump_call = self._clock.callLater(0, self._pump)
-
-    def _pump(self):
-        if self._pump_call is not None:
-            if self._pump_call.active():
-                self._pump_call.cancel()
-            self._pump_call = None
-        if self._pumping:
-            return  # a batch finished synchronously inside the loop below
-        self._pumping = True
-        try:
-            while self._queue and not self._stopping and self._paused is None and len(self._batches) < self.concurrency:
-                picked = self._queue.pick(self.first, self.batch_size)
-                if picked is None:
-                    return
-                source, keys = picked
-                d = Deferred.fromCoroutine(self._guarded(source, keys, self._batch(source, keys)))
-                if not d.called:
-                    self._batches.add(d)
-                d.addBoth(self._finished, d, keys)
-        finally:
-            self._pumping = False
-
-    async def _batch(self, source, keys):
-        batch = await self._copier.copy(source, OTHER[source], keys)
-        for big in batch.bigs:
-            self._start_big(source, big)
-        return batch
-
-    def _finished(self, result, d, keys):
-        self._batches.discard(d)
-        for key in keys:
-            if not self._queue.queued(key):
-                self._local_events.copied(key)
-        # big keys stay in flight until their own copy ends
-        self._queue.done(key for key in keys if key not in self._big_copies)
-        self._pump()
-
-    async def _guarded(self, source, keys, copying):
-        """Await ``copying`` (a copy of ``keys`` from ``source``) and deal with
-        its outcome: one policy for every failure, batches and big keys alike."""
-        try:
-            batch = await copying
-        except LinkError as e:
-            self._queue.requeue(keys, source)
-            self._pause(e)
-        except RefusedError as e:
-            self._refused(keys, source, e)
-        except CancelledError:
-            return  # given up at shutdown
-        except Exception:
-            log.failure("unexpected error copying {n} keys from the {source} side", n=len(keys), source=source)
-            self._refused(keys, source, None)
-        else:
-            self._link_backoff.reset()
-            self._queue.succeeded(keys)
-            later = set(batch.later)
-            for key in keys:
-                # a key to read again keeps what the reconcile asked of it
-                if key not in later and key not in self._big_copies:
-                    self._forced.done(key, source)
-            self._queue.requeue(batch.later, source)
-
-    def _start_big(self, source, big):
-        key = big.key
-        if self._copier.big is None:
-            self._reports.once(
-                key,
-                "{key} on the {side} side has {items} items and big keys are not copied here",
-                side=source,
-                items=big.header.count,
-            )
-            return
-        finished = []
-
-        def done(_):
-            finished.append(True)
-            self._forced.done(key, source)
-            if self._big_copies.pop(key, None) is not None:
-                self._queue.done([key])
-                self._pump()
-
-        d = self._big_slots.run(
-            lambda: Deferred.fromCoroutine(self._guarded(source, [key], self._copy_big(source, big)))
-        )
-        d.addBoth(done)
-        if not finished:  # (a copy that ends at once leaves with its batch)
-            self._big_copies[key] = d
-
-    async def _copy_big(self, source, big):
-        if self._stopping:
-            return Batch()
-        return await self._copier.copy_big(source, OTHER[source], big)
-
-    # -- failures ----------------------------------------------------------------
-
-    def _pause(self, error):
-        if self._paused is not None or self._stopping:
-            return
-        delay = self._link_backoff.next_delay()
-        log.warn(
-            "{error}; {backlog} keys waiting, retrying in {delay:.1f}s", error=error, backlog=self.backlog, delay=delay
-        )
-        self._paused = self._clock.callLater(delay, self._resume)
-
-    def _resume(self):
-        self._paused = None
-        self._pump()
-
-    def _refused(self, keys, source, error):
-        if len(keys) > 1:
-            self._queue.send_alone(keys, source)
-            return
-        key = keys[0]
-        delay = self._queue.park(key, source)
-        if delay is not None and error is not None:
-            log.error("{key}: {error}; trying this key again in {delay:.1f}s", key=short(key), error=error, delay=delay)
+        return self._work.stop(timeout)

@@ -315,14 +315,11 @@ def test_long_runs_log_their_progress():
     from twisted.internet.task import Clock
     from twisted.logger import capturedLogs, formatEvent
 
-    from redisrepl.comparison import PROGRESS_EVERY, Comparison
-    from redisrepl.namespace import Namespace
-    from redisrepl.reconcile import ReconcileStats
+    from redisrepl.walk import PROGRESS_EVERY, progress
 
     clock = Clock()
-    comparison = Comparison(None, None, None, None, {}, Namespace(b"ns:"), clock, ReconcileStats(), two_way=True)
     run = SimpleNamespace(fixed=0, compared=0)
-    report = comparison._progress("remote", clock.seconds(), run)
+    report = progress(clock, "remote", clock.seconds(), run)
     with capturedLogs() as events:
         clock.advance(2)
         report(PROGRESS_EVERY - 1)  # not yet

@@ -37,6 +37,7 @@ The modules, from the files to the processes to the lab:
 * ``probes``: a Redis PING and one HTTP(S) request, blocking;
 * ``sites``: the sites sharing the hub, by name;
 * ``components``: the hub's servers and the sites' Redis as processes;
+* ``reach``: what users of the lab need to reach it (command lines, requests);
 * ``lab``: the :class:`Sandbox` itself;
 * ``demo``: the command line (``__main__``).
 """
@@ -50,7 +51,7 @@ from redisrepl.sandbox.certificates import (
 from redisrepl.sandbox.components import COMPONENTS
 from redisrepl.sandbox.configs import nginx_config, webdis_config
 from redisrepl.sandbox.demo import main
-from redisrepl.sandbox.lab import TWISTD, Sandbox
+from redisrepl.sandbox.lab import Sandbox
 from redisrepl.sandbox.layout import DUMP
 from redisrepl.sandbox.processes import (
     READY_TIMEOUT,
@@ -59,6 +60,7 @@ from redisrepl.sandbox.processes import (
     binary,
     free_port,
 )
+from redisrepl.sandbox.reach import TWISTD
 from redisrepl.sandbox.sites import RESERVED_SITE_NAMES, SITE_CN, SITE_NAME, Site
 
 __all__ = [

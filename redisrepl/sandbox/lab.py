@@ -1,17 +1,13 @@
 """The :class:`Sandbox`: a work dir, its certificates and ports, the sites and the
-components (sites.py, components.py), and what users of the lab need to reach it
-(daemon command lines, redis-cli, requests through the proxy)."""
+components (sites.py, components.py), started and stopped together; what users of
+the lab need to reach it (daemon command lines, redis-cli, requests through the
+proxy) comes from reach.py."""
 
 import atexit
-import dataclasses
 import os
 import re
 import shutil
-import ssl
-import sys
 import tempfile
-from collections.abc import Iterable
-from typing import TypeVar
 
 from redisrepl.sandbox import layout
 from redisrepl.sandbox.certificates import (
@@ -19,51 +15,22 @@ from redisrepl.sandbox.certificates import (
     write_client_certificate,
 )
 from redisrepl.sandbox.components import Components
-from redisrepl.sandbox.probes import http_request
-from redisrepl.sandbox.processes import SandboxError, free_port
+from redisrepl.sandbox.processes import free_port
+from redisrepl.sandbox.reach import TWISTD, Reach
 from redisrepl.sandbox.sites import Site, Sites
 
-TWISTD = "from twisted.scripts.twistd import run; run()"
-#: What describe() gives besides the sites.
-DESCRIBED = (
-    "workdir",
-    "local_redis_port",
-    "remote_redis_port",
-    "webdis_port",
-    "proxy_port",
-    "haddr",
-    "wrong_name_haddr",
-    "ca_cert",
-    "client_cert",
-    "client_key",
-    "server_cert",
-    "server_key",
-    "other_ca_cert",
-    "other_client_cert",
-    "other_client_key",
-    "wrong_host_cert",
-    "wrong_host_key",
-)
-
-_T = TypeVar("_T")
+__all__ = ["TWISTD", "Sandbox"]
 
 
-def _made(value: _T | None, what: str) -> _T:
-    """``value``, one of the sandbox's ports or files: SandboxError while it has not
-    made it (start() or add_site() does)."""
-    if value is None:
-        raise SandboxError(f"the sandbox is not started: it has no {what} yet")
-    return value
-
-
-class Sandbox:
+class Sandbox(Reach):
     """A throwaway replication lab on loopback: local Redis, remote Redis, Webdis in front
     of the remote Redis, nginx terminating mTLS in front of Webdis, and generated certificates.
 
     ``with Sandbox() as sb:`` starts everything and stops it all at the end.
     Ports are picked at the first start() (or add_site()) and kept for the sandbox's
     life, so stop_component()/start_component() bring a component back on the same port.
-    Extra sites (add_site) are started and stopped with the rest.
+    Extra sites (add_site) are started and stopped with the rest.  What users need to
+    reach it (daemon_args, request, describe, ...) comes from :class:`Reach`.
     """
 
     def __init__(self, workdir: str | None = None, *, path_prefix: str = "/redis"):
@@ -192,100 +159,6 @@ class Sandbox:
         """Whether the component's process is alive."""
         return self._components.running(name)
 
-    # what users of the sandbox need to reach it
-
-    def socket_path(self, name: str = "local_redis") -> str:
-        """The unix socket a Redis of the sandbox also listens on."""
-        return layout.socket_path(_made(self.workdir, "work dir"), name)
-
-    def dump_path(self, name: str = "local_redis") -> str:
-        """The RDB file a Redis component's ``SAVE`` writes and ``snapshot=True`` loads."""
-        return layout.dump_path(_made(self.workdir, "work dir"), name)
-
-    def redis_cli_args(self, side: str) -> list[str]:
-        """``["redis-cli", "-p", port]`` for side "local", "remote" or an extra site's name."""
-        ports: dict[str, int | None] = {"local": self.local_redis_port, "remote": self.remote_redis_port}
-        ports.update((name, site.redis_port) for name, site in self._sites.by_name().items())
-        if side not in ports:
-            raise ValueError(f"side must be 'local', 'remote' or a site's name, not {side!r}")
-        return ["redis-cli", "-p", str(ports[side])]
-
-    def daemon_args(
-        self,
-        namespace: str,
-        rc: bool = True,
-        extra: Iterable[str] = (),
-        site: str | Site | None = None,
-        cert: str | None = None,
-        key: str | None = None,
-    ) -> list[str]:
-        """The ``twistd -n redisrepl`` command line wired to this sandbox.
-
-        ``site`` (a name or a :class:`Site`; default the local Redis) picks ``--raddr``
-        and the client certificate; ``cert``/``key`` replace that certificate (a shared
-        or a renewed one).
-
-        ``python -m twisted`` is the ``twist`` runner, which knows no ``-n``; twistd
-        has no ``__main__``, hence ``-c``.  ``--pidfile=`` keeps twistd from writing
-        (and fighting over) ``twistd.pid`` in the current directory."""
-        s = self._site("local" if site is None else site)
-        args = [
-            sys.executable,
-            "-c",
-            TWISTD,
-            "-n",
-            "--pidfile=",
-            "redisrepl",
-            "--haddr",
-            _made(self.haddr, "hub URL"),
-            "--cert",
-            cert or _made(s.client_cert, "client certificate"),
-            "--key",
-            key or _made(s.client_key, "client key"),
-            "--ca",
-            _made(self.ca_cert, "CA certificate"),
-            "--raddr",
-            f"127.0.0.1:{s.redis_port}",
-            "--nam",
-            namespace,
-        ]
-        return args + (["--rc"] if rc else []) + list(extra)
-
-    def client_ssl_context(self, cert: str | None = None, key: str | None = None) -> ssl.SSLContext:
-        """A stdlib SSLContext trusting the good CA and holding client credentials: the
-        good ``client`` certificate unless ``cert``/``key`` name others (a site's)."""
-        ctx = ssl.create_default_context(cafile=_made(self.ca_cert, "CA certificate"))
-        ctx.load_cert_chain(
-            cert or _made(self.client_cert, "client certificate"), key or _made(self.client_key, "client key")
-        )
-        return ctx
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None = None,
-        timeout: float = 5.0,
-        cert: str | None = None,
-        key: str | None = None,
-    ) -> tuple[int, bytes]:
-        """One request through nginx (``path`` after the prefix, e.g. "/GET/k.raw"); (status, body).
-        ``cert``/``key``: the client certificate to present instead of the good one."""
-        return http_request(
-            _made(self.proxy_port, "proxy port"),
-            method,
-            self.path_prefix + path,
-            body,
-            self.client_ssl_context(cert, key),
-            timeout,
-        )
-
-    def describe(self) -> dict:
-        """Ports, paths and URLs, as a JSON-friendly dict (``sites``: every site by name)."""
-        described = {k: getattr(self, k) for k in DESCRIBED}
-        described["sites"] = {name: dataclasses.asdict(site) for name, site in self.sites.items()}
-        return described
-
     # internals
 
     def _prepare(self) -> None:
@@ -322,12 +195,3 @@ class Sandbox:
             port = free_port()
             if port not in taken:
                 return port
-
-    def _site(self, site: str | Site) -> Site:
-        """A :class:`Site` from a site or a site's name."""
-        if isinstance(site, Site):
-            return site
-        sites = self.sites
-        if site not in sites:
-            raise ValueError(f"unknown site {site!r}; one of {tuple(sites)}")
-        return sites[site]

@@ -1,0 +1,114 @@
+"""The walk of one reconcile run: both namespaces, one SCAN step of each
+side at a time (redisrepl.scan), every key handed to the run's judgement
+(redisrepl.judgement), with a progress line every ``PROGRESS_EVERY`` keys.
+
+Memory stays bounded whatever the size of the namespace: first every remote
+key, against its local digest read then; then the keys that only the local
+side has. The run's generations are checked after each reply, so a side
+that loses data during the walk voids the run at the next step.
+"""
+
+from collections.abc import Callable
+
+import attrs
+from twisted.logger import Logger
+
+from redisrepl.epochs import SideEpoch
+from redisrepl.interfaces import Clock, StateStore
+from redisrepl.judgement import Judgement
+from redisrepl.namespace import Namespace
+from redisrepl.reconcile import ReconcileStats
+from redisrepl.scan import Refused, digests_of, existing, scan_keys, scan_steps
+from redisrepl.sides import LOCAL, REMOTE, short
+from redisrepl.synced import SyncedTable
+
+# a part of the reconcile run, logged under the comparison's name as it always was
+log = Logger(namespace="redisrepl.comparison")
+
+#: A progress line every so many keys scanned.
+PROGRESS_EVERY = 50_000
+
+
+@attrs.define
+class Walk:
+    """Both namespaces walked once, every key judged (see the module)."""
+
+    local_store: StateStore
+    remote_store: StateStore
+    synced: SyncedTable
+    epochs: dict[str, SideEpoch]  # side -> its epoch
+    names: Namespace
+    clock: Clock
+    stats: ReconcileStats
+
+    async def compare(self, run: Judgement, started: float) -> None:
+        """Judge every key of both namespaces in ``run`` (begun at ``started``)."""
+        refused = Refused()
+        report = progress(self.clock, "remote", started, run)
+        on_local_big = big_progress(LOCAL)
+        async for step in scan_steps(self.remote_store, self.names, on_big=big_progress(REMOTE), refused=refused):
+            run.check_generation(REMOTE)
+            run.sizes[REMOTE] += len(step)
+            keys = [key for key, _, _ in step]
+            here = await digests_of(self.local_store, keys, on_local_big)
+            run.check_generation(LOCAL)
+            entries = await self.synced.get(keys)
+            for (key, there, tag), mine, entry in zip(step, here, entries):
+                await run.judge(key, mine, there, entry, tag)
+            await run.flush(self.epochs[REMOTE].current)
+            report(run.compared)
+        report = progress(self.clock, "local", started, run)
+        scanned = 0
+        async for keys in scan_keys(self.local_store, self.names, refused=refused):
+            run.check_generation(LOCAL)
+            scanned += len(keys)
+            run.sizes[LOCAL] += len(keys)
+            there = await existing(self.remote_store, keys)
+            run.check_generation(REMOTE)
+            only_here = [(key, tag) for key, (exists, tag) in zip(keys, there) if not exists]
+            keys_here = [key for key, _ in only_here]
+            here = await digests_of(self.local_store, keys_here, on_local_big)
+            entries = await self.synced.get(keys_here)
+            for (key, tag), mine, entry in zip(only_here, here, entries):
+                await run.judge(key, mine, None, entry, tag)
+            await run.flush(self.epochs[REMOTE].current)
+            report(scanned)
+        if refused.count:
+            self.stats.refused_keys += refused.count
+            log.error("reconcile: {n} keys listed outside the namespace were refused", n=refused.count)
+
+
+def progress(clock: Clock, side: str, started: float, run: Judgement) -> Callable[[int], None]:
+    """A function of the keys scanned so far on ``side`` that logs a
+    progress line each time they pass another ``PROGRESS_EVERY``."""
+    state_ = {"next": PROGRESS_EVERY}
+
+    def report(scanned: int) -> None:
+        if scanned >= state_["next"]:
+            state_["next"] += PROGRESS_EVERY
+            elapsed = max(clock.seconds() - started, 1e-6)
+            log.info(
+                "reconcile: {n} keys scanned on the {side} side ({rate:.0f} keys/s), "
+                "{fixed} of {compared} compared so far differ and are being copied",
+                n=scanned,
+                side=side,
+                rate=scanned / elapsed,
+                fixed=run.fixed,
+                compared=run.compared,
+            )
+
+    return report
+
+
+def big_progress(side: str) -> Callable[[bytes, str], None]:
+    """A line for each big key of ``side`` digested a chunk at a time."""
+
+    def report(key: bytes, kind: str) -> None:
+        log.info(
+            "reconcile: digesting the big {kind} {key} on the {side} side, a chunk at a time",
+            kind=kind,
+            key=short(key),
+            side=side,
+        )
+
+    return report
