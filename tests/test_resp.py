@@ -260,7 +260,9 @@ def _outcome(pieces):
         for piece in pieces:
             out.append(("ok", parser.feed(piece), parser.pending))
     except ProtocolError as e:
-        out.append(("error", e.replies, parser.pending))
+        # the replies before the error; what is pending after it means
+        # nothing (the stream is closed on a protocol error)
+        out.append(("error", e.replies))
     return out
 
 
