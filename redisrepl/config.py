@@ -28,7 +28,11 @@ DEFAULTS = {
     "concurrency": "4",
     "batch": "256",
     "big-key-items": "10000",
+    "log-level": "info",
 }
+
+#: --log-level's values, least to most severe (twisted.logger's level names).
+LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
 
 PASSWORD_ENV = "REDISREPL_PASSWORD"
 USERNAME_ENV = "REDISREPL_USERNAME"
@@ -88,6 +92,8 @@ class Config:
     site_name: bytes | None
     #: a Twisted server endpoint string for /metrics and /healthz, or None
     metrics_endpoint: str | None
+    #: the least severe level of redisrepl's log lines kept (LOG_LEVELS)
+    log_level: str = "info"
 
     @property
     def https(self) -> bool:
@@ -125,6 +131,9 @@ def validate(values: Mapping[str, object], environ: Mapping[str, str] | None = N
     winner = string("winner")
     if winner not in ("remote", "local"):
         raise ConfigError(f"--winner must be remote or local, not {winner!r}")
+    log_level = string("log-level")
+    if log_level not in LOG_LEVELS:
+        raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}")
     reconcile_interval = _seconds(raw["reconcile-interval"], "--reconcile-interval")
     if reconcile_interval < 0:
         raise ConfigError("--reconcile-interval must not be negative")
@@ -171,6 +180,7 @@ def validate(values: Mapping[str, object], environ: Mapping[str, str] | None = N
         allow_http=flag("allow-http"),
         rc=flag("rc"),
         winner=winner,
+        log_level=log_level,
         mirror=flag("mirror"),
         keep_remote_only=flag("keep-remote-only"),
         heartbeat=heartbeat,

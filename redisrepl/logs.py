@@ -13,9 +13,18 @@ failure, ``log_failure`` (its traceback).
 
 import json as _json
 import sys
+from collections.abc import Mapping
 from typing import Any
 
-from twisted.logger import FileLogObserver, formatEvent
+from twisted.logger import (
+    FileLogObserver,
+    FilteringLogObserver,
+    Logger,
+    LogLevel,
+    LogLevelFilterPredicate,
+    formatEvent,
+    globalLogPublisher,
+)
 
 
 def field(value: Any) -> Any:
@@ -53,3 +62,20 @@ def event_as_json(event: dict) -> str:
 def json() -> FileLogObserver:
     """One JSON object per line on standard output (an ``ILogObserver``)."""
     return FileLogObserver(sys.stdout, event_as_json)
+
+
+def keep_from(level: str, publisher: Any = globalLogPublisher, modules: Mapping[str, Any] | None = None) -> int:
+    """Drop redisrepl's log lines below ``level`` (``--log-level``: debug,
+    info, warn, error, critical) before they reach ``publisher``: the
+    ``log`` of every loaded module of redisrepl (``modules``, default
+    ``sys.modules``) emits through a filter. Returns how many loggers."""
+    predicate: Any = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
+    filtered: Any = FilteringLogObserver(publisher, [predicate])
+    count = 0
+    for name, module in list((sys.modules if modules is None else modules).items()):
+        if name == "redisrepl" or name.startswith("redisrepl."):
+            log = getattr(module, "log", None)
+            if isinstance(log, Logger):
+                log.observer = filtered
+                count += 1
+    return count

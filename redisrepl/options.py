@@ -96,6 +96,12 @@ class Options(usage.Options):
         ],
         ["metrics", None, None, "serve /metrics and /healthz on [HOST:]PORT (HOST defaults to 127.0.0.1)"],
         [
+            "log-level",
+            None,
+            DEFAULTS["log-level"],
+            "least severe log lines kept: debug (a line per key a reconcile fixes), info, warn, error, critical",
+        ],
+        [
             "winner",
             None,
             DEFAULTS["winner"],

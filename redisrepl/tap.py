@@ -20,7 +20,7 @@ from twisted.internet import endpoints
 from twisted.internet.defer import succeed
 from twisted.logger import Logger
 
-from redisrepl import __version__, connections
+from redisrepl import __version__, connections, logs
 from redisrepl.big_keys import BigCopier
 from redisrepl.comparison import Comparison
 from redisrepl.config import Config
@@ -110,6 +110,7 @@ def makeService(options: Options, reactor: Reactor | None = None) -> MultiServic
 def service_tree(config: Config, runtime: Runtime, reactor: Reactor | None = None) -> MultiService:
     if reactor is None:
         from twisted.internet import reactor
+    logs.keep_from(config.log_level)
     for warning in runtime.warnings:
         log.warn(warning.format, **warning.fields)
     if runtime.legacy_pass:

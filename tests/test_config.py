@@ -30,6 +30,7 @@ def test_defaults_typed_and_immutable():
     assert (config.db, config.concurrency, config.batch) == (0, 4, 256)
     assert (config.big_key_items, config.max_backlog) == (10000, 100000)
     assert (config.heartbeat, config.reconcile_interval) == (1.0, 60.0)
+    assert config.log_level == "info"
     assert config.max_delete == DeleteLimit(10.0, None)
     assert config.winner == "remote" and config.rc is False and config.mirror is False
     assert config.namespace == b"ns:" and config.reserved_prefix == b"ns:__redisrepl__:"
@@ -82,6 +83,7 @@ def test_the_legacy_password_stays_out_of_reprs():
         ({"concurrency": "0"}, "--concurrency must be between 1 and 64"),
         ({"max-backlog": "10"}, "--max-backlog must be between 100 and 100000000"),
         ({"winner": "both"}, "--winner must be remote or local, not 'both'"),
+        ({"log-level": "loud"}, "--log-level must be one of debug, info, warn, error, critical, not 'loud'"),
         ({"reconcile-interval": "soon"}, "--reconcile-interval must be a number of seconds, not 'soon'"),
         ({"reconcile-interval": "-1"}, "--reconcile-interval must not be negative"),
         ({"heartbeat": "0"}, "--heartbeat must be between 0.1 and 3600 seconds"),

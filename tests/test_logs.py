@@ -52,3 +52,21 @@ def test_a_failure_carries_its_traceback():
     assert event["log_level"] == "critical"
     assert "KeyError" in event["log_failure"] and "missing" in event["log_failure"]
     assert event["log_text"] == "while copying k"
+
+
+def test_keep_from_drops_redisrepls_lines_below_the_level():
+    import types
+
+    seen = []
+    module = types.ModuleType("redisrepl.example")
+    module.log = Logger(namespace="redisrepl.example")
+    other = types.ModuleType("somebody.else")
+    other.log = Logger(namespace="somebody.else")
+    publisher = LogPublisher(seen.append)
+    count = logs.keep_from("info", publisher, {"redisrepl.example": module, "somebody.else": other})
+    assert count == 1
+    module.log.debug("a line per key {key}", key="k")
+    module.log.info("a run done")
+    module.log.error("a failure")
+    assert [e["log_format"] for e in seen] == ["a run done", "a failure"]
+    assert other.log.observer is not publisher  # not redisrepl's: left alone
