@@ -118,9 +118,26 @@ async def verify(reactor: Reactor, config: Config, runtime: Runtime, out: TextIO
         await local_redis.stopService()
 
 
+class VerifyOptions(Options):
+    synopsis = "Usage: redisrepl-verify [the daemon's options]"
+    longdesc = (
+        "Compare the namespace on both sides and never write: one line per key that differs "
+        "(missing on a side, type, value, or expiry), then a summary. Exit status: 0 when the "
+        "sides are equal, 1 when they differ, 2 when they cannot be compared (a bad option "
+        "included). Takes the daemon's options, or its --config file; those that only matter "
+        "to the daemon (--rc, --metrics, ...) are accepted and ignored."
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
-    options = Options()
-    options.parseOptions(sys.argv[1:] if argv is None else argv)
+    options = VerifyOptions()
+    try:
+        options.parseOptions(sys.argv[1:] if argv is None else argv)
+    except SystemExit as e:
+        if isinstance(e.code, str):  # a bad option: "cannot compare", not "differ"
+            print(e.code.replace("redisrepl: error:", "redisrepl-verify: error:", 1), file=sys.stderr)
+            raise SystemExit(2) from None
+        raise
 
     def run(reactor):
         from twisted.internet.defer import Deferred

@@ -304,3 +304,17 @@ def test_site_name_deletion_limit_and_mirror(certs):
     assert "--max-delete must be" in error_of(good(certs, "--max-delete", "lots"))
     assert "--mirror is for one-way mode" in error_of(good(certs, "--mirror", "--rc"))
     assert "default now" in str(parse(good(certs, "--keep-remote-only")).runtime.warnings[0])
+
+
+@pytest.mark.real_servers  # runs a process (no server)
+def test_verify_without_options_says_so_and_exits_2_not_1_which_means_differ():
+    result = subprocess.run(
+        [sys.executable, "-m", "redisrepl", "verify"], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert result.returncode == 2, result
+    assert result.stderr.startswith("redisrepl-verify: error: "), result.stderr
+    helped = subprocess.run(
+        [sys.executable, "-m", "redisrepl", "verify", "--help"], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
+    assert helped.returncode == 0
+    assert helped.stdout.startswith("Usage: redisrepl-verify") and "2 when they cannot be" in helped.stdout
