@@ -14,6 +14,25 @@ from redisrepl.sides import LOCAL, REMOTE
 SIDES = (LOCAL, REMOTE)
 
 
+#: Failure kinds reported from the start (at 0); others appear when they happen.
+FAILURE_KINDS = (
+    "bad_reply",
+    "connection_lost",
+    "connection_refused",
+    "dns",
+    "http_403",
+    "http_413",
+    "http_502",
+    "http_503",
+    "not_connected",
+    "redis_busy",
+    "redis_error",
+    "reply_too_large",
+    "timeout",
+    "tls",
+)
+
+
 class ReplicationCollector:
     def __init__(self, router, local_source, remote_source=None, reconciler=None):
         self._reconciler = reconciler
@@ -56,7 +75,11 @@ class ReplicationCollector:
             "(http_<status>, tls, connection_refused, timeout, redis_error, ...)",
             labels=["side", "kind"],
         )
-        for (side, kind), n in sorted(stats.failures.items()):
+        # the usual kinds are there from the start, at 0, so that a rate()
+        # alert sees the first failure
+        counts = {(side, kind): 0 for side in SIDES for kind in FAILURE_KINDS}
+        counts.update(stats.failures)
+        for (side, kind), n in sorted(counts.items()):
             failures.add_metric([side, kind], n)
         yield failures
         yield CounterMetricFamily(

@@ -45,6 +45,8 @@ def test_metrics_follow_a_real_replication_run(daemons, metrics_port):
     lab.daemon("mx:", rc=True, extra=["--metrics", str(metrics_port), "--heartbeat", "0.5"])
     before = scrape(metrics_port)
     assert metric(before, "redisrepl_stream_up", side="local") == 1
+    # failure series exist before any failure (at 0), for rate() alerts
+    assert 'redisrepl_request_failures_total{kind="connection_refused",side="remote"} 0.0' in before
     pipe = lab.local.pipeline(transaction=False)
     for i in range(50):
         pipe.set(f"mx:{i}", "v")
