@@ -332,6 +332,55 @@ def test_long_runs_log_their_progress():
     ]
 
 
+# -- the reconcile on blocking stores over the lab's two Redis servers --------------------
+
+
+class BlockingWorld:
+    """A router and a reconcile between the lab's local and remote Redis,
+    through blocking stores (``hub`` the remote store's class): each call
+    finishes at once, on a clock set to the servers' time."""
+
+    def __init__(self, lab, ns, hub=None):
+        from twisted.internet.task import Clock
+
+        from redisrepl.epochs import SideEpoch
+        from redisrepl.expected import ExpectedEvents
+        from redisrepl.namespace import Namespace
+        from redisrepl.router import Router, Side
+        from redisrepl.sides import LOCAL, REMOTE
+        from redisrepl.synced import SyncedTable
+        from redisrepl.testing import BlockingStore
+
+        self.names = Namespace(ns)
+        self.clock = Clock()
+        self.clock.advance(lab.local.time()[0])
+        self.epochs = {LOCAL: SideEpoch(LOCAL), REMOTE: SideEpoch(REMOTE)}
+        self.local = BlockingStore(lab.local, ns, clock=self.clock, epoch=self.epochs[LOCAL])
+        self.remote = (hub or BlockingStore)(lab.remote, ns, hub=True, clock=self.clock, epoch=self.epochs[REMOTE])
+        self.synced = SyncedTable(self.local, self.names)
+        self.router = Router(
+            self.clock,
+            Side(LOCAL, self.local, ExpectedEvents(self.clock)),
+            Side(REMOTE, self.remote, ExpectedEvents(self.clock)),
+            ns,
+            synced=self.synced,
+        )
+
+    def reconcile(self, stats=None):
+        """One run, then what it asked of the router; returns its stats."""
+        from redisrepl.comparison import Comparison
+        from redisrepl.reconcile import ReconcileStats
+        from redisrepl.testing import run
+
+        stats = stats or ReconcileStats()
+        comparison = Comparison(
+            self.router, self.local, self.remote, self.synced, self.epochs, self.names, self.clock, stats, two_way=True
+        )
+        run(comparison.run("test"))
+        self.clock.advance(0)  # the router copies what the run asked for
+        return stats
+
+
 # -- a hub that lists keys outside the namespace ----------------------------------
 
 
@@ -339,21 +388,10 @@ def test_keys_a_hub_lists_outside_the_namespace_are_refused(lab):
     """A hub is trusted to be the hub, not to reach outside the namespace:
     keys its digest scan lists outside it are neither deleted nor written
     here, by the reconcile or by verify."""
-    from twisted.internet.task import Clock
-
-    from redisrepl.comparison import Comparison
-    from redisrepl.epochs import SideEpoch
-    from redisrepl.expected import ExpectedEvents
-    from redisrepl.namespace import Namespace
-    from redisrepl.reconcile import ReconcileStats
-    from redisrepl.router import Router, Side
     from redisrepl.scan import scan_digests
-    from redisrepl.sides import LOCAL, REMOTE
-    from redisrepl.synced import SyncedTable
     from redisrepl.testing import BlockingStore, run
 
     ns = b"hostile:"
-    names = Namespace(ns)
     lab.local.set(b"other:victim", b"mine")
     lab.local.set(ns + b"a", b"1")
     lab.remote.set(ns + b"b", b"2")
@@ -378,25 +416,13 @@ def test_keys_a_hub_lists_outside_the_namespace_are_refused(lab):
                 ]
             return payload, generation
 
-    clock = Clock()
-    clock.advance(lab.local.time()[0])
-    epochs = {LOCAL: SideEpoch(LOCAL), REMOTE: SideEpoch(REMOTE)}
-    local = BlockingStore(lab.local, ns, clock=clock, epoch=epochs[LOCAL])
-    remote = HostileHub(lab.remote, ns, hub=True, clock=clock, epoch=epochs[REMOTE])
-    synced = SyncedTable(local, names)
-    router = Router(
-        clock, Side(LOCAL, local, ExpectedEvents(clock)), Side(REMOTE, remote, ExpectedEvents(clock)), ns, synced=synced
-    )
-    stats = ReconcileStats()
-    comparison = Comparison(router, local, remote, synced, epochs, names, clock, stats, two_way=True)
-    run(comparison.run("test"))
-    assert stats.refused_keys == 3
-    clock.advance(0)  # the router copies what the run asked for
+    world = BlockingWorld(lab, ns, hub=HostileHub)
+    assert world.reconcile().refused_keys == 3
     assert lab.local.get(b"other:victim") == b"mine"
     assert not lab.local.exists(b"other:planted") and not lab.remote.exists(b"other:planted")
     assert lab.local.get(ns + b"b") == b"2" and lab.remote.get(ns + b"a") == b"1"
     refused = []
-    digests = run(scan_digests(remote, names, refused=lambda side, key: refused.append(key)))
+    digests = run(scan_digests(world.remote, world.names, refused=lambda side, key: refused.append(key)))
     assert set(digests) == {ns + b"a", ns + b"b"}
     assert sorted(refused) == [ns + b"__redisrepl__:heartbeat:x", b"other:planted", b"other:victim"]
 
@@ -409,42 +435,21 @@ def test_a_run_during_which_a_stream_was_reopened_deletes_nothing(lab):
     (another site's refill, say) may be what it takes for a deletion, so a
     run during which a source was subscribed again makes none; the next
     run does."""
-    from twisted.internet.task import Clock
-
-    from redisrepl.comparison import Comparison
-    from redisrepl.epochs import SideEpoch
-    from redisrepl.expected import ExpectedEvents
-    from redisrepl.namespace import Namespace
-    from redisrepl.reconcile import ReconcileStats
-    from redisrepl.router import Router, Side
-    from redisrepl.sides import LOCAL, REMOTE
-    from redisrepl.synced import SyncedTable
-    from redisrepl.testing import BlockingStore, run
+    from redisrepl.sides import REMOTE
+    from redisrepl.testing import BlockingStore
 
     ns = b"reopen:"
-    names = Namespace(ns)
     reopen = []
 
     class ReopeningHub(BlockingStore):
         async def call(self, script, keys, args):
             if script is scripts.DIGEST_SCAN and reopen:
                 reopen.pop()
-                router.subscribed(REMOTE)  # the stream came back while the run walks
+                world.router.subscribed(REMOTE)  # the stream came back while the run walks
             return await super().call(script, keys, args)
 
-    clock = Clock()
-    clock.advance(lab.local.time()[0])
-    epochs = {LOCAL: SideEpoch(LOCAL), REMOTE: SideEpoch(REMOTE)}
-    local = BlockingStore(lab.local, ns, clock=clock, epoch=epochs[LOCAL])
-    remote = ReopeningHub(lab.remote, ns, hub=True, clock=clock, epoch=epochs[REMOTE])
-    synced = SyncedTable(local, names)
-    router = Router(
-        clock, Side(LOCAL, local, ExpectedEvents(clock)), Side(REMOTE, remote, ExpectedEvents(clock)), ns, synced=synced
-    )
-
-    def reconcile():
-        run(Comparison(router, local, remote, synced, epochs, names, clock, ReconcileStats(), two_way=True).run("test"))
-        clock.advance(0)  # the router makes what the run asked for
+    world = BlockingWorld(lab, ns, hub=ReopeningHub)
+    reconcile = world.reconcile
 
     for key in (b"a", b"b"):
         lab.local.set(ns + key, b"1")
