@@ -105,6 +105,17 @@ class EventLog(threading.Thread):
 _runs = iter(range(1, 1_000_000))
 
 
+def paced(rate, n, write):
+    """Call ``write(i)`` for i in range(n) at ``rate`` calls a second, on
+    schedule (not drifting with the calls' own time)."""
+    t0 = time.perf_counter()
+    for i in range(n):
+        due = t0 + i / rate
+        while time.perf_counter() < due:
+            time.sleep(max(0, due - time.perf_counter() - 0.0005))
+        write(i)
+
+
 def run_scenario(lab, name, rc, body):
     """A fresh daemon on a namespace of its own (a scenario run twice, or at
     another round trip, starts from empty keys), measured around ``body``."""
@@ -148,15 +159,14 @@ def latency(lab, rate, seconds):
         events = EventLog(remote, f"__keyspace@0__:{ns}*")
         events.start()
         sent = {}
-        t0 = time.perf_counter()
         n = int(rate * seconds)
-        for i in range(n):
-            due = t0 + i / rate
-            while time.perf_counter() < due:
-                time.sleep(max(0, due - time.perf_counter() - 0.0005))
+
+        def write(i):
             key = f"{ns}{i}"
             sent[key.encode()] = time.perf_counter()
             local.set(key, "x")
+
+        paced(rate, n, write)
         poll(lambda: len({k for _, k, _ in events.events}) >= n)
         events.stop()
         lat = sorted((t - sent[k]) * 1000 for t, k, e in events.events if k in sent and e == b"set")
@@ -236,16 +246,14 @@ def trickle(lab, rate, seconds, rc, keys=1000):
         events.start()
         requests0 = hub_requests(remote)
         sent = []
-        t0 = time.perf_counter()
         n = int(rate * seconds)
-        for i in range(n):
-            due = t0 + i / rate
-            while time.perf_counter() < due:
-                time.sleep(max(0, due - time.perf_counter() - 0.0005))
+
+        def write(i):
             key = f"{ns}{i % keys}"
-            value = f"v{i}"
             sent.append((key.encode(), time.perf_counter()))
-            local.set(key, value)
+            local.set(key, f"v{i}")
+
+        paced(rate, n, write)
         final = {f"{ns}{i % keys}".encode(): f"v{i}".encode() for i in range(n)}
         poll(lambda: all(remote.get(k) == v for k, v in final.items()), interval=0.05)
         requests = hub_requests(remote) - requests0
