@@ -160,10 +160,11 @@ class Copier:
         dst = self.sides[target]
         now = self.clock.seconds()
         announced = []
+        listened = dst.expected.events  # nobody listens to the hub's events one-way
         for key, state in items:
             dst.expected.expect(key, state)
-            if (origins and key in origins) or (expects and key in expects):
-                continue  # may be refused: its echo is told by its content
+            if not listened or (origins and key in origins) or (expects and key in expects):
+                continue  # not heard, or may be refused: its echo is told by its content
             events = write_events(state, now)
             if events is not None:
                 dst.expected.expect_events(key, events)
