@@ -26,7 +26,7 @@ and for each, the daemon's CPU seconds and peak RSS.
 
 ``--rtt MS`` (one or more, comma-separated) puts a delay proxy between the
 daemon and nginx (bench/delay_proxy.py: that round trip added, as across a
-WAN) and runs the burst, latency and trickle scenarios at each.
+WAN) and runs the burst, latency, trickle and reverse scenarios at each.
 """
 
 import argparse
@@ -121,8 +121,9 @@ def run_scenario(lab, name, rc, body):
     another round trip, starts from empty keys), measured around ``body``."""
     lab["remote"].config_set("notify-keyspace-events", "KA")
     ns = f"b{name}{next(_runs)}:"
-    daemon = Daemon(lab["sandbox"], ns, rc=rc, extra=lab.get("extra", ()))
+    daemon = Daemon(lab["sandbox"], ns, rc=rc, extra=[*lab.get("extra", ()), *lab["daemon"]])
     daemon.wait_ready()
+    daemon.wait_log("connections to the hub open")  # measured warm, not its TLS handshakes
     cpu0, _ = proc_usage(daemon.proc.pid)
     try:
         figures = body(ns)
@@ -352,6 +353,7 @@ def main():
     parser.add_argument("--trickle-rate", type=int, default=200)
     parser.add_argument("--only", default="burst,latency,hot,hash,reverse,outage,bighash,trickle")
     parser.add_argument("--rtt", default="", help="round trips in ms to add, comma-separated (e.g. 10,40,100)")
+    parser.add_argument("--daemon", default="", help="more options for every daemon (e.g. '--concurrency 8')")
     args = parser.parse_args()
     only = set(args.only.split(","))
     print(
@@ -362,6 +364,7 @@ def main():
             "sandbox": sandbox,
             "local": redis.Redis(port=sandbox.local_redis_port),
             "remote": redis.Redis(port=sandbox.remote_redis_port),
+            "daemon": args.daemon.split(),
         }
         scenarios = [
             ("burst", lambda: burst(lab, args.burst)),
@@ -382,7 +385,7 @@ def main():
             with DelayProxy(sandbox.proxy_port, rtt / 1000) as proxy:
                 lab["extra"] = ["--haddr", f"https://localhost:{proxy.port}{sandbox.path_prefix}"]
                 for name, run in scenarios:
-                    if name in only and name in ("burst", "latency", "trickle"):
+                    if name in only and name in ("burst", "latency", "trickle", "reverse"):
                         report(f"{name} @{rtt:.0f}ms", run)
                 del lab["extra"]
 

@@ -6,10 +6,12 @@ the queue of dirty keys (redisrepl.dirty), where changes coalesce. Work goes
 out in batches, at once (no delay is added to fill a batch): a batch takes
 up to ``batch_size`` dirty keys that changed on the same side and the copier
 (redisrepl.copier) reads them there in one round trip, drops the echoes and
-writes the rest on the other side in one round trip. At most
-``concurrency`` batches are in flight, over as many connections, and a key
-is never in two batches at once, so an older state never overtakes a newer
-one.
+writes the rest on the other side in one round trip. At most as many
+batches as the window allows (redisrepl.window: ``--concurrency`` slots,
+more while keys wait for a slot, up to ``--max-concurrency``) are in
+flight, over as many connections, and a freed slot is filled at once. A
+key is never in two batches at once, so an older state never overtakes a
+newer one.
 
 A failed read or write never loses a change: its keys go back into the
 queue. A ``LinkError`` pauses all work with capped backoff (a side is down).
@@ -39,6 +41,7 @@ from redisrepl.interfaces import Clock, ReconcileRequests
 from redisrepl.live import ForcedCopies
 from redisrepl.sides import OTHER, REMOTE, short
 from redisrepl.stats import KeyReports, Stats
+from redisrepl.window import Window
 
 if TYPE_CHECKING:
     from twisted.internet.base import DelayedCall
@@ -59,7 +62,7 @@ class Batches:
         reports: KeyReports,
         local_events: LocalEvents,
         reconcile: ReconcileRequests,
-        concurrency: int = 4,
+        window: Window | None = None,
         batch_size: int = 256,
         first: str = REMOTE,
         max_backlog: int = 100_000,
@@ -74,7 +77,8 @@ class Batches:
         self._reports = reports
         self._local_events = local_events
         self._reconcile = reconcile
-        self.concurrency = concurrency
+        #: how many batches may be in flight (4, fixed, unless given)
+        self.window = window if window is not None else Window(clock, 4, 4)
         self.batch_size = batch_size
         self.first = first  # copied first (and so wins) when a key changed on both sides
         self._link_backoff = link_backoff or Backoff(initial=0.2, maximum=5.0, quick=40)
@@ -93,6 +97,11 @@ class Batches:
     def paused(self) -> "DelayedCall | None":
         """The DelayedCall of the retry while a side is down, or None."""
         return self._paused
+
+    @property
+    def in_flight(self) -> int:
+        """Batches under way now (big keys' copies not counted)."""
+        return len(self._batches)
 
     def add(self, side: str, key: bytes) -> None:
         """``key`` is to be copied from ``side``."""
@@ -141,7 +150,14 @@ class Batches:
             return  # a batch finished synchronously inside the loop below
         self._pumping = True
         try:
-            while self.queue and not self._stopping and self._paused is None and len(self._batches) < self.concurrency:
+            grown = False
+            while self.queue and not self._stopping and self._paused is None:
+                if not self.window.allows(len(self._batches)):
+                    # every slot busy and a key ready to go (not only keys in
+                    # flight, dirty again): one slot more, once a pump
+                    if grown or not self.queue.ready() or not self.window.full():
+                        return
+                    grown = True
                 picked = self.queue.pick(self.first, self.batch_size)
                 if picked is None:
                     return
@@ -149,6 +165,7 @@ class Batches:
                 d = Deferred.fromCoroutine(self._guarded(source, keys, self._batch(source, keys)))
                 if not d.called:
                     self._batches.add(d)
+                    self.window.sent(len(self._batches))
                 d.addBoth(self._finished, d, keys)
         finally:
             self._pumping = False

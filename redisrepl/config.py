@@ -26,6 +26,7 @@ DEFAULTS = {
     "reconcile-interval": "60",
     "max-backlog": "100000",
     "concurrency": "4",
+    "max-concurrency": "32",
     "batch": "256",
     "big-key-items": "10000",
     "log-level": "info",
@@ -85,7 +86,10 @@ class Config:
     reconcile_interval: float
     max_delete: DeleteLimit
     max_backlog: int
+    #: batches in flight: always ``concurrency``, up to ``max_concurrency``
+    #: while keys wait for a slot (redisrepl.window)
     concurrency: int
+    max_concurrency: int
     batch: int
     big_key_items: int
     #: --site, or None: a name made at the first start and kept locally
@@ -125,6 +129,11 @@ def validate(values: Mapping[str, object], environ: Mapping[str, str] | None = N
 
     db = integer(raw["db"], "--db", 0, 1 << 20)
     concurrency = integer(raw["concurrency"], "--concurrency", 1, 64)
+    max_concurrency = integer(raw["max-concurrency"], "--max-concurrency", 1, 256)
+    if values.get("max-concurrency") is None:
+        max_concurrency = max(max_concurrency, concurrency)  # the default cap never undercuts --concurrency
+    elif max_concurrency < concurrency:
+        raise ConfigError(f"--max-concurrency ({max_concurrency}) must not be below --concurrency ({concurrency})")
     batch = integer(raw["batch"], "--batch", 1, 10000)
     big_key_items = integer(raw["big-key-items"], "--big-key-items", 1, 1_000_000)
     max_backlog = integer(raw["max-backlog"], "--max-backlog", 100, 100_000_000)
@@ -188,6 +197,7 @@ def validate(values: Mapping[str, object], environ: Mapping[str, str] | None = N
         max_delete=max_delete,
         max_backlog=max_backlog,
         concurrency=concurrency,
+        max_concurrency=max_concurrency,
         batch=batch,
         big_key_items=big_key_items,
         site_name=site.encode() if site else None,

@@ -5,8 +5,9 @@
   writes and reads through it; LocalSource keeps its own subscriber
   connection to the same endpoint.
 - The hub: a WebdisClient over a persistent pool of HTTPS connections with
-  the client certificate, one per concurrent batch (plus two: the watchdog,
-  a reconcile), owned by a PoolService; the ``--rc`` event stream has its
+  the client certificate, one per concurrent batch (``--concurrency`` opened
+  at start, up to ``--max-concurrency`` kept; plus two: the watchdog, a
+  reconcile), owned by a PoolService; the ``--rc`` event stream has its
   own, non-persistent pool.
 """
 
@@ -17,6 +18,7 @@ from treq.client import HTTPClient
 from twisted.application.service import Service
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 from twisted.web.client import Agent
 from twisted.web.iweb import IAgent
 
@@ -26,6 +28,8 @@ from redisrepl.redis_protocol import CommandProtocol
 from redisrepl.startup import Runtime
 from redisrepl.tls import plain_policy
 from redisrepl.webdis_client import QuietConnectionPool, WebdisClient
+
+log = Logger()
 
 #: The reactor: it connects (IReactorTCP, IReactorUNIX) and keeps time
 #: (IReactorTime), zope interfaces all, so no type to mypy.
@@ -111,7 +115,13 @@ class PoolService(Service):
         super().startService()
         if self._warm:
             # failures are the checks' to report (the watchdog, the first write)
-            Deferred.fromCoroutine(self.client.warm(self._warm)).addErrback(lambda _: None)
+            d = Deferred.fromCoroutine(self.client.warm(self._warm))
+            d.addCallback(self._warmed)
+            d.addErrback(lambda _: None)
+
+    def _warmed(self, opened: int) -> None:
+        if opened:
+            log.info("{opened} connections to the hub open", opened=opened)
 
     def stopService(self) -> Deferred:
         super().stopService()
@@ -123,10 +133,11 @@ def _policy(runtime: Runtime):
 
 
 def remote_client(reactor: Reactor, config: Config, runtime: Runtime) -> PoolService:
-    """The hub's WebdisClient (``.client``) over a persistent pool sized for
-    ``--concurrency``; the service closes the pool at stop."""
+    """The hub's WebdisClient (``.client``) over a persistent pool that
+    keeps a connection for each batch the window may have in flight
+    (``--max-concurrency``); the service closes the pool at stop."""
     pool = QuietConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = config.concurrency + 2
+    pool.maxPersistentPerHost = config.max_concurrency + 2
     pool.cachedConnectionTimeout = POOL_IDLE_TIMEOUT
     agent = Agent(reactor, contextFactory=_policy(runtime), pool=pool)
     return PoolService(WebdisClient(agent, config.haddr, reactor, db=config.db), pool, warm=config.concurrency)

@@ -104,6 +104,11 @@ class DirtyQueue:
     def parked(self) -> int:
         return len(self._parked)
 
+    def ready(self) -> bool:
+        """Is a dirty key waiting that is not in flight (one ``pick`` would take)?"""
+        in_flight = self.in_flight
+        return any(key not in in_flight for key in self._dirty)
+
     def pick(self, first: str, batch_size: int) -> tuple[str, list[bytes]] | None:
         """Take the next batch: (source side, keys), now in flight; or None.
         A key dirty on both sides goes in a batch from ``first`` first."""

@@ -100,6 +100,12 @@ class ReplicationCollector:
             "Keys a side refused (HTTP 403 or 413, a Redis error, a reply too large), each waiting for its own retry",
             value=self._router.parked,
         )
+        yield GaugeMetricFamily("redisrepl_batches_in_flight", "Batches under way now", value=self._router.in_flight)
+        yield GaugeMetricFamily(
+            "redisrepl_window_batches",
+            "Batches allowed in flight now: --concurrency, more while keys wait for a slot, up to --max-concurrency",
+            value=self._router.concurrency,
+        )
         yield GaugeMetricFamily(
             "redisrepl_backlog_high_water_keys", "Most keys ever waiting at once", value=stats.backlog_high
         )

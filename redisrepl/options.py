@@ -119,7 +119,18 @@ class Options(usage.Options):
             DEFAULTS["max-backlog"],
             "most keys waiting in memory; past it changes are left to the reconcile",
         ],
-        ["concurrency", None, DEFAULTS["concurrency"], "batches copied at the same time, each on its own connection"],
+        [
+            "concurrency",
+            None,
+            DEFAULTS["concurrency"],
+            "batches copied at the same time, each on its own connection (more while keys wait for one)",
+        ],
+        [
+            "max-concurrency",
+            None,
+            DEFAULTS["max-concurrency"],
+            "most batches at the same time: the window grows to it while keys wait for a slot (across a WAN)",
+        ],
         ["batch", None, DEFAULTS["batch"], "most keys read or written in one request"],
         [
             "big-key-items",

@@ -9,8 +9,8 @@ copies through the same path (``force``).
 The router is the facade (``IChangeSink`` and ``ILiveCopies``): it sorts
 the events (outside the namespace, evictions, echoes of redisrepl's own
 writes announced by their event names) and hands the rest to the work under
-way (redisrepl.batches): batches of up to ``batch_size`` keys, at most
-``concurrency`` in flight, big keys copied in chunks beside them, and one
+way (redisrepl.batches): batches of up to ``batch_size`` keys, as many in
+flight as the window allows (redisrepl.window), big keys copied in chunks beside them, and one
 policy for every failure (a side down pauses all work with backoff; a key a
 side refuses is parked with its own). A failed read or write never loses a
 change.
@@ -36,6 +36,7 @@ from redisrepl.namespace import Namespace
 from redisrepl.sides import LOCAL, REMOTE, Side
 from redisrepl.stats import KeyReports, Links, Stats
 from redisrepl.synced import SyncedTable
+from redisrepl.window import Window
 
 if TYPE_CHECKING:
     from twisted.internet.base import DelayedCall
@@ -69,6 +70,7 @@ class Router:
         remote: Side,
         namespace: bytes,
         concurrency: int = 4,
+        window: Window | None = None,
         batch_size: int = 256,
         max_backlog: int = 100_000,
         link_backoff: Backoff | None = None,
@@ -80,6 +82,7 @@ class Router:
         reconcile: ReconcileRequests | None = None,
     ) -> None:
         self.synced = synced  # records what both sides hold after each copy
+        self._clock = clock
         self._sides = {LOCAL: local, REMOTE: remote}
         self.names = Namespace(namespace)
         self._reconcile: ReconcileRequests = reconcile if reconcile is not None else _NoReconcile()
@@ -112,7 +115,7 @@ class Router:
             self._reports,
             self._local_events,
             self._reconcile,
-            concurrency=concurrency,
+            window=window if window is not None else Window(clock, concurrency, concurrency),
             batch_size=batch_size,
             first=first,
             max_backlog=max_backlog,
@@ -207,6 +210,11 @@ class Router:
         return self._queue.max_backlog
 
     @property
+    def in_flight(self) -> int:
+        """Batches under way now."""
+        return self._work.in_flight
+
+    @property
     def parked(self) -> int:
         """Keys a side refused, each waiting for its own retry."""
         return self._queue.parked
@@ -226,13 +234,19 @@ class Router:
         return self._links.error
 
     @property
+    def window(self) -> Window:
+        """How many batches may be in flight at once."""
+        return self._work.window
+
+    @property
     def concurrency(self) -> int:
-        """Most batches in flight at once."""
-        return self._work.concurrency
+        """Most batches in flight at once, now."""
+        return self._work.window.size
 
     @concurrency.setter
     def concurrency(self, n: int) -> None:
-        self._work.concurrency = n
+        """Fix the window at ``n`` batches."""
+        self._work.window = Window(self._clock, n, n)
 
     @property
     def batch_size(self) -> int:

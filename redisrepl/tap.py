@@ -38,6 +38,7 @@ from redisrepl.startup import Runtime
 from redisrepl.stores import LocalStore, RemoteStore
 from redisrepl.synced import SyncedTable
 from redisrepl.watchdog import Watchdog
+from redisrepl.window import Window
 
 log = Logger()
 
@@ -139,7 +140,7 @@ def service_tree(config: Config, runtime: Runtime, reactor: Reactor | None = Non
         Side(LOCAL, local_store, ExpectedEvents(reactor)),
         Side(REMOTE, remote_store, ExpectedEvents(reactor, events=config.rc)),
         config.namespace,
-        concurrency=config.concurrency,
+        window=Window(reactor, config.concurrency, config.max_concurrency),
         batch_size=config.batch,
         max_backlog=config.max_backlog,
         first=config.winner,

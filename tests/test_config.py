@@ -18,6 +18,12 @@ HTTPS = {
 }
 
 
+def test_the_default_window_cap_is_never_below_the_concurrency():
+    assert validate({**HTTP, "concurrency": "40"}).max_concurrency == 40
+    assert validate({**HTTP, "concurrency": "2"}).max_concurrency == 32
+    assert validate({**HTTP, "concurrency": "2", "max-concurrency": "2"}).max_concurrency == 2
+
+
 def error(values):
     with pytest.raises(ConfigError) as e:
         validate(values)
@@ -27,7 +33,7 @@ def error(values):
 def test_defaults_typed_and_immutable():
     config = validate(HTTP)
     assert config.local_endpoint == ("tcp", "127.0.0.1", 6379) and config.raddr == "127.0.0.1:6379"
-    assert (config.db, config.concurrency, config.batch) == (0, 4, 256)
+    assert (config.db, config.concurrency, config.max_concurrency, config.batch) == (0, 4, 32, 256)
     assert (config.big_key_items, config.max_backlog) == (10000, 100000)
     assert (config.heartbeat, config.reconcile_interval) == (1.0, 60.0)
     assert config.log_level == "info"
@@ -81,6 +87,8 @@ def test_the_legacy_password_stays_out_of_reprs():
     [
         ({"db": "x"}, "--db must be a whole number, not 'x'"),
         ({"concurrency": "0"}, "--concurrency must be between 1 and 64"),
+        ({"max-concurrency": "300"}, "--max-concurrency must be between 1 and 256"),
+        ({"concurrency": "8", "max-concurrency": "6"}, "--max-concurrency (6) must not be below --concurrency (8)"),
         ({"max-backlog": "10"}, "--max-backlog must be between 100 and 100000000"),
         ({"winner": "both"}, "--winner must be remote or local, not 'both'"),
         ({"log-level": "loud"}, "--log-level must be one of debug, info, warn, error, critical, not 'loud'"),

@@ -34,8 +34,8 @@ def test_local_commands_bytes_in_bytes_out_with_the_fast_protocol():
     assert service.description == "127.0.0.1:6379"
 
 
-def test_remote_client_pool_sized_for_the_concurrency():
-    config = validate({**HTTP, "concurrency": "7"})
+def test_remote_client_pool_keeps_a_connection_for_every_slot_of_the_window():
+    config = validate({**HTTP, "concurrency": "3", "max-concurrency": "7"})
     service = connections.remote_client(MemoryReactorClock(), config, prepare(config, {}))
     assert service._pool.maxPersistentPerHost == 9
     assert service._pool.cachedConnectionTimeout == connections.POOL_IDLE_TIMEOUT

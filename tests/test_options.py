@@ -2,6 +2,7 @@
 daemonizing with one clear line."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -318,3 +319,17 @@ def test_verify_without_options_says_so_and_exits_2_not_1_which_means_differ():
     )
     assert helped.returncode == 0
     assert helped.stdout.startswith("Usage: redisrepl-verify") and "2 when they cannot be" in helped.stdout
+
+
+def test_every_option_and_metric_is_in_the_readme():
+    """The README is the reference: a new option or metric without a line
+    there fails here."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        readme = f.read()
+    options = Options()
+    names = [p[0] for p in options.optParameters] + [f[0] for f in options.optFlags]
+    assert [n for n in names if f"`--{n}" not in readme] == []
+    with open(os.path.join(ROOT, "redisrepl", "metrics.py"), encoding="utf-8") as f:
+        metrics = re.findall(r'"(redisrepl_[a-z_]+)"', f.read())
+    assert len(metrics) > 20
+    assert [m for m in metrics if m not in readme] == []

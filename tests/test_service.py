@@ -69,6 +69,8 @@ def test_metrics_follow_a_real_replication_run(daemons, metrics_port):
     assert metric(text, "redisrepl_events_total", side="remote") >= 1
     assert 1 <= metric(text, "redisrepl_write_requests_total", side="remote") <= 50
     assert metric(text, "redisrepl_backlog_high_water_keys") >= 1
+    assert 4 <= metric(text, "redisrepl_window_batches") <= 32  # --concurrency .. --max-concurrency
+    assert 0 <= metric(text, "redisrepl_batches_in_flight") <= metric(text, "redisrepl_window_batches")
     assert metric(text, "redisrepl_last_write_timestamp_seconds", side="remote") > 1e9
     wait_until(lambda: metric(scrape(metrics_port), "redisrepl_heartbeat_rtt_seconds") > 0)
     wait_until(lambda: metric(scrape(metrics_port), "redisrepl_backlog_keys") == 0)
