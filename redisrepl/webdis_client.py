@@ -172,7 +172,8 @@ class _Body:
         pass
 
 
-_HEADERS = {b"Content-Type": [b"application/octet-stream"]}
+#: the same for every request (Agent copies them before adding Host)
+_HEADERS = Headers({b"Content-Type": [b"application/octet-stream"]})
 
 
 class ReplyTooLarge(RefusedError):
@@ -352,13 +353,23 @@ class WebdisClient:
         return await self._request(b"POST", self._url_bytes, body, limit)
 
     async def _request(self, method, url, body, limit=None):
-        deadline = self._clock.seconds() + self._timeout  # for the whole request
-        d = self._agent.request(method, url, Headers(_HEADERS), _Body(body))
-        d.addTimeout(self._timeout, self._clock)
-        response = await d
-        d = read_body(response, limit or self._max_reply, self._url, self._budget)
-        d.addTimeout(max(0.0, deadline - self._clock.seconds()), self._clock)
-        return response, await d
+        # one timer for the whole request (connection, headers, body): when
+        # it fires it cancels the step under way
+        step = self._agent.request(method, url, _HEADERS, _Body(body))
+        steps = [step]
+        timer = self._clock.callLater(self._timeout, lambda: steps[-1].cancel())
+        try:
+            response = await step
+            step = read_body(response, limit or self._max_reply, self._url, self._budget)
+            steps.append(step)
+            return response, await step
+        except CancelledError:
+            if timer.active():
+                raise  # cancelled by its caller
+            raise TimeoutError(self._timeout, f"a request to {self._url}") from None
+        finally:
+            if timer.active():
+                timer.cancel()
 
 
 def _stale(exc):

@@ -6,6 +6,7 @@ import sys
 
 from twisted.internet import endpoints
 from twisted.internet.testing import MemoryReactorClock
+from twisted.web.client import URI
 
 from redisrepl import connections
 from redisrepl.config import validate
@@ -61,3 +62,12 @@ def test_verify_does_not_import_the_service_wiring():
     loaded = eval(out.stdout)
     assert "redisrepl.tap" not in loaded and "redisrepl.local_source" not in loaded
     assert "redisrepl.connections" in loaded
+
+
+def test_one_endpoint_per_origin():
+    origins = connections.OriginEndpoints(MemoryReactorClock(), connections._policy(prepare(validate(HTTP), {})))
+    a = origins.endpointForURI(URI.fromBytes(b"https://hub.example.org/redis/"))
+    b = origins.endpointForURI(URI.fromBytes(b"https://hub.example.org/other"))
+    c = origins.endpointForURI(URI.fromBytes(b"http://hub.example.org/redis/"))
+    assert a is b and c is not a
+    assert isinstance(c, endpoints.HostnameEndpoint) and not isinstance(a, endpoints.HostnameEndpoint)

@@ -151,3 +151,51 @@ class WarmTests(TestCase):
             else:
                 held.callback(StubResponse(200, b"+PONG\r\n"))
         self.assertEqual(self.successResultOf(d), 3)
+
+
+class SilentBody(StubResponse):
+    """Headers come, then the body never does."""
+
+    def __init__(self):
+        super().__init__(200, b"")
+        self.protocol = None
+
+    def deliverBody(self, protocol):
+        self.protocol = protocol
+        transport = type("Transport", (), {})()
+        transport.stopProducing = lambda: None
+        protocol.makeConnection(transport)
+
+
+class TimeoutTests(TestCase):
+    """One timer for the whole request: it cancels whichever step is under way."""
+
+    def client(self, agent):
+        self.clock = Clock()
+        return WebdisClient(agent, "https://hub.example.org/redis", self.clock, timeout=30)
+
+    def test_a_hub_that_never_answers_is_a_timeout_after_the_request_timeout(self):
+        waiting = Deferred()
+        agent = StubAgent()
+        agent.request = lambda *a, **k: waiting
+        d = Deferred.fromCoroutine(self.client(agent).command(b"PING"))
+        self.clock.advance(29.9)
+        self.assertNoResult(d)
+        self.clock.advance(0.1)
+        error = self.failureResultOf(d, LinkError).value
+        self.assertEqual(error.kind, "timeout")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_a_body_that_stops_coming_times_out_within_the_same_deadline(self):
+        agent = StubAgent(SilentBody())
+        self.clock = Clock()
+        client = WebdisClient(agent, "https://hub.example.org/redis", self.clock, timeout=30)
+        d = Deferred.fromCoroutine(client.command(b"PING"))
+        self.clock.advance(30)
+        self.assertEqual(self.failureResultOf(d, LinkError).value.kind, "timeout")
+
+    def test_an_answer_in_time_leaves_no_timer_behind(self):
+        agent = StubAgent(StubResponse(200, b"+PONG\r\n"))
+        d = Deferred.fromCoroutine(self.client(agent).command(b"PING"))
+        self.assertEqual(self.successResultOf(d), b"PONG")
+        self.assertEqual(self.clock.getDelayedCalls(), [])
