@@ -7,6 +7,11 @@ events. A key is taken in one batch at a time (in flight until its batch is
 done); a failed batch puts its keys back at the front, keeping any change
 that arrived meanwhile; a key a side refuses is parked with its own backoff
 and comes back by itself.
+
+The queue also knows how far behind each direction is: for each side, when
+the oldest change made there and not yet copied was first seen (kept
+through coalescing, batches in flight, failures and parking; over once its
+copy succeeded).
 """
 
 import enum
@@ -16,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from redisrepl.backoff import Backoff
 from redisrepl.interfaces import Clock
-from redisrepl.sides import BIT, OTHER
+from redisrepl.sides import BIT, LOCAL, OTHER, REMOTE
 
 if TYPE_CHECKING:
     from twisted.internet.base import DelayedCall
@@ -54,6 +59,9 @@ class DirtyQueue:
         self.in_flight: set[bytes] = set()  # keys in a batch under way
         self.high_water = 0  # most keys ever waiting at once
         self._stopped = False
+        # side -> key -> when its oldest change not yet copied from that side was seen
+        self._since: dict[str, dict[bytes, float]] = {LOCAL: {}, REMOTE: {}}
+        self._flying: dict[bytes, tuple[str, float]] = {}  # key in flight -> (source, since)
 
     def __bool__(self) -> bool:
         return bool(self._dirty)
@@ -62,24 +70,29 @@ class DirtyQueue:
         parked = self._parked.get(key)
         if parked is not None:
             self._parked[key] = (parked[0] | BIT[side], parked[1])
+            self._since[side].setdefault(key, self._clock.seconds())
             return Queued.PARKED
         mask = self._dirty.get(key)
         if mask is not None:
             self._dirty[key] = mask | BIT[side]
+            self._since[side].setdefault(key, self._clock.seconds())
             return Queued.COALESCED
         if len(self._dirty) >= self.max_backlog:
             return Queued.FULL
         self._dirty[key] = BIT[side]
+        self._since[side].setdefault(key, self._clock.seconds())
         self.high_water = max(self.high_water, len(self._dirty) + len(self._parked) + len(self.in_flight))
         return Queued.ADDED
 
-    def clear(self, key: bytes, side: str) -> None:
-        """``key`` no longer needs copying from ``side``."""
+    def clear(self, key: bytes, side: str) -> float | None:
+        """``key`` no longer needs copying from ``side``; when its change
+        there was first seen, if it was waiting."""
         mask = self._dirty.get(key, 0) & ~BIT[side]
         if mask:
             self._dirty[key] = mask
         else:
             self._dirty.pop(key, None)
+        return self._since[side].pop(key, None)
 
     def queued(self, key: bytes) -> bool:
         return key in self._dirty
@@ -130,14 +143,34 @@ class DirtyQueue:
         if not keys:
             return None
         assert source is not None  # set with the first key taken
+        now = self._clock.seconds()
         for key in keys:
-            self.clear(key, source)
+            seen = self.clear(key, source)
+            self._flying[key] = (source, now if seen is None else seen)
         self.in_flight.update(keys)
         return source, keys
 
     def done(self, keys: Iterable[bytes]) -> None:
         """These keys' copies are over (in flight no more)."""
+        keys = list(keys)
         self.in_flight.difference_update(keys)
+        for key in keys:
+            self._flying.pop(key, None)
+
+    def _still_waiting(self, key: bytes, source: str) -> None:
+        """``key``'s copy from ``source`` did not happen: its change keeps its age."""
+        flying = self._flying.get(key)
+        if flying is not None:
+            since = self._since[source]
+            since[key] = min(since.get(key, flying[1]), flying[1])
+
+    def oldest(self, side: str) -> float | None:
+        """When the oldest change made on ``side`` and not yet copied was
+        seen (queued, in flight or parked), or None if there is none."""
+        times = [t for source, t in self._flying.values() if source == side]
+        if self._since[side]:
+            times.append(min(self._since[side].values()))
+        return min(times, default=None)
 
     def succeeded(self, keys: Iterable[bytes]) -> None:
         for key in keys:
@@ -151,6 +184,7 @@ class DirtyQueue:
         for key in reversed(keys):
             self._dirty[key] = self._dirty.pop(key, 0) | BIT[source]
             self._dirty.move_to_end(key, last=False)
+            self._still_waiting(key, source)
 
     def send_alone(self, keys: list[bytes], source: str) -> None:
         """One of ``keys`` was refused: send them again one per batch, to find it."""
@@ -162,6 +196,7 @@ class DirtyQueue:
         if self._stopped:
             return None
         sides = BIT[source] | self._dirty.pop(key, 0)
+        self._still_waiting(key, source)
         delay = self._backoffs.setdefault(key, self._key_backoff()).next_delay()
         self._parked[key] = (sides, self._clock.callLater(delay, self._unpark, key))
         return delay

@@ -4,11 +4,16 @@ The numbers are read from the router and the sources when scraped: nothing
 is counted twice and the replication path carries no metrics code.
 """
 
+import platform
+
+from prometheus_client import ProcessCollector
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.twisted import MetricsResource
+from twisted.copyright import version as twisted_version
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from redisrepl import __version__
 from redisrepl.sides import LOCAL, REMOTE
 
 SIDES = (LOCAL, REMOTE)
@@ -47,6 +52,11 @@ class ReplicationCollector:
 
     def collect(self):
         stats = self._router.stats
+        build = GaugeMetricFamily(
+            "redisrepl_build_info", "Always 1: the versions running, as labels", labels=["version", "python", "twisted"]
+        )
+        build.add_metric([__version__, platform.python_version(), twisted_version], 1)
+        yield build
         yield self._per_side(
             CounterMetricFamily(
                 "redisrepl_events", "Keyspace events received, by side they came from", labels=["side"]
@@ -99,6 +109,14 @@ class ReplicationCollector:
             "redisrepl_keys_parked",
             "Keys a side refused (HTTP 403 or 413, a Redis error, a reply too large), each waiting for its own retry",
             value=self._router.parked,
+        )
+        yield self._per_side(
+            GaugeMetricFamily(
+                "redisrepl_oldest_change_age_seconds",
+                "Age of the oldest change made on the side and not yet copied to the other (0 when none waits)",
+                labels=["side"],
+            ),
+            {side: self._router.lag(side) for side in SIDES},
         )
         yield GaugeMetricFamily("redisrepl_batches_in_flight", "Batches under way now", value=self._router.in_flight)
         yield GaugeMetricFamily(
@@ -174,6 +192,12 @@ class ReplicationCollector:
             yield GaugeMetricFamily(
                 "redisrepl_reconcile_last_duration_seconds", "How long the last reconcile took", value=r.last_duration
             )
+            if r.last_end:
+                yield GaugeMetricFamily(
+                    "redisrepl_reconcile_last_success_timestamp_seconds",
+                    "Unix time the last reconcile ended without failing",
+                    value=r.last_end,
+                )
             yield GaugeMetricFamily(
                 "redisrepl_reconcile_owed",
                 "1 while a reconcile is owed (after an overflow or a failed run)",
@@ -235,6 +259,7 @@ class HealthResource(Resource):
 def make_site(collector, health):
     registry = CollectorRegistry(auto_describe=True)
     registry.register(collector)
+    ProcessCollector(registry=registry)  # process_*: CPU, memory, open files (Linux)
     root = Resource()
     root.putChild(b"metrics", MetricsResource(registry=registry))
     root.putChild(b"healthz", HealthResource(health))

@@ -209,6 +209,12 @@ class Router:
     def max_backlog(self) -> int:
         return self._queue.max_backlog
 
+    def lag(self, side: str) -> float:
+        """Seconds since the oldest change made on ``side`` and not yet
+        copied was seen (0 when none waits)."""
+        oldest = self._queue.oldest(side)
+        return 0.0 if oldest is None else max(0.0, self._clock.seconds() - oldest)
+
     @property
     def in_flight(self) -> int:
         """Batches under way now."""

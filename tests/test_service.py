@@ -74,6 +74,35 @@ def test_metrics_follow_a_real_replication_run(daemons, metrics_port):
     assert metric(text, "redisrepl_last_write_timestamp_seconds", side="remote") > 1e9
     wait_until(lambda: metric(scrape(metrics_port), "redisrepl_heartbeat_rtt_seconds") > 0)
     wait_until(lambda: metric(scrape(metrics_port), "redisrepl_backlog_keys") == 0)
+    # once nothing waits, neither direction is behind
+    text = wait_until(
+        lambda: (
+            (t := scrape(metrics_port)) and metric(t, "redisrepl_reconcile_last_success_timestamp_seconds") > 1e9 and t
+        ),
+        what="the start-up reconcile to end",
+    )
+    assert 'redisrepl_oldest_change_age_seconds{side="local"} 0.0' in text
+    assert 'redisrepl_oldest_change_age_seconds{side="remote"} 0.0' in text
+    assert metric(text, "process_resident_memory_bytes") > 1e6
+    assert 'redisrepl_build_info{python="' in text and "} 1.0" in text
+
+
+def test_the_lag_of_a_direction_grows_while_its_side_is_down(daemons, metrics_port):
+    lab = daemons
+    lab.daemon("lg:", rc=False, extra=["--metrics", str(metrics_port)])
+    lab.sandbox.stop_component("nginx")
+    try:
+        lab.local.set("lg:waiting", "1")
+        wait_until(
+            lambda: metric(scrape(metrics_port), "redisrepl_oldest_change_age_seconds", side="local") >= 1.0,
+            SLOW,
+            what="the local direction's lag to grow",
+        )
+        assert 'redisrepl_oldest_change_age_seconds{side="remote"} 0.0' in scrape(metrics_port)
+    finally:
+        lab.sandbox.start_component("nginx")
+    wait_until(lambda: lab.remote.get("lg:waiting") == b"1", SLOW)
+    wait_until(lambda: metric(scrape(metrics_port), "redisrepl_oldest_change_age_seconds", side="local") == 0)
 
 
 @pytest.mark.parametrize("rc", [True, False], ids=["two-way", "one-way"])

@@ -1,0 +1,81 @@
+"""The queue of dirty keys (redisrepl.dirty) on a task.Clock: how far behind
+each direction is, through coalescing, batches, failures and parking."""
+
+from twisted.internet.task import Clock
+
+from redisrepl.dirty import DirtyQueue, Queued
+from redisrepl.sides import LOCAL, REMOTE
+
+
+def queue():
+    clock = Clock()
+    clock.advance(100)
+    return clock, DirtyQueue(clock, lambda: None)
+
+
+def test_nothing_waiting_has_no_age():
+    _, q = queue()
+    assert q.oldest(LOCAL) is None and q.oldest(REMOTE) is None
+
+
+def test_the_oldest_change_keeps_its_age_through_coalescing_and_its_batch():
+    clock, q = queue()
+    q.add(LOCAL, b"a")
+    clock.advance(1)
+    assert q.add(LOCAL, b"a") is Queued.COALESCED
+    q.add(LOCAL, b"b")
+    assert q.oldest(LOCAL) == 100 and q.oldest(REMOTE) is None
+    source, keys = q.pick(REMOTE, 10)
+    assert (source, keys) == (LOCAL, [b"a", b"b"])
+    assert q.oldest(LOCAL) == 100  # in flight: not copied yet
+    q.succeeded(keys)
+    q.done(keys)
+    assert q.oldest(LOCAL) is None
+
+
+def test_a_change_during_the_copy_is_younger_and_stays():
+    clock, q = queue()
+    q.add(REMOTE, b"a")
+    _, keys = q.pick(REMOTE, 10)
+    clock.advance(5)
+    q.add(REMOTE, b"a")  # changed again while its copy is under way
+    q.done(keys)
+    assert q.oldest(REMOTE) == 105
+
+
+def test_a_failed_batch_and_a_parked_key_keep_their_age():
+    clock, q = queue()
+    q.add(LOCAL, b"a")
+    q.add(LOCAL, b"b")
+    _, keys = q.pick(REMOTE, 10)
+    clock.advance(30)
+    q.requeue(keys, LOCAL)  # the hub was down
+    q.done(keys)
+    assert q.oldest(LOCAL) == 100
+    _, keys = q.pick(REMOTE, 1)
+    q.park(keys[0], LOCAL)  # refused
+    q.done(keys)
+    assert q.oldest(LOCAL) == 100
+    q.stop()
+
+
+def test_a_cleared_side_stops_counting():
+    clock, q = queue()
+    q.add(LOCAL, b"a")
+    clock.advance(1)
+    q.add(REMOTE, b"a")
+    q.clear(b"a", LOCAL)
+    assert q.oldest(LOCAL) is None and q.oldest(REMOTE) == 101
+
+
+def test_a_full_queue_does_not_count_what_it_did_not_keep():
+    clock = Clock()
+    q = DirtyQueue(clock, lambda: None, max_backlog=1)
+    q.add(LOCAL, b"a")
+    q.pick(REMOTE, 1)
+    q.done([b"a"])
+    q.add(LOCAL, b"b")
+    assert q.add(LOCAL, b"c") is Queued.FULL
+    _, keys = q.pick(REMOTE, 10)
+    q.done(keys)
+    assert q.oldest(LOCAL) is None
