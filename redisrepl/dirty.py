@@ -62,6 +62,7 @@ class DirtyQueue:
         # side -> key -> when its oldest change not yet copied from that side was seen
         self._since: dict[str, dict[bytes, float]] = {LOCAL: {}, REMOTE: {}}
         self._flying: dict[bytes, tuple[str, float]] = {}  # key in flight -> (source, since)
+        self._overlap = 0  # keys both in flight and dirty again (so that backlog is O(1))
 
     def __bool__(self) -> bool:
         return bool(self._dirty)
@@ -80,6 +81,8 @@ class DirtyQueue:
         if len(self._dirty) >= self.max_backlog:
             return Queued.FULL
         self._dirty[key] = BIT[side]
+        if key in self.in_flight:
+            self._overlap += 1
         self._since[side].setdefault(key, self._clock.seconds())
         self.high_water = max(self.high_water, len(self._dirty) + len(self._parked) + len(self.in_flight))
         return Queued.ADDED
@@ -90,8 +93,8 @@ class DirtyQueue:
         mask = self._dirty.get(key, 0) & ~BIT[side]
         if mask:
             self._dirty[key] = mask
-        else:
-            self._dirty.pop(key, None)
+        elif self._dirty.pop(key, None) is not None and key in self.in_flight:
+            self._overlap -= 1
         return self._since[side].pop(key, None)
 
     def queued(self, key: bytes) -> bool:
@@ -110,8 +113,8 @@ class DirtyQueue:
 
     @property
     def backlog(self) -> int:
-        busy = sum(1 for key in self.in_flight if key not in self._dirty)
-        return len(self._dirty) + len(self._parked) + busy
+        """Keys queued, parked or in flight (each counted once)."""
+        return len(self._dirty) + len(self._parked) + len(self.in_flight) - self._overlap
 
     @property
     def parked(self) -> int:
@@ -148,13 +151,16 @@ class DirtyQueue:
             seen = self.clear(key, source)
             self._flying[key] = (source, now if seen is None else seen)
         self.in_flight.update(keys)
+        self._overlap += sum(1 for key in keys if key in self._dirty)  # dirty on the other side too
         return source, keys
 
     def done(self, keys: Iterable[bytes]) -> None:
         """These keys' copies are over (in flight no more)."""
-        keys = list(keys)
-        self.in_flight.difference_update(keys)
         for key in keys:
+            if key in self.in_flight:
+                self.in_flight.discard(key)
+                if key in self._dirty:
+                    self._overlap -= 1
             self._flying.pop(key, None)
 
     def _still_waiting(self, key: bytes, source: str) -> None:
@@ -182,7 +188,10 @@ class DirtyQueue:
         if self._stopped:
             return
         for key in reversed(keys):
-            self._dirty[key] = self._dirty.pop(key, 0) | BIT[source]
+            mask = self._dirty.pop(key, None)
+            if mask is None and key in self.in_flight:
+                self._overlap += 1
+            self._dirty[key] = (mask or 0) | BIT[source]
             self._dirty.move_to_end(key, last=False)
             self._still_waiting(key, source)
 
@@ -195,7 +204,10 @@ class DirtyQueue:
         """Set ``key`` aside with its own backoff; the delay, or None once stopped."""
         if self._stopped:
             return None
-        sides = BIT[source] | self._dirty.pop(key, 0)
+        mask = self._dirty.pop(key, None)
+        if mask is not None and key in self.in_flight:
+            self._overlap -= 1
+        sides = BIT[source] | (mask or 0)
         self._still_waiting(key, source)
         delay = self._backoffs.setdefault(key, self._key_backoff()).next_delay()
         self._parked[key] = (sides, self._clock.callLater(delay, self._unpark, key))
@@ -203,7 +215,10 @@ class DirtyQueue:
 
     def _unpark(self, key: bytes) -> None:
         sides, _ = self._parked.pop(key)
-        self._dirty[key] = self._dirty.get(key, 0) | sides
+        mask = self._dirty.get(key)
+        if mask is None and key in self.in_flight:
+            self._overlap += 1
+        self._dirty[key] = (mask or 0) | sides
         self._on_ready()
 
     def stop(self) -> None:

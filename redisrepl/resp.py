@@ -138,21 +138,30 @@ def _scan(buf, replies, max_bulk=MAX_BULK, max_reply=None):
     return sum(map(len, parts[:i])) + 2 * i
 
 
-def _scan_items(view, items, most, max_bulk):
-    """Take up to ``most`` bulk strings from the start of ``view`` (bytes)
-    into ``items``, from one split on CRLF; return how many bytes they took.
-    Stops at anything else, or one holding CRLF (taken item by item)."""
-    parts = view.split(b"\r\n")
-    last = len(parts) - 1
-    i = taken = 0
-    while taken < most and i + 1 < last:
-        head, value = parts[i], parts[i + 1]
-        if len(value) > max_bulk or head != _bulk_head(len(value)):
+def _scan_items(buf, pos, items, most, max_bulk):
+    """Take up to ``most`` bulk strings from ``buf`` (a bytearray) at
+    ``pos`` into ``items``; return how many bytes they took. Stops at
+    anything else, or at one not yet whole (taken item by item). Looks only
+    at the bytes of the items it takes: an array of a large reply costs its
+    own size, not the size of what follows it."""
+    size = len(buf)
+    start = pos
+    append = items.append
+    while most and pos < size and buf[pos] == _BULK:
+        end = buf.find(b"\r\n", pos + 1, pos + 22)
+        if end < 0:
             break
-        items.append(value)
-        taken += 1
-        i += 2
-    return sum(map(len, parts[:i])) + 2 * i
+        digits = bytes(buf[pos + 1 : end])
+        if not digits.isdigit():
+            break
+        length = int(digits)
+        stop = end + 2 + length
+        if length > max_bulk or stop + 2 > size or buf[stop] != 13 or buf[stop + 1] != 10:
+            break
+        append(bytes(buf[end + 2 : stop]))
+        pos = stop + 2
+        most -= 1
+    return pos - start
 
 
 class RespParser:
@@ -237,7 +246,7 @@ class RespParser:
                 # its last item: that one completes it, below)
                 top = stack[-1]
                 before = len(top[0])
-                taken = _scan_items(bytes(buf[pos:]), top[0], top[1] - 1, max_bulk)
+                taken = _scan_items(buf, pos, top[0], top[1] - 1, max_bulk)
                 if taken:
                     top[1] -= len(top[0]) - before
                     pos += taken

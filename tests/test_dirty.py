@@ -1,6 +1,9 @@
 """The queue of dirty keys (redisrepl.dirty) on a task.Clock: how far behind
 each direction is, through coalescing, batches, failures and parking."""
 
+import random
+
+import pytest
 from twisted.internet.task import Clock
 
 from redisrepl.dirty import DirtyQueue, Queued
@@ -79,3 +82,39 @@ def test_a_full_queue_does_not_count_what_it_did_not_keep():
     _, keys = q.pick(REMOTE, 10)
     q.done(keys)
     assert q.oldest(LOCAL) is None
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_backlog_counts_each_key_once_whatever_happens(seed):
+    """The backlog is kept as it changes (a reconcile asks for it once a key):
+    after any sequence of changes, picks, failures, parks and completions it
+    is the number of distinct keys queued, parked or in flight."""
+    rnd = random.Random(seed)
+    clock = Clock()
+    q = DirtyQueue(clock, lambda: None)
+    keys = [b"k%d" % i for i in range(12)]
+    batches = []
+    for _ in range(400):
+        op = rnd.random()
+        if op < 0.4:
+            q.add(rnd.choice((LOCAL, REMOTE)), rnd.choice(keys))
+        elif op < 0.6:
+            picked = q.pick(rnd.choice((LOCAL, REMOTE)), rnd.randint(1, 4))
+            if picked is not None:
+                batches.append(picked)
+        elif op < 0.75 and batches:
+            source, picked = batches.pop(rnd.randrange(len(batches)))
+            fate = rnd.random()
+            if fate < 0.3:
+                q.requeue(picked, source)
+            elif fate < 0.45:
+                q.park(picked[0], source)
+            else:
+                q.succeeded(picked)
+            q.done(picked)
+        elif op < 0.85:
+            q.clear(rnd.choice(keys), rnd.choice((LOCAL, REMOTE)))
+        else:
+            clock.advance(rnd.choice((0.5, 2.0)))  # parked keys come back
+        assert q.backlog == len(set(q.snapshot())), (seed, op)
+    q.stop()
