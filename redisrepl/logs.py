@@ -1,5 +1,12 @@
 """Log observers for twistd's ``--logger`` option.
 
+    twistd --logger=redisrepl.logs.rotated redisrepl ...
+
+writes twistd's usual text lines to the file named by $REDISREPL_LOGFILE,
+rotated at 10 MB and keeping $REDISREPL_LOG_FILES (10) old files: the disk
+it takes is bounded (twistd's own ``--logfile`` rotates at 1 MB and keeps
+every old file). contrib/redisrepl.init uses it.
+
     twistd --logger=redisrepl.logs.json -n redisrepl ...
 
 writes one JSON object per line on standard output (for journald, Docker or
@@ -12,6 +19,7 @@ failure, ``log_failure`` (its traceback).
 """
 
 import json as _json
+import os
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -24,7 +32,9 @@ from twisted.logger import (
     LogLevelFilterPredicate,
     formatEvent,
     globalLogPublisher,
+    textFileLogObserver,
 )
+from twisted.python.logfile import LogFile
 
 
 def field(value: Any) -> Any:
@@ -59,6 +69,29 @@ def event_as_json(event: dict) -> str:
     return _json.dumps(out, default=_unencodable) + "\n"
 
 
+#: Where ``rotated`` writes, and how many old files it keeps (twistd calls a
+#: --logger factory without arguments: they come from the environment).
+LOGFILE_ENV = "REDISREPL_LOGFILE"
+LOG_FILES_ENV = "REDISREPL_LOG_FILES"
+#: The size at which ``rotated`` starts a new file.
+LOG_BYTES = 10_000_000
+
+
+def rotated() -> FileLogObserver:
+    """Text lines to $REDISREPL_LOGFILE, rotated at LOG_BYTES, keeping
+    $REDISREPL_LOG_FILES old files (default 10; see the module)."""
+    path = os.environ.get(LOGFILE_ENV)
+    if not path:
+        raise SystemExit(f"redisrepl: error: --logger=redisrepl.logs.rotated needs ${LOGFILE_ENV} (the log file)")
+    keep = os.environ.get(LOG_FILES_ENV, "10")
+    if not keep.isdigit() or int(keep) < 1:
+        raise SystemExit(
+            f"redisrepl: error: ${LOG_FILES_ENV} must be a whole number of files (1 or more), not {keep!r}"
+        )
+    logfile = LogFile.fromFullPath(path, rotateLength=LOG_BYTES, maxRotatedFiles=int(keep))
+    return textFileLogObserver(logfile)
+
+
 def json() -> FileLogObserver:
     """One JSON object per line on standard output (an ``ILogObserver``)."""
     return FileLogObserver(sys.stdout, event_as_json)
@@ -69,13 +102,27 @@ def keep_from(level: str, publisher: Any = globalLogPublisher, modules: Mapping[
     info, warn, error, critical) before they reach ``publisher``: the
     ``log`` of every loaded module of redisrepl (``modules``, default
     ``sys.modules``) emits through a filter. Returns how many loggers."""
-    predicate: Any = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
+    least = LogLevel.levelWithName(level)
+    predicate: Any = LogLevelFilterPredicate(defaultLogLevel=least)
     filtered: Any = FilteringLogObserver(publisher, [predicate])
+    # the levels below: their calls do nothing at all (a line per key of a
+    # large reconcile would otherwise build its event only to be dropped)
+    silenced = [name for name in LEVEL_METHODS if LogLevel.levelWithName(name) < least]
     count = 0
     for name, module in list((sys.modules if modules is None else modules).items()):
         if name == "redisrepl" or name.startswith("redisrepl."):
             log = getattr(module, "log", None)
             if isinstance(log, Logger):
                 log.observer = filtered
+                for method in silenced:
+                    setattr(log, method, _dropped)
                 count += 1
     return count
+
+
+#: Logger's methods by level name, least severe first.
+LEVEL_METHODS = ("debug", "info", "warn", "error", "critical")
+
+
+def _dropped(*args: Any, **kwargs: Any) -> None:
+    """A log call below the level in force."""

@@ -3,6 +3,7 @@
 import io
 import json
 
+import pytest
 from twisted.logger import FileLogObserver, Logger, LogPublisher
 
 from redisrepl import logs
@@ -70,3 +71,35 @@ def test_keep_from_drops_redisrepls_lines_below_the_level():
     module.log.error("a failure")
     assert [e["log_format"] for e in seen] == ["a run done", "a failure"]
     assert other.log.observer is not publisher  # not redisrepl's: left alone
+    # below the level, a call builds no event at all
+    module.log.emit = lambda *a, **k: seen.append("emitted")
+    module.log.debug("a line per key {key}", key="k")
+    assert seen[-1] != "emitted"
+    module.log.warn("still kept")
+    assert seen[-1] == "emitted"
+
+
+def test_the_rotated_log_keeps_a_bounded_number_of_files(tmp_path, monkeypatch):
+    path = tmp_path / "redisrepl.log"
+    monkeypatch.setenv(logs.LOGFILE_ENV, str(path))
+    monkeypatch.setenv(logs.LOG_FILES_ENV, "3")
+    monkeypatch.setattr(logs, "LOG_BYTES", 300)
+    observer = logs.rotated()
+    log = Logger(namespace="redisrepl.example", observer=observer)
+    for i in range(100):
+        log.info("line {i} of a long outage", i=i)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["redisrepl.log", "redisrepl.log.1", "redisrepl.log.2", "redisrepl.log.3"]
+    assert "line 99 of a long outage" in path.read_text()
+
+
+@pytest.mark.parametrize("env, expect", [({}, "REDISREPL_LOGFILE"), ({"REDISREPL_LOG_FILES": "0"}, "must be")])
+def test_the_rotated_log_says_what_it_misses(monkeypatch, tmp_path, env, expect):
+    monkeypatch.delenv(logs.LOGFILE_ENV, raising=False)
+    if env:
+        monkeypatch.setenv(logs.LOGFILE_ENV, str(tmp_path / "x.log"))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as e:
+        logs.rotated()
+    assert expect in str(e.value)
