@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,13 +18,31 @@ def test_systemd_unit_verifies(tmp_path):
     assert analyze, "systemd-analyze is needed (Debian package systemd; ./dev.sh test installs it)"
     with open(os.path.join(CONTRIB, "redisrepl.service")) as f:
         unit = f.read()
-    for option in ("NoNewPrivileges=yes", "ProtectSystem=strict", "Restart=on-failure", "User=redisrepl", "--nodaemon"):
+    for option in (
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "Restart=on-failure",
+        "RestartPreventExitStatus=1",
+        "Type=exec",
+        "User=redisrepl",
+        "--nodaemon",
+        "LoadCredential=client.key:",
+        "--key %d/client.key",
+        "SystemCallFilter=@system-service",
+    ):
         assert option in unit
     # verify checks that ExecStart exists: point it at this environment's twistd
     path = tmp_path / "redisrepl.service"
     path.write_text(unit.replace("/opt/redisrepl/bin/twistd", TWISTD))
     result = subprocess.run([analyze, "verify", str(path)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
+    # and its exposure, as systemd rates it (0 best, 10 worst): 2.0 or lower
+    result = subprocess.run(
+        [analyze, "security", "--offline=true", str(path)], capture_output=True, text=True, timeout=60
+    )
+    exposure = re.search(r"Overall exposure level for \S+: ([0-9.]+)", result.stdout)
+    assert exposure is not None, result.stdout + result.stderr
+    assert float(exposure.group(1)) <= 2.0, result.stdout
 
 
 def test_sysv_init_script_starts_replicates_and_stops(daemons, tmp_path):
