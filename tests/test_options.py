@@ -333,3 +333,26 @@ def test_every_option_and_metric_is_in_the_readme():
         metrics = re.findall(r'"(redisrepl_[a-z_]+)"', f.read())
     assert len(metrics) > 20
     assert [m for m in metrics if m not in readme] == []
+
+
+def test_the_sdist_carries_the_tests_their_helpers_contrib_and_docs(monkeypatch):
+    """MANIFEST.in, applied as the sdist build applies it (setuptools'
+    FileList): pytest on an unpacked sdist finds everything it imports."""
+    from setuptools._distutils.filelist import FileList
+
+    monkeypatch.chdir(ROOT)  # FileList works on paths relative to the project
+    files = FileList()
+    files.findall(".")
+    with open(os.path.join(ROOT, "MANIFEST.in"), encoding="utf-8") as f:
+        for line in f:
+            if line.strip() and not line.startswith("#"):
+                files.process_template_line(line.strip())
+    kept = set(files.files)
+    wanted = [
+        os.path.join(folder, name)
+        for folder in ("tests", "contrib", "docs", "bench")
+        for name in os.listdir(folder)
+        if name.endswith((".py", ".md", ".service", ".init", ".default", ".example"))
+    ]
+    assert len(wanted) > 40
+    assert [name for name in wanted + ["dev.sh", ".ci/run", "README.md", "COPYING"] if name not in kept] == []
