@@ -19,6 +19,10 @@ twistd and measures it from the outside:
            CPU per key, requests per key through the proxy (the scripts the
            remote Redis ran, the daemon's heartbeat checks included),
            latency percentiles
+  sites    N new two-way sites start beside a hub holding K keys: fill rate
+           per site; then a quiet phase: the hub Redis' CPU per reconcile
+           per site, heartbeats a minute; then fan-out latency of single
+           writes from one site to all others (bench/sites.py)
 
 and for each, the daemon's CPU seconds and peak RSS.
 
@@ -26,7 +30,7 @@ and for each, the daemon's CPU seconds and peak RSS.
 
 ``--rtt MS`` (one or more, comma-separated) puts a delay proxy between the
 daemon and nginx (bench/delay_proxy.py: that round trip added, as across a
-WAN) and runs the burst, latency, trickle and reverse scenarios at each.
+WAN) and runs the burst, latency, trickle, reverse and sites scenarios at each.
 """
 
 import argparse
@@ -42,10 +46,10 @@ import redis
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.delay_proxy import DelayProxy  # noqa: E402
+from bench.measure import poll, proc_usage  # noqa: E402
+from bench.sites import many_sites  # noqa: E402
 from redisrepl.sandbox import Sandbox  # noqa: E402
 from tests.harness import Daemon  # noqa: E402
-
-TIMEOUT = 120.0
 
 
 def count(r, pattern):
@@ -57,26 +61,6 @@ def present(r, keys):
     to poll often (KEYS walks the whole database, which holds the other
     scenarios' keys too, and holds up the daemon's writes meanwhile)."""
     return sum(r.exists(*keys[i : i + 5000]) for i in range(0, len(keys), 5000))
-
-
-def poll(predicate, timeout=TIMEOUT, interval=0.002):
-    deadline = time.perf_counter() + timeout
-    while not predicate():
-        if time.perf_counter() > deadline:
-            raise RuntimeError("timed out")
-        time.sleep(interval)
-    return time.perf_counter()
-
-
-def proc_usage(pid):
-    """(cpu seconds, peak RSS in MB) of a process, from /proc."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    cpu = (int(fields[11]) + int(fields[12])) / ticks
-    with open(f"/proc/{pid}/status") as f:
-        hwm = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
-    return cpu, hwm / 1024
 
 
 class EventLog(threading.Thread):
@@ -351,7 +335,11 @@ def main():
     parser.add_argument("--outage", type=int, default=300000)
     parser.add_argument("--big-hash", type=int, default=1_000_000)
     parser.add_argument("--trickle-rate", type=int, default=200)
-    parser.add_argument("--only", default="burst,latency,hot,hash,reverse,outage,bighash,trickle")
+    parser.add_argument("--sites", type=int, default=4, help="sites of the sites scenario")
+    parser.add_argument("--site-keys", type=int, default=20000, help="keys on the hub in the sites scenario")
+    parser.add_argument("--quiet", type=float, default=30, help="seconds of the sites scenario's quiet phase")
+    parser.add_argument("--site-interval", type=float, default=10, help="--reconcile-interval of the sites scenario")
+    parser.add_argument("--only", default="burst,latency,hot,hash,reverse,outage,bighash,trickle,sites")
     parser.add_argument("--rtt", default="", help="round trips in ms to add, comma-separated (e.g. 10,40,100)")
     parser.add_argument("--daemon", default="", help="more options for every daemon (e.g. '--concurrency 8')")
     args = parser.parse_args()
@@ -376,6 +364,10 @@ def main():
             ("bighash", lambda: big_hash(lab, args.big_hash)),
             ("trickle", lambda: trickle(lab, args.trickle_rate, args.seconds, rc=False)),
             ("trickle", lambda: trickle(lab, args.trickle_rate, args.seconds, rc=True)),
+            (
+                "sites",
+                lambda: many_sites(lab, next(_runs), args.sites, args.site_keys, args.quiet, args.site_interval),
+            ),
         ]
         for name, run in scenarios:
             if name not in only:
@@ -385,7 +377,7 @@ def main():
             with DelayProxy(sandbox.proxy_port, rtt / 1000) as proxy:
                 lab["extra"] = ["--haddr", f"https://localhost:{proxy.port}{sandbox.path_prefix}"]
                 for name, run in scenarios:
-                    if name in only and name in ("burst", "latency", "trickle", "reverse"):
+                    if name in only and name in ("burst", "latency", "trickle", "reverse", "sites"):
                         report(f"{name} @{rtt:.0f}ms", run)
                 del lab["extra"]
 

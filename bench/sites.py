@@ -1,0 +1,95 @@
+"""The many-sites scenario of bench/bench.py: N two-way sites on one hub.
+
+1. **fill**: K keys are on the hub; N new sites (each its own Redis,
+   certificate and ``twistd -n redisrepl --rc``) start at once, and each is
+   timed until it holds all K (keys/s per site; the hub's Redis CPU during
+   the fill);
+2. **quiet**: nothing changes for ``quiet`` seconds while every daemon
+   runs a reconcile every ``interval`` seconds: the hub Redis' CPU per
+   reconcile per site (and per key), the local Redis' CPU per reconcile,
+   and the heartbeats the hub received and delivered (each heartbeat's
+   event reaches every site's stream);
+3. **fan-out**: single writes on the first site, one after another, each
+   timed until every other site holds it (p50/p99).
+
+Prints figures and asserts nothing, as the rest of the bench.
+"""
+
+import statistics
+import time
+
+import redis
+
+from bench.measure import poll, proc_usage, redis_cpu
+from tests.harness import Daemon
+
+
+def many_sites(lab, run_id, n_sites, keys, quiet, interval, writes=50):
+    """Figures of the scenario (see the module)."""
+    sandbox, remote = lab["sandbox"], lab["remote"]
+    ns = f"bsites{run_id}:"
+    sites = [sandbox.add_site(f"b{run_id}s{i}") for i in range(n_sites)]
+    clients = [redis.Redis(port=site.redis_port) for site in sites]
+    names = [f"{ns}{i}" for i in range(keys)]
+    pipe = remote.pipeline(transaction=False)
+    for i, name in enumerate(names):
+        pipe.set(name, f"v{i}")
+    pipe.execute()
+    extra = [*lab.get("extra", ()), *lab["daemon"], "--reconcile-interval", str(interval)]
+    figures = {"sites": n_sites, "keys": keys}
+    daemons = []
+    try:
+        hub0, t0 = redis_cpu(remote), time.perf_counter()
+        daemons = [Daemon(sandbox, ns, rc=True, extra=extra, site=site) for site in sites]
+
+        def filled(c):
+            return lambda: sum(c.exists(*names[i : i + 5000]) for i in range(0, keys, 5000)) == keys
+
+        fill_times = [poll(filled(c), timeout=600) - t0 for c in clients]
+        figures["fill s (slowest)"] = f"{max(fill_times):.2f}"
+        figures["fill keys/s per site"] = f"{keys / max(fill_times):.0f}"
+        figures["hub cpu s during fill"] = f"{redis_cpu(remote) - hub0:.2f}"
+        for d in daemons:
+            d.wait_log("connections to the hub open")
+
+        # quiet: only reconciles and heartbeats
+        runs0 = [d.log().count("reconcile (") for d in daemons]
+        local0 = [redis_cpu(c) for c in clients]
+        beats = remote.pubsub()
+        beats.psubscribe(f"__keyspace@0__:{ns}__redisrepl__:heartbeat:*")
+        hub0, started, seen = redis_cpu(remote), time.perf_counter(), 0
+        while time.perf_counter() - started < quiet:  # a measurement window
+            message = beats.get_message(timeout=0.1)
+            if message is not None and message["type"] == "pmessage" and message["data"] == b"set":
+                seen += 1
+        elapsed = time.perf_counter() - started
+        hub_cpu = redis_cpu(remote) - hub0
+        beats.close()
+        runs = sum(d.log().count("reconcile (") for d in daemons) - sum(runs0)
+        local_cpu = sum(redis_cpu(c) for c in clients) - sum(local0)
+        figures["reconciles"] = runs
+        if runs:
+            figures["hub cpu ms per reconcile per site"] = f"{hub_cpu / runs * 1000:.1f}"
+            figures["hub cpu us per key per reconcile"] = f"{hub_cpu / runs / keys * 1e6:.2f}"
+            figures["local cpu ms per reconcile"] = f"{local_cpu / runs * 1000:.1f}"
+        figures["heartbeats/min"] = f"{seen * 60 / elapsed:.0f}"
+        figures["heartbeat events delivered/min"] = f"{seen * n_sites * 60 / elapsed:.0f}"
+
+        # fan-out: a write on the first site, until every other site has it
+        latencies, others = [], clients[1:]
+        for i in range(writes if others else 0):
+            key = f"{ns}fan{i}"
+            start = time.perf_counter()
+            clients[0].set(key, "x")
+            poll(lambda key=key: all(c.exists(key) for c in others), timeout=30, interval=0.0005)
+            latencies.append((time.perf_counter() - start) * 1000)
+        if len(latencies) >= 2:
+            q = statistics.quantiles(latencies, n=100)
+            figures["fan-out p50 ms"] = f"{q[49]:.1f}"
+            figures["fan-out p99 ms"] = f"{q[98]:.1f}"
+        cpu = sum(proc_usage(d.proc.pid)[0] for d in daemons)
+        figures["daemons cpu s"] = f"{cpu:.2f}"
+    finally:
+        for d in daemons:
+            d.stop()
+    return figures
