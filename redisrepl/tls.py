@@ -2,8 +2,12 @@
 the proxy's certificate, TLS 1.2 or newer, host name always verified."""
 
 import datetime
+from typing import Any
 
+import attrs
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL, crypto
 from service_identity import CertificateError, VerificationError
 from service_identity.hazmat import DNS_ID, IPAddress_ID, verify_service_identity
@@ -30,17 +34,29 @@ def _read(path, what):
 
 
 def _load_certificates(data, path, what):
-    """Every certificate in a PEM file, or a CredentialsError naming the file."""
+    """Every certificate in a PEM file (``cryptography`` objects, in file
+    order), or a CredentialsError naming the file."""
     certs = []
     marker = b"-----BEGIN CERTIFICATE-----"
     for block in data.split(marker)[1:]:
         try:
-            certs.append(crypto.load_certificate(crypto.FILETYPE_PEM, marker + block))
-        except crypto.Error as e:
+            certs.append(x509.load_pem_x509_certificate(marker + block))
+        except ValueError as e:
             raise CredentialsError(f"the {what} {path} holds a damaged certificate: {e}") from None
     if not certs:
         raise CredentialsError(f"the {what} {path} holds no PEM certificate")
     return certs
+
+
+@attrs.frozen
+class ClientCertificate:
+    """What the client presents: its key, its certificate and the
+    intermediate certificates that follow it in the ``--cert`` file (sent
+    too, so that a proxy trusting only the root CA can build the chain)."""
+
+    key: Any
+    certificate: x509.Certificate
+    chain: tuple[x509.Certificate, ...] = ()
 
 
 class HubCertificateError(Exception):
@@ -102,8 +118,12 @@ class _VerifyingCreator:
         self._options = ssl.optionsForClientTLS(
             hostname,
             trustRoot=trust_root,
-            clientCertificate=client_certificate,
-            extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2},
+            extraCertificateOptions={
+                "raiseMinimumTo": ssl.TLSVersion.TLSv1_2,
+                "privateKey": client_certificate.key,
+                "certificate": client_certificate.certificate,
+                "extraCertChain": list(client_certificate.chain),
+            },
         )
         self._hostname = hostname
         self._identity = (
@@ -161,12 +181,16 @@ class ClientCertificatePolicy:
 
 def _check_validity(cert, path, what, now):
     """Expired or not yet valid certificates are refused with their dates."""
-    not_before = datetime.datetime.strptime(cert.get_notBefore().decode(), "%Y%m%d%H%M%SZ")
-    not_after = datetime.datetime.strptime(cert.get_notAfter().decode(), "%Y%m%d%H%M%SZ")
+    not_before = cert.not_valid_before_utc.replace(tzinfo=None)
+    not_after = cert.not_valid_after_utc.replace(tzinfo=None)
     if now < not_before:
         raise CredentialsError(f"the {what} {path} is not valid yet (from {not_before:%Y-%m-%d %H:%M} UTC)")
     if now > not_after:
         raise CredentialsError(f"the {what} {path} expired on {not_after:%Y-%m-%d %H:%M} UTC")
+
+
+def _public(key):
+    return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def load_policy(cert_path, key_path, ca_path, key_passphrase=None, now=None):
@@ -176,41 +200,35 @@ def load_policy(cert_path, key_path, ca_path, key_passphrase=None, now=None):
     an expired or not yet valid certificate, an encrypted key without (or
     with the wrong) passphrase, a key that does not belong to the
     certificate, an empty CA file. Whether the proxy trusts the client
-    certificate only the proxy can tell (it answers HTTP 400).
+    certificate only the proxy can tell (it answers HTTP 400). The
+    certificates after the first in ``cert_path`` are its chain, sent with it.
     """
     now = now or datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
     cert_pem = _read(cert_path, "client certificate")
     key_pem = _read(key_path, "client key")
     ca_pem = _read(ca_path, "CA file")
-    cert = _load_certificates(cert_pem, cert_path, "client certificate")[0]
+    cert, *chain = _load_certificates(cert_pem, cert_path, "client certificate")
     _check_validity(cert, cert_path, "client certificate", now)
+    for extra in chain:
+        _check_validity(extra, cert_path, "certificate of the chain in", now)
     encrypted = b"ENCRYPTED" in key_pem
     if encrypted and key_passphrase is None:
         raise CredentialsError(f"the client key {key_path} is encrypted: give its passphrase with --key-password-file")
     try:
-        if encrypted:
-            key = crypto.load_privatekey(crypto.FILETYPE_PEM, key_pem, key_passphrase)
-        else:
-            key = crypto.load_privatekey(crypto.FILETYPE_PEM, key_pem)
-    except crypto.Error as e:
+        key = serialization.load_pem_private_key(key_pem, key_passphrase if encrypted else None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as e:
         if encrypted:
             raise CredentialsError(
                 f"the client key {key_path} cannot be decrypted with the passphrase of --key-password-file"
             ) from None
         raise CredentialsError(f"the client key {key_path} is not a PEM private key: {e}") from None
-    context = SSL.Context(SSL.TLS_METHOD)
-    context.use_certificate(cert)
-    try:
-        context.use_privatekey(key)
-        context.check_privatekey()
-    except SSL.Error:
-        raise CredentialsError(f"the client key {key_path} does not belong to the certificate {cert_path}") from None
+    if _public(key.public_key()) != _public(cert.public_key()):
+        raise CredentialsError(f"the client key {key_path} does not belong to the certificate {cert_path}")
     cas = _load_certificates(ca_pem, ca_path, "CA file")
     for ca in cas:
         _check_validity(ca, ca_path, "CA certificate in", now)
-    trust_root = ssl.trustRootFromCertificates([ssl.Certificate(c) for c in cas])
-    private = ssl.PrivateCertificate.fromCertificateAndKeyPair(ssl.Certificate(cert), ssl.KeyPair(key))
-    return ClientCertificatePolicy(trust_root, private)
+    trust_root = ssl.trustRootFromCertificates([ssl.Certificate(crypto.X509.from_cryptography(c)) for c in cas])
+    return ClientCertificatePolicy(trust_root, ClientCertificate(key, cert, tuple(chain)))
 
 
 def plain_policy():

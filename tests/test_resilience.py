@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from redisrepl import resp
+from redisrepl.sandbox.certificates import write_chained_client_certificate
 from tests.harness import wait_until
 
 SLOW = 30.0  # a restart costs a backoff period or a heartbeat timeout
@@ -86,6 +87,26 @@ def test_tls_problems_are_reported_and_retried(daemons, case, expect):
     d.wait_log("retrying in", count=2)  # backs off and tries again
     assert d.proc.poll() is None
     assert lab.remote.get("tls:k") is None
+
+
+def test_a_client_certificate_from_an_intermediate_ca_is_sent_with_its_chain(daemons, tmp_path):
+    """The proxy trusts only the root CA; the --cert file holds the client
+    certificate and the intermediate CA that issued it, and both are sent.
+    The same certificate without its chain is refused: the chain is what
+    lets the proxy verify it."""
+    lab = daemons
+    sb = lab.sandbox
+    chain, key, leaf = write_chained_client_certificate(str(tmp_path / "site"), "chained-site", sb.ca_cert, sb.ca_key)
+    alone = lab.daemon("chain1:", rc=False, cert=leaf, key=key, ready=False)
+    alone.wait_log("listening to local Redis")
+    lab.local.set("chain1:k", "v")
+    alone.wait_log("refused the client certificate")
+    alone.stop()
+    lab.daemon("chain2:", rc=True, cert=chain, key=key)
+    lab.local.set("chain2:k", "v")
+    wait_until(lambda: lab.remote.get("chain2:k") == b"v")
+    lab.remote.set("chain2:back", "1")
+    wait_until(lambda: lab.local.get("chain2:back") == b"1")
 
 
 class FakeHub(http.server.ThreadingHTTPServer):

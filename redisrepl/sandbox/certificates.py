@@ -57,6 +57,22 @@ def write_client_certificate(base: str, cn: str, ca_cert_path: str, ca_key_path:
     return _write_pair(base, cert, key)
 
 
+def write_chained_client_certificate(base: str, cn: str, ca_cert_path: str, ca_key_path: str) -> tuple[str, str, str]:
+    """A client certificate for ``cn`` signed by an intermediate CA that the CA in
+    the two PEM files signed, as many organisations issue them: ``base``.pem holds
+    the client certificate then the intermediate one (the chain a client sends),
+    ``base``-leaf.pem the client certificate alone; (chain path, key path, leaf path)."""
+    intermediate = _issue(f"{cn} intermediate CA", _read_ca(ca_cert_path, ca_key_path), ca=True)
+    cert, key = _issue(cn, intermediate, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
+    chain_path, key_path = _write_pair(base, cert, key)
+    with open(chain_path, "ab") as f:
+        f.write(intermediate[0].public_bytes(serialization.Encoding.PEM))
+    leaf_path = base + "-leaf.pem"
+    with open(leaf_path, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    return chain_path, key_path, leaf_path
+
+
 def write_server_certificate(
     base: str, host: str, ca_cert_path: str, ca_key_path: str, days: Days = (-1, 30), san: bool = True
 ) -> tuple[str, str]:

@@ -50,6 +50,7 @@ http {{
         ssl_certificate_key {server_key};
         ssl_client_certificate {ca_cert};
         ssl_verify_client on;
+        ssl_verify_depth 2;
         ssl_protocols TLSv1.2 TLSv1.3;
 
         location {location} {{
