@@ -39,7 +39,8 @@ from redisrepl.dirty import DirtyQueue, Queued, key_backoff
 from redisrepl.errors import LinkError, RefusedError
 from redisrepl.interfaces import Clock, ReconcileRequests
 from redisrepl.live import ForcedCopies
-from redisrepl.sides import OTHER, REMOTE, short
+from redisrepl.outages import Outage
+from redisrepl.sides import LOCAL, OTHER, REMOTE, short
 from redisrepl.stats import KeyReports, Stats
 from redisrepl.window import Window
 
@@ -82,6 +83,8 @@ class Batches:
         self.batch_size = batch_size
         self.first = first  # copied first (and so wins) when a key changed on both sides
         self._link_backoff = link_backoff or Backoff(initial=0.2, maximum=5.0, quick=40)
+        #: the log of a side that cannot be reached (a line when it starts, a summary a minute)
+        self._outages = {side: Outage(clock, log, f"copies, {side} side") for side in (LOCAL, REMOTE)}
         #: the dirty keys: queued, parked or in flight (the router reads it)
         self.queue = DirtyQueue(clock, self._pump, max_backlog, key_backoff)
         self._big_slots = DeferredSemaphore(big_concurrency)
@@ -237,6 +240,8 @@ class Batches:
             self._refused(keys, source, None)
         else:
             self._link_backoff.reset()
+            for outage in self._outages.values():
+                outage.recovered()
             self.queue.succeeded(keys)
             later = set(batch.later)
             for key in keys:
@@ -249,12 +254,8 @@ class Batches:
         if self._paused is not None or self._stopping:
             return
         delay = self._link_backoff.next_delay()
-        log.warn(
-            "{error}; {backlog} keys waiting, retrying in {delay:.1f}s",
-            error=error,
-            backlog=self.queue.backlog,
-            delay=delay,
-        )
+        side = getattr(error, "side", None) or REMOTE
+        self._outages[side].failed(error, retry_in=delay)
         self._paused = self._clock.callLater(delay, self._resume)
 
     def _resume(self) -> None:

@@ -47,6 +47,7 @@ from zope.interface import implementer
 from redisrepl.backoff import Backoff
 from redisrepl.errors import ReplicationError
 from redisrepl.interfaces import IReconcileRequests
+from redisrepl.outages import Outage
 from redisrepl.sides import LOCAL, REMOTE
 
 log = Logger()
@@ -85,6 +86,7 @@ class Reconciler(Service):
         self.stats = stats or ReconcileStats()
         self.interval = interval
         self._backoff = backoff or Backoff(initial=0.25, maximum=30.0, quick=40)
+        self._outage = Outage(clock, log, "reconcile")
         self._pending = None  # DelayedCall of the next run
         self._reasons = set()
         self._running = None  # Deferred of the run under way
@@ -150,6 +152,7 @@ class Reconciler(Service):
     def _succeeded(self, outcome):
         self._running = None
         self._backoff.reset()
+        self._outage.recovered()
         self._reasons.update(outcome.again)
         if self._reasons:
             voided = any(reason.startswith("voided") for reason in self._reasons)
@@ -163,7 +166,7 @@ class Reconciler(Service):
         self.dirty = True
         delay = self._backoff.next_delay()
         if failure.check(ReplicationError):
-            log.warn("reconcile failed: {error}; again in {delay:.1f}s", error=failure.value, delay=delay)
+            self._outage.failed(failure.value, retry_in=delay)
         else:
             log.failure("reconcile failed; again in {delay:.1f}s", failure, delay=delay)
         self._reasons.add("retry")

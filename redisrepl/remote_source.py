@@ -30,6 +30,7 @@ from twisted.logger import Logger
 from redisrepl import notify, resp, webdis
 from redisrepl.backoff import reconnect_backoff
 from redisrepl.errors import ReplicationError, StreamError
+from redisrepl.outages import Outage
 from redisrepl.sides import REMOTE, short
 from redisrepl.webdis_client import REQUEST_TIMEOUT, ReplyTooLarge, classify_http, describe_failure, read_body
 
@@ -138,6 +139,7 @@ class RemoteSource(Service):
         #: the heartbeat key outlives a few missed checks, then expires
         self.heartbeat_lifetime_ms = int(max(10.0, 4 * heartbeat_interval) * 1000)
         self._backoff = backoff or reconnect_backoff()
+        self._outage = Outage(clock, log, "remote event stream")
         self._loop = None
         self._waiting = None  # the Deferred the loop is blocked on
         self._stream = None
@@ -193,7 +195,7 @@ class RemoteSource(Service):
                     self._backoff.failures = max(self._backoff.failures, self._backoff.quick)
             delay = self._backoff.next_delay()
             attempt += 1
-            log.warn("remote event stream: {reason}; reconnecting in {delay:.1f}s", reason=reason, delay=delay)
+            self._outage.failed(reason, retry_in=delay)
             try:
                 await self._wait(task.deferLater(self._clock, delay, lambda: None))
             except CancelledError:
@@ -263,6 +265,7 @@ class RemoteSource(Service):
         if self._ever_up:
             self.reconnects += 1
         self._ever_up = self.up = True
+        self._outage.recovered()
         self._up_since = self._clock.seconds()
         self._heartbeat_sent = None
         log.info(

@@ -11,6 +11,8 @@ redirects, content decoding) would only add latency to every write. The
 event stream, a long poll, uses treq (redisrepl.remote_source).
 """
 
+import re
+
 from hyperlink import EncodedURL
 from OpenSSL import SSL
 from twisted.internet import error as neterror
@@ -118,7 +120,15 @@ def link_error(exc, url):
     return LinkError(describe_failure(exc, url), kind=failure_kind(exc))
 
 
+_TITLE = re.compile(rb"<title>(.*?)</title>", re.I | re.S)
+
+
 def _body_head(body, limit=200):
+    """The start of an answer's body, on one line; of an HTML page (a
+    proxy's error page), its title only."""
+    title = _TITLE.search(body[:4096]) if body.lstrip()[:1] == b"<" else None
+    if title is not None:
+        body = title.group(1)
     text = body[:limit].decode("utf-8", "replace")
     return " ".join(text.split())
 
@@ -140,6 +150,10 @@ def classify_http(status, body, url):
         return LinkError(f"the proxy at {url} refused the client certificate (HTTP 400: {head})", kind)
     if status == 503:
         return LinkError(f"Webdis at {url} cannot reach its Redis (HTTP 503) {head}".rstrip(), kind)
+    if status in (502, 504):
+        return LinkError(
+            f"the proxy at {url} cannot reach Webdis (HTTP {status}: is Webdis running?) {head}".rstrip(), kind
+        )
     return LinkError(f"HTTP {status} from {url}: {head}", kind)
 
 

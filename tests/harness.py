@@ -6,10 +6,13 @@ condition and fails with a description when the deadline passes.
 
 import dataclasses
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 
 import redis
 
@@ -217,3 +220,28 @@ class Lab:
             raise AssertionError(
                 f"{e}: local={key_state(self.local, key)} remote={key_state(self.remote, key)}"
             ) from None
+
+
+# -- /metrics and /healthz of a daemon run with --metrics ------------------------
+
+
+def get(port, path):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def metric(text, name, **labels):
+    """The value of one sample in Prometheus text, 0 when absent."""
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    pattern = re.escape(name) + (r"\{" + re.escape(want) + r"\}" if labels else "") + r" (\S+)"
+    m = re.search("^" + pattern + "$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def scrape(port):
+    status, text = get(port, "/metrics")
+    assert status == 200
+    return text

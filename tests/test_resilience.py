@@ -11,8 +11,9 @@ import pytest
 import redis
 
 from redisrepl import resp
+from redisrepl.sandbox import free_port
 from redisrepl.sandbox.certificates import write_chained_client_certificate
-from tests.harness import wait_until
+from tests.harness import metric, scrape, wait_until
 
 SLOW = 30.0  # a restart costs a backoff period or a heartbeat timeout
 
@@ -72,7 +73,7 @@ def test_remote_restart_is_detected_by_heartbeat(daemons):
 def test_tls_problems_are_reported_and_retried(daemons, case, expect):
     lab = daemons
     sb = lab.sandbox
-    args = sb.daemon_args("tls:", rc=True)
+    args = sb.daemon_args("tls:", rc=True, extra=["--log-level", "debug"])  # (each retry: a debug line)
     if case == "wrong_client_cert":
         args[args.index(sb.client_cert)] = sb.other_client_cert
         args[args.index(sb.client_key)] = sb.other_client_key
@@ -87,6 +88,36 @@ def test_tls_problems_are_reported_and_retried(daemons, case, expect):
     d.wait_log("retrying in", count=2)  # backs off and tries again
     assert d.proc.poll() is None
     assert lab.remote.get("tls:k") is None
+
+
+def test_an_outage_is_a_line_when_it_starts_and_one_when_it_ends_not_one_per_retry(daemons):
+    lab = daemons
+    port = free_port()
+    d = lab.daemon("out:", rc=True, extra=["--metrics", str(port)])
+    lab.sandbox.stop_component("nginx")
+    try:
+        lab.local.set("out:k", "v")
+        # the copies are retried, quickly at first: wait for several retries
+        wait_until(
+            lambda: (
+                metric(scrape(port), "redisrepl_request_failures_total", side="remote", kind="connection_refused") >= 6
+            ),
+            SLOW,
+            what="several failed copies",
+        )
+        d.wait_log("remote event stream: ")
+    finally:
+        lab.sandbox.start_component("nginx")
+    wait_until(lambda: lab.remote.get("out:k") == b"v", SLOW)
+    d.wait_log("copies, remote side: back after")
+    d.wait_log("remote event stream: back after")
+    log = d.log()
+    assert log.count("copies, remote side: ") == 2, log  # started, back
+    # once for each part that failed: the copies, the stream, the reconcile
+    assert log.count("retrying with backoff") == 3, log
+    assert "retrying in" not in log and "<html" not in log.lower(), log
+    back = [line for line in log.splitlines() if "copies, remote side: back after" in line]
+    assert re.search(r"back after [0-9.]+s \(([1-9][0-9]*) retries\)", back[0]), back
 
 
 def test_a_client_certificate_from_an_intermediate_ca_is_sent_with_its_chain(daemons, tmp_path):

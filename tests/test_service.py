@@ -1,38 +1,12 @@
 """Running it as a service: metrics and health, scraped from a real daemon
 while it replicates and while the hub goes away."""
 
-import re
-import urllib.error
-import urllib.request
-
 import pytest
 
 from redisrepl.sandbox import free_port
-from tests.harness import wait_until
+from tests.harness import get, metric, scrape, wait_until
 
 SLOW = 30.0
-
-
-def get(port, path):
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-
-def metric(text, name, **labels):
-    """The value of one sample in Prometheus text, 0 when absent."""
-    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    pattern = re.escape(name) + (r"\{" + re.escape(want) + r"\}" if labels else "") + r" (\S+)"
-    m = re.search("^" + pattern + "$", text, re.M)
-    return float(m.group(1)) if m else 0.0
-
-
-def scrape(port):
-    status, text = get(port, "/metrics")
-    assert status == 200
-    return text
 
 
 @pytest.fixture

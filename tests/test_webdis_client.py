@@ -74,6 +74,20 @@ class WebdisClientTests(TestCase):
         down = self.failureResultOf(self.run_command(StubAgent(StubResponse(503, b"")), b"PING"), LinkError).value
         self.assertEqual(down.kind, "http_503")
 
+    def test_a_proxys_error_page_is_told_by_its_title_with_a_hint(self):
+        page = (
+            b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+            b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx/1.22.1</center>\r\n"
+            b"</body>\r\n</html>\r\n"
+        )
+        down = self.failureResultOf(self.run_command(StubAgent(StubResponse(502, page)), b"PING"), LinkError).value
+        self.assertEqual(
+            str(down),
+            "the proxy at https://hub.example.org/redis/ cannot reach Webdis (HTTP 502: is Webdis running?) "
+            "502 Bad Gateway",
+        )
+        self.assertEqual(down.kind, "http_502")
+
     def test_a_stale_pooled_connection_is_tried_again_once(self):
         stale = ResponseNeverReceived([Failure(ConnectionDone())])
         agent = StubAgent(stale, StubResponse(200, b":1\r\n"))
