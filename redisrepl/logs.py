@@ -7,6 +7,14 @@ rotated at 10 MB and keeping $REDISREPL_LOG_FILES (10) old files: the disk
 it takes is bounded (twistd's own ``--logfile`` rotates at 1 MB and keeps
 every old file). contrib/redisrepl.init uses it.
 
+    twistd --logger=redisrepl.logs.journal -n redisrepl ...
+
+writes the text lines for systemd's journal on standard output: no
+timestamp (the journal adds its own), the logger's name, and each line
+prefixed with its syslog priority (``<4>`` a warning, ``<3>`` an error:
+sd-daemon(3)), so that ``journalctl -p warning`` finds the warnings.
+contrib/redisrepl.service uses it.
+
     twistd --logger=redisrepl.logs.json -n redisrepl ...
 
 writes one JSON object per line on standard output (for journald, Docker or
@@ -90,6 +98,26 @@ def rotated() -> FileLogObserver:
         )
     logfile = LogFile.fromFullPath(path, rotateLength=LOG_BYTES, maxRotatedFiles=int(keep))
     return textFileLogObserver(logfile)
+
+
+#: syslog priorities of twisted.logger's levels (sd-daemon(3) prefixes).
+PRIORITIES = {LogLevel.debug: 7, LogLevel.info: 6, LogLevel.warn: 4, LogLevel.error: 3, LogLevel.critical: 2}
+
+
+def journal_line(event: dict) -> str:
+    """One event as journald takes it: every line of it prefixed with its
+    priority, ``[namespace] text``, no timestamp."""
+    text = formatEvent(event)
+    failure = event.get("log_failure")
+    if failure is not None:
+        text = f"{text}\n{failure.getTraceback()}"
+    prefix = f"<{PRIORITIES.get(event.get('log_level'), 6)}>[{event.get('log_namespace', '-')}] "
+    return "".join(prefix + line + "\n" for line in text.splitlines() or [""])
+
+
+def journal() -> FileLogObserver:
+    """Text lines for systemd's journal on standard output (an ``ILogObserver``)."""
+    return FileLogObserver(sys.stdout, journal_line)
 
 
 def json() -> FileLogObserver:

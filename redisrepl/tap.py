@@ -33,7 +33,7 @@ from redisrepl.options import Options
 from redisrepl.reconcile import Reconciler
 from redisrepl.remote_source import RemoteSource
 from redisrepl.router import Router, Side
-from redisrepl.sides import LOCAL, REMOTE
+from redisrepl.sides import LOCAL, REMOTE, short
 from redisrepl.startup import Runtime
 from redisrepl.stores import LocalStore, RemoteStore
 from redisrepl.synced import SyncedTable
@@ -87,7 +87,7 @@ def summary(config: Config, runtime: Runtime) -> str:
         f"hub={config.haddr}",
         f"local={config.raddr}",
         f"db={config.db}",
-        f"namespace={config.namespace!r}",
+        f"namespace={short(config.namespace)}",
         f"two-way={config.rc}",
     ]
     if runtime.tls_policy is not None:

@@ -26,6 +26,7 @@ def test_systemd_unit_verifies(tmp_path):
         "Type=exec",
         "User=redisrepl",
         "--nodaemon",
+        "--logger=redisrepl.logs.journal",
         "LoadCredential=client.key:",
         "--key %d/client.key",
         "SystemCallFilter=@system-service",

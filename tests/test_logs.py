@@ -103,3 +103,20 @@ def test_the_rotated_log_says_what_it_misses(monkeypatch, tmp_path, env, expect)
     with pytest.raises(SystemExit) as e:
         logs.rotated()
     assert expect in str(e.value)
+
+
+def test_journal_lines_carry_their_priority_and_no_timestamp():
+    out = io.StringIO()
+    log = Logger(namespace="redisrepl.example", observer=FileLogObserver(out, logs.journal_line))
+    log.warn("copies, remote side: {cause}; retrying with backoff", cause="connection refused")
+    log.info("back")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        log.failure("unexpected")
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "<4>[redisrepl.example] copies, remote side: connection refused; retrying with backoff"
+    assert lines[1] == "<6>[redisrepl.example] back"
+    assert lines[2] == "<2>[redisrepl.example] unexpected"
+    assert len(lines) > 4 and all(line.startswith("<2>[redisrepl.example] ") for line in lines[2:])
+    assert "ValueError: boom" in out.getvalue()
