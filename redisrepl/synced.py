@@ -14,6 +14,13 @@
 Being in the local Redis, all of it survives the daemon's restarts and goes
 back with the local data to the same moment when the local Redis restarts
 from a snapshot, so that the local side's own history stays consistent.
+
+The records made after copies wait up to FLUSH_AFTER (50 ms) to share one
+request (at a steady trickle, one request for many changes instead of one
+each); anything else that reads or writes the table sends them first, so
+the table changes in the order things happened. A record lost in a crash
+within those 50 ms leaves a key that looks never synchronised: the
+reconcile then refills rather than deletes, the safe side.
 """
 
 import os
@@ -28,6 +35,10 @@ log = Logger()
 
 #: Keys per HSCAN step of the table.
 SCAN_COUNT = 1000
+#: Seconds a record after a copy may wait to share its request with others.
+FLUSH_AFTER = 0.05
+#: Records sent at once, waiting or not.
+FLUSH_ITEMS = 1024
 #: Side letters of an eviction flag.
 EVICTED_ON = {b"L": "local", b"R": "remote"}
 SIDE_LETTER = {"local": b"L", "remote": b"R"}
@@ -72,9 +83,13 @@ class SyncedTable:
     """The last synchronised state of each key, in a hash of the local Redis,
     and this site's confirmed generations and name beside it."""
 
-    def __init__(self, local_store, names):
+    def __init__(self, local_store, names, clock=None):
         self._store = local_store
+        self._clock = clock  # None: every record is sent at once
         self._recording = set()  # Deferreds of records not yet answered
+        self._pending = []  # [local generation, flat key/entry list] waiting to be sent, in order
+        self._pending_items = 0
+        self._flush_call = None
         self.key = names.meta + b"synced"
         self.seen_key = names.meta + b"seen"
         self.site_key = names.meta + b"site"
@@ -82,6 +97,7 @@ class SyncedTable:
     async def store(self, found, local_generation):
         """Record (key, digest, stamp) found equal on both sides (held by the
         hub as of that stamp), while the local side was of ``local_generation``."""
+        self.flush()
         flat = [x for key, digest, stamp in found for x in (key, SyncedEntry(digest, stamp).encode())]
         await self._store.run_script(scripts.RECORD, [self.key], [local_generation or b"", *flat])
 
@@ -93,12 +109,29 @@ class SyncedTable:
         sets = []
         for key, key_state, stamp in items:
             sets += (key, SyncedEntry(state.synced_digest(key_state) or b"", stamp).encode())
-        self._track(
-            Deferred.fromCoroutine(
-                self._store.run_script(scripts.RECORD, [self.key], [local_generation or b"", *sets])
-            ),
-            "synchronised state",
-        )
+        generation = local_generation or b""
+        if self._pending and self._pending[-1][0] == generation:
+            self._pending[-1][1].extend(sets)
+        else:
+            self._pending.append([generation, sets])
+        self._pending_items += len(items)
+        if self._clock is None or self._pending_items >= FLUSH_ITEMS:
+            self.flush()
+        elif self._flush_call is None:
+            self._flush_call = self._clock.callLater(FLUSH_AFTER, self.flush)
+
+    def flush(self):
+        """Send the records waiting, in order (one request per run of one generation)."""
+        if self._flush_call is not None:
+            if self._flush_call.active():
+                self._flush_call.cancel()
+            self._flush_call = None
+        pending, self._pending, self._pending_items = self._pending, [], 0
+        for generation, sets in pending:
+            self._track(
+                Deferred.fromCoroutine(self._store.run_script(scripts.RECORD, [self.key], [generation, *sets])),
+                "synchronised state",
+            )
 
     def _track(self, d, what):
         self._recording.add(d)
@@ -108,10 +141,12 @@ class SyncedTable:
     def flushed(self):
         """Fires once every record made so far is answered (at shutdown: a
         copy whose record were lost would look unsynchronised next time)."""
+        self.flush()
         return DeferredList(list(self._recording))
 
     def evicted(self, side, keys):
         """``side`` evicted ``keys``: mark their entries so (fire and forget)."""
+        self.flush()
         self._track(
             Deferred.fromCoroutine(
                 self._store.run_script(scripts.FLAG_EVICTED, [self.key], [SIDE_LETTER[side], *keys])
@@ -125,6 +160,7 @@ class SyncedTable:
         Every command is sent before any reply is awaited, so that updates
         reach Redis in the order they were made (one connection, in order).
         """
+        self.flush()
         sent = [
             Deferred.fromCoroutine(self._store.command("HSET", self.key, *sets[i : i + 2000]))
             for i in range(0, len(sets), 2000)
@@ -143,13 +179,16 @@ class SyncedTable:
         """The SyncedEntry of each of ``keys``, in order (None: never synced)."""
         if not keys:
             return []
+        self.flush()
         return [SyncedEntry.decode(value) for value in await self._store.command("HMGET", self.key, *keys)]
 
     async def count(self):
+        self.flush()
         return await self._store.command("HLEN", self.key)
 
     async def scan(self, cursor):
         """One HSCAN step: [next cursor, [key, entry, ...]]."""
+        self.flush()
         return await self._store.command("HSCAN", self.key, cursor, "COUNT", SCAN_COUNT)
 
     # -- confirmed generations and the site's name --------------------------------

@@ -134,7 +134,7 @@ def service_tree(config: Config, runtime: Runtime, reactor: Reactor | None = Non
     epochs = {side: SideEpoch(side, reconciler.generation_changed) for side in (LOCAL, REMOTE)}
     local_store = LocalStore(local_redis.factory, reactor, names, big_items=config.big_key_items, epoch=epochs[LOCAL])
     remote_store = RemoteStore(hub.client, reactor, names, big_items=config.big_key_items, epoch=epochs[REMOTE])
-    synced = SyncedTable(local_store, names)
+    synced = SyncedTable(local_store, names, reactor)
     router = Router(
         reactor,
         Side(LOCAL, local_store, ExpectedEvents(reactor)),

@@ -1,0 +1,71 @@
+"""The records made after copies share requests (redisrepl.synced), on a
+task.Clock with an in-memory store: they wait at most FLUSH_AFTER, and
+anything else that touches the table sends them first, in order."""
+
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+
+from redisrepl import scripts
+from redisrepl.namespace import Namespace
+from redisrepl.state import STRING, KeyState
+from redisrepl.synced import FLUSH_AFTER, FLUSH_ITEMS, SyncedTable
+
+
+class Recorder:
+    """A local store that remembers the requests it got, in order."""
+
+    def __init__(self):
+        self.sent = []
+
+    async def run_script(self, script, keys, args):
+        self.sent.append(("script", script, args))
+
+    async def command(self, *args):
+        self.sent.append(("command", *args))
+        return [None] * (len(args) - 2)
+
+
+def table():
+    clock, store = Clock(), Recorder()
+    return clock, store, SyncedTable(store, Namespace(b"ns:"), clock)
+
+
+def item(i):
+    return (b"ns:%d" % i, KeyState(STRING, b"v%d" % i), 7)
+
+
+def test_records_within_the_delay_share_one_request():
+    clock, store, synced = table()
+    for i in range(5):
+        synced.record([item(i)], b"gen1")
+        clock.advance(FLUSH_AFTER / 10)
+    assert store.sent == []
+    clock.advance(FLUSH_AFTER)
+    [(kind, script, args)] = store.sent
+    assert (kind, script) == ("script", scripts.RECORD)
+    assert args[0] == b"gen1" and args[1::2] == [b"ns:%d" % i for i in range(5)]
+
+
+def test_a_read_of_the_table_sends_the_records_waiting_first():
+    clock, store, synced = table()
+    synced.record([item(1)], b"gen1")
+    synced.record([item(2)], b"gen2")  # another generation: its own request, after
+    d = Deferred.fromCoroutine(synced.get([b"ns:1"]))
+    assert [s[0] for s in store.sent] == ["script", "script", "command"]
+    assert [s[2][0] for s in store.sent[:2]] == [b"gen1", b"gen2"]
+    assert d.called
+    clock.advance(FLUSH_AFTER)  # nothing left to send
+    assert len(store.sent) == 3
+
+
+def test_many_records_go_at_once():
+    clock, store, synced = table()
+    synced.record([item(i) for i in range(FLUSH_ITEMS)], b"g")
+    assert len(store.sent) == 1 and clock.getDelayedCalls() == []
+
+
+def test_without_a_clock_every_record_goes_at_once():
+    store = Recorder()
+    synced = SyncedTable(store, Namespace(b"ns:"))
+    synced.record([item(1)], None)
+    assert len(store.sent) == 1
