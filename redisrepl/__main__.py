@@ -1,18 +1,50 @@
-"""``python -m redisrepl verify [options]``: see redisrepl.verify."""
+"""The ``redisrepl`` command (also ``python -m redisrepl``):
+
+    redisrepl run [options]      the daemon, in the foreground: the same
+                                 service as ``twistd -n redisrepl [options]``
+    redisrepl verify [options]   compare both sides once (redisrepl.verify)
+    redisrepl status --metrics [HOST:]PORT
+                                 a live view of a running daemon (redisrepl.status)
+
+``twistd redisrepl`` stays the service entry point (init scripts, systemd).
+"""
 
 import sys
 
-USAGE = "usage: python -m redisrepl verify [the options of twistd redisrepl]"
+USAGE = """usage: redisrepl {run|verify|status} [options]
+
+  run      the daemon in the foreground, as `twistd -n redisrepl [options]`
+           (its options: redisrepl run --help)
+  verify   compare the namespace on both sides once, without writing
+           (redisrepl verify --help)
+  status   a live view of a running daemon, from its --metrics
+           (redisrepl status --help)"""
+
+
+def run(argv):
+    """twistd in the foreground with the redisrepl plugin; no pidfile."""
+    from twisted.scripts.twistd import run as twistd
+
+    sys.argv = ["twistd", "--nodaemon", "--pidfile=", "redisrepl", *argv]
+    twistd()
+    return 0
 
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] != "verify":
-        print(USAGE, file=sys.stderr)
-        return 2
-    from redisrepl.verify import main as verify
+    command, rest = (argv[0], argv[1:]) if argv else (None, [])
+    if command == "run":
+        return run(rest)
+    if command == "verify":
+        from redisrepl.verify import main as verify
 
-    return verify(argv[1:])
+        return verify(rest)
+    if command == "status":
+        from redisrepl.status import main as status
+
+        return status(rest)
+    print(USAGE, file=sys.stderr)
+    return 0 if command in ("-h", "--help") else 2
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
 """Running it as a service: metrics and health, scraped from a real daemon
 while it replicates and while the hub goes away."""
 
+import re
+import subprocess
+import sys
+
 import pytest
 
 from redisrepl.sandbox import free_port
-from tests.harness import get, metric, scrape, wait_until
+from tests.harness import ROOT, get, metric, scrape, wait_until
 
 SLOW = 30.0
 
@@ -104,6 +108,53 @@ def test_health_follows_the_proxy(daemons, metrics_port, rc):
         lab.sandbox.start_component("nginx")
     wait_until(lambda: get(metrics_port, "/healthz") == (200, "ok\n"), SLOW, what="healthy again")
     wait_until(lambda: lab.remote.get("hz:during") == b"1", SLOW)
+
+
+def test_redisrepl_run_is_the_service_and_status_views_it_live(daemons, metrics_port):
+    """``redisrepl run`` (here ``python -m redisrepl run``) with the options of
+    ``twistd redisrepl``; ``redisrepl status`` prints a line per interval."""
+    lab = daemons
+    args = lab.sandbox.daemon_args("rr:", rc=True, extra=["--metrics", str(metrics_port)])
+    run = [sys.executable, "-m", "redisrepl", "run", *args[args.index("redisrepl") + 1 :]]
+    lab.daemon("rr:", args=run, rc=True)
+    lab.local.set("rr:k", "v")
+    wait_until(lambda: lab.remote.get("rr:k") == b"v")
+    status = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "redisrepl",
+            "status",
+            "--metrics",
+            str(metrics_port),
+            "--interval",
+            "0.2",
+            "--count",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert status.returncode == 0, status.stderr
+    header, *lines = status.stdout.splitlines()
+    assert "events/s L" in header and "lag R s" in header and len(lines) == 2
+    assert all("local:up remote:up" in line for line in lines), status.stdout
+    assert all(re.search(r" \d+/\d+ ", line) for line in lines)  # batches in flight / window
+
+
+def test_redisrepl_without_a_command_or_a_daemon_says_so():
+    usage = subprocess.run([sys.executable, "-m", "redisrepl"], capture_output=True, text=True, cwd=ROOT)
+    assert usage.returncode == 2 and "{run|verify|status}" in usage.stderr
+    nobody = subprocess.run(
+        [sys.executable, "-m", "redisrepl", "status", "--metrics", str(free_port()), "--count", "1"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert nobody.returncode == 1
+    assert "cannot read http://127.0.0.1:" in nobody.stderr and "with --metrics?" in nobody.stderr
 
 
 def test_sigterm_during_a_burst_leaves_nothing_half_written(daemons):
