@@ -31,6 +31,24 @@ install_system() {
     fi
 }
 
+# promtool checks contrib/redisrepl.rules.yml and the dashboard's queries: the
+# one binary, unpacked from Debian's prometheus package into .cache/promtool
+# without installing the package (no service started, no user made)
+install_promtool() {
+    command -v promtool >/dev/null 2>&1 && return
+    local dir=.cache/promtool
+    if [ ! -x "$dir/usr/bin/promtool" ]; then
+        echo "dev.sh: fetching promtool (Debian's prometheus package, unpacked into $dir)" >&2
+        mkdir -p "$dir"
+        if ! (cd "$dir" && apt-get download prometheus >/dev/null 2>&1); then
+            as_root apt-get update -qq
+            (cd "$dir" && apt-get download prometheus >/dev/null 2>&1)
+        fi
+        dpkg-deb -x "$dir"/prometheus_*.deb "$dir"
+        rm -f "$dir"/prometheus_*.deb
+    fi
+}
+
 install_python() {
     if [ ! -x "$VENV/bin/python" ]; then
         echo "dev.sh: creating the virtual environment $VENV" >&2
@@ -60,7 +78,7 @@ case "$cmd" in
         install_system; install_python
         exec "$VENV/bin/python" -m redisrepl.sandbox demo "$@" ;;
     test)
-        install_system; install_python
+        install_system; install_python; install_promtool
         lint
         exec "$VENV/bin/python" -m pytest "$@" ;;
     check)

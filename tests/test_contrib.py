@@ -104,3 +104,36 @@ def test_json_logs(daemons):
     started = [e for e in events if e.get("log_namespace") == "redisrepl.tap"]
     assert started and "haddr" not in started[0] and "summary" in started[0]
     assert all("log_level" in e and "log_time" in e for e in events)
+
+
+def promtool():
+    """promtool: on the PATH, or unpacked from Debian's prometheus package by ./dev.sh test."""
+    found = shutil.which("promtool") or os.path.join(ROOT, ".cache", "promtool", "usr", "bin", "promtool")
+    assert os.access(found, os.X_OK), "promtool is needed (./dev.sh test fetches it into .cache/promtool)"
+    return found
+
+
+def test_the_alert_rules_load_and_fire_when_they_should():
+    for check in (["check", "rules", "redisrepl.rules.yml"], ["test", "rules", "redisrepl.rules.test.yml"]):
+        result = subprocess.run([promtool(), *check], cwd=CONTRIB, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_dashboards_queries_parse_and_name_only_real_metrics(tmp_path):
+    with open(os.path.join(CONTRIB, "grafana-dashboard.json"), encoding="utf-8") as f:
+        dashboard = json.load(f)
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    assert len(exprs) >= 12
+    # every query, as Prometheus would run it once Grafana filled in its variables
+    rules = tmp_path / "dashboard.rules.yml"
+    lines = ["groups:", "  - name: dashboard", "    rules:"]
+    for i, expr in enumerate(exprs):
+        filled = expr.replace("$__rate_interval", "5m").replace("$instance", ".*")
+        lines += [f"      - record: dashboard:query{i}", f"        expr: {json.dumps(filled)}"]
+    rules.write_text("\n".join(lines) + "\n")
+    result = subprocess.run([promtool(), "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    with open(os.path.join(ROOT, "redisrepl", "metrics.py"), encoding="utf-8") as f:
+        exported = set(re.findall(r'"(redisrepl_[a-z_]+)"', f.read()))
+    named = set(re.findall(r"\b(redisrepl_[a-z_]+)", " ".join(exprs)))
+    assert {name.removesuffix("_total") for name in named} <= exported, named
