@@ -7,6 +7,7 @@ type, value, or expiry beyond a tolerance), then a summary; exits 0 when the
 sides are equal, 1 when they differ, 2 when it cannot compare.
 """
 
+import json
 import sys
 from typing import TextIO
 
@@ -73,8 +74,12 @@ def differences(
     return found
 
 
-async def verify(reactor: Reactor, config: Config, runtime: Runtime, out: TextIO = sys.stdout) -> int:
-    """Compare both sides; 0 if equal, 1 if they differ, 2 if they cannot be compared."""
+async def verify(
+    reactor: Reactor, config: Config, runtime: Runtime, out: TextIO = sys.stdout, as_json: bool = False
+) -> int:
+    """Compare both sides; 0 if equal, 1 if they differ, 2 if they cannot be
+    compared. ``as_json``: one JSON object instead of lines."""
+    report = Report(out, as_json)
     local_redis = connections.local_commands(reactor, config, runtime)
     hub = connections.remote_client(reactor, config, runtime)
     local_redis.startService()
@@ -84,8 +89,7 @@ async def verify(reactor: Reactor, config: Config, runtime: Runtime, out: TextIO
         try:
             await ready
         except (TimeoutError, ValueError) as e:
-            print(f"redisrepl verify: cannot use the local Redis at {local_redis.description}: {e}", file=out)
-            return 2
+            return report.error(f"cannot use the local Redis at {local_redis.description}: {e}")
         names = config.names
         remote_store = RemoteStore(hub.client, reactor, names, big_items=config.big_key_items)
         local_store = LocalStore(local_redis.factory, reactor, names, big_items=config.big_key_items)
@@ -101,25 +105,59 @@ async def verify(reactor: Reactor, config: Config, runtime: Runtime, out: TextIO
             local = await scan_digests(local_store, names, expiries=local_ttl, refused=refuse)
             remote = await scan_digests(remote_store, names, expiries=remote_ttl, refused=refuse)
         except ReplicationError as e:
-            print(f"redisrepl verify: {e}", file=out)
-            return 2
-        for side, key in refused[:10]:
-            print(
-                f"redisrepl verify: the {side} side listed {short(key, 200)}, outside the namespace: ignored", file=out
-            )
+            return report.error(str(e))
         found = differences(local, remote, local_ttl, remote_ttl)
-        for key, what in found:
-            print(f"{short(key, 200)}: {what}", file=out)
-        compared = len(set(local) | set(remote))
-        print(f"{compared} keys compared, {len(found)} differ" + ("" if found else ": both sides are equal"), file=out)
-        return 1 if found else 0
+        return report.result(len(set(local) | set(remote)), found, refused)
     finally:
         await hub.stopService()
         await local_redis.stopService()
 
 
+class Report:
+    """What verify prints: lines, or one JSON object (``--json``)."""
+
+    def __init__(self, out: TextIO, as_json: bool) -> None:
+        self._out = out
+        self._json = as_json
+
+    def error(self, message: str) -> int:
+        if self._json:
+            print(json.dumps({"error": message}), file=self._out)
+        else:
+            print(f"redisrepl verify: {message}", file=self._out)
+        return 2
+
+    def result(self, compared: int, found: list[tuple[bytes, str]], refused: list[tuple[str, bytes]]) -> int:
+        if self._json:
+            report = {
+                "compared": compared,
+                "differ": len(found),
+                "equal": not found,
+                "differences": [{"key": short(key, 200), "what": what} for key, what in found],
+                "outside_namespace": [{"side": side, "key": short(key, 200)} for side, key in refused],
+            }
+            print(json.dumps(report), file=self._out)
+        else:
+            for side, key in refused[:10]:
+                print(
+                    f"redisrepl verify: the {side} side listed {short(key, 200)}, outside the namespace: ignored",
+                    file=self._out,
+                )
+            for key, what in found:
+                print(f"{short(key, 200)}: {what}", file=self._out)
+            print(
+                f"{compared} keys compared, {len(found)} differ" + ("" if found else ": both sides are equal"),
+                file=self._out,
+            )
+        return 1 if found else 0
+
+
 class VerifyOptions(Options):
-    synopsis = "Usage: redisrepl-verify [the daemon's options]"
+    synopsis = "Usage: redisrepl-verify [the daemon's options] [--json]"
+    optFlags = [
+        *Options.optFlags,
+        ["json", None, "print one JSON object (compared, differ, differences) instead of lines"],
+    ]
     longdesc = (
         "Compare the namespace on both sides and never write: one line per key that differs "
         "(missing on a side, type, value, or expiry), then a summary. Exit status: 0 when the "
@@ -142,7 +180,9 @@ def main(argv: list[str] | None = None) -> None:
     def run(reactor):
         from twisted.internet.defer import Deferred
 
-        return Deferred.fromCoroutine(verify(reactor, options.config, options.runtime)).addCallback(_exit)
+        return Deferred.fromCoroutine(
+            verify(reactor, options.config, options.runtime, as_json=bool(options["json"]))
+        ).addCallback(_exit)
 
     task.react(run)
 

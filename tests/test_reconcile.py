@@ -1,6 +1,7 @@
 """The reconcile: both sides equal again after any gap, deletions kept,
 lost data refilled (real Redis, Webdis, nginx and daemon)."""
 
+import json
 import random
 
 import pytest
@@ -235,6 +236,12 @@ def test_verify_reports_differences_and_never_writes(daemons):
     assert not any(line.startswith("vf:same") for line in lines)
     assert lines[-1] == "6 keys compared, 5 differ"
     assert (lab.local.dbsize(), lab.remote.dbsize()) == before
+    # the same, as one JSON object
+    result = run_verify(lab, ns, ["--json"])
+    assert result.returncode == 1, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    assert (report["compared"], report["differ"], report["equal"]) == (6, 5, False)
+    assert {"key": "vf:ttl", "what": "expires only locally"} in report["differences"]
 
 
 def test_verify_agrees_after_the_daemon_reconciled(daemons):
