@@ -170,6 +170,12 @@ class DirtyQueue:
             since = self._since[source]
             since[key] = min(since.get(key, flying[1]), flying[1])
 
+    def waiting(self, side: str) -> int:
+        """Changes made on ``side`` not yet copied: keys queued, parked or in
+        flight from it (a key changed again during its copy counts twice)."""
+        flying = sum(1 for source, _ in self._flying.values() if source == side)
+        return len(self._since[side]) + flying
+
     def oldest(self, side: str) -> float | None:
         """When the oldest change made on ``side`` and not yet copied was
         seen (queued, in flight or parked), or None if there is none."""

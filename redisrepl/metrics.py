@@ -118,6 +118,14 @@ class ReplicationCollector:
             ),
             {side: self._router.lag(side) for side in SIDES},
         )
+        yield self._per_side(
+            GaugeMetricFamily(
+                "redisrepl_waiting_changes",
+                "Changes made on the side and not yet copied to the other (queued, retried, parked or in flight)",
+                labels=["side"],
+            ),
+            {side: self._router.waiting(side) for side in SIDES},
+        )
         yield GaugeMetricFamily("redisrepl_batches_in_flight", "Batches under way now", value=self._router.in_flight)
         yield GaugeMetricFamily(
             "redisrepl_window_batches",

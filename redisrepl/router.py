@@ -209,6 +209,10 @@ class Router:
     def max_backlog(self) -> int:
         return self._queue.max_backlog
 
+    def waiting(self, side: str) -> int:
+        """Changes made on ``side`` and not yet copied (queued, parked or in flight)."""
+        return self._queue.waiting(side)
+
     def lag(self, side: str) -> float:
         """Seconds since the oldest change made on ``side`` and not yet
         copied was seen (0 when none waits)."""

@@ -62,6 +62,21 @@ def test_a_failed_batch_and_a_parked_key_keep_their_age():
     q.stop()
 
 
+def test_changes_waiting_are_counted_per_side_until_copied():
+    clock, q = queue()
+    q.add(LOCAL, b"a")
+    q.add(LOCAL, b"b")
+    q.add(REMOTE, b"b")
+    assert (q.waiting(LOCAL), q.waiting(REMOTE)) == (2, 1)
+    source, keys = q.pick(LOCAL, 10)
+    assert (source, keys, q.waiting(LOCAL), q.waiting(REMOTE)) == (LOCAL, [b"a", b"b"], 2, 1)  # in flight
+    q.add(LOCAL, b"a")  # changed again during its copy
+    assert q.waiting(LOCAL) == 3
+    q.succeeded(keys)
+    q.done(keys)
+    assert (q.waiting(LOCAL), q.waiting(REMOTE)) == (1, 1)
+
+
 def test_a_cleared_side_stops_counting():
     clock, q = queue()
     q.add(LOCAL, b"a")

@@ -61,6 +61,7 @@ def test_metrics_follow_a_real_replication_run(daemons, metrics_port):
     )
     assert 'redisrepl_oldest_change_age_seconds{side="local"} 0.0' in text
     assert 'redisrepl_oldest_change_age_seconds{side="remote"} 0.0' in text
+    assert 'redisrepl_waiting_changes{side="local"} 0.0' in text
     assert metric(text, "process_resident_memory_bytes") > 1e6
     assert 'redisrepl_build_info{python="' in text and "} 1.0" in text
 
@@ -76,7 +77,9 @@ def test_the_lag_of_a_direction_grows_while_its_side_is_down(daemons, metrics_po
             SLOW,
             what="the local direction's lag to grow",
         )
-        assert 'redisrepl_oldest_change_age_seconds{side="remote"} 0.0' in scrape(metrics_port)
+        text = scrape(metrics_port)
+        assert 'redisrepl_oldest_change_age_seconds{side="remote"} 0.0' in text
+        assert metric(text, "redisrepl_waiting_changes", side="local") >= 1
     finally:
         lab.sandbox.start_component("nginx")
     wait_until(lambda: lab.remote.get("lg:waiting") == b"1", SLOW)
