@@ -50,6 +50,10 @@ class ReplicationCollector:
             family.add_metric([side], values.get(side, 0))
         return family
 
+    def _side_gauge(self, name, text, value_of):
+        """A gauge with one value per side, ``value_of(side)``."""
+        return self._per_side(GaugeMetricFamily(name, text, labels=["side"]), {side: value_of(side) for side in SIDES})
+
     def collect(self):
         stats = self._router.stats
         build = GaugeMetricFamily(
@@ -110,21 +114,15 @@ class ReplicationCollector:
             "Keys a side refused (HTTP 403 or 413, a Redis error, a reply too large), each waiting for its own retry",
             value=self._router.parked,
         )
-        yield self._per_side(
-            GaugeMetricFamily(
-                "redisrepl_oldest_change_age_seconds",
-                "Age of the oldest change made on the side and not yet copied to the other (0 when none waits)",
-                labels=["side"],
-            ),
-            {side: self._router.lag(side) for side in SIDES},
+        yield self._side_gauge(
+            "redisrepl_oldest_change_age_seconds",
+            "Age of the oldest change made on the side and not yet copied to the other (0 when none waits)",
+            self._router.lag,
         )
-        yield self._per_side(
-            GaugeMetricFamily(
-                "redisrepl_waiting_changes",
-                "Changes made on the side and not yet copied to the other (queued, retried, parked or in flight)",
-                labels=["side"],
-            ),
-            {side: self._router.waiting(side) for side in SIDES},
+        yield self._side_gauge(
+            "redisrepl_waiting_changes",
+            "Changes made on the side and not yet copied to the other (queued, retried, parked or in flight)",
+            self._router.waiting,
         )
         yield GaugeMetricFamily("redisrepl_batches_in_flight", "Batches under way now", value=self._router.in_flight)
         yield GaugeMetricFamily(

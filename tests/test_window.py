@@ -27,13 +27,20 @@ def test_grows_one_slot_at_a_time_up_to_the_cap():
     assert w.size == 4 and not w.allows(4)
 
 
-def test_shrinks_to_one_more_than_the_peak_once_an_interval_passed():
+def grown_then_used(size, peak):
+    """A window of 2..16 grown to ``size``, with ``peak`` batches in flight
+    late in its first interval; (clock, window), one second before the shrink."""
     clock = Clock()
     w = Window(clock, 2, 16)
-    for _ in range(8):
+    while w.size < size:
         w.full()
     clock.advance(SHRINK_INTERVAL - 1)
-    w.sent(5)  # at most 5 in flight during the interval
+    w.sent(peak)
+    return clock, w
+
+
+def test_shrinks_to_one_more_than_the_peak_once_an_interval_passed():
+    clock, w = grown_then_used(10, 5)  # at most 5 in flight during the interval
     assert w.allows(9) and w.size == 10  # not yet due
     clock.advance(1)
     assert w.allows(5) and w.size == 6
@@ -42,12 +49,7 @@ def test_shrinks_to_one_more_than_the_peak_once_an_interval_passed():
 
 
 def test_a_window_in_use_keeps_its_size():
-    clock = Clock()
-    w = Window(clock, 2, 16)
-    for _ in range(4):
-        w.full()
-    clock.advance(SHRINK_INTERVAL - 1)
-    w.sent(6)  # every slot in use
+    clock, w = grown_then_used(6, 6)  # every slot in use
     clock.advance(1)
     w.allows(0)
     assert w.size == 6
@@ -75,48 +77,42 @@ class RouterWindowTests(_Sides, TestCase):
         self.local.data[key] = s(b"v")
         self.event(LOCAL, key)
 
+    def held_changes(self, keys):
+        """Change ``keys`` one reactor turn each while the remote holds its
+        writes; (writes in flight, window size)."""
+        self.remote.hold = True
+        for key in keys:
+            self.change(key)
+        return len(self.remote.held), self.router.concurrency
+
+    def release(self):
+        self.remote.hold = False
+        self.remote.release()
+        self.clock.advance(0)
+
     def test_a_key_waiting_for_a_slot_opens_one_up_to_the_cap(self):
         self.adaptive(2, 4)
-        self.remote.hold = True
-        for key in (b"ns:a", b"ns:b", b"ns:c", b"ns:d", b"ns:e"):
-            self.change(key)
+        keys = [b"ns:a", b"ns:b", b"ns:c", b"ns:d", b"ns:e"]
         # one batch a turn (batch_size 3 is not reached): a, b in the base
         # window, c and d each opened a slot, e waits at the cap
-        self.assertEqual(len(self.remote.held), 4)
-        self.assertEqual(self.router.concurrency, 4)
-        self.remote.hold = False
-        self.remote.release()
-        self.clock.advance(0)
-        self.assertEqual(sorted(k for k in self.remote.data), [b"ns:a", b"ns:b", b"ns:c", b"ns:d", b"ns:e"])
+        self.assertEqual(self.held_changes(keys), (4, 4))
+        self.release()
+        self.assertEqual(sorted(self.remote.data), keys)
 
     def test_a_fixed_window_makes_keys_wait_and_batch(self):
-        self.remote.hold = True
-        for key in (b"ns:a", b"ns:b", b"ns:c", b"ns:d"):
-            self.change(key)
-        self.assertEqual(len(self.remote.held), 2)
-        self.assertEqual(self.router.concurrency, 2)
-        self.remote.hold = False
-        self.remote.release()
-        self.clock.advance(0)
+        self.assertEqual(self.held_changes([b"ns:a", b"ns:b", b"ns:c", b"ns:d"]), (2, 2))
+        self.release()
         self.assertEqual(len(self.remote.data), 4)
 
     def test_keys_in_flight_dirty_again_do_not_open_slots(self):
         self.adaptive(1, 8)
-        self.remote.hold = True
-        self.change(b"ns:hot")
-        for _ in range(5):
-            self.change(b"ns:hot")  # changed again while its copy is under way
-        self.assertEqual(len(self.remote.held), 1)
-        self.assertEqual(self.router.concurrency, 1)
+        # changed again and again while its copy is under way
+        self.assertEqual(self.held_changes([b"ns:hot"] * 6), (1, 1))
 
     def test_the_window_comes_back_to_base_when_unused(self):
         self.adaptive(1, 8)
-        self.remote.hold = True
-        for key in (b"ns:a", b"ns:b", b"ns:c"):
-            self.change(key)
-        self.assertEqual(self.router.concurrency, 3)
-        self.remote.hold = False
-        self.remote.release()
+        self.assertEqual(self.held_changes([b"ns:a", b"ns:b", b"ns:c"]), (3, 3))
+        self.release()
         self.clock.advance(2 * SHRINK_INTERVAL)
         self.change(b"ns:d")
         self.assertEqual(self.router.concurrency, 1)
