@@ -107,6 +107,7 @@ class BigCopy:
     stamp: int = 0
     refused: bool = False
     local_generation: bytes | None = None  # the local side's, for the record of the copy
+    sent: int = 0  # bytes of values written to the target
 
 
 async def digest(store, key, kind):
@@ -157,7 +158,7 @@ class BigCopier:
         kind = header.kind
         temporary = self.temporary_key(kind)
         digester = Digester(kind)
-        cursor, reading, requests = b"0", None, 1
+        cursor, reading, requests, sent = b"0", None, 1, 0
         count = self.piece_bytes if kind == STRING else self.chunk_items
         first, read_stamp, read_gen, offset = True, 0, None, 0
         try:
@@ -177,10 +178,12 @@ class BigCopier:
                             target, target.store.write_piece(temporary, offset, piece, TEMPORARY_LIFETIME * 1000)
                         )
                         offset += len(piece)
+                        sent += len(piece)
                         first = False
                         requests += 1
                 elif items:
                     await self._write_chunk(target, temporary, kind, items, first)
+                    sent += sum(len(item) for item in items)
                     first = False
                     requests += 1
             if header.expire_at is not None and header.expire_at - self._clock.seconds() < EXPIRY_MARGIN:
@@ -222,8 +225,8 @@ class BigCopier:
                 return BigCopy(None, requests, read_stamp, refused=True)
             raise KeyChanged(b"none")
         if target.name == REMOTE:
-            return BigCopy(copied, requests, generation.stamp, local_generation=read_gen)
-        return BigCopy(copied, requests, read_stamp, local_generation=generation.id)
+            return BigCopy(copied, requests, generation.stamp, local_generation=read_gen, sent=sent)
+        return BigCopy(copied, requests, read_stamp, local_generation=generation.id, sent=sent)
 
     def _read(self, side, key, kind, cursor, count):
         return Deferred.fromCoroutine(self._on(side, read_chunk(side.store, key, kind, cursor, count)))

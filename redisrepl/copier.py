@@ -184,6 +184,7 @@ class Copier:
                 key, state = items[0]
                 raise RefusedError(f"{e}; {short(key)} takes {size(state)} bytes", e.kind, target) from None
             raise
+        self.stats.bytes_written[target] += wrote.sent
         if wrote.skipped:
             self.refused(target, wrote.skipped)
             items = [(key, state) for key, state in items if key not in wrote.skipped]
@@ -249,6 +250,7 @@ class Copier:
             self.stats.unchanged += 1
         else:
             self.stats.big_copies += 1
+            self.stats.bytes_written[target] += copy.sent
             stamp = origin if origin is not None else (big.as_of if big.as_of is not None else copy.stamp)
             self.written(target, [(key, copy.state, stamp)], copy.requests, copy.local_generation)
         return Batch()

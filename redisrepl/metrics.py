@@ -79,6 +79,14 @@ class ReplicationCollector:
         )
         yield self._per_side(
             CounterMetricFamily(
+                "redisrepl_bytes_written",
+                "Bytes of keys and values written, by side written (big keys' chunks included)",
+                labels=["side"],
+            ),
+            stats.bytes_written,
+        )
+        yield self._per_side(
+            CounterMetricFamily(
                 "redisrepl_write_requests", "Write requests (batches) that succeeded, by side written", labels=["side"]
             ),
             stats.requests,

@@ -27,6 +27,7 @@ class Stats:
     requests: dict[str, int] = attrs.field(factory=_per_side)  # write batches sent, by side written
     failures: Counter[tuple[str, str]] = attrs.field(factory=Counter)  # failed requests, by (side, kind)
     last_write: dict[str, float] = attrs.field(factory=dict)  # side -> time of its last successful write
+    bytes_written: dict[str, int] = attrs.field(factory=_per_side)  # keys and values sent, by side written
     coalesced: int = 0
     unchanged: int = 0
     ignored: int = 0

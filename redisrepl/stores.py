@@ -46,6 +46,8 @@ class WriteReply:
 
     generation: Generation | None = None
     skipped: frozenset = frozenset()
+    #: bytes of keys and values the write carried (each item's, as state.size counts them)
+    sent: int = 0
 
 
 @attrs.frozen
@@ -124,16 +126,16 @@ class _StateStore:
         maps the keys that are refills to the stamp their state is known
         since, ``expects`` keys to the digest they must still hold (None:
         absent) to be written. A WriteReply."""
-        batch, total, skipped, generation = [], 0, set(), None
+        batch, total, sent, skipped, generation = [], 0, 0, set(), None
         for key, key_state in items:
             batch.append((key, key_state))
             total += len(key) + state.size(key_state)
             if total >= MAX_WRITE_BYTES:
                 generation = await self._write(batch, origins, expects, skipped)
-                batch, total = [], 0
+                batch, sent, total = [], sent + total, 0
         if batch:
             generation = await self._write(batch, origins, expects, skipped)
-        return WriteReply(generation, frozenset(skipped))
+        return WriteReply(generation, frozenset(skipped), sent + total)
 
     async def _write(self, items, origins, expects, skipped):
         keys = [key for key, _ in items]

@@ -46,6 +46,8 @@ def test_metrics_follow_a_real_replication_run(daemons, metrics_port):
     assert metric(text, "redisrepl_events_total", side="local") >= 50
     assert metric(text, "redisrepl_events_total", side="remote") >= 1
     assert 1 <= metric(text, "redisrepl_write_requests_total", side="remote") <= 50
+    # 50 keys of 4-5 bytes with 1-byte values, at least; a few bytes of framing each, at most
+    assert 50 * 5 <= metric(text, "redisrepl_bytes_written_total", side="remote") <= 50 * 50
     assert metric(text, "redisrepl_backlog_high_water_keys") >= 1
     assert 4 <= metric(text, "redisrepl_window_batches") <= 32  # --concurrency .. --max-concurrency
     assert 0 <= metric(text, "redisrepl_batches_in_flight") <= metric(text, "redisrepl_window_batches")
