@@ -155,10 +155,12 @@ class Batches:
         try:
             grown = False
             while self.queue and not self._stopping and self._paused is None:
-                if not self.window.allows(len(self._batches)):
+                in_flight = len(self._batches)
+                if not self.window.allows(in_flight):
                     # every slot busy and a key ready to go (not only keys in
-                    # flight, dirty again): one slot more, once a pump
-                    if grown or not self.queue.ready() or not self.window.full():
+                    # flight, dirty again): one slot more, once a pump (and
+                    # none if the window just shrank below what is in flight)
+                    if grown or not self.queue.ready() or not self.window.full() or not self.window.allows(in_flight):
                         return
                     grown = True
                 picked = self.queue.pick(self.first, self.batch_size)

@@ -117,3 +117,11 @@ class RouterWindowTests(_Sides, TestCase):
         self.change(b"ns:d")
         self.assertEqual(self.router.concurrency, 1)
         self.assertEqual(self.remote.data[b"ns:d"], s(b"v"))
+
+    def test_a_window_shrunk_below_what_is_in_flight_sends_nothing_more(self):
+        self.adaptive(1, 8)
+        self.assertEqual(self.held_changes([b"ns:a", b"ns:b", b"ns:c"]), (3, 3))
+        self.clock.advance(SHRINK_INTERVAL)  # nothing sent for an interval: back to 1, 3 still in flight
+        self.assertEqual(self.held_changes([b"ns:d"]), (3, 2))  # it grew by one, still below 3
+        self.release()
+        self.assertEqual(self.remote.data[b"ns:d"], s(b"v"))
