@@ -69,21 +69,19 @@ class DirtyQueue:
 
     def add(self, side: str, key: bytes) -> Queued:
         parked = self._parked.get(key)
+        mask = self._dirty.get(key)
+        if parked is None and mask is None and len(self._dirty) >= self.max_backlog:
+            return Queued.FULL  # not kept, so not counted as waiting either
+        self._since[side].setdefault(key, self._clock.seconds())
         if parked is not None:
             self._parked[key] = (parked[0] | BIT[side], parked[1])
-            self._since[side].setdefault(key, self._clock.seconds())
             return Queued.PARKED
-        mask = self._dirty.get(key)
         if mask is not None:
             self._dirty[key] = mask | BIT[side]
-            self._since[side].setdefault(key, self._clock.seconds())
             return Queued.COALESCED
-        if len(self._dirty) >= self.max_backlog:
-            return Queued.FULL
         self._dirty[key] = BIT[side]
         if key in self.in_flight:
             self._overlap += 1
-        self._since[side].setdefault(key, self._clock.seconds())
         self.high_water = max(self.high_water, len(self._dirty) + len(self._parked) + len(self.in_flight))
         return Queued.ADDED
 

@@ -244,11 +244,6 @@ class Router:
         return self._links.error
 
     @property
-    def window(self) -> Window:
-        """How many batches may be in flight at once."""
-        return self._work.window
-
-    @property
     def concurrency(self) -> int:
         """Most batches in flight at once, now."""
         return self._work.window.size

@@ -220,6 +220,7 @@ def test_copier_shrinks_chunks_of_big_items(lab):
     assert lab.remote.lrange(key, 0, -1) == items
     assert copied.digest == run(big_keys.digest(SyncStore(lab.local), key, "list"))
     assert sent == len(requests)
+    assert result.sent == sum(map(len, items))  # the bytes of values written, for redisrepl_bytes_written_total
     # the first chunk has 50 items (15 KB); the next ones no more than 2 KB
     items_per_chunk = [n - 5 for n in requests[:-1]]  # (the last request puts it in place)
     assert items_per_chunk[0] == 50 and max(items_per_chunk[1:]) <= 2000 // 300

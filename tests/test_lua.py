@@ -37,7 +37,8 @@ from redisrepl.epochs import lost_windows, parse_hist
 from redisrepl.errors import RefusedError
 from redisrepl.expected import ExpectedEvents
 from redisrepl.namespace import Namespace
-from redisrepl.sandbox import SandboxError, binary, free_port
+from redisrepl.sandbox import SandboxError, free_port
+from redisrepl.sandbox.components import redis_server_argv
 from redisrepl.sides import LOCAL, REMOTE, Side
 from redisrepl.state import (
     ABSENT,
@@ -81,33 +82,15 @@ LOW_BIG_BYTES = 2 * PIECE + 5
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """One redis-server on a free loopback port for the whole module: its port."""
-    try:
-        program = binary("redis-server")
-    except SandboxError as e:
-        pytest.fail(f"{e}; ./dev.sh test installs what the tests need")
     workdir = tmp_path_factory.mktemp("lua-redis")
     for _ in range(3):  # a port taken between free_port() and the bind: another one
         port = free_port()
+        try:
+            argv = redis_server_argv(port, str(workdir), str(workdir / "redis.log"), "--databases", str(DATABASES))
+        except SandboxError as e:
+            pytest.fail(f"{e}; ./dev.sh test installs what the tests need")
         proc = subprocess.Popen(
-            [
-                program,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--databases",
-                str(DATABASES),
-                "--dir",
-                str(workdir),
-                "--logfile",
-                str(workdir / "redis.log"),
-                "--daemonize",
-                "no",
-            ],
+            argv,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

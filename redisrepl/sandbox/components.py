@@ -125,29 +125,17 @@ class Components:
         w = self._lab.workdir
         port = self.redis_port(name)
         if port is not None:
-            return [
-                binary("redis-server"),
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
+            return redis_server_argv(
+                port,
+                layout.data_dir(w, name),
+                layout.log_path(w, name),
                 "--dbfilename",
                 layout.DUMP,
-                "--dir",
-                layout.data_dir(w, name),
                 "--unixsocket",
                 layout.socket_path(w, name),
                 "--unixsocketperm",
                 "700",
-                "--logfile",
-                layout.log_path(w, name),
-                "--daemonize",
-                "no",
-            ]
+            )
         if name == "webdis":
             return [binary("webdis"), layout.webdis_config_path(w)]
         root = layout.nginx_root(w)
@@ -193,6 +181,29 @@ class Components:
             if not ok:
                 return f"{n} not ready ({status})"
         return None
+
+
+def redis_server_argv(port: int, directory: str, logfile: str, *more: str) -> list[str]:
+    """A redis-server on loopback ``port``, in the foreground, saving nothing
+    by itself, its files in ``directory`` (the sandbox's and the tests' own)."""
+    return [
+        binary("redis-server"),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        directory,
+        "--logfile",
+        logfile,
+        "--daemonize",
+        "no",
+        *more,
+    ]
 
 
 def _prepare_data_dir(workdir, name, snapshot):
