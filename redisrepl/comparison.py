@@ -30,7 +30,7 @@ from redisrepl.walk import PROGRESS_EVERY, Walk
 
 log = Logger()
 
-__all__ = ["PROGRESS_EVERY", "Comparison", "Outcome"]
+__all__ = ["PROGRESS_EVERY", "Comparison", "Outcome", "describe"]
 
 
 @attrs.frozen
@@ -65,38 +65,16 @@ class Comparison:
         started = self.clock.seconds()
         again = []
         self.site = await self.synced.site_name(self.site or self.wanted_site)
-        confirmed = await self._confirmed()
-        allow_key = self.names.allow_key
-        checks = {
-            side: await store.check(flag_key=allow_key if side == LOCAL else b"") for side, store in self.stores.items()
-        }
-        if LOCAL not in confirmed:
-            # the local Redis lost this site's record: does the hub remember
-            # this site (by its name) and which local generation it confirmed?
-            recorded = await self.remote_store.command("GET", self._site_record())
-            if recorded:
-                confirmed[LOCAL] = recorded
-        mode = self._mode(checks, confirmed)
-        run = Judgement(
-            self.live,
-            self.synced,
-            self.epochs,
-            self.stats,
-            self._room,
-            mode,
-            {side: check.generation.id for side, check in checks.items()},
-            self.max_delete,
-            allow_key,
-            unlimited=checks[LOCAL].flagged,
-        )
-        log.info("reconcile ({reason}): comparing the namespace on both sides{how}", reason=reason, how=_describe(mode))
+        run = await self.judgement()
+        mode = run.mode
+        log.info("reconcile ({reason}): comparing the namespace on both sides{how}", reason=reason, how=describe(mode))
         run.watcher = self.live.watch()
         try:
             walk = Walk(
                 self.local_store, self.remote_store, self.synced, self.epochs, self.names, self.clock, self.stats
             )
             await walk.compare(run, started)
-            await self._forget_stale(checks[REMOTE].now)
+            await self._forget_stale(run.hub_now)
             await self._recheck(run)  # both sides as decided, just before deleting
             await run.delete()
             if mode.after_loss:
@@ -132,7 +110,7 @@ class Comparison:
             # the generations it has just confirmed
             again.append("after a loss: deletions held back")
         if run.used_allowance:
-            await self.local_store.command("DEL", allow_key)
+            await self.local_store.command("DEL", run.allow_key)
         duration = self.clock.seconds() - started
         self.stats.runs += 1
         self.stats.keys_compared += run.compared
@@ -149,6 +127,34 @@ class Comparison:
             duration=duration,
         )
         return Outcome(tuple(again))
+
+    async def judgement(self) -> Judgement:
+        """A run's judgement: the generations it decides on, what this site
+        confirmed of them, and so the mode of its decisions (redisrepl.merge)."""
+        confirmed = await self._confirmed()
+        allow_key = self.names.allow_key
+        checks = {
+            side: await store.check(flag_key=allow_key if side == LOCAL else b"") for side, store in self.stores.items()
+        }
+        if LOCAL not in confirmed and self.site:
+            # the local Redis lost this site's record: does the hub remember
+            # this site (by its name) and which local generation it confirmed?
+            recorded = await self.remote_store.command("GET", self._site_record())
+            if recorded:
+                confirmed[LOCAL] = recorded
+        return Judgement(
+            self.live,
+            self.synced,
+            self.epochs,
+            self.stats,
+            self._room,
+            self._mode(checks, confirmed),
+            {side: check.generation.id for side, check in checks.items()},
+            self.max_delete,
+            allow_key,
+            unlimited=checks[LOCAL].flagged,
+            hub_now=checks[REMOTE].now,
+        )
 
     async def _confirmed(self):
         """{side: generation id} this site last confirmed: from memory (which
@@ -234,7 +240,7 @@ class Comparison:
             await task.deferLater(self.clock, 0.05, lambda: None)
 
 
-def _describe(mode):
+def describe(mode):
     parts = []
     if mode.hub_lost:
         parts.append(

@@ -9,7 +9,7 @@ from twisted.logger import Logger
 
 from redisrepl.epochs import is_lost
 from redisrepl.live import ANYTHING
-from redisrepl.merge import CHANGING, UNSUPPORTED, decide
+from redisrepl.merge import CHANGING, UNSUPPORTED, Mode, decide
 from redisrepl.sides import LOCAL, OTHER, REMOTE, short
 
 log = Logger()
@@ -48,11 +48,12 @@ class Judgement:
     epochs: dict  # side -> redisrepl.epochs.SideEpoch
     stats: object  # redisrepl.reconcile.ReconcileStats
     room: object  # async (): wait until the live path has room for more copies
-    mode: object  # redisrepl.merge.Mode
+    mode: Mode
     generations: dict  # side -> generation id the run decides on
     max_delete: object  # redisrepl.merge.DeleteLimit
     allow_key: bytes  # the local key that lets a mass deletion through
     unlimited: bool = False  # allow-mass-delete was set: this run may delete any number
+    hub_now: int = 0  # the hub's stamp when the run began
     used_allowance: bool = attrs.field(init=False)
     watcher: set = attrs.field(factory=set)
     forced: list = attrs.field(factory=list)  # keys copied by this run (kept only after a loss)
@@ -128,13 +129,19 @@ class Judgement:
                 [(key, digest, generation.as_of(tag)) for key, digest, tag in sets], self.generations[LOCAL]
             )
 
+    def held_back(self, target):
+        """The limit of deletions on ``target`` if this run found more (the
+        mass-deletion guard holds them all back), else None."""
+        limit = None if self.unlimited else self.max_delete.limit(self.sizes[target])
+        return limit if limit is not None and self.deletions_found[target] > limit else None
+
     async def delete(self):
         """Make the deletions decided, side by side, unless more than the
         limit: then none on that side (the mass-deletion guard)."""
         for target in (LOCAL, REMOTE):
             found, keys = self.deletions_found[target], self.deletions[target]
-            limit = None if self.unlimited else self.max_delete.limit(self.sizes[target])
-            if limit is not None and found > limit:
+            limit = self.held_back(target)
+            if limit is not None:
                 self.stats.guard_tripped[target] = found
                 self.stats.blocked[target] = found
                 log.error(

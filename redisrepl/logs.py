@@ -125,6 +125,20 @@ def json() -> FileLogObserver:
     return FileLogObserver(sys.stdout, event_as_json)
 
 
+def command_lines(out: Any = None) -> Any:
+    """For the one-shot commands (``redisrepl reconcile --dry-run``): plain
+    lines on stderr of redisrepl's info and above, and of anything else
+    only warnings and above (not the reactor's own comings and goings)."""
+    text = FileLogObserver(out or sys.stderr, lambda event: f"{formatEvent(event)}\n")
+
+    def observe(event: dict) -> None:
+        level = event.get("log_level", LogLevel.info)
+        if level >= LogLevel.warn or str(event.get("log_namespace", "")).startswith("redisrepl"):
+            text(event)
+
+    return observe
+
+
 def keep_from(level: str, publisher: Any = globalLogPublisher, modules: Mapping[str, Any] | None = None) -> int:
     """Drop redisrepl's log lines below ``level`` (``--log-level``: debug,
     info, warn, error, critical) before they reach ``publisher``: the

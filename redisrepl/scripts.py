@@ -50,11 +50,10 @@ def context_args(names, fresh_id, track_writes, window=RECOVERY_WINDOW, look_onl
     namespace's reserved and meta prefixes (``names``: a Namespace), a
     fresh generation id, and the flags (the hub stamps its writes and keeps
     their record for ``window`` seconds; ``look_only``: the epoch is
-    neither started nor touched)."""
-    if look_only:
-        flags = b"r"
-    else:
-        flags = b"w%d" % window if track_writes else b""
+    neither started nor touched, its generation id is b"" if the next
+    writing call would start a new one, and the hub's record is only read)."""
+    mark = b"r" if look_only else b"w"
+    flags = mark + b"%d" % window if track_writes else mark if look_only else b""
     return [names.reserved, names.meta, fresh_id, flags]
 
 

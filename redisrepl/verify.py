@@ -9,18 +9,21 @@ sides are equal, 1 when they differ, 2 when it cannot compare.
 
 import json
 import sys
-from typing import TextIO
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any, TextIO
 
 from twisted.internet import task
-from twisted.internet.defer import TimeoutError
+from twisted.internet.defer import Deferred, TimeoutError
 
 from redisrepl import connections
 from redisrepl.config import Config
 from redisrepl.connections import Reactor
+from redisrepl.epochs import SideEpoch
 from redisrepl.errors import ReplicationError
 from redisrepl.options import Options
 from redisrepl.scan import scan_digests
-from redisrepl.sides import short
+from redisrepl.sides import LOCAL, REMOTE, short
 from redisrepl.startup import Runtime
 from redisrepl.stores import LocalStore, RemoteStore
 
@@ -74,12 +77,16 @@ def differences(
     return found
 
 
-async def verify(
-    reactor: Reactor, config: Config, runtime: Runtime, out: TextIO = sys.stdout, as_json: bool = False
-) -> int:
-    """Compare both sides; 0 if equal, 1 if they differ, 2 if they cannot be
-    compared. ``as_json``: one JSON object instead of lines."""
-    report = Report(out, as_json)
+class CannotCompare(Exception):
+    """The sides cannot be compared (a side unreachable, a refused request)."""
+
+
+@asynccontextmanager
+async def looking(
+    reactor: Reactor, config: Config, runtime: Runtime, epochs: dict[str, SideEpoch] | None = None
+) -> AsyncIterator[tuple[LocalStore, RemoteStore]]:
+    """Both sides' stores, connected and looking only (their scripts start
+    no generation and write nothing); ``epochs``: told each generation seen."""
     local_redis = connections.local_commands(reactor, config, runtime)
     hub = connections.remote_client(reactor, config, runtime)
     local_redis.startService()
@@ -89,42 +96,57 @@ async def verify(
         try:
             await ready
         except (TimeoutError, ValueError) as e:
-            return report.error(f"cannot use the local Redis at {local_redis.description}: {e}")
-        names = config.names
-        remote_store = RemoteStore(hub.client, reactor, names, big_items=config.big_key_items)
-        local_store = LocalStore(local_redis.factory, reactor, names, big_items=config.big_key_items)
-        local_store.look_only = remote_store.look_only = True  # verify never writes
-        local_ttl: dict[bytes, int] = {}
-        remote_ttl: dict[bytes, int] = {}
-        refused = []
-
-        def refuse(side, key):
-            refused.append((side, key))
-
+            raise CannotCompare(f"cannot use the local Redis at {local_redis.description}: {e}") from None
+        epochs = epochs or {}
+        names, big = config.names, config.big_key_items
+        remote_store = RemoteStore(hub.client, reactor, names, big_items=big, epoch=epochs.get(REMOTE))
+        local_store = LocalStore(local_redis.factory, reactor, names, big_items=big, epoch=epochs.get(LOCAL))
+        local_store.look_only = remote_store.look_only = True
         try:
-            local = await scan_digests(local_store, names, expiries=local_ttl, refused=refuse)
-            remote = await scan_digests(remote_store, names, expiries=remote_ttl, refused=refuse)
+            yield local_store, remote_store
         except ReplicationError as e:
-            return report.error(str(e))
-        found = differences(local, remote, local_ttl, remote_ttl)
-        return report.result(len(set(local) | set(remote)), found, refused)
+            raise CannotCompare(str(e)) from None
     finally:
         await hub.stopService()
         await local_redis.stopService()
 
 
+async def verify(
+    reactor: Reactor, config: Config, runtime: Runtime, out: TextIO = sys.stdout, as_json: bool = False
+) -> int:
+    """Compare both sides; 0 if equal, 1 if they differ, 2 if they cannot be
+    compared. ``as_json``: one JSON object instead of lines."""
+    report = Report(out, as_json)
+    local_ttl: dict[bytes, int] = {}
+    remote_ttl: dict[bytes, int] = {}
+    refused = []
+
+    def refuse(side, key):
+        refused.append((side, key))
+
+    try:
+        async with looking(reactor, config, runtime) as (local_store, remote_store):
+            local = await scan_digests(local_store, config.names, expiries=local_ttl, refused=refuse)
+            remote = await scan_digests(remote_store, config.names, expiries=remote_ttl, refused=refuse)
+    except CannotCompare as e:
+        return report.error(str(e))
+    found = differences(local, remote, local_ttl, remote_ttl)
+    return report.result(len(set(local) | set(remote)), found, refused)
+
+
 class Report:
     """What verify prints: lines, or one JSON object (``--json``)."""
 
-    def __init__(self, out: TextIO, as_json: bool) -> None:
+    def __init__(self, out: TextIO, as_json: bool, command: str = "redisrepl verify") -> None:
         self._out = out
         self._json = as_json
+        self._command = command
 
     def error(self, message: str) -> int:
         if self._json:
             print(json.dumps({"error": message}), file=self._out)
         else:
-            print(f"redisrepl verify: {message}", file=self._out)
+            print(f"{self._command}: {message}", file=self._out)
         return 2
 
     def result(self, compared: int, found: list[tuple[bytes, str]], refused: list[tuple[str, bytes]]) -> int:
@@ -167,22 +189,23 @@ class VerifyOptions(Options):
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    options = VerifyOptions()
+def parse(options: Options, argv: list[str] | None, command: str) -> None:
+    """Parse ``argv`` (default: the command line); a bad option exits 2,
+    "cannot compare", not 1, "differ"."""
     try:
         options.parseOptions(sys.argv[1:] if argv is None else argv)
     except SystemExit as e:
-        if isinstance(e.code, str):  # a bad option: "cannot compare", not "differ"
-            print(e.code.replace("redisrepl: error:", "redisrepl-verify: error:", 1), file=sys.stderr)
+        if isinstance(e.code, str):
+            print(e.code.replace("redisrepl: error:", f"{command}: error:", 1), file=sys.stderr)
             raise SystemExit(2) from None
         raise
 
-    def run(reactor):
-        from twisted.internet.defer import Deferred
 
-        return Deferred.fromCoroutine(
-            verify(reactor, options.config, options.runtime, as_json=bool(options["json"]))
-        ).addCallback(_exit)
+def react(body: Callable[[Reactor], Coroutine[Any, Any, int]]) -> None:
+    """Run ``body(reactor)`` on the reactor and exit with the code it returns."""
+
+    def run(reactor):
+        return Deferred.fromCoroutine(body(reactor)).addCallback(_exit)
 
     task.react(run)
 
@@ -190,3 +213,11 @@ def main(argv: list[str] | None = None) -> None:
 def _exit(code: int) -> None:
     if code:
         raise SystemExit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    options = VerifyOptions()
+    parse(options, argv, "redisrepl-verify")
+    config, runtime = options.config, options.runtime
+    assert config is not None and runtime is not None  # set by parse
+    react(lambda reactor: verify(reactor, config, runtime, as_json=bool(options["json"])))

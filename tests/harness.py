@@ -84,10 +84,19 @@ def _key_state(r, key):
 
 def run_verify(lab, ns, extra=(), site=None):
     """``python -m redisrepl verify`` with the daemon's connection flags (``site``'s if given)."""
-    args = lab.sandbox.daemon_args(ns, rc=True, extra=list(extra), site=_site(site))
+    return run_command(lab, ns, ["verify"], extra, site)
+
+
+def run_dry(lab, ns, extra=(), site=None, rc=True):
+    """``python -m redisrepl reconcile --dry-run`` with the daemon's flags."""
+    return run_command(lab, ns, ["reconcile", "--dry-run"], extra, site, rc)
+
+
+def run_command(lab, ns, command, extra=(), site=None, rc=True):
+    args = lab.sandbox.daemon_args(ns, rc=rc, extra=list(extra), site=_site(site))
     args = args[args.index("redisrepl") + 1 :]
     return subprocess.run(
-        [sys.executable, "-m", "redisrepl", "verify", *args], capture_output=True, text=True, cwd=ROOT, timeout=120
+        [sys.executable, "-m", "redisrepl", *command, *args], capture_output=True, text=True, cwd=ROOT, timeout=120
     )
 
 

@@ -120,3 +120,12 @@ def test_journal_lines_carry_their_priority_and_no_timestamp():
     assert lines[2] == "<2>[redisrepl.example] unexpected"
     assert len(lines) > 4 and all(line.startswith("<2>[redisrepl.example] ") for line in lines[2:])
     assert "ValueError: boom" in out.getvalue()
+
+
+def test_a_commands_lines_are_redisrepls_and_others_warnings_only():
+    out = io.StringIO()
+    observer = logs.command_lines(out)
+    Logger(namespace="redisrepl.walk", observer=observer).info("reconcile: {n} keys scanned", n=50000)
+    Logger(namespace="twisted.internet.base", observer=observer).info("Main loop terminated.")
+    Logger(namespace="txredisapi", observer=observer).warn("connection lost")
+    assert out.getvalue().splitlines() == ["reconcile: 50000 keys scanned", "connection lost"]

@@ -415,10 +415,19 @@ def test_prelude_look_only_neither_starts_nor_touches_the_epoch(r):
     _, g = call(looker, scripts.EXISTS, [NS + b"k"], [])
     assert g.id == b"" and r.execute_command("EXISTS", EPOCH) == 0
     started = run(store(r).check()).generation
-    r.execute_command("HSET", EPOCH, "run", "0" * 40)  # even on another server
     epoch = hgetall(r, EPOCH)
     _, g = call(looker, scripts.READ, [NS + b"k"], [])
     assert g.id == started.id and hgetall(r, EPOCH) == epoch
+    # on another server: what the next writing call will do, a new generation
+    # (told by the id b"" and its would-be record), and none is made
+    r.execute_command("HSET", EPOCH, "run", "0" * 40)
+    epoch = hgetall(r, EPOCH)
+    looked = run(looker.check())
+    assert looked.generation.id == b"" and looked.generation.start > started.start
+    assert parse_hist(looked.hist)[-1][1:] == (int(epoch[b"n"]), looked.generation.start)
+    assert hgetall(r, EPOCH) == epoch
+    made = run(store(r).check()).generation
+    assert made.id not in (b"", started.id) and made.start >= looked.generation.start
 
 
 def test_prelude_hub_stamps_each_write_call_once_and_remembers_the_keys(r):

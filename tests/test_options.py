@@ -321,6 +321,22 @@ def test_verify_without_options_says_so_and_exits_2_not_1_which_means_differ():
     assert helped.stdout.startswith("Usage: redisrepl-verify") and "2 when they cannot be" in helped.stdout
 
 
+@pytest.mark.real_servers  # runs a process (no server)
+def test_reconcile_is_only_a_dry_run_and_says_so(certs):
+    def redisrepl(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "redisrepl", *args], capture_output=True, text=True, timeout=60, cwd=ROOT
+        )
+
+    result = redisrepl("reconcile", "--haddr", "https://hub.example", "--nam", "x:", "--ca", "/nonexistent")
+    assert result.returncode == 2 and result.stderr.startswith("redisrepl reconcile: error: "), result
+    result = redisrepl("reconcile", *good(certs))
+    assert result.returncode == 2 and "only --dry-run is a command" in result.stderr, result
+    helped = redisrepl("reconcile", "--help")
+    assert helped.returncode == 0
+    assert helped.stdout.startswith("Usage: redisrepl reconcile --dry-run") and "1 when it would" in helped.stdout
+
+
 def test_every_option_and_metric_is_in_the_readme():
     """The README is the reference: a new option or metric without a line
     there fails here."""

@@ -9,7 +9,7 @@ import pytest
 from redisrepl import scripts
 from redisrepl.state import HASH, LIST, SET, STREAM, STRING, ZSET, KeyState, content_digest
 from redisrepl.testing import eval_script
-from tests.harness import key_state, meta, run_verify, wait_until
+from tests.harness import key_state, meta, run_dry, run_verify, wait_until
 
 SLOW = 30.0
 
@@ -470,3 +470,85 @@ def test_a_run_during_which_a_stream_was_reopened_deletes_nothing(lab):
     reconcile()
     assert not lab.local.exists(ns + b"b")  # the next run deletes it
     assert lab.local.get(ns + b"a") == b"1" and lab.remote.get(ns + b"a") == b"1"
+
+
+def snapshot(r, ns):
+    """Every key of the namespace and of redisrepl's records of it, dumped."""
+    return {key: (r.dump(key), r.pttl(key) > 0) for key in r.scan_iter(match=f"*{ns}*", count=1000)}
+
+
+def test_dry_run_says_what_the_reconcile_then_does_and_writes_nothing(daemons):
+    lab = daemons
+    ns = "dry:"
+    d = lab.daemon(ns, rc=True)
+    for name in "abcde":
+        lab.local.set(ns + name, "1")
+    for name in "abcde":
+        wait_until(lambda: lab.remote.get(ns + name) == b"1")
+    d.stop()  # its records of what it copied are written before it exits
+    lab.local.set(ns + "a", "2")  # edited here while the daemon is away
+    lab.remote.set(ns + "b", "3")  # edited on the hub
+    lab.local.delete(ns + "c")  # deleted here
+    lab.remote.delete(ns + "d")  # deleted on the hub
+    lab.local.set(ns + "new-here", "4")
+    lab.remote.set(ns + "new-there", "5")
+    before = (snapshot(lab.local, ns), snapshot(lab.remote, ns))
+    result = run_dry(lab, ns)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert sorted(lines[:-1]) == [
+        "dry:a: copy to the remote side (from the local side)",
+        "dry:b: copy to the local side (from the remote side)",
+        "dry:c: delete on the remote side",
+        "dry:d: delete on the local side",
+        "dry:new-here: copy to the remote side (from the local side)",
+        "dry:new-there: copy to the local side (from the remote side)",
+    ]
+    assert lines[-1] == (
+        "7 keys compared: a reconcile would copy 2 keys to the remote side and 2 to the local side, "
+        "delete 1 on the remote side and 1 on the local side"
+    )
+    # the guard: past --max-delete, the deletions are held back, the copies made
+    held = run_dry(lab, ns, ["--max-delete", "0", "--json"])
+    assert held.returncode == 1, held.stdout + held.stderr
+    report = json.loads(held.stdout)
+    assert (report["copy"], report["delete"]) == ({"local": 2, "remote": 2}, {"local": 1, "remote": 1})
+    assert report["held_back"] == {"local": True, "remote": True}
+    assert {"key": "dry:c", "action": "delete", "on": "remote", "refill": False, "held_back": True} in report["keys"]
+    assert (snapshot(lab.local, ns), snapshot(lab.remote, ns)) == before  # nothing written, records included
+    # the daemon's reconcile then does what the dry run said
+    lab.daemon(ns, rc=True).wait_log("done:")
+    wait_until(lambda: lab.remote.get(ns + "a") == b"2" and lab.local.get(ns + "b") == b"3", SLOW)
+    wait_until(lambda: not lab.remote.exists(ns + "c") and not lab.local.exists(ns + "d"), SLOW)
+    wait_until(lambda: lab.remote.get(ns + "new-here") == b"4" and lab.local.get(ns + "new-there") == b"5", SLOW)
+    assert lab.local.get(ns + "e") == lab.remote.get(ns + "e") == b"1"
+    again = wait_until(lambda: (r := run_dry(lab, ns)).returncode == 0 and r, SLOW)
+    assert again.stdout.splitlines()[-1].endswith("delete 0 on the remote side and 0 on the local side: nothing to do")
+
+
+def test_dry_run_after_the_hub_lost_its_data_refills_and_deletes_nothing(daemons):
+    lab = daemons
+    ns = "dryw:"
+    d = lab.daemon(ns, rc=True)
+    for name in "abc":
+        lab.local.set(ns + name, "1")
+    wait_until(lambda: all(lab.remote.get(ns + name) == b"1" for name in "abc"))
+    d.wait_log("done:")  # a reconcile confirmed the hub's generation
+    d.stop()
+    for key in lab.remote.scan_iter(match=f"*{ns}*"):
+        lab.remote.delete(key)  # the hub lost everything of the namespace, its records too
+    lab.remote.set(ns + "new-there", "2")  # and was written to since
+    before = (snapshot(lab.local, ns), snapshot(lab.remote, ns))
+    result = run_dry(lab, ns)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert sorted(lines[:4]) == [
+        *(f"dryw:{name}: refill the remote side (from the local side)" for name in "abc"),
+        "dryw:new-there: copy to the local side (from the remote side)",
+    ]
+    assert "the remote side lost or rolled back data" in lines[4] and "deleting nothing" in lines[4]
+    assert not any("delete on" in line for line in lines), lines
+    assert (snapshot(lab.local, ns), snapshot(lab.remote, ns)) == before
+    lab.daemon(ns, rc=True)
+    wait_until(lambda: all(lab.remote.get(ns + name) == b"1" for name in "abc"), SLOW)
+    wait_until(lambda: lab.local.get(ns + "new-there") == b"2", SLOW)

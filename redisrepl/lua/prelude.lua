@@ -10,8 +10,9 @@
 --   flags: 'w<seconds>' on the hub (stamp its writes, and for that many
 --   seconds after a generation starts remember which keys were written
 --   and the stamp of what they hold), '' on the local side, 'r' to only
---   look (redisrepl verify: no generation is started, the epoch is not
---   touched).
+--   look (redisrepl verify and the reconcile's dry run: no generation is
+--   started, the epoch is not touched; 'r<seconds>' on the hub reads the
+--   record of keys written within the window).
 local CTX_FLAGS = table.remove(ARGV)
 local CTX_FRESH = table.remove(ARGV)
 local CTX_META = table.remove(ARGV)
@@ -38,9 +39,8 @@ local EPOCH = (function()
   local e = redis.call('HMGET', key, 'id', 'run', 'n', 's0', 'hist', 'n0')
   local id, n, s0, hist = e[1], tonumber(e[3] or '') or 0, tonumber(e[4] or '') or 0, e[5] or ''
   local n0 = tonumber(e[6] or '') or 0
-  if CTX_FLAGS == 'r' then
-    id = id or ''
-  elseif not id or e[2] ~= run then
+  local look = string.sub(CTX_FLAGS, 1, 1) == 'r'
+  if not id or e[2] ~= run then
     n0 = id and n or 0
     s0 = math.max(now, n + 1)
     local records = {}
@@ -50,12 +50,18 @@ local EPOCH = (function()
     records[#records + 1] = CTX_FRESH .. ':' .. fmt(n0) .. ':' .. fmt(s0)
     hist = table.concat(records, ';', math.max(1, #records - 15))
     id, n = CTX_FRESH, s0
-    redis.call('HSET', key, 'id', id, 'run', run, 'n', fmt(n), 's0', fmt(s0), 'hist', hist, 'n0', fmt(n0))
+    if look then
+      -- only looking: the generation the next writing call would start,
+      -- told by its id '' and not made
+      id = ''
+    else
+      redis.call('HSET', key, 'id', id, 'run', run, 'n', fmt(n), 's0', fmt(s0), 'hist', hist, 'n0', fmt(n0))
+    end
   end
   local track = string.sub(CTX_FLAGS, 1, 1) == 'w'
   local window = tonumber(string.sub(CTX_FLAGS, 2)) or 0
   local after = nil
-  if track and now < s0 + window * 1000000 then
+  if (track or (look and id ~= '')) and now < s0 + window * 1000000 then
     after = CTX_META .. 'after:' .. id
   end
   return {key = key, id = id, n = n, s0 = s0, n0 = n0, now = now, hist = hist, track = track,
