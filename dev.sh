@@ -31,8 +31,8 @@ install_system() {
     fi
 }
 
-# promtool checks contrib/redisrepl.rules.yml and the dashboard's queries: the
-# one binary, unpacked from Debian's prometheus package into .cache/promtool
+# promtool checks contrib/redisrepl.rules.yml and the dashboard's queries (and
+# ./dev.sh dashboard runs prometheus): unpacked from Debian's prometheus package into .cache/promtool
 # without installing the package (no service started, no user made)
 install_promtool() {
     command -v promtool >/dev/null 2>&1 && return
@@ -87,7 +87,10 @@ case "$cmd" in
     bench)
         install_system; install_python
         exec "$VENV/bin/python" bench/bench.py "$@" ;;
+    dashboard)
+        install_system; install_python; install_promtool
+        exec "$VENV/bin/python" bench/dashboard.py "$@" ;;
     *)
-        echo "usage: ./dev.sh demo|test|check|bench [args]" >&2
+        echo "usage: ./dev.sh demo|test|check|bench|dashboard [args]" >&2
         exit 2 ;;
 esac

@@ -137,3 +137,40 @@ def test_the_dashboards_queries_parse_and_name_only_real_metrics(tmp_path):
         exported = set(re.findall(r'"(redisrepl_[a-z_]+)"', f.read()))
     named = set(re.findall(r"\b(redisrepl_[a-z_]+)", " ".join(exprs)))
     assert {name.removesuffix("_total") for name in named} <= exported, named
+
+
+def test_the_dashboards_picture_draws_every_panel_where_the_dashboard_puts_it():
+    from xml.etree import ElementTree
+
+    from bench import dashboard as picture
+
+    with open(os.path.join(CONTRIB, "grafana-dashboard.json"), encoding="utf-8") as f:
+        dashboard = json.load(f)
+    panels = dashboard["panels"]
+    # two series in the first panel, one with a gap; the others empty
+    gap = [(100.0, 1.0), (102.0, 3.0), (110.0, 2.0), (112.0, float("nan")), (114.0, 4.0)]
+    results = [[("local", gap), ("remote", [(100.0, 0.5)])]] + [[] for _ in panels[1:]]
+    svg = ElementTree.fromstring(picture.render(dashboard, results, 100.0, 120.0, 2.0, "test"))
+    ns = "{http://www.w3.org/2000/svg}"
+    texts = [t.text for t in svg.iter(ns + "text")]
+    assert all(panel["title"] in texts for panel in panels)
+    assert texts.count("No data") == len(panels) - 1
+    lines = [p.get("points").split() for p in svg.iter(ns + "polyline")]
+    # the first series breaks at its gap and at its NaN: three runs (a lone
+    # point drawn as a dot), then the second series' one point
+    assert len(lines) == 4 and all(len(points) == 2 for points in lines)
+    assert lines[1][0] == lines[1][1] and lines[0][0] != lines[0][1]
+    # the panels do not overlap: each sits in its grid cell
+    boxes = {(p["gridPos"]["x"], p["gridPos"]["y"]) for p in panels}
+    assert len(boxes) == len(panels)
+
+
+def test_the_dashboards_picture_writes_each_unit_as_grafana_would():
+    from bench import dashboard as picture
+
+    assert picture.UNITS["ops"](1500) == "1.5K/s"
+    assert picture.UNITS["s"](0.25) == "250 ms" and picture.UNITS["s"](12) == "12 s"
+    assert picture.UNITS["bytes"](3 * 2**20) == "3 MiB" and picture.UNITS["percentunit"](0.5) == "50%"
+    assert [picture.nice_top(v) for v in (0, 0.7, 3, 21, 2400)] == [1.0, 1.0, 5, 25, 2500]
+    assert picture.legend("{{side}} {{kind}}", {"side": "remote", "kind": "http"}) == "remote http"
+    assert picture.filled('rate(x{instance=~"$instance"}[$__rate_interval])') == 'rate(x{instance=~".*"}[10s])'

@@ -151,7 +151,7 @@ def test_redisrepl_run_is_the_service_and_status_views_it_live(daemons, metrics_
 
 def test_redisrepl_without_a_command_or_a_daemon_says_so():
     usage = subprocess.run([sys.executable, "-m", "redisrepl"], capture_output=True, text=True, cwd=ROOT)
-    assert usage.returncode == 2 and "{run|verify|status}" in usage.stderr
+    assert usage.returncode == 2 and "{run|verify|status|reconcile}" in usage.stderr
     nobody = subprocess.run(
         [sys.executable, "-m", "redisrepl", "status", "--metrics", str(free_port()), "--count", "1"],
         capture_output=True,
