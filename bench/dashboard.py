@@ -123,6 +123,10 @@ def panel_svg(panel, series, start, end, step):
         f'<text x="{x0 + 10}" y="{y0 + 19}" fill="{TEXT}" font-size="13" font-weight="500">'
         f"{escape(panel['title'])}</text>",
     ]
+    if len(series) > 4:
+        # as Grafana's "hide series with only zeros": a panel of many
+        # labelled counters (every failure kind is there from the start)
+        series = [(name, points) for name, points in series if any(v for _, v in points if math.isfinite(v))]
     values = [v for _, points in series for _, v in points if math.isfinite(v)]
     top_value = nice_top(max(values, default=0) * 1.05)
     for i in range(5):
@@ -136,8 +140,9 @@ def panel_svg(panel, series, start, end, step):
     for i in range(6):
         t = start + span * i / 5
         x = left + (right - left) * i / 5
+        anchor = "end" if i == 5 else "middle"
         out.append(
-            f'<text x="{x:.1f}" y="{bottom + 15}" fill="{DIM}" font-size="11" text-anchor="middle">'
+            f'<text x="{x:.1f}" y="{bottom + 15}" fill="{DIM}" font-size="11" text-anchor="{anchor}">'
             f"{time.strftime('%H:%M:%S', time.gmtime(t))}</text>"
         )
 
@@ -342,6 +347,7 @@ def main():
     )
     with open(args.out, "w", encoding="utf-8") as f:
         f.write(render(dashboard, results, start, end, step, subtitle))
+
     print(f"dashboard: wrote {args.out}", file=sys.stderr)
 
 
