@@ -7,7 +7,7 @@
 2. **quiet**: nothing changes for ``quiet`` seconds while every daemon
    runs a reconcile every ``interval`` seconds: the hub Redis' CPU per
    reconcile per site (and per key), the local Redis' CPU per reconcile,
-   and the heartbeats the hub received and delivered (each heartbeat's
+   how long a walk of the namespace takes, and the heartbeats the hub received and delivered (each heartbeat's
    event reaches every site's stream);
 3. **fan-out**: single writes on the first site, one after another, each
    timed until every other site holds it (p50/p99).
@@ -15,6 +15,7 @@
 Prints figures and asserts nothing, as the rest of the bench.
 """
 
+import re
 import statistics
 import time
 
@@ -22,6 +23,9 @@ import redis
 
 from bench.measure import poll, proc_usage, redis_cpu
 from tests.harness import Daemon
+
+#: The duration at the end of a reconcile's "done" line.
+WALK = re.compile(r"done: \d+ keys compared, \d+ differed and are being copied, in ([0-9.]+)s")
 
 
 def many_sites(lab, run_id, n_sites, keys, quiet, interval, writes=50):
@@ -72,6 +76,10 @@ def many_sites(lab, run_id, n_sites, keys, quiet, interval, writes=50):
             figures["hub cpu ms per reconcile per site"] = f"{hub_cpu / runs * 1000:.1f}"
             figures["hub cpu us per key per reconcile"] = f"{hub_cpu / runs / keys * 1e6:.2f}"
             figures["local cpu ms per reconcile"] = f"{local_cpu / runs * 1000:.1f}"
+            # how long a walk of the namespace takes (the runs' own "done: ... in X s")
+            walks = [float(m) for d in daemons for m in WALK.findall(d.log())[-runs:]]
+            if walks:
+                figures["reconcile walk s (median)"] = f"{statistics.median(walks):.2f}"
         figures["heartbeats/min"] = f"{seen * 60 / elapsed:.0f}"
         figures["heartbeat events delivered/min"] = f"{seen * n_sites * 60 / elapsed:.0f}"
 

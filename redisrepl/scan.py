@@ -8,6 +8,9 @@ refused and reported: the hub is trusted to be the hub, not to reach
 outside the namespace.
 """
 
+from collections import deque
+
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from redisrepl import big_keys, scripts, state, webdis
@@ -19,6 +22,9 @@ log = Logger()
 
 #: Keys per SCAN step.
 SCAN_COUNT = 1000
+#: Requests of a reconcile's walk in flight to the hub at once, at most
+#: (the hub's pool keeps a connection for each: redisrepl.connections).
+LOOKAHEAD = 4
 
 
 class Refused:
@@ -57,6 +63,25 @@ async def _resolved(store, key, digest, expiry, expiries=None, on_big=None):
     return digest
 
 
+class Step(list):
+    """The keys of one SCAN step, and how far through its side's keyspace
+    the walk is after it (``done``, 0 to 1)."""
+
+    done: float = 0.0
+
+
+def scanned(cursor):
+    """How far through the keyspace a SCAN is when it returns ``cursor``
+    (0 to 1; 1 at the end). Redis walks its table in reverse-binary order:
+    the cursor's bits reversed count the slots visited, whatever the
+    table's size, so this holds as the table grows or shrinks (roughly:
+    a resize during the walk moves it a little)."""
+    value = int(cursor)
+    if value == 0:
+        return 1.0
+    return int(f"{value:064b}"[::-1], 2) / 2.0**64
+
+
 def _tag(raw):
     return int(raw) if raw else None
 
@@ -68,28 +93,68 @@ async def scan_steps(store, names, expiries=None, on_big=None, refused=None):
     since its generation started, else None); with a dict ``expiries``,
     fill it with {key: expiry ms} too. Big keys are digested a chunk per
     call, after ``on_big(key, type)``. A key outside the namespace is not
-    yielded: ``refused(side, key)`` is told."""
+    yielded: ``refused(side, key)`` is told.
+
+    The next step is asked for as soon as a reply gives its cursor, before
+    this step is yielded: its round trip overlaps the work on this one (use
+    it in ``contextlib.aclosing``, so that a step asked for and not wanted is
+    cancelled)."""
     pattern = webdis.prefix_pattern(names.prefix)
-    cursor = b"0"
-    while True:
-        reply = await store.run_script(
-            scripts.DIGEST_SCAN,
-            [],
-            [cursor, pattern, b"%d" % SCAN_COUNT, b"%d" % store.big_items, b"%d" % state.BIG_BYTES],
-        )
-        if not reply or len(reply) % 4 != 1:
-            raise ReplicationError(f"unexpected digest scan reply {reply!r:.80}", "bad_reply")
-        cursor = reply[0]
-        step = []
-        for key, digest, expiry, tag in zip(reply[1::4], reply[2::4], reply[3::4], reply[4::4]):
-            if not (isinstance(key, bytes) and names.owns(key)):
-                if refused is not None:
-                    refused(store_side(store), key)
-                continue
-            step.append((key, await _resolved(store, key, digest, expiry, expiries, on_big), _tag(tag)))
-        yield step
-        if cursor in (b"0", 0):
-            return
+    args = [b"%d" % SCAN_COUNT, b"%d" % store.big_items, b"%d" % state.BIG_BYTES]
+
+    def ask(cursor):
+        return Deferred.fromCoroutine(store.run_script(scripts.DIGEST_SCAN, [], [cursor, pattern, *args]))
+
+    pending = ask(b"0")
+    try:
+        while True:
+            reply = await pending
+            pending = None
+            if not reply or len(reply) % 4 != 1:
+                raise ReplicationError(f"unexpected digest scan reply {reply!r:.80}", "bad_reply")
+            cursor = reply[0]
+            last = cursor in (b"0", 0)
+            if not last:
+                pending = ask(cursor)
+            step = Step()
+            step.done = scanned(cursor)
+            for key, digest, expiry, tag in zip(reply[1::4], reply[2::4], reply[3::4], reply[4::4]):
+                if not (isinstance(key, bytes) and names.owns(key)):
+                    if refused is not None:
+                        refused(store_side(store), key)
+                    continue
+                step.append((key, await _resolved(store, key, digest, expiry, expiries, on_big), _tag(tag)))
+            yield step
+            if last:
+                return
+    finally:
+        _forget(pending)
+
+
+def _forget(*asked):
+    """Cancel requests asked for ahead and no longer wanted (their failures too)."""
+    for d in asked:
+        if d is not None:
+            d.addErrback(lambda _: None)
+            d.cancel()
+
+
+async def existing_ahead(steps, store, depth):
+    """Yield (keys, [(exists, tag)]) for each list of keys ``steps`` yields,
+    asking ``store`` about up to ``depth`` lists at once (their round trips
+    overlap), in order. Use it in ``contextlib.aclosing``."""
+    asked = deque()
+    try:
+        async for keys in steps:
+            asked.append((keys, Deferred.fromCoroutine(existing(store, keys))))
+            if len(asked) >= depth:
+                keys, d = asked.popleft()
+                yield keys, await d
+        while asked:
+            keys, d = asked.popleft()
+            yield keys, await d
+    finally:
+        _forget(*(d for _, d in asked))
 
 
 def store_side(store):
@@ -105,7 +170,8 @@ async def scan_keys(store, names, refused=None):
         if not reply:
             raise ReplicationError(f"unexpected key scan reply {reply!r:.80}", "bad_reply")
         cursor = reply[0]
-        keys = []
+        keys = Step()
+        keys.done = scanned(cursor)
         for key in reply[1:]:
             if isinstance(key, bytes) and names.owns(key):
                 keys.append(key)

@@ -1119,3 +1119,23 @@ def test_digest_keys_digest_scan_and_chunks_at_the_boundaries(r, kind, count):
     if kind == ZSET:
         value.update({b"neg-zero": -0.0, b"inf": float("inf"), b"-inf": float("-inf"), b"big": 1e300})
     assert_digests_agree(r, kind, value, server_us(r) // 1000 + 60_000 if count % 2 else None)
+
+
+def test_how_far_a_scan_is_grows_with_the_keys_it_returned(r):
+    pipe = r.pipeline(transaction=False)
+    for i in range(20000):
+        pipe.set(b"far:%d" % i, b"x")
+    pipe.execute()
+    cursor, returned, points = 0, 0, []
+    while True:
+        cursor, keys = r.execute_command("SCAN", cursor, "COUNT", 500)
+        returned += len(keys)
+        points.append((returned / 20000, scan.scanned(cursor)))
+        if int(cursor) == 0:
+            break
+    assert points[-1] == (1.0, 1.0)
+    done = [d for _, d in points]
+    assert done == sorted(done)
+    # keys spread evenly over the table: the share of keys returned so far
+    # and the share of the keyspace walked agree within a few per cent
+    assert max(abs(share - d) for share, d in points) < 0.05
