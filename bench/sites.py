@@ -24,6 +24,9 @@ import redis
 from bench.measure import poll, proc_usage, redis_cpu
 from tests.harness import Daemon
 
+#: The end of a reconcile run in a daemon's log (each run also logs its
+#: start, "reconcile (...): comparing ...": counting both counted runs twice).
+RUN_DONE = ") done: "
 #: The duration at the end of a reconcile's "done" line.
 WALK = re.compile(r"done: \d+ keys compared, \d+ differed and are being copied, in ([0-9.]+)s")
 
@@ -57,7 +60,7 @@ def many_sites(lab, run_id, n_sites, keys, quiet, interval, writes=50):
             d.wait_log("connections to the hub open")
 
         # quiet: only reconciles and heartbeats
-        runs0 = [d.log().count("reconcile (") for d in daemons]
+        runs0 = [d.log().count(RUN_DONE) for d in daemons]
         local0 = [redis_cpu(c) for c in clients]
         beats = remote.pubsub()
         beats.psubscribe(f"__keyspace@0__:{ns}__redisrepl__:heartbeat:*")
@@ -69,7 +72,7 @@ def many_sites(lab, run_id, n_sites, keys, quiet, interval, writes=50):
         elapsed = time.perf_counter() - started
         hub_cpu = redis_cpu(remote) - hub0
         beats.close()
-        runs = sum(d.log().count("reconcile (") for d in daemons) - sum(runs0)
+        runs = sum(d.log().count(RUN_DONE) for d in daemons) - sum(runs0)
         local_cpu = sum(redis_cpu(c) for c in clients) - sum(local0)
         figures["reconciles"] = runs
         if runs:
