@@ -7,10 +7,11 @@ key, against its local digest read then; then the keys that only the local
 side has. The run's generations are checked after each reply, so a side
 that loses data during the walk voids the run at the next step.
 
-Round trips to the hub overlap the work: the next remote SCAN step is asked
-for as soon as its cursor is known, and the local phase asks the hub about
-up to ``LOOKAHEAD`` steps of local keys at once, so a walk across a WAN does
-not wait on one round trip at a time.
+Round trips to the hub overlap: the remote phase walks the hub's keyspace
+in ``LOOKAHEAD`` ranges at once, each asking its next SCAN step as soon as
+its cursor is known, and the local phase asks the hub about up to
+``LOOKAHEAD`` steps of local keys at once, so a walk across a WAN does not
+wait on one round trip at a time.
 """
 
 from collections.abc import Callable
@@ -52,7 +53,9 @@ class Walk:
         refused = Refused()
         report = progress(self.clock, "remote", started, run)
         on_local_big = big_progress(LOCAL)
-        remote_steps = scan_steps(self.remote_store, self.names, on_big=big_progress(REMOTE), refused=refused)
+        remote_steps = scan_steps(
+            self.remote_store, self.names, on_big=big_progress(REMOTE), refused=refused, parts=LOOKAHEAD
+        )
         async with aclosing(remote_steps) as steps:
             async for step in steps:
                 run.check_generation(REMOTE)

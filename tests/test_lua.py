@@ -1139,3 +1139,26 @@ def test_how_far_a_scan_is_grows_with_the_keys_it_returned(r):
     # keys spread evenly over the table: the share of keys returned so far
     # and the share of the keyspace walked agree within a few per cent
     assert max(abs(share - d) for share, d in points) < 0.05
+
+
+@pytest.mark.parametrize("keys", [0, 1, 3, 20000])
+def test_a_walk_in_ranges_lists_every_key_once_whatever_the_table(r, keys):
+    pipe = r.pipeline(transaction=False)
+    for i in range(keys):
+        pipe.set(NS + b"%d" % i, b"x")
+    for i in range(keys // 2):
+        pipe.set(b"other:%d" % i, b"y")  # outside the namespace: walked, not listed
+    pipe.execute()
+    hub = store(r, hub=True)
+
+    async def walk(parts):
+        listed, done = [], []
+        async for step in scan.scan_steps(hub, NAMES, parts=parts):
+            listed += [key for key, _, _ in step]
+            done.append(step.done)
+        return listed, done
+
+    for parts in (1, 2, 4, 8):
+        listed, done = run(walk(parts))
+        assert sorted(listed) == sorted(NS + b"%d" % i for i in range(keys)), parts
+        assert done[-1] == 1.0 and done == sorted(done)

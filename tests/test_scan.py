@@ -117,3 +117,34 @@ def test_how_far_a_scan_is_follows_redis_reverse_binary_cursor_whatever_the_tabl
         assert len(seen) == 1 << bits and seen[-1] == 1.0
         assert seen == sorted(seen) and len(set(seen)) == len(seen)
         assert abs(seen[len(seen) // 2 - 1] - 0.5) < 1e-9  # half the slots: half-way
+
+
+def test_a_range_starts_where_scanned_says_it_is():
+    assert scan.start_cursor(0) == b"0"
+    for parts in (2, 4, 8):
+        for i in range(1, parts):
+            assert scan.scanned(scan.start_cursor(i / parts)) == i / parts
+
+
+def test_the_hub_is_walked_in_ranges_at_once_each_key_yielded_once():
+    hub, steps = LaterStore(), []
+    done = collect(scan.scan_steps(hub, NAMES, parts=4), steps)
+    starts = [args[0] for _, _, args, _ in hub.asked]
+    assert starts == [scan.start_cursor(i / 4) for i in range(4)] == [b"0", b"2", b"1", b"3"]
+    quarter = int(scan.start_cursor(0.25))  # position 1/4
+    past_three_quarters = scan.start_cursor(13 / 16)
+    # range 1 (1/4 to 1/2) answers first; nothing is yielded before every first step is in
+    hub.answer(1, [scan.start_cursor(0.375), b"ns:b1", b"d", b"-1", b""])
+    hub.answer(3, [b"0", b"ns:d1", b"d", b"-1", b""])  # range 3 is done at once
+    hub.answer(2, [scan.start_cursor(0.625), b"ns:c1", b"d", b"-1", b""])
+    assert steps == []
+    # range 0's first step runs past its end into range 1: ns:b1 again
+    hub.answer(0, [b"%d" % quarter, b"ns:a1", b"d", b"-1", b"", b"ns:b1", b"d", b"-1", b""])
+    assert [[key for key, _, _ in step] for step in steps] == [[b"ns:a1"], [b"ns:b1"], [b"ns:c1"], [b"ns:d1"]]
+    # ranges 1 and 2 asked their next steps; 0 and 3 are done
+    assert [args[0] for _, _, args, _ in hub.asked[4:]] == [scan.start_cursor(0.375), scan.start_cursor(0.625)]
+    # range 2's next step ends past its end, listing a key of range 3's first step
+    hub.answer(5, [past_three_quarters, b"ns:c2", b"d", b"-1", b"", b"ns:d1", b"d", b"-1", b""])
+    hub.answer(4, [b"0", b"ns:b2", b"d", b"-1", b""])
+    assert [[key for key, _, _ in step] for step in steps[4:]] == [[b"ns:c2"], [b"ns:b2"]]
+    assert steps[-1].done == 1.0 and steps[0].done == 0.25 and done.called
