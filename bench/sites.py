@@ -7,7 +7,7 @@
 2. **quiet**: nothing changes for ``quiet`` seconds while every daemon
    runs a reconcile every ``interval`` seconds: the hub Redis' CPU per
    reconcile per site (and per key), the local Redis' CPU per reconcile,
-   and the heartbeats the hub received and delivered (each heartbeat's
+   how long a walk of the namespace takes, and the heartbeats the hub received and delivered (each heartbeat's
    event reaches every site's stream);
 3. **fan-out**: single writes on the first site, one after another, each
    timed until every other site holds it (p50/p99).
@@ -15,6 +15,7 @@
 Prints figures and asserts nothing, as the rest of the bench.
 """
 
+import re
 import statistics
 import time
 
@@ -22,6 +23,12 @@ import redis
 
 from bench.measure import poll, proc_usage, redis_cpu
 from tests.harness import Daemon
+
+#: The end of a reconcile run in a daemon's log (each run also logs its
+#: start, "reconcile (...): comparing ...": counting both counted runs twice).
+RUN_DONE = ") done: "
+#: The duration at the end of a reconcile's "done" line.
+WALK = re.compile(r"done: \d+ keys compared, \d+ differed and are being copied, in ([0-9.]+)s")
 
 
 def many_sites(lab, run_id, n_sites, keys, quiet, interval, writes=50):
@@ -53,7 +60,7 @@ def many_sites(lab, run_id, n_sites, keys, quiet, interval, writes=50):
             d.wait_log("connections to the hub open")
 
         # quiet: only reconciles and heartbeats
-        runs0 = [d.log().count("reconcile (") for d in daemons]
+        runs0 = [d.log().count(RUN_DONE) for d in daemons]
         local0 = [redis_cpu(c) for c in clients]
         beats = remote.pubsub()
         beats.psubscribe(f"__keyspace@0__:{ns}__redisrepl__:heartbeat:*")
@@ -65,13 +72,17 @@ def many_sites(lab, run_id, n_sites, keys, quiet, interval, writes=50):
         elapsed = time.perf_counter() - started
         hub_cpu = redis_cpu(remote) - hub0
         beats.close()
-        runs = sum(d.log().count("reconcile (") for d in daemons) - sum(runs0)
+        runs = sum(d.log().count(RUN_DONE) for d in daemons) - sum(runs0)
         local_cpu = sum(redis_cpu(c) for c in clients) - sum(local0)
         figures["reconciles"] = runs
         if runs:
             figures["hub cpu ms per reconcile per site"] = f"{hub_cpu / runs * 1000:.1f}"
             figures["hub cpu us per key per reconcile"] = f"{hub_cpu / runs / keys * 1e6:.2f}"
             figures["local cpu ms per reconcile"] = f"{local_cpu / runs * 1000:.1f}"
+            # how long a walk of the namespace takes (the runs' own "done: ... in X s")
+            walks = [float(m) for d in daemons for m in WALK.findall(d.log())[-runs:]]
+            if walks:
+                figures["reconcile walk s (median)"] = f"{statistics.median(walks):.2f}"
         figures["heartbeats/min"] = f"{seen * 60 / elapsed:.0f}"
         figures["heartbeat events delivered/min"] = f"{seen * n_sites * 60 / elapsed:.0f}"
 
@@ -92,4 +103,9 @@ def many_sites(lab, run_id, n_sites, keys, quiet, interval, writes=50):
     finally:
         for d in daemons:
             d.stop()
+        # the next run (at another round trip) walks a hub of the same size
+        pipe = remote.pipeline(transaction=False)
+        for key in remote.scan_iter(match=f"*{ns}*", count=5000):
+            pipe.unlink(key)
+        pipe.execute()
     return figures

@@ -213,12 +213,15 @@ class Comparison:
             reply = await self.synced.scan(cursor)
             cursor, keys, values = reply[0], reply[1][0::2], reply[1][1::2]
             if keys:
+                # the hub is asked only about keys gone here: in a namespace
+                # that did not change, none (no round trip per step)
                 here = await existing(self.local_store, keys)
-                there = await existing(self.remote_store, keys)
+                gone = [(key, value) for key, value, (exists, _) in zip(keys, values, here) if not exists]
+                there = await existing(self.remote_store, [key for key, _ in gone])
                 stale = []
-                for key, value, (a, _), (b, _) in zip(keys, values, here, there):
+                for (key, value), (exists, _) in zip(gone, there):
                     entry = SyncedEntry.decode(value)
-                    if not a and not b and not (entry.tombstone and entry.stamp > oldest):
+                    if not exists and not (entry.tombstone and entry.stamp > oldest):
                         stale.append(key)
                 if stale:
                     await self.synced.update([], stale)

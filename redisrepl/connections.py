@@ -6,8 +6,8 @@
   connection to the same endpoint.
 - The hub: a WebdisClient over a persistent pool of HTTPS connections with
   the client certificate, one per concurrent batch (``--concurrency`` opened
-  at start, up to ``--max-concurrency`` kept; plus two: the watchdog, a
-  reconcile), owned by a PoolService; the ``--rc`` event stream has its
+  at start, up to ``--max-concurrency`` kept; plus the watchdog's and the
+  reconcile's, redisrepl.scan.LOOKAHEAD), owned by a PoolService; the ``--rc`` event stream has its
   own, non-persistent pool.
 """
 
@@ -27,6 +27,7 @@ from zope.interface import implementer
 from redisrepl.backoff import reconnect_backoff
 from redisrepl.config import Config, LocalEndpoint
 from redisrepl.redis_protocol import CommandProtocol
+from redisrepl.scan import LOOKAHEAD
 from redisrepl.startup import Runtime
 from redisrepl.tls import plain_policy
 from redisrepl.webdis_client import QuietConnectionPool, WebdisClient
@@ -166,7 +167,7 @@ def remote_client(reactor: Reactor, config: Config, runtime: Runtime) -> PoolSer
     keeps a connection for each batch the window may have in flight
     (``--max-concurrency``); the service closes the pool at stop."""
     pool = QuietConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = config.max_concurrency + 2
+    pool.maxPersistentPerHost = config.max_concurrency + 1 + LOOKAHEAD
     pool.cachedConnectionTimeout = POOL_IDLE_TIMEOUT
     agent = Agent.usingEndpointFactory(reactor, OriginEndpoints(reactor, _policy(runtime)), pool=pool)
     return PoolService(WebdisClient(agent, config.haddr, reactor, db=config.db), pool, warm=config.concurrency)

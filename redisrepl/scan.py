@@ -8,7 +8,11 @@ refused and reported: the hub is trusted to be the hub, not to reach
 outside the namespace.
 """
 
+from collections import deque
+
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from redisrepl import big_keys, scripts, state, webdis
 from redisrepl.errors import ReplicationError
@@ -19,6 +23,9 @@ log = Logger()
 
 #: Keys per SCAN step.
 SCAN_COUNT = 1000
+#: Requests of a reconcile's walk in flight to the hub at once, at most
+#: (the hub's pool keeps a connection for each: redisrepl.connections).
+LOOKAHEAD = 4
 
 
 class Refused:
@@ -57,39 +64,145 @@ async def _resolved(store, key, digest, expiry, expiries=None, on_big=None):
     return digest
 
 
+class Step(list):
+    """The keys of one SCAN step, and how far through its side's keyspace
+    the walk is after it (``done``, 0 to 1)."""
+
+    done: float = 0.0
+
+
+def _reversed(value):
+    return int(f"{value:064b}"[::-1], 2)
+
+
+def scanned(cursor):
+    """How far through the keyspace a SCAN is when it returns ``cursor``
+    (0 to 1; 1 at the end). Redis walks its table in reverse-binary order:
+    the cursor's bits reversed count the slots visited, whatever the
+    table's size, so this holds as the table grows or shrinks (roughly:
+    a resize during the walk moves it a little)."""
+    value = int(cursor)
+    if value == 0:
+        return 1.0
+    return _reversed(value) / 2.0**64
+
+
+def start_cursor(position):
+    """The cursor of a SCAN that starts ``position`` (0 to 1, a multiple of
+    a power of 1/2) through the keyspace: the inverse of ``scanned``."""
+    return b"%d" % _reversed(int(position * 2**64) % 2**64)
+
+
 def _tag(raw):
     return int(raw) if raw else None
 
 
-async def scan_steps(store, names, expiries=None, on_big=None, refused=None):
+class _Replies:
+    """Replies of the requests a walk has in flight, in the order they come."""
+
+    def __init__(self):
+        self.asked = {}  # range -> Deferred of its next step
+        self._ready = deque()
+        self._waiting = None
+
+    def ask(self, part, d):
+        self.asked[part] = d
+        d.addBoth(self._arrived, part, d)
+
+    def _arrived(self, result, part, d):
+        if self.asked.get(part) is d:
+            del self.asked[part]
+            self._ready.append((part, result))
+            if self._waiting is not None:
+                waiting, self._waiting = self._waiting, None
+                waiting.callback(None)
+        return None
+
+    def __bool__(self):
+        """Are replies still to be taken (come or to come)?"""
+        return bool(self.asked or self._ready)
+
+    async def next(self):
+        """(range, reply) of the next reply to come."""
+        while not self._ready:
+            self._waiting = Deferred()
+            await self._waiting
+        part, result = self._ready.popleft()
+        if isinstance(result, Failure):
+            result.raiseException()
+        return part, result
+
+    def forget(self):
+        asked, self.asked = list(self.asked.values()), {}
+        _forget(*asked)
+
+
+async def scan_steps(store, names, expiries=None, on_big=None, refused=None, parts=1):
     """Yield, SCAN step by SCAN step, [(key, digest@expiry, tag)] of the
     namespace on one side (``@expiry`` only for keys that expire: absolute
     unix ms; ``tag``: the hub's stamp of what the key holds if written
     since its generation started, else None); with a dict ``expiries``,
     fill it with {key: expiry ms} too. Big keys are digested a chunk per
     call, after ``on_big(key, type)``. A key outside the namespace is not
-    yielded: ``refused(side, key)`` is told."""
+    yielded: ``refused(side, key)`` is told. Each step is a ``Step``: how
+    far through the keyspace the walk is after it is its ``done``.
+
+    The keyspace is walked in ``parts`` ranges at once (a power of two),
+    each a SCAN from the cursor where its range starts (``start_cursor``)
+    to the first that ``scanned`` puts past its end; and the next step of
+    a range is asked for as soon as a reply gives its cursor, before this
+    step is yielded. So round trips overlap each other and the work on
+    the steps (use it in ``contextlib.aclosing``, so that steps asked for
+    and no longer wanted are cancelled). Where two ranges meet, the last
+    step of the first may list keys that the first step of the next
+    listed: those are dropped, so that each key is yielded once (SCAN's
+    own guarantee holds: a key that exists throughout is listed)."""
     pattern = webdis.prefix_pattern(names.prefix)
-    cursor = b"0"
-    while True:
-        reply = await store.run_script(
-            scripts.DIGEST_SCAN,
-            [],
-            [cursor, pattern, b"%d" % SCAN_COUNT, b"%d" % store.big_items, b"%d" % state.BIG_BYTES],
-        )
+    args = [b"%d" % SCAN_COUNT, b"%d" % store.big_items, b"%d" % state.BIG_BYTES]
+    side = store_side(store)
+    width = 1.0 / parts
+    covered = [0.0] * parts  # how much of each range is walked
+
+    def ask(cursor):
+        return Deferred.fromCoroutine(store.run_script(scripts.DIGEST_SCAN, [], [cursor, pattern, *args]))
+
+    def checked(reply):
         if not reply or len(reply) % 4 != 1:
             raise ReplicationError(f"unexpected digest scan reply {reply!r:.80}", "bad_reply")
-        cursor = reply[0]
-        step = []
-        for key, digest, expiry, tag in zip(reply[1::4], reply[2::4], reply[3::4], reply[4::4]):
-            if not (isinstance(key, bytes) and names.owns(key)):
-                if refused is not None:
-                    refused(store_side(store), key)
-                continue
-            step.append((key, await _resolved(store, key, digest, expiry, expiries, on_big), _tag(tag)))
-        yield step
-        if cursor in (b"0", 0):
-            return
+        return reply
+
+    replies = _Replies()
+    try:
+        # every range's first step before any is yielded: the keys it
+        # lists are what the last step of the range before may list again
+        firsts = [ask(start_cursor(part * width)) for part in range(parts)]
+        firsts = [checked(await d) for d in firsts]
+        heads = [set(reply[1::4]) for reply in firsts]
+        ready = deque(enumerate(firsts))
+        while ready or replies:
+            part, reply = ready.popleft() if ready else await replies.next()
+            cursor = checked(reply)[0]
+            position = scanned(cursor)
+            last = int(cursor) == 0 or position >= (part + 1) * width
+            if last:
+                covered[part] = width
+            else:
+                covered[part] = max(covered[part], min(width, position - part * width))
+                replies.ask(part, ask(cursor))
+            again = heads[part + 1] if last and part + 1 < parts else ()
+            step = Step()
+            for key, digest, expiry, tag in zip(reply[1::4], reply[2::4], reply[3::4], reply[4::4]):
+                if not (isinstance(key, bytes) and names.owns(key)):
+                    if refused is not None:
+                        refused(side, key)
+                    continue
+                if key in again:
+                    continue
+                step.append((key, await _resolved(store, key, digest, expiry, expiries, on_big), _tag(tag)))
+            step.done = min(1.0, sum(covered))
+            yield step
+    finally:
+        replies.forget()
 
 
 def store_side(store):
@@ -105,7 +218,8 @@ async def scan_keys(store, names, refused=None):
         if not reply:
             raise ReplicationError(f"unexpected key scan reply {reply!r:.80}", "bad_reply")
         cursor = reply[0]
-        keys = []
+        keys = Step()
+        keys.done = scanned(cursor)
         for key in reply[1:]:
             if isinstance(key, bytes) and names.owns(key):
                 keys.append(key)
@@ -114,6 +228,32 @@ async def scan_keys(store, names, refused=None):
         yield keys
         if cursor in (b"0", 0):
             return
+
+
+def _forget(*asked):
+    """Cancel requests asked for ahead and no longer wanted (their failures too)."""
+    for d in asked:
+        if d is not None:
+            d.addErrback(lambda _: None)
+            d.cancel()
+
+
+async def existing_ahead(steps, store, depth):
+    """Yield (keys, [(exists, tag)]) for each list of keys ``steps`` yields,
+    asking ``store`` about up to ``depth`` lists at once (their round trips
+    overlap), in order. Use it in ``contextlib.aclosing``."""
+    asked = deque()
+    try:
+        async for keys in steps:
+            asked.append((keys, Deferred.fromCoroutine(existing(store, keys))))
+            if len(asked) >= depth:
+                keys, d = asked.popleft()
+                yield keys, await d
+        while asked:
+            keys, d = asked.popleft()
+            yield keys, await d
+    finally:
+        _forget(*(d for _, d in asked))
 
 
 async def digests_of(store, keys, on_big=None):

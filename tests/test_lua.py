@@ -1119,3 +1119,46 @@ def test_digest_keys_digest_scan_and_chunks_at_the_boundaries(r, kind, count):
     if kind == ZSET:
         value.update({b"neg-zero": -0.0, b"inf": float("inf"), b"-inf": float("-inf"), b"big": 1e300})
     assert_digests_agree(r, kind, value, server_us(r) // 1000 + 60_000 if count % 2 else None)
+
+
+def test_how_far_a_scan_is_grows_with_the_keys_it_returned(r):
+    pipe = r.pipeline(transaction=False)
+    for i in range(20000):
+        pipe.set(b"far:%d" % i, b"x")
+    pipe.execute()
+    cursor, returned, points = 0, 0, []
+    while True:
+        cursor, keys = r.execute_command("SCAN", cursor, "COUNT", 500)
+        returned += len(keys)
+        points.append((returned / 20000, scan.scanned(cursor)))
+        if int(cursor) == 0:
+            break
+    assert points[-1] == (1.0, 1.0)
+    done = [d for _, d in points]
+    assert done == sorted(done)
+    # keys spread evenly over the table: the share of keys returned so far
+    # and the share of the keyspace walked agree within a few per cent
+    assert max(abs(share - d) for share, d in points) < 0.05
+
+
+@pytest.mark.parametrize("keys", [0, 1, 3, 20000])
+def test_a_walk_in_ranges_lists_every_key_once_whatever_the_table(r, keys):
+    pipe = r.pipeline(transaction=False)
+    for i in range(keys):
+        pipe.set(NS + b"%d" % i, b"x")
+    for i in range(keys // 2):
+        pipe.set(b"other:%d" % i, b"y")  # outside the namespace: walked, not listed
+    pipe.execute()
+    hub = store(r, hub=True)
+
+    async def walk(parts):
+        listed, done = [], []
+        async for step in scan.scan_steps(hub, NAMES, parts=parts):
+            listed += [key for key, _, _ in step]
+            done.append(step.done)
+        return listed, done
+
+    for parts in (1, 2, 4, 8):
+        listed, done = run(walk(parts))
+        assert sorted(listed) == sorted(NS + b"%d" % i for i in range(keys)), parts
+        assert done[-1] == 1.0 and done == sorted(done)
