@@ -8,7 +8,7 @@ from twisted.internet import endpoints
 from twisted.internet.testing import MemoryReactorClock
 from twisted.web.client import URI
 
-from redisrepl import connections
+from redisrepl import connections, scan
 from redisrepl.config import validate
 from redisrepl.redis_protocol import CommandProtocol
 from redisrepl.startup import prepare
@@ -38,7 +38,8 @@ def test_local_commands_bytes_in_bytes_out_with_the_fast_protocol():
 def test_remote_client_pool_keeps_a_connection_for_every_slot_of_the_window():
     config = validate({**HTTP, "concurrency": "3", "max-concurrency": "7"})
     service = connections.remote_client(MemoryReactorClock(), config, prepare(config, {}))
-    assert service._pool.maxPersistentPerHost == 9
+    # the window's 7, the watchdog's check, the reconcile's requests in flight
+    assert service._pool.maxPersistentPerHost == 7 + 1 + scan.LOOKAHEAD == 12
     assert service._pool.cachedConnectionTimeout == connections.POOL_IDLE_TIMEOUT
 
 
