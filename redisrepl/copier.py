@@ -10,7 +10,7 @@ copies it in chunks beside the batches (``copy_big``, through
 redisrepl.big_keys).
 """
 
-from collections.abc import Awaitable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from functools import partial
 from typing import TypeVar
 
@@ -69,6 +69,9 @@ class Copier:
     reconcile: ReconcileRequests
     synced: SyncedTable | None = None  # what both sides hold
     big: BigCopier | None = None
+    #: takes again an event held while a provisional write was answered
+    #: (the router's ``changed``)
+    replay: Callable[[str, bytes, bytes], None] | None = None
 
     async def copy(self, source: str, target: str, keys: list[bytes]) -> Batch:
         src, dst = self.sides[source], self.sides[target]
@@ -125,6 +128,15 @@ class Copier:
             await self.write(target, items, origins, stamps, expects, local_gen)
         return batch
 
+    def _settle_provisional(self, target: str, provisional: list[bytes], refused: Collection) -> None:
+        """The writes announced provisionally are answered (``refused``: not
+        made, or not known to be): take again the events held meanwhile."""
+        expected = self.sides[target].expected
+        for key in provisional:
+            for event in expected.settle(key, applied=key not in refused):
+                if self.replay is not None:
+                    self.replay(target, key, event)
+
     def _settle(self, verdict: Verdict, source: str, key: bytes, state: State) -> None:
         """Count a state that is not copied, and ask the reconcile when it must judge."""
         if verdict is Verdict.VOID:
@@ -160,13 +172,19 @@ class Copier:
         dst = self.sides[target]
         now = self.clock.seconds()
         announced = []
+        provisional = []  # writes that may be refused: their events wait for the reply
         listened = dst.expected.events  # nobody listens to the hub's events one-way
         for key, state in items:
             dst.expected.expect(key, state)
-            if not listened or (origins and key in origins) or (expects and key in expects):
-                continue  # not heard, or may be refused: its echo is told by its content
+            if not listened:
+                continue  # not heard: nothing to announce
             events = write_events(state, now)
-            if events is not None:
+            if events is None:
+                continue  # not certain: its echo is told by its content
+            if (origins and key in origins) or (expects and key in expects):
+                dst.expected.expect_provisionally(key, events)
+                provisional.append(key)
+            else:
                 dst.expected.expect_events(key, events)
                 announced.append((key, len(events)))
         try:
@@ -178,12 +196,14 @@ class Copier:
                 dst.expected.uncertain(key)
             for key, count in announced:
                 dst.expected.withdraw_events(key, count)
+            self._settle_provisional(target, provisional, frozenset(provisional))
             self.links.failed(target, e)
             if isinstance(e, RefusedError) and e.kind == "http_413" and len(items) == 1:
                 # a refusal of this one key's size: say which and how big
                 key, state = items[0]
                 raise RefusedError(f"{e}; {short(key)} takes {size(state)} bytes", e.kind, target) from None
             raise
+        self._settle_provisional(target, provisional, wrote.skipped)
         self.stats.bytes_written[target] += wrote.sent
         if wrote.skipped:
             self.refused(target, wrote.skipped)

@@ -23,6 +23,13 @@ come together (one script causes them), so none of somebody else's can come
 between them. A big key's content is recorded too, as for any key, and
 compared (digested a chunk at a time) when its events come late or not at
 all.
+
+A write that may be refused (a refill, a copy the reconcile makes only if
+the key still holds what it saw) announces its events provisionally: until
+its reply says whether it was made, events on that key are held, not
+judged (a refused write causes no event, and somebody else's event in its
+place must not be taken for its echo). The reply settles them: made, they
+are echoes as above; refused or lost, each held event is genuine.
 """
 
 from collections import OrderedDict, deque
@@ -31,6 +38,9 @@ from collections import OrderedDict, deque
 DEFAULT_LIFETIME = 30.0
 #: Most entries kept; the oldest go first (memory stays bounded at any rate).
 DEFAULT_CAPACITY = 100_000
+#: Most events held for one key while a write that may be refused is
+#: answered; past it, events go their usual way (read, compared).
+MAX_PARKED = 64
 
 
 class ExpectedEvents:
@@ -48,6 +58,9 @@ class ExpectedEvents:
         self._entries = OrderedDict()
         # big keys: key -> deque of (deadline, event name) still to come
         self._events = OrderedDict()
+        # key -> events that came while a write announced provisionally
+        # (one that may be refused) was not answered yet
+        self._parked = {}
 
     def __len__(self):
         self._purge()
@@ -109,6 +122,46 @@ class ExpectedEvents:
             if len(self._events) <= self.capacity and oldest[-1][0] > now:
                 break
             del self._events[oldest_key]
+
+    def expect_provisionally(self, key, events):
+        """Like ``expect_events``, for a write that may be refused (a refill,
+        a copy made only over what the reconcile saw): until ``settle``, an
+        event on ``key`` is held (``park``), neither echo nor genuine, since
+        a refused write causes none and somebody else's would look the same."""
+        if not self.events:
+            return
+        self.expect_events(key, events)
+        self._parked[key] = [len(events), []]
+
+    def park(self, key, event):
+        """Hold ``event`` if a provisional write of ``key`` is not answered
+        yet (True). Past MAX_PARKED events, the write's own events are
+        withdrawn (its echo is then told by its content) and events go their
+        usual way."""
+        parked = self._parked.get(key)
+        if parked is None:
+            return False
+        count, events = parked
+        if len(events) >= MAX_PARKED:
+            if count:
+                self.withdraw_events(key, count)
+                parked[0] = 0
+            return False
+        events.append(event)
+        return True
+
+    def settle(self, key, applied):
+        """The provisional write of ``key`` was answered: ``applied``, its
+        events are expected as any; else (refused, or its reply lost) they
+        are withdrawn. Returns the events held meanwhile, to be taken again
+        in order (now told echo or genuine)."""
+        parked = self._parked.pop(key, None)
+        if parked is None:
+            return []
+        count, events = parked
+        if not applied and count:
+            self.withdraw_events(key, count)
+        return events
 
     def withdraw_events(self, key, count):
         """The last ``count`` events expected for ``key`` will not come."""

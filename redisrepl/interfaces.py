@@ -81,6 +81,15 @@ class IExpectedEvents(Interface):
     def withdraw_events(key, count):
         """The last ``count`` events expected for ``key`` will not come."""
 
+    def expect_provisionally(key, events):
+        """A write that may be refused is about to cause ``events`` on ``key``."""
+
+    def park(key, event):
+        """Hold ``event`` until the provisional write of ``key`` is answered?"""
+
+    def settle(key, applied):
+        """That write was answered: the events held meanwhile, to take again."""
+
     def echo_event(key, event):
         """Is ``event`` on ``key`` one redisrepl caused? (consumes it)"""
 

@@ -106,6 +106,7 @@ class Router:
             self._reconcile,
             synced,
             big,
+            replay=self.changed,
         )
         self._work = Batches(
             clock,
@@ -131,6 +132,13 @@ class Router:
         if not self.names.owns(key):
             self.stats.ignored += 1
             return
+        expected = self._sides[side].expected
+        if event is not None and event != b"evicted" and expected.park(key, event):
+            # a write of ours that may be refused is not answered yet: its
+            # reply tells whether this is its echo (copier.write takes it
+            # again then, and it is counted then)
+            self._watchers.touched(key)
+            return
         self.stats.events[side] += 1
         if event == b"evicted":
             # not a deletion of shared data: the key stays evicted here, kept
@@ -139,7 +147,7 @@ class Router:
             self.stats.evicted[side] += 1
             self._evictions.evicted(side, key)
             return
-        if event is not None and self._sides[side].expected.echo_event(key, event):
+        if event is not None and expected.echo_event(key, event):
             # an event redisrepl's own write announced (redisrepl.echoes): no read
             self.stats.echoes[side] += 1
             self._watchers.touched(key)

@@ -56,7 +56,12 @@ class FakeStore:
         if skipped:
             self._answer()
             self._apply([(key, state) for key, state in items if key not in skipped])
-            return succeed(WriteReply(self.generation, skipped))
+            if not self.hold:
+                return succeed(WriteReply(self.generation, skipped))
+            d = Deferred()
+            d.addCallback(lambda _: WriteReply(self.generation, skipped))
+            self.held.append(d)
+            return d
         for key, _ in items:
             if key in self.errors_for:
                 return fail(self.errors_for[key])

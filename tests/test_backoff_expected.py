@@ -219,3 +219,43 @@ def test_no_events_expected_where_none_are_heard(clock):
     table.expect_events(b"k", [b"rename_to"])
     assert not table.echo_event(b"k", b"rename_to")
     assert not table._events
+
+
+def test_events_of_a_write_that_may_be_refused_are_held_until_it_is_answered(table):
+    table.expect_provisionally(b"k", [b"set", b"expire"])
+    assert table.park(b"k", b"set") and table.park(b"k", b"hset")
+    assert not table.park(b"other", b"set")  # no write of that key in flight
+    # made: what was held is taken again, and its own events are echoes
+    held = table.settle(b"k", applied=True)
+    assert held == [b"set", b"hset"]
+    assert [table.echo_event(b"k", e) for e in held] == [True, False]
+    assert not table.park(b"k", b"expire")  # settled: nothing more held
+    assert table.echo_event(b"k", b"expire")
+
+
+def test_events_of_a_refused_write_are_withdrawn_and_the_held_ones_genuine(table):
+    table.expect_events(b"k", [b"del"])  # an earlier copy's, still to come
+    table.expect_provisionally(b"k", [b"set"])
+    assert table.park(b"k", b"set")
+    held = table.settle(b"k", applied=False)
+    assert [table.echo_event(b"k", e) for e in held] == [False]  # somebody's SET
+    assert table.echo_event(b"k", b"del")  # the earlier copy's still expected
+
+
+def test_at_most_so_many_events_are_held_for_a_key(table):
+    from redisrepl.expected import MAX_PARKED
+
+    table.expect_provisionally(b"k", [b"set"])
+    assert all(table.park(b"k", b"hset") for _ in range(MAX_PARKED))
+    # past it, events go their usual way, and none can be taken for the
+    # write's own (it may yet be refused): its events are withdrawn
+    assert not table.park(b"k", b"set")
+    assert not table.echo_event(b"k", b"set")
+    assert len(table.settle(b"k", applied=False)) == MAX_PARKED
+    assert not table.echo_event(b"k", b"set")
+
+
+def test_nothing_is_held_where_no_events_are_heard(clock):
+    table = ExpectedEvents(clock, events=False)
+    table.expect_provisionally(b"k", [b"set"])
+    assert not table.park(b"k", b"set") and table.settle(b"k", applied=True) == []

@@ -762,20 +762,61 @@ class EventEchoTests(_Sides, TestCase):
         self.assertEqual(self.local.data[b"ns:a"], s(b"1"))
         self.assertEqual(self.remote.data[b"ns:a"], s(b"1"))
 
-    def test_a_refill_announces_no_events(self):
+    def test_a_refill_that_was_made_tells_its_echo_by_its_events(self):
         self.local.data[b"ns:a"] = s(b"1")
         self.router.force(LOCAL, b"ns:a", origin=7)  # may be refused by the hub
         self.clock.advance(0)
         self.assertEqual(self.remote.data[b"ns:a"], s(b"1"))
         self.event(REMOTE, b"ns:a", b"set")
-        self.assertEqual(self.remote.reads, 1)
+        self.assertEqual(self.remote.reads, 0)
+        self.assertEqual(self.router.stats.echoes[REMOTE], 1)
 
-    def test_a_copy_made_only_over_what_the_reconcile_saw_announces_no_events(self):
+    def test_a_copy_made_over_what_the_reconcile_saw_tells_its_echo_by_its_events(self):
         self.local.data[b"ns:a"] = s(b"1")
         self.router.force(LOCAL, b"ns:a", expect=None)
         self.clock.advance(0)
         self.event(REMOTE, b"ns:a", b"set")
-        self.assertEqual(self.remote.reads, 1)
+        self.assertEqual(self.remote.reads, 0)
+        self.assertEqual(self.router.stats.echoes[REMOTE], 1)
+
+    def test_events_before_the_reply_of_a_copy_that_may_be_refused_wait_for_it(self):
+        self.local.data[b"ns:a"] = s(b"1")
+        self.remote.hold = True
+        self.router.force(LOCAL, b"ns:a", expect=None)
+        self.clock.advance(0)
+        self.event(REMOTE, b"ns:a", b"set")  # before the reply: echo or somebody's?
+        self.assertEqual((self.remote.reads, self.router.stats.echoes[REMOTE]), (0, 0))
+        self.remote.release()  # made: it was the echo
+        self.clock.advance(0)
+        self.assertEqual((self.remote.reads, self.router.stats.echoes[REMOTE]), (0, 1))
+        self.assertEqual(self.router.backlog, 0)
+
+    def test_a_refused_copy_does_not_swallow_the_event_that_refused_it(self):
+        self.local.data[b"ns:a"] = s(b"1")
+        self.remote.data[b"ns:a"] = s(b"2")  # somebody's SET, after the reconcile saw none...
+        self.remote.hold = True
+        self.router.force(LOCAL, b"ns:a", expect=None)
+        self.clock.advance(0)
+        self.event(REMOTE, b"ns:a", b"set")  # ...whose event comes while the copy is in flight
+        self.remote.release()  # refused: the key no longer held what the reconcile saw
+        self.clock.advance(0)
+        self.assertEqual(self.router.stats.echoes[REMOTE], 0)
+        self.assertEqual(self.remote.reads, 1)  # taken as genuine: read, and copied back
+        self.assertEqual(self.local.data[b"ns:a"], s(b"2"))
+        self.assertEqual(self.remote.data[b"ns:a"], s(b"2"))
+
+    def test_events_held_for_a_copy_whose_reply_is_lost_are_genuine(self):
+        self.local.data[b"ns:a"] = s(b"1")
+        self.remote.hold = True
+        self.router.force(LOCAL, b"ns:a", expect=None)
+        self.clock.advance(0)
+        self.event(REMOTE, b"ns:a", b"set")
+        held, self.remote.held = self.remote.held, []
+        self.remote.hold = False
+        held[0].errback(LinkError("connection lost", "connection"))
+        self.clock.advance(1)  # the router resumes after its pause
+        self.assertEqual(self.router.stats.echoes[REMOTE], 0)
+        self.assertGreaterEqual(self.remote.reads, 1)  # maybe ours, maybe not: read
 
     def test_a_state_expiring_soon_announces_no_events(self):
         self.copied(b"ns:a", s(b"1", expire_at=self.clock.seconds() + 10))
