@@ -21,7 +21,7 @@ measured the way TCP's congestion window is, by its use:
 
 Every slot is a pooled connection to the hub. The pool is opened to
 ``base`` connections at start and keeps every connection it opened (up to
-``cap`` and two more) until it has been idle for a while
+``cap`` and the watchdog's and the reconcile's) until it has been idle for a while
 (redisrepl.connections): a slot the window gives back keeps its
 connection, so growing again later costs no TLS handshake.
 """
