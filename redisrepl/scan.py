@@ -9,6 +9,7 @@ outside the namespace.
 """
 
 from collections import deque
+from contextlib import aclosing
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -280,9 +281,11 @@ async def existing(store, keys):
     return [(int(exists) == 1, _tag(tag)) for exists, tag in zip(reply[0::2], reply[1::2])]
 
 
-async def scan_digests(store, names, expiries=None, on_big=None, refused=None):
-    """{key: digest} of every key of the namespace on one side."""
+async def scan_digests(store, names, expiries=None, on_big=None, refused=None, parts=1):
+    """{key: digest} of every key of the namespace on one side (walked in
+    ``parts`` ranges at once: ``scan_steps``)."""
     digests = {}
-    async for step in scan_steps(store, names, expiries, on_big, refused):
-        digests.update((key, digest) for key, digest, _ in step)
+    async with aclosing(scan_steps(store, names, expiries, on_big, refused, parts)) as steps:
+        async for step in steps:
+            digests.update((key, digest) for key, digest, _ in step)
     return digests

@@ -22,7 +22,7 @@ from redisrepl.connections import Reactor
 from redisrepl.epochs import SideEpoch
 from redisrepl.errors import ReplicationError
 from redisrepl.options import Options
-from redisrepl.scan import scan_digests
+from redisrepl.scan import LOOKAHEAD, scan_digests
 from redisrepl.sides import LOCAL, REMOTE, short
 from redisrepl.startup import Runtime
 from redisrepl.stores import LocalStore, RemoteStore
@@ -127,7 +127,9 @@ async def verify(
     try:
         async with looking(reactor, config, runtime) as (local_store, remote_store):
             local = await scan_digests(local_store, config.names, expiries=local_ttl, refused=refuse)
-            remote = await scan_digests(remote_store, config.names, expiries=remote_ttl, refused=refuse)
+            remote = await scan_digests(
+                remote_store, config.names, expiries=remote_ttl, refused=refuse, parts=LOOKAHEAD
+            )
     except CannotCompare as e:
         return report.error(str(e))
     found = differences(local, remote, local_ttl, remote_ttl)

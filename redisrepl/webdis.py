@@ -11,6 +11,7 @@ import string
 from collections.abc import Iterable
 
 _SAFE = frozenset((string.ascii_letters + string.digits + "_-").encode())
+_SAFE_BYTES = bytes(sorted(_SAFE))
 _ESCAPES = [chr(b) if b in _SAFE else "%%%02X" % b for b in range(256)]
 #: Arguments this long are escaped byte for byte, in C: a little longer
 #: on the wire (3 bytes a byte), far cheaper than choosing (54 ms a MB).
@@ -25,6 +26,8 @@ def escape(arg: bytes | str | int) -> str:
         arg = b"%d" % arg
     if len(arg) >= LONG_ARGUMENT:
         return "%" + arg.hex("%")
+    if not arg.translate(None, _SAFE_BYTES):
+        return arg.decode("ascii")  # nothing to escape (found in C)
     return "".join(map(_ESCAPES.__getitem__, arg))
 
 
