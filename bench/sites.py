@@ -31,6 +31,12 @@ RUN_DONE = ") done: "
 WALK = re.compile(r"done: \d+ keys compared, \d+ differed and are being copied, in ([0-9.]+)s")
 
 
+def script_calls(r):
+    """Scripts a Redis server ran so far (EVAL and EVALSHA)."""
+    stats = r.info("commandstats")
+    return sum(stats.get(name, {}).get("calls", 0) for name in ("cmdstat_eval", "cmdstat_evalsha"))
+
+
 def many_sites(lab, run_id, n_sites, keys, quiet, interval, writes=50):
     """Figures of the scenario (see the module)."""
     sandbox, remote = lab["sandbox"], lab["remote"]
@@ -46,6 +52,7 @@ def many_sites(lab, run_id, n_sites, keys, quiet, interval, writes=50):
     figures = {"sites": n_sites, "keys": keys}
     daemons = []
     try:
+        scripts0 = sum(script_calls(c) for c in clients)
         hub0, t0 = redis_cpu(remote), time.perf_counter()
         daemons = [Daemon(sandbox, ns, rc=True, extra=extra, site=site) for site in sites]
 
@@ -56,6 +63,8 @@ def many_sites(lab, run_id, n_sites, keys, quiet, interval, writes=50):
         figures["fill s (slowest)"] = f"{max(fill_times):.2f}"
         figures["fill keys/s per site"] = f"{keys / max(fill_times):.0f}"
         figures["hub cpu s during fill"] = f"{redis_cpu(remote) - hub0:.2f}"
+        calls = sum(script_calls(c) for c in clients) - scripts0
+        figures["local script calls per key filled"] = f"{calls / (keys * n_sites):.4f}"
         for d in daemons:
             d.wait_log("connections to the hub open")
 
