@@ -17,6 +17,7 @@ from twisted.internet import task
 from twisted.logger import Logger
 
 from redisrepl import scripts
+from redisrepl.config import Config
 from redisrepl.epochs import SideEpoch, lost_windows
 from redisrepl.interfaces import Clock, LiveCopies, StateStore
 from redisrepl.judgement import Judgement, Voided
@@ -30,7 +31,7 @@ from redisrepl.walk import PROGRESS_EVERY, Walk
 
 log = Logger()
 
-__all__ = ["PROGRESS_EVERY", "Comparison", "Outcome", "describe"]
+__all__ = ["PROGRESS_EVERY", "Comparison", "Outcome", "describe", "for_config"]
 
 
 @attrs.frozen
@@ -241,6 +242,35 @@ class Comparison:
         a large reconcile go in as fast as they are copied, never overflowing."""
         while self.live.backlog >= self.live.max_backlog // 2:
             await task.deferLater(self.clock, 0.05, lambda: None)
+
+
+def for_config(
+    config: Config,
+    live: LiveCopies,
+    local_store: StateStore,
+    remote_store: StateStore,
+    synced: SyncedTable,
+    epochs: dict[str, SideEpoch],
+    clock: Clock,
+    stats: ReconcileStats,
+) -> Comparison:
+    """The comparison the options ask for (--rc, --winner, --mirror,
+    --max-delete, --site), between these collaborators."""
+    return Comparison(
+        live,
+        local_store,
+        remote_store,
+        synced,
+        epochs,
+        config.names,
+        clock,
+        stats,
+        two_way=config.rc,
+        winner=config.winner,
+        mirror=config.mirror,
+        max_delete=config.max_delete,
+        wanted_site=config.site_name,
+    )
 
 
 def describe(mode):

@@ -22,7 +22,7 @@ from typing import TextIO
 from twisted.logger import globalLogBeginner
 
 from redisrepl import logs
-from redisrepl.comparison import Comparison, describe
+from redisrepl.comparison import describe, for_config
 from redisrepl.config import Config
 from redisrepl.connections import Reactor
 from redisrepl.epochs import SideEpoch
@@ -185,20 +185,7 @@ async def dry_run(
         async with looking(reactor, config, runtime, epochs) as (local_store, remote_store):
             names, stats = config.names, ReconcileStats()
             synced = LookingSynced(local_store, names)
-            comparison = Comparison(
-                notes,
-                local_store,
-                remote_store,
-                synced,
-                epochs,
-                names,
-                reactor,
-                stats,
-                two_way=config.rc,
-                winner=config.winner,
-                mirror=config.mirror,
-                max_delete=config.max_delete,
-            )
+            comparison = for_config(config, notes, local_store, remote_store, synced, epochs, reactor, stats)
             comparison.site = await synced.site_name(config.site_name)
             run = await comparison.judgement()
             walk = Walk(local_store, remote_store, synced, epochs, names, reactor, stats)

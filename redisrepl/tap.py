@@ -22,7 +22,7 @@ from twisted.logger import Logger
 
 from redisrepl import __version__, connections, logs
 from redisrepl.big_keys import BigCopier
-from redisrepl.comparison import Comparison
+from redisrepl.comparison import Comparison, for_config
 from redisrepl.config import Config
 from redisrepl.connections import Reactor
 from redisrepl.epochs import SideEpoch
@@ -149,21 +149,7 @@ def service_tree(config: Config, runtime: Runtime, reactor: Reactor | None = Non
         reconcile=reconciler,
     )
     RouterService(router, summary(config, runtime)).setServiceParent(top)
-    comparison = Comparison(
-        router,
-        local_store,
-        remote_store,
-        synced,
-        epochs,
-        names,
-        reactor,
-        reconciler.stats,
-        two_way=config.rc,
-        winner=config.winner,
-        mirror=config.mirror,
-        max_delete=config.max_delete,
-        wanted_site=config.site_name,
-    )
+    comparison = for_config(config, router, local_store, remote_store, synced, epochs, reactor, reconciler.stats)
     reconciler.setServiceParent(top)
 
     def fatal(message):

@@ -481,15 +481,19 @@ def snapshot(r, ns):
     return {key: (r.dump(key), r.pttl(key) > 0) for key in r.scan_iter(match=f"*{ns}*", count=1000)}
 
 
+def copied_by_a_daemon(lab, ns, names):
+    """A two-way daemon that copied ``names`` (set to "1" here) to the hub."""
+    d = lab.daemon(ns, rc=True)
+    for name in names:
+        lab.local.set(ns + name, "1")
+    wait_until(lambda: all(lab.remote.get(ns + name) == b"1" for name in names))
+    return d
+
+
 def test_dry_run_says_what_the_reconcile_then_does_and_writes_nothing(daemons):
     lab = daemons
     ns = "dry:"
-    d = lab.daemon(ns, rc=True)
-    for name in "abcde":
-        lab.local.set(ns + name, "1")
-    for name in "abcde":
-        wait_until(lambda: lab.remote.get(ns + name) == b"1")
-    d.stop()  # its records of what it copied are written before it exits
+    copied_by_a_daemon(lab, ns, "abcde").stop()  # its records of what it copied are written as it exits
     lab.local.set(ns + "a", "2")  # edited here while the daemon is away
     lab.remote.set(ns + "b", "3")  # edited on the hub
     lab.local.delete(ns + "c")  # deleted here
@@ -533,10 +537,7 @@ def test_dry_run_says_what_the_reconcile_then_does_and_writes_nothing(daemons):
 def test_dry_run_after_the_hub_lost_its_data_refills_and_deletes_nothing(daemons):
     lab = daemons
     ns = "dryw:"
-    d = lab.daemon(ns, rc=True)
-    for name in "abc":
-        lab.local.set(ns + name, "1")
-    wait_until(lambda: all(lab.remote.get(ns + name) == b"1" for name in "abc"))
+    d = copied_by_a_daemon(lab, ns, "abc")
     d.wait_log("done:")  # a reconcile confirmed the hub's generation
     d.stop()
     for key in lab.remote.scan_iter(match=f"*{ns}*"):
