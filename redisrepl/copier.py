@@ -19,7 +19,7 @@ from twisted.logger import Logger
 
 from redisrepl.big_keys import EXPIRY_MARGIN, BigCopier, KeyChanged
 from redisrepl.classify import LocalEvents, Reading, Verdict, classify
-from redisrepl.echoes import write_events
+from redisrepl.echoes import announce, settle
 from redisrepl.errors import RefusedError, ReplicationError
 from redisrepl.evictions import Evictions
 from redisrepl.interfaces import Clock, ReconcileRequests
@@ -128,15 +128,6 @@ class Copier:
             await self.write(target, items, origins, stamps, expects, local_gen)
         return batch
 
-    def _settle_provisional(self, target: str, provisional: list[bytes], refused: Collection) -> None:
-        """The writes announced provisionally are answered (``refused``: not
-        made, or not known to be): take again the events held meanwhile."""
-        expected = self.sides[target].expected
-        for key in provisional:
-            for event in expected.settle(key, applied=key not in refused):
-                if self.replay is not None:
-                    self.replay(target, key, event)
-
     def _settle(self, verdict: Verdict, source: str, key: bytes, state: State) -> None:
         """Count a state that is not copied, and ask the reconcile when it must judge."""
         if verdict is Verdict.VOID:
@@ -170,23 +161,8 @@ class Copier:
         reconcile saw, and ``read_stamps`` are the stamps the hub's states
         read from it are as of."""
         dst = self.sides[target]
-        now = self.clock.seconds()
-        announced = []
-        provisional = []  # writes that may be refused: their events wait for the reply
-        listened = dst.expected.events  # nobody listens to the hub's events one-way
-        for key, state in items:
-            dst.expected.expect(key, state)
-            if not listened:
-                continue  # not heard: nothing to announce
-            events = write_events(state, now)
-            if events is None:
-                continue  # not certain: its echo is told by its content
-            if (origins and key in origins) or (expects and key in expects):
-                dst.expected.expect_provisionally(key, events)
-                provisional.append(key)
-            else:
-                dst.expected.expect_events(key, events)
-                announced.append((key, len(events)))
+        refusable = set(origins or ()) | set(expects or ())  # their events wait for the reply
+        announced, provisional = announce(dst.expected, items, refusable, self.clock.seconds())
         try:
             wrote = await dst.store.write(items, origins or None, expects or None)
         except Exception as e:
@@ -196,14 +172,14 @@ class Copier:
                 dst.expected.uncertain(key)
             for key, count in announced:
                 dst.expected.withdraw_events(key, count)
-            self._settle_provisional(target, provisional, frozenset(provisional))
+            settle(dst.expected, target, provisional, frozenset(provisional), self.replay)
             self.links.failed(target, e)
             if isinstance(e, RefusedError) and e.kind == "http_413" and len(items) == 1:
                 # a refusal of this one key's size: say which and how big
                 key, state = items[0]
                 raise RefusedError(f"{e}; {short(key)} takes {size(state)} bytes", e.kind, target) from None
             raise
-        self._settle_provisional(target, provisional, wrote.skipped)
+        settle(dst.expected, target, provisional, wrote.skipped, self.replay)
         self.stats.bytes_written[target] += wrote.sent
         if wrote.skipped:
             self.refused(target, wrote.skipped)

@@ -1,4 +1,4 @@
-"""The keyspace events a write of redisrepl causes (pure).
+"""The keyspace events a write of redisrepl causes, and their announcement.
 
 Before the copier writes a key's state to a side, it records there the
 exact events the write script will cause (``IExpectedEvents.expect_events``),
@@ -17,10 +17,15 @@ held before (see redisrepl/lua/write.lua):
 
 Only an event that was not expected leads to a read and the content
 comparison of ``IExpectedEvents.is_echo``. ``None`` means "not certain", and
-the echo is then recognised by its content as before: a write that may be
-refused (a refill, a copy made only if the key still holds what the
-reconcile saw), and a state whose expiry is near (``EXPIRY_MARGIN``: the
-hub's clock decides whether ``PEXPIREAT`` sets an expiry or deletes).
+the echo is then recognised by its content as before: a state whose
+expiry is near (``EXPIRY_MARGIN``: the hub's clock decides whether
+``PEXPIREAT`` sets an expiry or deletes).
+A write that may be refused (a refill, a copy made only if the key still
+holds what the reconcile saw) announces its events provisionally: they
+wait for its reply (``announce``, ``settle``; redisrepl.expected).
+
+``write_events`` is pure; ``announce`` and ``settle`` act on the side's
+expected-event table only.
 """
 
 from redisrepl.state import HASH, LIST, NONE, SET, STREAM, STRING, SUPPORTED, ZSET
@@ -61,3 +66,36 @@ def write_events(state, now: float) -> tuple[bytes, ...] | None:
     if expire_at is not None:
         events += (b"expire",)
     return events
+
+
+def announce(expected, items, refusable, now: float) -> tuple[list[tuple[bytes, int]], list[bytes]]:
+    """Before writing ``items`` (key, state) to a side: record each state in
+    that side's expected-event table (``IExpectedEvents``) and announce the
+    events its write causes, provisionally for the keys in ``refusable``
+    (writes that may be refused). Returns ([(key, events announced)], [keys
+    announced provisionally])."""
+    announced, provisional = [], []
+    for key, state in items:
+        expected.expect(key, state)
+        if not expected.events:
+            continue  # nobody listens to that side's events (the hub, one-way)
+        events = write_events(state, now)
+        if events is None:
+            continue  # not certain: its echo is told by its content
+        if key in refusable:
+            expected.expect_provisionally(key, events)
+            provisional.append(key)
+        else:
+            expected.expect_events(key, events)
+            announced.append((key, len(events)))
+    return announced, provisional
+
+
+def settle(expected, side: str, provisional, refused, replay) -> None:
+    """The write of the keys announced ``provisional`` on ``side`` is
+    answered (``refused``: those not made, or not known to be): take again,
+    through ``replay(side, key, event)``, the events held meanwhile."""
+    for key in provisional:
+        for event in expected.settle(key, applied=key not in refused):
+            if replay is not None:
+                replay(side, key, event)
