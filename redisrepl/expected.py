@@ -131,7 +131,10 @@ class ExpectedEvents:
         if not self.events:
             return
         self.expect_events(key, events)
-        self._parked[key] = [len(events), []]
+        # (one write of a key is in flight at a time; were there two, the
+        # events held for the first are kept, and both are withdrawn if
+        # the first is refused)
+        self._parked.setdefault(key, [0, []])[0] += len(events)
 
     def park(self, key, event):
         """Hold ``event`` if a provisional write of ``key`` is not answered
