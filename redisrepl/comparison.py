@@ -71,10 +71,7 @@ class Comparison:
         log.info("reconcile ({reason}): comparing the namespace on both sides{how}", reason=reason, how=describe(mode))
         run.watcher = self.live.watch()
         try:
-            walk = Walk(
-                self.local_store, self.remote_store, self.synced, self.epochs, self.names, self.clock, self.stats
-            )
-            await walk.compare(run, started)
+            await self.walk(run, started)
             await self._forget_stale(run.hub_now)
             await self._recheck(run)  # both sides as decided, just before deleting
             await run.delete()
@@ -128,6 +125,11 @@ class Comparison:
             duration=duration,
         )
         return Outcome(tuple(again))
+
+    async def walk(self, run: Judgement, started: float) -> None:
+        """Judge every key of both namespaces in ``run`` (redisrepl.walk)."""
+        walk = Walk(self.local_store, self.remote_store, self.synced, self.epochs, self.names, self.clock, self.stats)
+        await walk.compare(run, started)
 
     async def judgement(self) -> Judgement:
         """A run's judgement: the generations it decides on, what this site

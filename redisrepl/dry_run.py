@@ -32,7 +32,6 @@ from redisrepl.sides import LOCAL, OTHER, REMOTE, short
 from redisrepl.startup import Runtime
 from redisrepl.synced import SyncedTable
 from redisrepl.verify import CannotCompare, Report, looking, parse, react
-from redisrepl.walk import Walk
 
 #: Deletions (and, with --json, copies) listed at most; the counts are whole.
 LISTED = 100_000
@@ -183,13 +182,11 @@ async def dry_run(
     epochs = {side: SideEpoch(side) for side in (LOCAL, REMOTE)}
     try:
         async with looking(reactor, config, runtime, epochs) as (local_store, remote_store):
-            names, stats = config.names, ReconcileStats()
-            synced = LookingSynced(local_store, names)
-            comparison = for_config(config, notes, local_store, remote_store, synced, epochs, reactor, stats)
+            synced = LookingSynced(local_store, config.names)
+            comparison = for_config(config, notes, local_store, remote_store, synced, epochs, reactor, ReconcileStats())
             comparison.site = await synced.site_name(config.site_name)
             run = await comparison.judgement()
-            walk = Walk(local_store, remote_store, synced, epochs, names, reactor, stats)
-            await walk.compare(run, reactor.seconds())
+            await comparison.walk(run, reactor.seconds())
     except CannotCompare as e:
         return Report(out, as_json, COMMAND).error(str(e))
     return plan.result(run, notes, config.max_delete)

@@ -176,10 +176,14 @@ async def scan_steps(store, names, expiries=None, on_big=None, refused=None, par
     try:
         # every range's first step before any is yielded: the keys it
         # lists are what the last step of the range before may list again
-        firsts = [ask(start_cursor(part * width)) for part in range(parts)]
-        firsts = [checked(await d) for d in firsts]
-        heads = [set(reply[1::4]) for reply in firsts]
-        ready = deque(enumerate(firsts))
+        for part in range(parts):
+            replies.ask(part, ask(start_cursor(part * width)))
+        firsts = {}
+        while len(firsts) < parts:
+            part, reply = await replies.next()
+            firsts[part] = checked(reply)
+        heads = [set(firsts[part][1::4]) for part in range(parts)]
+        ready = deque(sorted(firsts.items()))
         while ready or replies:
             part, reply = ready.popleft() if ready else await replies.next()
             cursor = checked(reply)[0]

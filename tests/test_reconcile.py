@@ -333,9 +333,12 @@ def test_long_runs_log_their_progress():
         run.fixed, run.compared = 12, PROGRESS_EVERY
         report(PROGRESS_EVERY)
         report(PROGRESS_EVERY + 1)  # once per step
+        report(2 * PROGRESS_EVERY, 0.375)  # how far through the keyspace, when known
     assert [formatEvent(e) for e in events] == [
         f"reconcile: {PROGRESS_EVERY} keys scanned on the remote side ({PROGRESS_EVERY // 2} keys/s), "
-        f"12 of {PROGRESS_EVERY} compared so far differ and are being copied"
+        f"12 of {PROGRESS_EVERY} compared so far differ and are being copied",
+        f"reconcile: {2 * PROGRESS_EVERY} keys scanned on the remote side, about 38% of its keyspace "
+        f"({PROGRESS_EVERY} keys/s), 12 of {PROGRESS_EVERY} compared so far differ and are being copied",
     ]
 
 
@@ -557,3 +560,31 @@ def test_dry_run_after_the_hub_lost_its_data_refills_and_deletes_nothing(daemons
     lab.daemon(ns, rc=True)
     wait_until(lambda: all(lab.remote.get(ns + name) == b"1" for name in "abc"), SLOW)
     wait_until(lambda: lab.local.get(ns + "new-there") == b"2", SLOW)
+
+
+def test_forgetting_stale_records_asks_the_hub_only_about_keys_gone_here(lab):
+    from redisrepl.testing import BlockingStore, run
+
+    ns = b"stale:"
+    asked = []
+
+    class CountingHub(BlockingStore):
+        async def call(self, script, keys, args):
+            if script is scripts.EXISTS:
+                asked.extend(keys)
+            return await super().call(script, keys, args)
+
+    for i in range(5):
+        lab.local.set(ns + b"%d" % i, b"v")
+        lab.remote.set(ns + b"%d" % i, b"v")
+    world = BlockingWorld(lab, ns, hub=CountingHub)
+    world.reconcile()  # the five are recorded as synchronised
+    lab.local.delete(ns + b"0")
+    lab.remote.delete(ns + b"0")  # gone on both sides while nobody looked
+    asked.clear()
+    world.reconcile()
+    # the local phase asks about the four keys here, once each; forgetting
+    # stale records asks about the one key gone here, not the four again
+    assert sorted(asked) == [ns + b"%d" % i for i in range(5)]
+    assert run(world.synced.get([ns + b"0", ns + b"1"]))[0] is None
+    assert run(world.synced.get([ns + b"1"]))[0] is not None

@@ -148,3 +148,13 @@ def test_the_hub_is_walked_in_ranges_at_once_each_key_yielded_once():
     hub.answer(4, [b"0", b"ns:b2", b"d", b"-1", b""])
     assert [[key for key, _, _ in step] for step in steps[4:]] == [[b"ns:c2"], [b"ns:b2"]]
     assert steps[-1].done == 1.0 and steps[0].done == 0.25 and done.called
+
+
+def test_a_range_that_fails_first_cancels_the_others_and_fails_the_walk():
+    hub, steps, failures = LaterStore(), [], []
+    done = collect(scan.scan_steps(hub, NAMES, parts=4), steps)
+    done.addErrback(failures.append)
+    hub.answer(0, [b"2", b"ns:a", b"d", b"-1", b""])
+    hub.asked[1][3].errback(RuntimeError("the hub went away"))
+    assert failures and failures[0].check(RuntimeError) and steps == []
+    assert all(d.called for _, _, _, d in hub.asked)  # the other ranges' first steps: cancelled
