@@ -120,8 +120,7 @@ class DirtyQueue:
 
     def ready(self) -> bool:
         """Is a dirty key waiting that is not in flight (one ``pick`` would take)?"""
-        in_flight = self.in_flight
-        return any(key not in in_flight for key in self._dirty)
+        return len(self._dirty) > self._overlap  # the overlap: dirty keys in flight
 
     def pick(self, first: str, batch_size: int) -> tuple[str, list[bytes]] | None:
         """Take the next batch: (source side, keys), now in flight; or None.

@@ -132,4 +132,5 @@ def test_the_backlog_counts_each_key_once_whatever_happens(seed):
         else:
             clock.advance(rnd.choice((0.5, 2.0)))  # parked keys come back
         assert q.backlog == len(set(q.snapshot())), (seed, op)
+        assert q.ready() == any(key not in q.in_flight for key in q._dirty), (seed, op)
     q.stop()
