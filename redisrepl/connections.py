@@ -19,13 +19,12 @@ from twisted.application.service import Service
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
-from twisted.web.client import URI, Agent
-from twisted.web.error import SchemeNotSupported
-from twisted.web.iweb import IAgent, IAgentEndpointFactory
-from zope.interface import implementer
+from twisted.web.client import Agent
+from twisted.web.iweb import IAgent
 
 from redisrepl.backoff import reconnect_backoff
 from redisrepl.config import Config, LocalEndpoint
+from redisrepl.hub_http import HubHTTP
 from redisrepl.redis_protocol import CommandProtocol
 from redisrepl.scan import LOOKAHEAD
 from redisrepl.startup import Runtime
@@ -109,7 +108,7 @@ class PoolService(Service):
     writes and a trickle across a WAN do not wait for TLS handshakes), and
     closes the pool at stop."""
 
-    def __init__(self, client: WebdisClient, pool: QuietConnectionPool, warm: int = 0):
+    def __init__(self, client: WebdisClient, pool: HubHTTP, warm: int = 0):
         self.client = client
         self._pool = pool
         self._warm = warm
@@ -128,34 +127,7 @@ class PoolService(Service):
 
     def stopService(self) -> Deferred:
         super().stopService()
-        return self._pool.closeCachedConnections()
-
-
-@implementer(IAgentEndpointFactory)
-class OriginEndpoints:
-    """The Agent's endpoint for a URI, made once per origin (scheme, host,
-    port) rather than for every request as Agent's own factory does (a
-    HostnameEndpoint, the host name through IDNA, a TLS wrapper: a few
-    percent of the CPU of a request at a trickle). An endpoint connects as
-    often as asked; the pool decides when."""
-
-    def __init__(self, reactor: Reactor, policy: Any):
-        self._reactor = reactor
-        self._policy = policy
-        self._endpoints: dict[tuple[bytes, bytes, int], Any] = {}
-
-    def endpointForURI(self, uri: URI) -> Any:
-        origin = (uri.scheme, uri.host, uri.port)
-        endpoint = self._endpoints.get(origin)
-        if endpoint is None:
-            if uri.scheme not in (b"http", b"https"):
-                raise SchemeNotSupported(f"Unsupported scheme: {uri.scheme!r}")
-            endpoint = cast(Any, endpoints.HostnameEndpoint(self._reactor, uri.host.decode("ascii"), uri.port))
-            if uri.scheme == b"https":
-                endpoint = endpoints.wrapClientTLS(self._policy.creatorForNetloc(uri.host, uri.port), endpoint)
-            if len(self._endpoints) < 16:  # one hub; a bound all the same
-                self._endpoints[origin] = endpoint
-        return endpoint
+        return self._pool.close()
 
 
 def _policy(runtime: Runtime):
@@ -166,11 +138,14 @@ def remote_client(reactor: Reactor, config: Config, runtime: Runtime) -> PoolSer
     """The hub's WebdisClient (``.client``) over a persistent pool that
     keeps a connection for each batch the window may have in flight
     (``--max-concurrency``); the service closes the pool at stop."""
-    pool = QuietConnectionPool(reactor, persistent=True)
-    pool.maxPersistentPerHost = config.max_concurrency + 1 + LOOKAHEAD
-    pool.cachedConnectionTimeout = POOL_IDLE_TIMEOUT
-    agent = Agent.usingEndpointFactory(reactor, OriginEndpoints(reactor, _policy(runtime)), pool=pool)
-    return PoolService(WebdisClient(agent, config.haddr, reactor, db=config.db), pool, warm=config.concurrency)
+    pool = HubHTTP(
+        reactor,
+        config.haddr,
+        _policy(runtime),
+        max_idle=config.max_concurrency + 1 + LOOKAHEAD,
+        idle_timeout=POOL_IDLE_TIMEOUT,
+    )
+    return PoolService(WebdisClient(pool, reactor, db=config.db), pool, warm=config.concurrency)
 
 
 def remote_stream_http(reactor: Reactor, runtime: Runtime) -> HTTPClient:

@@ -1,32 +1,28 @@
 """Commands to the remote Redis, as HTTPS requests to Webdis behind the proxy.
 
 Every command goes as ``POST <haddr>/`` with the body ``[db/]CMD/arg/...raw``
-(escaped by redisrepl.webdis), over a persistent connection pool, one
-request per connection at a time (Webdis may answer pipelined requests out of
-order). Replies come back in the Redis protocol, byte-exact.
+(escaped by redisrepl.webdis), over the hub's pool of persistent connections
+(redisrepl.hub_http), one request per connection at a time (Webdis may
+answer pipelined requests out of order). Replies come back in the Redis
+protocol, byte-exact.
 
-Commands use Twisted's ``Agent`` directly: its URL is fixed and its body is
-bytes, so treq's per-request work (URL parsing with IDNA, cookies,
-redirects, content decoding) would only add latency to every write. The
-event stream, a long poll, uses treq (redisrepl.remote_source).
+The event stream, a long poll, uses treq (redisrepl.remote_source), with
+``read_body`` below for its bounded reads.
 """
 
 import re
 
-from hyperlink import EncodedURL
 from OpenSSL import SSL
 from twisted.internet import error as neterror
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, TimeoutError, succeed
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, TimeoutError
 from twisted.internet.protocol import Protocol
 from twisted.web import client
-from twisted.web.client import RequestTransmissionFailed, ResponseDone, ResponseFailed, ResponseNeverReceived
+from twisted.web.client import ResponseDone, ResponseFailed, ResponseNeverReceived
 from twisted.web.http import PotentialDataLoss
-from twisted.web.http_headers import Headers
-from twisted.web.iweb import IBodyProducer
-from zope.interface import implementer
 
 from redisrepl import resp, webdis
 from redisrepl.errors import LinkError, NoScriptError, RefusedError
+from redisrepl.hub_http import ReplyTooLarge
 from redisrepl.tls import HubCertificateError
 
 #: Seconds a whole request (connect, send, reply) may take.
@@ -36,9 +32,6 @@ REQUEST_TIMEOUT = 30.0
 #: 8 MB whole; bigger keys go in pieces of 4 MB): a hub that sends more is
 #: refused before it is all held.
 MAX_REPLY_BYTES = 24 * 1024 * 1024
-#: The most bytes of replies held at once, all requests together: past it,
-#: the transfers of the replies still coming are paused until others end.
-MAX_BUFFERED_BYTES = 48 * 1024 * 1024
 #: Redis errors that mean "not now" rather than "never".
 TRANSIENT_REDIS_ERRORS = (b"LOADING", b"BUSY", b"TRYAGAIN", b"MASTERDOWN", b"CLUSTERDOWN")
 
@@ -164,78 +157,16 @@ class QuietConnectionPool(client.HTTPConnectionPool):
         noisy = False
 
 
-@implementer(IBodyProducer)
-class _Body:
-    """A request body already in memory, written at once."""
-
-    def __init__(self, data):
-        self._data = data
-        self.length = len(data)
-
-    def startProducing(self, consumer):
-        consumer.write(self._data)
-        return succeed(None)
-
-    def pauseProducing(self):
-        pass
-
-    def resumeProducing(self):
-        pass
-
-    def stopProducing(self):
-        pass
-
-
-#: the same for every request (Agent copies them before adding Host)
-_HEADERS = Headers({b"Content-Type": [b"application/octet-stream"]})
-
-
-class ReplyTooLarge(RefusedError):
-    """The hub answered with more than MAX_REPLY_BYTES."""
-
-
-class Budget:
-    """Bytes of replies held at once, by every request of a client: a body
-    that finds the budget spent pauses its transfer (TCP then holds the
-    hub back) until bodies that are whole leave."""
-
-    def __init__(self, limit=MAX_BUFFERED_BYTES):
-        self.limit = limit
-        self.used = 0
-        self._paused = []
-
-    def take(self, body, size):
-        self.used += size
-        if self.used > self.limit and body.transport is not None:
-            body.transport.pauseProducing()
-            self._paused.append(body)
-
-    def give_back(self, size):
-        self.used -= size
-        while self._paused and self.used <= self.limit:
-            body = self._paused.pop(0)
-            if not body.done.called and body.transport is not None:
-                body.transport.resumeProducing()
-
-
 class _BoundedBody(Protocol):
     """Collects a response body up to ``limit`` bytes; past it, stops the
-    transfer and fails with ReplyTooLarge. Its bytes count against the
-    client's ``budget`` while it is held."""
+    transfer and fails with ReplyTooLarge."""
 
-    def __init__(self, limit, url, budget=None):
+    def __init__(self, limit, url):
         self.done = Deferred()
         self._limit = limit
         self._url = url
         self._parts = []
         self._size = 0
-        self._budget = budget or Budget(float("inf"))
-        self.done.addBoth(self._release)
-
-    def _release(self, result):
-        self._budget.give_back(self._size)
-        self._parts = []
-        return result
 
     def dataReceived(self, data):
         if self.done.called:
@@ -248,7 +179,6 @@ class _BoundedBody(Protocol):
             self.transport.stopProducing()
             return
         self._parts.append(data)
-        self._budget.take(self, len(data))
 
     def connectionLost(self, reason):
         if self.done.called:
@@ -264,14 +194,14 @@ class _BoundedBody(Protocol):
             self.done.errback(reason)
 
 
-def read_body(response, limit, url, budget=None):
+def read_body(response, limit, url):
     """The body of ``response``, refused (ReplyTooLarge) if longer than ``limit``."""
     if isinstance(response.length, int) and response.length > limit:
         response.deliverBody(Protocol())  # (discarded: the connection goes)
         raise ReplyTooLarge(
             f"{url} announced a reply of {response.length} bytes (more than {limit})", "reply_too_large"
         )
-    body = _BoundedBody(limit, url, budget)
+    body = _BoundedBody(limit, url)
     response.deliverBody(body)
     return body.done
 
@@ -281,19 +211,17 @@ WARM_REPLY_BYTES = 64
 
 
 class WebdisClient:
-    """Runs Redis commands on the remote side through Webdis, with an
-    ``IAgent`` (``twisted.web.client.Agent`` over a persistent pool)."""
+    """Runs Redis commands on the remote side through Webdis, over ``http``
+    (a redisrepl.hub_http.HubHTTP: its ``request``, ``url`` and ``path``)."""
 
-    def __init__(self, agent, haddr, clock, db=None, timeout=REQUEST_TIMEOUT, max_reply=MAX_REPLY_BYTES):
-        self._agent = agent
-        self._url = haddr.rstrip("/") + "/"
-        # once, not per request: an international host name in IDNA
-        self._url_bytes = EncodedURL.from_text(self._url).to_uri().to_text().encode("ascii")
+    def __init__(self, http, clock, db=None, timeout=REQUEST_TIMEOUT, max_reply=MAX_REPLY_BYTES):
+        self._http = http
+        self._url = http.url
+        self._path = http.path
         self._clock = clock
         self._db = db
         self._timeout = timeout
         self._max_reply = max_reply
-        self._budget = Budget()
 
     @property
     def url(self):
@@ -312,34 +240,35 @@ class WebdisClient:
         # one immediate second try on a fresh connection is safe.
         for attempt in (1, 2):
             try:
-                response, content = await self._post(body, limit)
+                reply = await self._request(b"POST", self._path, body, limit)
                 break
-            except (ResponseNeverReceived, RequestTransmissionFailed, client.RequestNotSent) as e:
-                if attempt == 2 or not (_stale(e) or isinstance(e, client.RequestNotSent)):
+            except ResponseNeverReceived as e:
+                if attempt == 2 or not _stale(e):
                     raise link_error(e, self._url) from None
             except _NO_REPLY as e:
                 raise link_error(e, self._url) from None
-        return self._reply(args, response, content)
+        return self._reply(args, reply)
 
-    def _reply(self, args, response, content):
+    def _reply(self, args, reply):
         """The reply of a command, or the error it tells."""
-        if response.code != 200:
-            raise classify_http(response.code, content, self._url)
+        status, content = reply
+        if status != 200:
+            raise classify_http(status, content, self._url)
         try:
-            reply = resp.parse_one(content)
+            value = resp.parse_one(content)
         except resp.ProtocolError as e:
             raise LinkError(
                 f"Webdis at {self._url} answered {args[0]!r} with "
                 f"something that is not the Redis protocol ({e}): {_body_head(content)}",
                 "bad_reply",
             ) from None
-        if isinstance(reply, resp.ErrorReply):
-            if reply.message.startswith(TRANSIENT_REDIS_ERRORS):
-                raise LinkError(f"remote Redis: {reply}", "redis_busy")
-            if reply.message.startswith(b"NOSCRIPT"):
-                raise NoScriptError(f"remote Redis: {reply}", "noscript")
-            raise RefusedError(f"remote Redis refused {args[0]!r}: {reply}", "redis_error")
-        return reply
+        if isinstance(value, resp.ErrorReply):
+            if value.message.startswith(TRANSIENT_REDIS_ERRORS):
+                raise LinkError(f"remote Redis: {value}", "redis_busy")
+            if value.message.startswith(b"NOSCRIPT"):
+                raise NoScriptError(f"remote Redis: {value}", "noscript")
+            raise RefusedError(f"remote Redis refused {args[0]!r}: {value}", "redis_error")
+        return value
 
     async def warm(self, connections: int) -> int:
         """Open ``connections`` pooled connections to the hub now (as many
@@ -356,27 +285,20 @@ class WebdisClient:
         """Run ``args`` with ``body`` as their last argument, sent as a PUT
         body: byte for byte, without escaping. The arguments go in the URL:
         they must be plain (a proxy may decode an escaped '/' or '+')."""
-        url = self._url_bytes + webdis.command_path(args, db=self._db).encode("ascii")
+        target = self._path + webdis.command_path(args, db=self._db).encode("ascii")
         try:
-            response, content = await self._request(b"PUT", url, body)
-        except (ResponseNeverReceived, RequestTransmissionFailed, client.RequestNotSent) + _NO_REPLY as e:
+            reply = await self._request(b"PUT", target, body)
+        except _NO_REPLY as e:
             raise link_error(e, self._url) from None
-        return self._reply(args, response, content)
+        return self._reply(args, reply)
 
-    async def _post(self, body, limit=None):
-        return await self._request(b"POST", self._url_bytes, body, limit)
-
-    async def _request(self, method, url, body, limit=None):
-        # one timer for the whole request (connection, headers, body): when
-        # it fires it cancels the step under way
-        step = self._agent.request(method, url, _HEADERS, _Body(body))
-        steps = [step]
-        timer = self._clock.callLater(self._timeout, lambda: steps[-1].cancel())
+    async def _request(self, method, target, body, limit=None):
+        # one timer for the whole request (connection, request, reply): when
+        # it fires it cancels the request, which closes its connection
+        step = self._http.request(method, target, body, limit or self._max_reply)
+        timer = self._clock.callLater(self._timeout, step.cancel)
         try:
-            response = await step
-            step = read_body(response, limit or self._max_reply, self._url, self._budget)
-            steps.append(step)
-            return response, await step
+            return await step
         except CancelledError:
             if timer.active():
                 raise  # cancelled by its caller

@@ -6,7 +6,6 @@ import sys
 
 from twisted.internet import endpoints
 from twisted.internet.testing import MemoryReactorClock
-from twisted.web.client import URI
 
 from redisrepl import connections, scan
 from redisrepl.config import validate
@@ -39,8 +38,8 @@ def test_remote_client_pool_keeps_a_connection_for_every_slot_of_the_window():
     config = validate({**HTTP, "concurrency": "3", "max-concurrency": "7"})
     service = connections.remote_client(MemoryReactorClock(), config, prepare(config, {}))
     # the window's 7, the watchdog's check, the reconcile's requests in flight
-    assert service._pool.maxPersistentPerHost == 7 + 1 + scan.LOOKAHEAD == 12
-    assert service._pool.cachedConnectionTimeout == connections.POOL_IDLE_TIMEOUT
+    assert service._pool.max_idle == 7 + 1 + scan.LOOKAHEAD == 12
+    assert service._pool.idle_timeout == connections.POOL_IDLE_TIMEOUT
 
 
 def test_the_daemon_pool_is_warmed_to_the_concurrency_at_start():
@@ -63,12 +62,3 @@ def test_verify_does_not_import_the_service_wiring():
     loaded = eval(out.stdout)
     assert "redisrepl.tap" not in loaded and "redisrepl.local_source" not in loaded
     assert "redisrepl.connections" in loaded
-
-
-def test_one_endpoint_per_origin():
-    origins = connections.OriginEndpoints(MemoryReactorClock(), connections._policy(prepare(validate(HTTP), {})))
-    a = origins.endpointForURI(URI.fromBytes(b"https://hub.example.org/redis/"))
-    b = origins.endpointForURI(URI.fromBytes(b"https://hub.example.org/other"))
-    c = origins.endpointForURI(URI.fromBytes(b"http://hub.example.org/redis/"))
-    assert a is b and c is not a
-    assert isinstance(c, endpoints.HostnameEndpoint) and not isinstance(a, endpoints.HostnameEndpoint)

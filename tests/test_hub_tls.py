@@ -11,9 +11,9 @@ import warnings
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import TestCase
-from twisted.web.client import Agent
 
 from redisrepl.errors import LinkError
+from redisrepl.hub_http import HubHTTP
 from redisrepl.sandbox import generate_certificates, write_server_certificate
 from redisrepl.tls import load_policy
 from redisrepl.webdis_client import WebdisClient
@@ -81,8 +81,13 @@ class HubTLSReportTests(TestCase):
             f"{self.dir}/{name}", "localhost", self.paths["ca_cert"], self.paths["ca_key"], days, san
         )
 
+    def client(self, server):
+        http = HubHTTP(reactor, f"https://localhost:{server.port}/redis", self.policy)
+        self.addCleanup(http.close)
+        return WebdisClient(http, reactor)
+
     async def failure_of(self, server):
-        client = WebdisClient(Agent(reactor, self.policy), f"https://localhost:{server.port}/redis", reactor)
+        client = self.client(server)
         try:
             await client.command(b"PING")
         except LinkError as e:
@@ -95,7 +100,7 @@ class HubTLSReportTests(TestCase):
 
     async def _good(self):
         server = self.server(self.paths["server_cert"], self.paths["server_key"])
-        client = WebdisClient(Agent(reactor, self.policy), f"https://localhost:{server.port}/redis", reactor)
+        client = self.client(server)
         self.assertEqual(await client.command(b"PING"), b"OK")
 
     def test_a_good_proxy_is_trusted(self):
