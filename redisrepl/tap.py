@@ -12,6 +12,7 @@ what they copied are written), then the connections.
 """
 
 import atexit
+import gc
 import os
 
 from twisted.application.internet import StreamServerEndpointService
@@ -101,11 +102,31 @@ def summary(config: Config, runtime: Runtime) -> str:
     return " ".join(parts)
 
 
+#: Allocations between two collections of the youngest generation (Python's
+#: default is 700): a burst allocates a few objects per key, most of them
+#: freed by reference counting; collecting for cycles every 700 of them cost
+#: about 6 % of the daemon's CPU in a burst of 40,000 keys.
+GC_THRESHOLD = 50_000
+
+
+def tune_gc() -> None:
+    """The daemon's garbage collector: what exists once the service tree is
+    built (modules, the tree) lives as long as the process, so it is left
+    out of every collection (``gc.freeze``), and cycles are looked for every
+    GC_THRESHOLD allocations. Memory stays bounded: cyclic garbage waits at
+    most that many allocations."""
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_THRESHOLD, middle, old)
+
+
 def makeService(options: Options, reactor: Reactor | None = None) -> MultiService:
     """twistd's entry point: the service tree of the checked options."""
     if options.config is None or options.runtime is None:
         raise ValueError("makeService needs options that were parsed (Options.parseOptions)")
-    return service_tree(options.config, options.runtime, reactor)
+    tree = service_tree(options.config, options.runtime, reactor)
+    tune_gc()
+    return tree
 
 
 def service_tree(config: Config, runtime: Runtime, reactor: Reactor | None = None) -> MultiService:

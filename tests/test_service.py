@@ -181,3 +181,18 @@ def test_sigterm_during_a_burst_leaves_nothing_half_written(daemons):
             copied += 1
             assert value == {b"a": b"%d" % i, b"b": b"%d" % i, b"c": b"%d" % i}
     assert copied >= 1
+
+
+def test_the_daemon_collects_cycles_rarely_and_leaves_its_start_up_objects_out():
+    import gc
+
+    from redisrepl import tap
+
+    before = gc.get_threshold()
+    try:
+        tap.tune_gc()
+        assert gc.get_threshold() == (tap.GC_THRESHOLD, *before[1:])
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
