@@ -17,6 +17,7 @@ from twisted.internet.defer import CancelledError, TimeoutError
 from redisrepl import scripts, state
 from redisrepl.epochs import Generation
 from redisrepl.errors import LinkError, NoScriptError, RefusedError, ReplicationError
+from redisrepl.redis_protocol import connected
 from redisrepl.webdis_client import TRANSIENT_REDIS_ERRORS
 
 #: A write request is split when the states it carries pass this many bytes.
@@ -164,7 +165,8 @@ class LocalStore(_StateStore):
     async def command(self, *args):
         if not self._factory.size:
             raise LinkError("the local Redis is not connected", "not_connected")
-        d = self._factory.handler.execute_command(*args)
+        conn = connected(self._factory)
+        d = conn.execute_command(*args) if conn is not None else self._factory.handler.execute_command(*args)
         d.addTimeout(self._timeout, self._clock)
         try:
             return await d

@@ -89,3 +89,15 @@ class ProtocolTests(TestCase):
         protocol = _protocol(Subscriber)
         protocol.dataReceived(b"*4\r\n$8\r\npmessage\r\n$2\r\np*\r\n$2\r\npk\r\n$3\r\nset\r\n" * 2)
         self.assertEqual(got, [(b"p*", b"pk", b"set")] * 2)
+
+
+def test_a_command_goes_to_the_ready_connection_or_waits_for_the_handler():
+    from types import SimpleNamespace
+
+    factory = SimpleNamespace(pool=[])
+    assert redis_protocol.connected(factory) is None  # not connected yet: the handler waits
+    conn = SimpleNamespace(connected=0)
+    factory.pool = [conn]
+    assert redis_protocol.connected(factory) is None  # lost, not yet removed from the pool
+    conn.connected = 1
+    assert redis_protocol.connected(factory) is conn
