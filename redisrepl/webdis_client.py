@@ -234,7 +234,7 @@ class WebdisClient:
         Raises LinkError when the hub cannot be reached or answers with an
         error page, RefusedError when Webdis or Redis refuse the command.
         """
-        body = webdis.command_path(args, db=self._db).encode("ascii")
+        body = webdis.command_bytes(args, db=self._db)
         # A pooled keep-alive connection the proxy has just closed fails
         # before any reply; every command redisrepl sends is idempotent, so
         # one immediate second try on a fresh connection is safe.
@@ -285,7 +285,7 @@ class WebdisClient:
         """Run ``args`` with ``body`` as their last argument, sent as a PUT
         body: byte for byte, without escaping. The arguments go in the URL:
         they must be plain (a proxy may decode an escaped '/' or '+')."""
-        target = self._path + webdis.command_path(args, db=self._db).encode("ascii")
+        target = self._path + webdis.command_bytes(args, db=self._db)
         try:
             reply = await self._request(b"PUT", target, body)
         except _NO_REPLY as e:

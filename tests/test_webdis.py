@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from redisrepl.webdis import command_path, escape, keyspace_key, keyspace_pattern, unescape
+from redisrepl.webdis import command_bytes, command_path, escape, keyspace_key, keyspace_pattern, unescape
 
 SETTINGS = settings(max_examples=200, deadline=None, database=None)
 
@@ -158,3 +158,8 @@ def test_keyspace_key():
 )
 def test_keyspace_key_of_another_channel_is_none(channel, db):
     assert keyspace_key(channel, db) is None
+
+
+@given(st.lists(st.one_of(st.binary(max_size=80), st.text(max_size=10), st.integers()), min_size=1, max_size=8))
+def test_command_bytes_is_each_argument_escaped_and_joined(args):
+    assert command_bytes(args, db=2) == ("2/" + "/".join(escape(a) for a in args) + ".raw").encode("ascii")
