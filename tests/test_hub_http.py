@@ -1,17 +1,22 @@
 """The hub's HTTP/1.1 client on in-memory connections: how replies are read
 (lengths, chunks, the close, interim replies, broken ones), when a
-connection is used again, limits, cancelling, the idle pool."""
+connection is used again, limits, cancelling, the idle pool; and a real
+proxy on loopback that closes connections when it likes."""
+
+import re
 
 from hypothesis import given
 from hypothesis import strategies as st
-from twisted.internet.defer import CancelledError, fail, succeed
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.client import ResponseFailed, ResponseNeverReceived
 
 from redisrepl.hub_http import BadReply, Budget, HubHTTP, Reply, ReplyTooLarge, parse_head
+from redisrepl.webdis_client import WebdisClient
 
 OK = b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\n+OK\r\n"
 
@@ -293,3 +298,55 @@ def test_parse_head_reads_what_decides_the_body():
     head = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\nTransfer-Encoding: gzip")
     assert (head.length, head.chunked, head.keep_alive) == (None, False, False)
     assert parse_head(b"HTTP/1.1 204 No Content").length == 0
+
+
+class _ClosingProxy(Protocol):
+    """Answers every request with +OK and, after every ``factory.close_every``
+    of them, closes the connection without a word (no ``Connection: close``)."""
+
+    def connectionMade(self):
+        self.factory.connections += 1
+        self.answered = 0
+        self.buf = b""
+
+    def dataReceived(self, data):
+        self.buf += data
+        while b"\r\n\r\n" in self.buf:
+            head, _, rest = self.buf.partition(b"\r\n\r\n")
+            length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+            if len(rest) < length:
+                return
+            self.buf = rest[length:]
+            self.answered += 1
+            self.factory.requests += 1
+            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n+OK\r\n")
+            if self.answered % self.factory.close_every == 0:
+                self.transport.loseConnection()
+                return
+
+
+class ProxyClosingConnectionsTests(TestCase):
+    """A real proxy on loopback that closes connections when it likes (as
+    nginx does after ``keepalive_requests``): every command is answered,
+    each sent once."""
+
+    async def _commands(self, close_every, n):
+        from twisted.internet import reactor
+
+        factory = Factory.forProtocol(_ClosingProxy)
+        factory.close_every, factory.connections, factory.requests = close_every, 0, 0
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        http = HubHTTP(reactor, f"http://127.0.0.1:{port.getHost().port}/redis", None)
+        self.addCleanup(http.close)
+        client = WebdisClient(http, reactor)
+        for i in range(n):
+            self.assertEqual(await client.command(b"SET", b"k%d" % i, b"v"), b"OK")
+        self.assertEqual(factory.requests, n)
+        self.assertEqual(factory.connections, -(-n // close_every))
+
+    def test_a_proxy_closing_after_every_reply(self):
+        return Deferred.fromCoroutine(self._commands(1, 20))
+
+    def test_a_proxy_closing_after_every_third_reply(self):
+        return Deferred.fromCoroutine(self._commands(3, 30))
