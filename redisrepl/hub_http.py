@@ -19,7 +19,8 @@ where it said.
 
 Errors are those of twisted.web's client, so that callers tell them the same
 way: ResponseNeverReceived when the connection ended before any byte of a
-reply (a pooled connection the proxy had just closed: the caller may try
+reply (StaleConnection, a subclass, when it had served replies before: a
+pooled connection the proxy had just closed, which the caller may try
 again), ResponseFailed when it ended in the middle of one, the endpoint's
 own errors when no connection could be made.
 """
@@ -48,6 +49,7 @@ MAX_CHUNK_LINE = 1024
 #: the transfers of the replies still coming are paused until others end.
 MAX_BUFFERED_BYTES = 48 * 1024 * 1024
 
+_HEX_DIGITS = b"0123456789abcdefABCDEF"
 _STATUS = re.compile(rb"HTTP/1\.([01]) (\d{3})(?: |$)")
 
 
@@ -59,6 +61,13 @@ class BadReply(Exception):
     """A reply that is not HTTP/1.x as this client reads it."""
 
 
+class StaleConnection(ResponseNeverReceived):
+    """A connection that had served replies before ended before any byte of
+    this one: the proxy closed it while it was idle, most likely before it
+    read the request. (A new connection that ends so is ResponseNeverReceived:
+    the request may have been run.)"""
+
+
 class Reply(NamedTuple):
     status: int
     body: bytes
@@ -67,25 +76,36 @@ class Reply(NamedTuple):
 class Budget:
     """Bytes of replies held at once, by every request of a pool: a reply
     that finds the budget spent pauses its transfer (TCP then holds the
-    hub back) until replies that are whole leave."""
+    hub back) until replies that are whole leave. One reply always keeps
+    reading (the one that took bytes last while no other was), so that a
+    reply ends and gives its bytes back: replies never all wait on each
+    other."""
 
     def __init__(self, limit: float = MAX_BUFFERED_BYTES):
         self.limit = limit
         self.used = 0
-        self._paused: list[Any] = []
+        self._paused: list[Any] = []  # oldest first
+        self._reading: set[Any] = set()  # holding bytes, not paused
 
     def take(self, holder, size: int) -> None:
         self.used += size
-        if self.used > self.limit and holder.transport is not None:
-            holder.transport.pauseProducing()
+        if holder in self._paused:
+            return  # bytes that were already on their way
+        self._reading.add(holder)
+        if self.used > self.limit and len(self._reading) > 1:
+            self._reading.discard(holder)
             self._paused.append(holder)
+            holder.transport.pauseProducing()
 
-    def give_back(self, size: int) -> None:
+    def give_back(self, holder, size: int) -> None:
         self.used -= size
-        while self._paused and self.used <= self.limit:
-            holder = self._paused.pop(0)
-            if holder.transport is not None:
-                holder.transport.resumeProducing()
+        self._reading.discard(holder)
+        if holder in self._paused:
+            self._paused.remove(holder)  # ended (or was aborted) while paused
+        while self._paused and (self.used <= self.limit or not self._reading):
+            resumed = self._paused.pop(0)
+            self._reading.add(resumed)
+            resumed.transport.resumeProducing()
 
 
 class _Head(NamedTuple):
@@ -150,6 +170,7 @@ class HubConnection(Protocol):
         self._held = 0  # bytes counted in the pool's budget
         self._chunk_left = -1  # chunked: bytes left of the chunk; -1: a size line next; -2: trailers
         self._answered = False  # a byte of the current reply came
+        self._served = 0  # replies read whole on this connection
         self.lost: Deferred = Deferred()
         self.idle_timer: Any = None
 
@@ -244,12 +265,9 @@ class HubConnection(Protocol):
                 self._chunk_left = -1
             elif self._chunk_left == -1:
                 size = line.split(b";", 1)[0].strip()
-                try:
-                    self._chunk_left = int(size, 16)
-                except ValueError:
-                    raise BadReply(f"a bad chunk size: {size[:20]!r}") from None
-                if self._chunk_left < 0 or len(size) > 16:
+                if not size or len(size) > 16 or size.strip(_HEX_DIGITS):
                     raise BadReply(f"a bad chunk size: {size[:20]!r}")
+                self._chunk_left = int(size, 16)
                 if self._chunk_left == 0:
                     self._chunk_left = -2
             elif line:  # -2: a trailer line, skipped
@@ -266,6 +284,7 @@ class HubConnection(Protocol):
         d, body, status = self._pending, b"".join(self._parts), self._head.status
         keep = reusable and self._head.keep_alive
         self._reset()
+        self._served += 1
         self._pool.done_with(self, keep)
         if d is not None:
             d.callback(Reply(status, body))
@@ -279,7 +298,7 @@ class HubConnection(Protocol):
         self._chunk_left = -1
         if self._held:
             held, self._held = self._held, 0
-            self._pool.budget.give_back(held)
+            self._pool.budget.give_back(self, held)
 
     def _fail(self, error: Exception) -> None:
         d = self._pending
@@ -293,10 +312,12 @@ class HubConnection(Protocol):
         self._pool.gone(self)
         if self._pending is not None:
             head = self._head
-            if head is not None and head.length is None and not head.chunked:
-                self._complete(reusable=False)  # a body that ends with the connection
+            if head is not None and head.length is None and not head.chunked and reason.check(ConnectionDone):
+                self._complete(reusable=False)  # a body that ends with the connection, closed cleanly
             elif self._answered:
                 self._fail_lost(ResponseFailed([reason]))
+            elif self._served:
+                self._fail_lost(StaleConnection([reason]))
             else:
                 self._fail_lost(ResponseNeverReceived([reason]))
         self._reset()
@@ -335,9 +356,10 @@ class HubHTTP:
         self._idle: list[HubConnection] = []
         self._closing = False
 
-    def request(self, method: bytes, target: bytes, body: bytes, limit: int) -> Deferred:
+    def request(self, method: bytes, target: bytes, body: bytes, limit: int, fresh: bool = False) -> Deferred:
         """Send ``method target`` with ``body``; a Deferred of its Reply.
-        Cancelling it closes the connection it was on."""
+        Cancelling it closes the connection it was on. ``fresh``: on a new
+        connection, not an idle one."""
         data = (
             method
             + b" "
@@ -349,7 +371,7 @@ class HubHTTP:
             + b"\r\n\r\n"
             + body
         )
-        if self._idle:
+        if self._idle and not fresh:
             conn = self._idle.pop()  # the most recently used: the least likely to be closed by the proxy
             conn.idle_timer.cancel()
             return conn.send(data, limit)

@@ -17,12 +17,12 @@ from twisted.internet import error as neterror
 from twisted.internet.defer import CancelledError, Deferred, DeferredList, TimeoutError
 from twisted.internet.protocol import Protocol
 from twisted.web import client
-from twisted.web.client import ResponseDone, ResponseFailed, ResponseNeverReceived
+from twisted.web.client import ResponseDone, ResponseFailed
 from twisted.web.http import PotentialDataLoss
 
 from redisrepl import resp, webdis
 from redisrepl.errors import LinkError, NoScriptError, RefusedError
-from redisrepl.hub_http import ReplyTooLarge
+from redisrepl.hub_http import BadReply, ReplyTooLarge, StaleConnection
 from redisrepl.tls import HubCertificateError
 
 #: Seconds a whole request (connect, send, reply) may take.
@@ -58,6 +58,8 @@ def describe_failure(exc, url=""):
         return f"no reply from {url} within {REQUEST_TIMEOUT:.0f}s"
     if isinstance(exc, neterror.ConnectionLost) or isinstance(exc, neterror.ConnectionDone):
         return f"connection to {url} lost before a reply"
+    if isinstance(exc, BadReply):
+        return f"the proxy at {url} answered with something that is not HTTP/1.1: {exc}"
     return f"{name} talking to {url}: {exc}"
 
 
@@ -92,6 +94,8 @@ def failure_kind(exc):
         return "timeout"
     if isinstance(exc, (neterror.ConnectionLost, neterror.ConnectionDone)):
         return "connection_lost"
+    if isinstance(exc, BadReply):
+        return "bad_reply"
     return "error"
 
 
@@ -236,17 +240,19 @@ class WebdisClient:
         """
         body = webdis.command_bytes(args, db=self._db)
         # A pooled keep-alive connection the proxy has just closed fails
-        # before any reply; every command redisrepl sends is idempotent, so
-        # one immediate second try on a fresh connection is safe.
-        for attempt in (1, 2):
+        # before any reply, most likely before the proxy read the request
+        # (and every command redisrepl sends may run twice): one immediate
+        # second try, on a new connection (the other idle ones may have been
+        # closed with it).
+        try:
+            reply = await self._request(b"POST", self._path, body, limit)
+        except StaleConnection:
             try:
-                reply = await self._request(b"POST", self._path, body, limit)
-                break
-            except ResponseNeverReceived as e:
-                if attempt == 2 or not _stale(e):
-                    raise link_error(e, self._url) from None
+                reply = await self._request(b"POST", self._path, body, limit, fresh=True)
             except _NO_REPLY as e:
                 raise link_error(e, self._url) from None
+        except _NO_REPLY as e:
+            raise link_error(e, self._url) from None
         return self._reply(args, reply)
 
     def _reply(self, args, reply):
@@ -292,23 +298,18 @@ class WebdisClient:
             raise link_error(e, self._url) from None
         return self._reply(args, reply)
 
-    async def _request(self, method, target, body, limit=None):
+    async def _request(self, method, target, body, limit=None, fresh=False):
         # one timer for the whole request (connection, request, reply): when
-        # it fires it cancels the request, which closes its connection
-        step = self._http.request(method, target, body, limit or self._max_reply)
+        # it fires it cancels the request, which closes its connection (or
+        # stops the connecting: ConnectingCancelledError)
+        step = self._http.request(method, target, body, limit or self._max_reply, fresh)
         timer = self._clock.callLater(self._timeout, step.cancel)
         try:
             return await step
-        except CancelledError:
+        except (CancelledError, neterror.ConnectingCancelledError):
             if timer.active():
                 raise  # cancelled by its caller
             raise TimeoutError(self._timeout, f"a request to {self._url}") from None
         finally:
             if timer.active():
                 timer.cancel()
-
-
-def _stale(exc):
-    """Did the request die because a pooled connection was already closed?"""
-    reasons = getattr(exc, "reasons", None) or []
-    return any(r.check(neterror.ConnectionDone, neterror.ConnectionLost) for r in reasons)

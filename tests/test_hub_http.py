@@ -15,7 +15,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.client import ResponseFailed, ResponseNeverReceived
 
-from redisrepl.hub_http import BadReply, Budget, HubHTTP, Reply, ReplyTooLarge, parse_head
+from redisrepl.hub_http import BadReply, Budget, HubHTTP, Reply, ReplyTooLarge, StaleConnection, parse_head
 from redisrepl.webdis_client import WebdisClient
 
 OK = b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 5\r\nConnection: keep-alive\r\n\r\n+OK\r\n"
@@ -168,6 +168,7 @@ class HubHTTPTests(TestCase):
             b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n",
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0x1a\r\n",
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabX\r\n",
             b"HTTP/1.1 200 OK\r\n" + b"X-Long: " + b"x" * 70000,
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + b"1" * 2000,
@@ -248,21 +249,75 @@ class HubHTTPTests(TestCase):
         self.successResultOf(busy)
         self.assertTrue(other.transport.disconnecting)
 
-    def test_held_reply_bytes_pause_transfers_past_the_budget(self):
+    def test_held_reply_bytes_pause_transfers_past_the_budget_but_one_always_reads(self):
         self.http.budget = Budget(limit=10)
-        first, second = self.send(), self.send()
-        a, b = self.endpoint.connections
-        a.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n" + b"x" * 12)
-        self.assertEqual(a.transport.producerState, "paused")
-        b.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n" + b"y" * 5)
+        self.http.max_idle = 3
+        first, second, third = self.send(), self.send(), self.send()
+        a, b, c = self.endpoint.connections
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\n"
+        a.dataReceived(head + b"x" * 12)
+        self.assertEqual(a.transport.producerState, "producing")  # alone: it reads on
+        b.dataReceived(head + b"y" * 5)
+        c.dataReceived(head + b"z" * 5)
+        self.assertEqual((b.transport.producerState, c.transport.producerState), ("paused", "paused"))
+        b.dataReceived(b"y")  # (a paused transfer still delivers what was on its way)
         self.assertEqual(b.transport.producerState, "paused")
-        a.dataReceived(b"x" * 8)  # (a paused transfer still delivers what was on its way)
+        a.dataReceived(b"x" * 8)
         self.assertEqual(self.successResultOf(first), Reply(200, b"x" * 20))
-        self.assertEqual(b.transport.producerState, "producing")
-        self.assertEqual(self.http.budget.used, 5)
-        b.dataReceived(b"y" * 15)
+        # still over the budget: only the oldest paused one reads on
+        self.assertEqual((b.transport.producerState, c.transport.producerState), ("producing", "paused"))
+        self.assertEqual(self.http.budget.used, 11)
+        b.dataReceived(b"y" * 14)
+        self.assertEqual(c.transport.producerState, "producing")
+        c.dataReceived(b"z" * 15)
         self.successResultOf(second)
+        self.successResultOf(third)
         self.assertEqual(self.http.budget.used, 0)
+
+    def test_replies_that_together_pass_the_budget_never_all_wait(self):
+        self.http.budget = Budget(limit=100)
+        self.http.max_idle = 3
+        ds = [self.send() for _ in range(3)]
+        conns = self.endpoint.connections
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n"
+        for conn in conns:
+            conn.dataReceived(head + b"x" * 60)
+        # whatever is paused, something reads; feed whoever reads until all are whole
+        for _ in range(10):
+            for conn in conns:
+                if conn.transport.producerState == "producing" and conn._head is not None:
+                    conn.dataReceived(b"x" * 40)
+        for d in ds:
+            self.assertEqual(self.successResultOf(d), Reply(200, b"x" * 100))
+        self.assertEqual(self.http.budget.used, 0)
+
+    def test_a_body_ended_by_a_lost_connection_is_not_whole(self):
+        d = self.send()
+        conn = self.endpoint.connections[0]
+        conn.dataReceived(b"HTTP/1.0 200 OK\r\n\r\n+PO")
+        lose(conn, ConnectionLost())
+        self.failureResultOf(d, ResponseFailed)
+
+    def test_a_pooled_connection_lost_before_a_reply_is_stale_a_new_one_is_not(self):
+        d = self.send()
+        first = self.endpoint.connections[0]
+        first.dataReceived(OK)
+        self.successResultOf(d)
+        d = self.send()
+        lose(first)
+        self.failureResultOf(d, StaleConnection)
+        d = self.send()
+        lose(self.endpoint.connections[1])
+        failure = self.failureResultOf(d, ResponseNeverReceived)
+        self.assertNotIsInstance(failure.value, StaleConnection)
+
+    def test_a_fresh_request_opens_a_new_connection_beside_idle_ones(self):
+        d = self.send()
+        self.endpoint.connections[0].dataReceived(OK)
+        self.successResultOf(d)
+        self.http.request(b"POST", self.http.path, b"PING", 10, fresh=True)
+        self.assertEqual(len(self.endpoint.connections), 2)
+        self.assertEqual(len(self.http._idle), 1)
 
 
 @given(

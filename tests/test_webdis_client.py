@@ -9,7 +9,7 @@ from twisted.trial.unittest import TestCase
 from twisted.web.client import ResponseFailed, ResponseNeverReceived
 
 from redisrepl.errors import LinkError, RefusedError
-from redisrepl.hub_http import Reply, ReplyTooLarge
+from redisrepl.hub_http import BadReply, Reply, ReplyTooLarge, StaleConnection
 from redisrepl.webdis_client import MAX_REPLY_BYTES, WebdisClient
 
 
@@ -23,9 +23,11 @@ class StubHTTP:
     def __init__(self, *answers):
         self.answers = list(answers)
         self.requests = []
+        self.fresh = []
 
-    def request(self, method, target, body, limit):
+    def request(self, method, target, body, limit, fresh=False):
         self.requests.append((method, target, body, limit))
+        self.fresh.append(fresh)
         answer = self.answers.pop(0)
         if isinstance(answer, Deferred):
             return answer
@@ -76,13 +78,22 @@ class WebdisClientTests(TestCase):
         )
         self.assertEqual(down.kind, "http_502")
 
-    def test_a_stale_pooled_connection_is_tried_again_once(self):
-        stale = ResponseNeverReceived([Failure(ConnectionDone())])
+    def test_a_stale_pooled_connection_is_tried_again_once_on_a_new_connection(self):
+        stale = StaleConnection([Failure(ConnectionDone())])
         http = StubHTTP(stale, Reply(200, b":1\r\n"))
         self.assertEqual(self.successResultOf(self.run_command(http, b"EXISTS", b"k")), 1)
+        self.assertEqual(http.fresh, [False, True])
         http = StubHTTP(stale, stale)
         self.failureResultOf(self.run_command(http, b"EXISTS", b"k"), LinkError)
         self.assertEqual(len(http.requests), 2)
+
+    def test_a_new_connection_lost_before_a_reply_is_not_tried_again(self):
+        # the proxy may have run the command: the batch's retry (with
+        # backoff, after the key is read again) decides, not this one
+        http = StubHTTP(ResponseNeverReceived([Failure(ConnectionDone())]), Reply(200, b":1\r\n"))
+        error = self.failureResultOf(self.run_command(http, b"EXISTS", b"k"), LinkError).value
+        self.assertEqual(error.kind, "connection_lost")
+        self.assertEqual(len(http.requests), 1)
 
     def test_a_reply_cut_in_the_middle_is_not_tried_again_and_dns_failure_is_a_link_error(self):
         from twisted.internet.error import DNSLookupError
@@ -94,6 +105,16 @@ class WebdisClientTests(TestCase):
             self.run_command(StubHTTP(DNSLookupError("hub.example.org")), b"PING"), LinkError
         ).value
         self.assertEqual(error.kind, "dns")
+
+    def test_a_reply_that_is_not_http_is_a_bad_reply(self):
+        http = StubHTTP(ResponseFailed([Failure(BadReply("not an HTTP/1.x status line: b'SSH-2.0'"))]))
+        error = self.failureResultOf(self.run_command(http, b"PING"), LinkError).value
+        self.assertEqual(error.kind, "bad_reply")
+        self.assertEqual(
+            str(error),
+            "the proxy at https://hub.example.org/redis/ answered with something that is not HTTP/1.1: "
+            "not an HTTP/1.x status line: b'SSH-2.0'",
+        )
 
     def test_the_reply_limit_goes_with_the_request_and_a_refusal_is_told(self):
         http = StubHTTP(ReplyTooLarge("too large", "reply_too_large"))
@@ -146,6 +167,14 @@ class TimeoutTests(TestCase):
         self.assertEqual(error.kind, "timeout")
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertEqual(cancelled, [waiting])  # the request itself was cancelled
+
+    def test_a_connection_that_never_opens_is_a_timeout_too(self):
+        from twisted.internet.error import ConnectingCancelledError
+
+        connecting = Deferred(lambda d: d.errback(ConnectingCancelledError(None)))
+        d = Deferred.fromCoroutine(self.client(StubHTTP(connecting)).command(b"PING"))
+        self.clock.advance(30)
+        self.assertEqual(self.failureResultOf(d, LinkError).value.kind, "timeout")
 
     def test_an_answer_in_time_leaves_no_timer_behind(self):
         d = Deferred.fromCoroutine(self.client(StubHTTP(Reply(200, b"+PONG\r\n"))).command(b"PING"))
