@@ -32,7 +32,7 @@ from hyperlink import EncodedURL
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.error import ConnectionDone
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseFailed, ResponseNeverReceived
@@ -330,6 +330,21 @@ class HubConnection(Protocol):
             d.errback(error)
 
 
+class _Connections(Factory):
+    """Builds the pool's connections, without a log line for each (as
+    twisted's own factories write at info level when started and stopped)."""
+
+    noisy = False
+
+    def __init__(self, pool: "HubHTTP"):
+        self._pool = pool
+
+    def buildProtocol(self, addr) -> HubConnection:
+        conn = HubConnection(self._pool)
+        conn.factory = self
+        return conn
+
+
 class HubHTTP:
     """The pool: a request takes an idle connection or opens one; a
     connection whose reply ended cleanly is kept for the next (at most
@@ -353,6 +368,7 @@ class HubHTTP:
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self.budget = Budget()
+        self._factory = _Connections(self)
         self._idle: list[HubConnection] = []
         self._closing = False
 
@@ -375,7 +391,7 @@ class HubHTTP:
             conn = self._idle.pop()  # the most recently used: the least likely to be closed by the proxy
             conn.idle_timer.cancel()
             return conn.send(data, limit)
-        d = endpoints.connectProtocol(self._endpoint, HubConnection(self))
+        d = self._endpoint.connect(self._factory)
         d.addCallback(HubConnection.send, data, limit)
         return d
 

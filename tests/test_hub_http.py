@@ -11,6 +11,7 @@ from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone, ConnectionLost, ConnectionRefusedError
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.client import ResponseFailed, ResponseNeverReceived
@@ -390,8 +391,12 @@ class ProxyClosingConnectionsTests(TestCase):
 
         factory = Factory.forProtocol(_ClosingProxy)
         factory.close_every, factory.connections, factory.requests = close_every, 0, 0
+        factory.noisy = False
         port = reactor.listenTCP(0, factory, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
+        logged = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
         http = HubHTTP(reactor, f"http://127.0.0.1:{port.getHost().port}/redis", None)
         self.addCleanup(http.close)
         client = WebdisClient(http, reactor)
@@ -399,6 +404,9 @@ class ProxyClosingConnectionsTests(TestCase):
             self.assertEqual(await client.command(b"SET", b"k%d" % i, b"v"), b"OK")
         self.assertEqual(factory.requests, n)
         self.assertEqual(factory.connections, -(-n // close_every))
+        # a connection opened or closed is not worth a log line (twisted's
+        # factories write two at info level)
+        self.assertEqual([formatEvent(e) for e in logged if "actory" in formatEvent(e)], [])
 
     def test_a_proxy_closing_after_every_reply(self):
         return Deferred.fromCoroutine(self._commands(1, 20))
