@@ -166,8 +166,7 @@ class HubConnection(Protocol):
         self._buf = b""
         self._head: _Head | None = None
         self._parts: list[bytes] = []
-        self._size = 0  # body bytes taken so far
-        self._held = 0  # bytes counted in the pool's budget
+        self._size = 0  # body bytes taken so far (and counted in the pool's budget)
         self._chunk_left = -1  # chunked: bytes left of the chunk; -1: a size line next; -2: trailers
         self._answered = False  # a byte of the current reply came
         self._served = 0  # replies read whole on this connection
@@ -194,7 +193,9 @@ class HubConnection(Protocol):
         self._answered = True
         try:
             self._read(data)
-        except (BadReply, ReplyTooLarge) as e:
+        except BadReply as e:
+            self._fail(ResponseFailed([Failure(e)]))
+        except ReplyTooLarge as e:
             self._fail(e)
 
     def _read(self, data: bytes) -> None:
@@ -234,11 +235,10 @@ class HubConnection(Protocol):
             self._complete(reusable=len(data) <= rest)  # bytes past the body: not to be trusted
 
     def _take(self, data: bytes) -> None:
-        self._size += len(data)
-        if self._size > self._limit:
+        if self._size + len(data) > self._limit:
             raise ReplyTooLarge(f"{self._pool.url} sent a reply of more than {self._limit} bytes", "reply_too_large")
+        self._size += len(data)
         self._parts.append(data)
-        self._held += len(data)
         self._pool.budget.take(self, len(data))
 
     def _chunks(self, data: bytes) -> None:
@@ -294,18 +294,18 @@ class HubConnection(Protocol):
         self._head = None
         self._buf = b""
         self._parts = []
-        self._size = 0
         self._chunk_left = -1
-        if self._held:
-            held, self._held = self._held, 0
-            self._pool.budget.give_back(self, held)
+        if self._size:
+            size, self._size = self._size, 0
+            self._pool.budget.give_back(self, size)
 
-    def _fail(self, error: Exception) -> None:
+    def _fail(self, error: Exception, abort: bool = True) -> None:
         d = self._pending
         self._reset()
-        self.transport.abortConnection()
+        if abort:
+            self.transport.abortConnection()
         if d is not None:
-            d.errback(ResponseFailed([Failure(error)]) if isinstance(error, BadReply) else error)
+            d.errback(error)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         reason = reason or Failure(ConnectionDone())
@@ -315,19 +315,13 @@ class HubConnection(Protocol):
             if head is not None and head.length is None and not head.chunked and reason.check(ConnectionDone):
                 self._complete(reusable=False)  # a body that ends with the connection, closed cleanly
             elif self._answered:
-                self._fail_lost(ResponseFailed([reason]))
+                self._fail(ResponseFailed([reason]), abort=False)
             elif self._served:
-                self._fail_lost(StaleConnection([reason]))
+                self._fail(StaleConnection([reason]), abort=False)
             else:
-                self._fail_lost(ResponseNeverReceived([reason]))
+                self._fail(ResponseNeverReceived([reason]), abort=False)
         self._reset()
         self.lost.callback(None)
-
-    def _fail_lost(self, error: Exception) -> None:
-        d = self._pending
-        self._reset()
-        if d is not None:
-            d.errback(error)
 
 
 class _Connections(Factory):

@@ -36,10 +36,7 @@ def _escaped(arg: bytes) -> bytes:
 
 def escape(arg: bytes | str | int) -> str:
     """Percent-escape one argument (bytes, str as UTF-8, int in decimal) for a Webdis path."""
-    arg = _as_bytes(arg)
-    if len(arg) < LONG_ARGUMENT and not arg.translate(None, _SAFE_BYTES):
-        return arg.decode("ascii")  # nothing to escape (found in C)
-    return _escaped(arg).decode("ascii")
+    return command_bytes([arg], fmt=b"").decode("ascii")
 
 
 def unescape(text: str | bytes) -> bytes:
