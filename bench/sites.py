@@ -5,10 +5,14 @@
    timed until it holds all K (keys/s per site; the hub's Redis CPU during
    the fill);
 2. **quiet**: nothing changes for ``quiet`` seconds while every daemon
-   runs a reconcile every ``interval`` seconds: the hub Redis' CPU per
-   reconcile per site (and per key), the local Redis' CPU per reconcile,
-   how long a walk of the namespace takes, and the heartbeats the hub received and delivered (each heartbeat's
-   event reaches every site's stream);
+   runs a periodic reconcile every ``interval`` seconds (a bucket check
+   against a walk of the hub shared by all sites, or a whole walk): the
+   checks, shared walks and whole walks made, the hub Redis' CPU per site
+   per interval, per key of a shared walk, and per check's table read;
+   what that makes for 100 sites of 1,000,000 keys (extrapolated); the
+   local Redis' CPU per periodic reconcile; and the heartbeats the hub
+   received and delivered (each heartbeat's event reaches every site's
+   stream);
 3. **fan-out**: single writes on the first site, one after another, each
    timed until every other site holds it (p50/p99).
 
@@ -29,6 +33,15 @@ from tests.harness import Daemon
 RUN_DONE = ") done: "
 #: The duration at the end of a reconcile's "done" line.
 WALK = re.compile(r"done: \d+ keys compared, \d+ differed and are being copied, in ([0-9.]+)s")
+#: A periodic check that confirmed the namespace, and a walk of the hub shared by all sites.
+CHECKED = "both sides hold the same namespace"
+SHARED_WALK = "shared walk of the hub:"
+
+
+def get_usec(r):
+    """(GET calls, their µs of CPU) a Redis server ran so far."""
+    stats = r.info("commandstats").get("cmdstat_get", {})
+    return stats.get("calls", 0), stats.get("usec", 0)
 
 
 def script_calls(r):
@@ -68,8 +81,13 @@ def many_sites(lab, run_id, n_sites, keys, quiet, interval, writes=50):
         for d in daemons:
             d.wait_log("connections to the hub open")
 
-        # quiet: only reconciles and heartbeats
-        runs0 = [d.log().count(RUN_DONE) for d in daemons]
+        # quiet: only periodic reconciles and heartbeats
+        def tally():
+            logs = [d.log() for d in daemons]
+            return [sum(log.count(what) for log in logs) for what in (RUN_DONE, CHECKED, SHARED_WALK)]
+
+        runs0 = tally()
+        gets0 = get_usec(remote)
         local0 = [redis_cpu(c) for c in clients]
         beats = remote.pubsub()
         beats.psubscribe(f"__keyspace@0__:{ns}__redisrepl__:heartbeat:*")
@@ -81,15 +99,30 @@ def many_sites(lab, run_id, n_sites, keys, quiet, interval, writes=50):
         elapsed = time.perf_counter() - started
         hub_cpu = redis_cpu(remote) - hub0
         beats.close()
-        runs = sum(d.log().count(RUN_DONE) for d in daemons) - sum(runs0)
+        done, checked, shared = (after - before for after, before in zip(tally(), runs0))
+        full = done - checked  # a confirmed check's line ends in ") done: " too
+        _, get_us = (after - before for after, before in zip(get_usec(remote), gets0))
         local_cpu = sum(redis_cpu(c) for c in clients) - sum(local0)
-        figures["reconciles"] = runs
-        if runs:
-            figures["hub cpu ms per reconcile per site"] = f"{hub_cpu / runs * 1000:.1f}"
-            figures["hub cpu us per key per reconcile"] = f"{hub_cpu / runs / keys * 1e6:.2f}"
-            figures["local cpu ms per reconcile"] = f"{local_cpu / runs * 1000:.1f}"
+        figures["periodic reconciles"] = done
+        figures["checks confirmed"] = checked
+        figures["shared walks of the hub"] = shared
+        figures["whole walks"] = full
+        intervals = n_sites * elapsed / interval  # site-intervals in the window
+        figures["hub cpu ms per site per interval"] = f"{hub_cpu / intervals * 1000:.1f}"
+        if done:
+            figures["local cpu ms per periodic reconcile"] = f"{local_cpu / done * 1000:.1f}"
+        if shared + full:
+            # everything the hub did in the window, put on the walks: an upper bound
+            per_key = hub_cpu / (shared + full) / keys
+            figures["hub cpu us per key per walk (upper bound)"] = f"{per_key * 1e6:.2f}"
+            read = get_us / 1e6 / checked if checked else 0.0
+            figures["hub cpu ms per check's table read"] = f"{read * 1000:.2f}"
+            figures["hub cpu s per site per interval, 100 sites of 1,000,000 keys (extrapolated)"] = (
+                f"{per_key * 1_000_000 / 100 + read:.3f}"
+            )
+        if full:
             # how long a walk of the namespace takes (the runs' own "done: ... in X s")
-            walks = [float(m) for d in daemons for m in WALK.findall(d.log())[-runs:]]
+            walks = [float(m) for d in daemons for m in WALK.findall(d.log())[-full:]]
             if walks:
                 figures["reconcile walk s (median)"] = f"{statistics.median(walks):.2f}"
         figures["heartbeats/min"] = f"{seen * 60 / elapsed:.0f}"

@@ -23,7 +23,7 @@ from redisrepl.interfaces import Clock, LiveCopies, StateStore
 from redisrepl.judgement import Judgement, Voided
 from redisrepl.merge import DeleteLimit, Mode
 from redisrepl.namespace import Namespace
-from redisrepl.reconcile import ReconcileStats
+from redisrepl.reconcile import Outcome, ReconcileStats
 from redisrepl.scan import existing
 from redisrepl.sides import LOCAL, REMOTE
 from redisrepl.synced import SyncedEntry, SyncedTable
@@ -32,13 +32,6 @@ from redisrepl.walk import PROGRESS_EVERY, Walk
 log = Logger()
 
 __all__ = ["PROGRESS_EVERY", "Comparison", "Outcome", "describe", "for_config"]
-
-
-@attrs.frozen
-class Outcome:
-    """What a run leaves to the scheduler: reasons to run again at once."""
-
-    again: tuple[str, ...] = ()
 
 
 @attrs.define

@@ -24,6 +24,7 @@ DEFAULTS = {
     "max-delete": "10%",
     "winner": "remote",
     "reconcile-interval": "60",
+    "full-walk-interval": "86400",
     "max-backlog": "100000",
     "concurrency": "4",
     "max-concurrency": "32",
@@ -84,6 +85,9 @@ class Config:
     keep_remote_only: bool
     heartbeat: float
     reconcile_interval: float
+    #: with --rc: seconds between full walks of the namespace, periodic
+    #: reconciles in between being bucket checks (0: every one walks)
+    full_walk_interval: float
     max_delete: DeleteLimit
     max_backlog: int
     #: batches in flight: always ``concurrency``, up to ``max_concurrency``
@@ -146,6 +150,9 @@ def validate(values: Mapping[str, object], environ: Mapping[str, str] | None = N
     reconcile_interval = _seconds(raw["reconcile-interval"], "--reconcile-interval")
     if reconcile_interval < 0:
         raise ConfigError("--reconcile-interval must not be negative")
+    full_walk_interval = _seconds(raw["full-walk-interval"], "--full-walk-interval")
+    if full_walk_interval < 0:
+        raise ConfigError("--full-walk-interval must not be negative")
     heartbeat = _seconds(raw["heartbeat"], "--heartbeat")
     if not 0.1 <= heartbeat <= 3600:
         raise ConfigError("--heartbeat must be between 0.1 and 3600 seconds")
@@ -194,6 +201,7 @@ def validate(values: Mapping[str, object], environ: Mapping[str, str] | None = N
         keep_remote_only=flag("keep-remote-only"),
         heartbeat=heartbeat,
         reconcile_interval=reconcile_interval,
+        full_walk_interval=full_walk_interval,
         max_delete=max_delete,
         max_backlog=max_backlog,
         concurrency=concurrency,

@@ -50,8 +50,11 @@ class Notes:
         self._on_copy = on_copy  # (source side, key, refill?) for each copy
         self.unsupported_keys = {LOCAL: 0, REMOTE: 0}
 
-    def watch(self):
+    def watch(self, limit=None):
         return set()
+
+    def evicted_keys(self, side):
+        return []
 
     def unwatch(self, watcher):
         pass

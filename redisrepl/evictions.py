@@ -39,6 +39,10 @@ class Evictions:
     def was_evicted(self, side: str, key: bytes) -> bool:
         return key in self._evicted[side]
 
+    def keys(self, side: str) -> list[bytes]:
+        """The keys remembered as evicted on ``side`` (at most ``EVICTED_MEMORY``)."""
+        return list(self._evicted[side])
+
     def cleared(self, side: str, key: bytes) -> None:
         """Something happened to ``key`` on ``side``: it is no longer just evicted."""
         self._evicted[side].pop(key, None)

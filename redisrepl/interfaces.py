@@ -113,8 +113,12 @@ class ILiveCopies(Interface):
     backlog = Attribute("keys waiting to be copied")
     max_backlog = Attribute("the most keys that may wait")
 
-    def watch():  # type: ignore[misc]
-        """A set that collects every key the live path touches from now on."""
+    def watch(limit=None):
+        """A set that collects every key the live path touches from now on
+        (with ``limit``: a redisrepl.live.Recorder, bounded)."""
+
+    def evicted_keys(side):
+        """The keys remembered as evicted on ``side``."""
 
     def unwatch(watcher):
         """Stop filling ``watcher``."""
@@ -180,7 +184,9 @@ class LiveCopies(Protocol):
     @property
     def max_backlog(self) -> int: ...
 
-    def watch(self) -> set[bytes]: ...
+    def watch(self, limit: int | None = None) -> set[bytes]: ...
+
+    def evicted_keys(self, side: str) -> list[bytes]: ...
 
     def unwatch(self, watcher: set[bytes]) -> None: ...
 

@@ -74,6 +74,33 @@ class Watched(set):
     events_lost = False
 
 
+class Recorder(Watched):
+    """A watcher that holds at most ``limit`` keys: past it, it keeps no
+    more and is ``full`` (what it was for cannot be vouched for)."""
+
+    full = False
+
+    def __init__(self, start: Iterable[bytes], limit: int) -> None:
+        super().__init__(start)
+        self.limit = limit
+        self.full = len(self) > limit
+        if self.full:
+            self.clear()
+
+    def add(self, key: bytes) -> None:
+        if self.full:
+            return
+        super().add(key)
+        if len(self) > self.limit:
+            self.full = True
+            self.clear()
+
+    def update(self, *keys: Iterable[bytes]) -> None:
+        for some in keys:
+            for key in some:
+                self.add(key)
+
+
 class Watchers:
     """Sets that collect every key the live path touches (an event, a copy)
     while a reconcile looks, so that it never judges a key on views of both
@@ -82,8 +109,9 @@ class Watchers:
     def __init__(self) -> None:
         self._sets: list[set[bytes]] = []
 
-    def watch(self, start: set[bytes]) -> Watched:
-        watched = Watched(start)
+    def watch(self, start: set[bytes], limit: int | None = None) -> Watched:
+        """A new watcher, holding ``start``; with ``limit``, a Recorder."""
+        watched = Watched(start) if limit is None else Recorder(start, limit)
         self._sets.append(watched)
         return watched
 

@@ -245,6 +245,27 @@ class ReplicationCollector:
             yield CounterMetricFamily(
                 "redisrepl_hub_keys_refused", "Keys a side listed outside the namespace, refused", value=r.refused_keys
             )
+            check = self._reconciler.check
+            if check is not None:
+                c = check.stats
+                checks = CounterMetricFamily(
+                    "redisrepl_reconcile_checks",
+                    "Periodic checks by bucket digests, by outcome (differed and inconclusive: a walk followed)",
+                    labels=["outcome"],
+                )
+                for outcome in ("confirmed", "differed", "inconclusive", "waited"):
+                    checks.add_metric([outcome], getattr(c, outcome))
+                yield checks
+                yield CounterMetricFamily(
+                    "redisrepl_reconcile_shared_walks",
+                    "Walks of the hub this site made and published for every site",
+                    value=c.walks,
+                )
+                yield GaugeMetricFamily(
+                    "redisrepl_reconcile_check_buckets_excluded",
+                    "Buckets the last periodic check left to live events",
+                    value=c.excluded,
+                )
         if self._remote is not None and self._remote.last_heartbeat_rtt is not None:
             yield GaugeMetricFamily(
                 "redisrepl_heartbeat_rtt_seconds",

@@ -114,6 +114,13 @@ class Options(usage.Options):
             "seconds between periodic reconciles (0: only at start-up, reconnects, overflow)",
         ],
         [
+            "full-walk-interval",
+            None,
+            DEFAULTS["full-walk-interval"],
+            "with --rc: seconds between periodic reconciles that walk every key; those in between "
+            "compare bucket digests of a walk of the hub shared by all sites (0: every one walks)",
+        ],
+        [
             "max-backlog",
             None,
             DEFAULTS["max-backlog"],

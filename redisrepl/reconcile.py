@@ -37,6 +37,8 @@ reach outside the namespace. Keys with live events during a run are left to
 the live path: events win.
 """
 
+import random
+
 import attrs
 from twisted.application.service import Service
 from twisted.internet import task
@@ -45,6 +47,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from redisrepl.backoff import Backoff
+from redisrepl.bucket_check import CONFIRMED, WAIT
 from redisrepl.errors import ReplicationError
 from redisrepl.interfaces import IReconcileRequests
 from redisrepl.outages import Outage
@@ -73,16 +76,38 @@ class ReconcileStats:
     guard_tripped: dict = attrs.field(factory=dict)  # side -> deletions held back by the last run (while it holds)
 
 
+@attrs.frozen
+class Outcome:
+    """What a run leaves to the scheduler: reasons to run again at once."""
+
+    again: tuple[str, ...] = ()
+
+
+#: Periodic checks in a row that may wait for another site's walk of the
+#: hub before this site walks the namespace itself.
+WAITS = 10
+
+
 @implementer(IReconcileRequests)
 class Reconciler(Service):
     """Runs the reconcile when asked (start-up, reconnects, overflow, a
     side's new generation) and every ``interval`` seconds; one run at a
     time, failed runs retried with backoff. ``run(reason)`` is one run
-    (redisrepl.comparison.Comparison.run)."""
+    (redisrepl.comparison.Comparison.run).
 
-    def __init__(self, clock, run, stats=None, interval=60.0, backoff=None):
+    With a ``check`` (redisrepl.bucket_check.BucketCheck), a periodic
+    request asked for nothing else runs the check instead: a run follows
+    only if the check says why, if it waited for another site's walk
+    ``WAITS`` times in a row, or if the last run is more than
+    ``full_every`` seconds old (jittered by 10 %, so that sites spread)."""
+
+    def __init__(self, clock, run, stats=None, interval=60.0, backoff=None, check=None, full_every=86400.0):
         self._clock = clock
         self._run = run
+        self.check = check
+        self._full_every = full_every
+        self._next_full = None  # clock time after which a periodic request walks
+        self._waits = 0
         self.stats = stats or ReconcileStats()
         self.interval = interval
         self._backoff = backoff or Backoff(initial=0.25, maximum=30.0, quick=40)
@@ -115,6 +140,8 @@ class Reconciler(Service):
             self._pending.cancel()
         if self._running is not None:
             self._running.cancel()
+        if self.check is not None:
+            self.check.stop()
 
     # -- requests (IReconcileRequests) ---------------------------------------------
 
@@ -146,8 +173,28 @@ class Reconciler(Service):
         self._pending = None
         reasons, self._reasons = self._reasons, set()
         self.dirty = False
-        self._running = Deferred.fromCoroutine(self._run(", ".join(sorted(reasons)) or "periodic"))
+        reason = ", ".join(sorted(reasons)) or "periodic"
+        self._running = Deferred.fromCoroutine(self._one(reason, periodic=reasons <= {"periodic"}))
         self._running.addCallbacks(self._succeeded, self._failed)
+
+    async def _one(self, reason, periodic):
+        """A run, or for a periodic request the check instead when it can vouch."""
+        due = self._next_full is not None and self._clock.seconds() >= self._next_full
+        if periodic and self.check is not None and not self.check.off and not due:
+            answer = await self.check()
+            if answer is CONFIRMED or (answer is WAIT and self._waits + 1 < WAITS):
+                self._waits = self._waits + 1 if answer is WAIT else 0
+                if answer is CONFIRMED:
+                    self.stats.last_end = self._clock.seconds()
+                return Outcome()
+            reason = "periodic: no shared walk of the hub to compare with" if answer is WAIT else f"periodic: {answer}"
+        elif due and periodic:
+            reason = "periodic: the namespace's full walk is due"
+        outcome = await self._run(reason)
+        self._waits = 0
+        if self._full_every:
+            self._next_full = self._clock.seconds() + self._full_every * random.uniform(0.9, 1.1)
+        return outcome
 
     def _succeeded(self, outcome):
         self._running = None

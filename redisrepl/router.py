@@ -201,9 +201,12 @@ class Router:
     def unsupported(self, key: bytes, side: str, kind: str) -> None:
         self._reports.unsupported(key, side, kind)
 
-    def watch(self) -> set[bytes]:
+    def watch(self, limit: int | None = None) -> set[bytes]:
         # it starts with the keys waiting or under way
-        return self._watchers.watch(self._queue.snapshot())
+        return self._watchers.watch(self._queue.snapshot(), limit)
+
+    def evicted_keys(self, side: str) -> list[bytes]:
+        return self._evictions.keys(side)
 
     def unwatch(self, watcher: set[bytes]) -> None:
         self._watchers.unwatch(watcher)

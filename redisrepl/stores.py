@@ -200,6 +200,11 @@ class RemoteStore(_StateStore):
     async def command(self, *args):
         return await self._client.command(*args)
 
+    async def put(self, args, body):
+        """Run ``args`` with ``body`` as their last argument, sent as it is
+        (redisrepl.webdis_client.WebdisClient.put: ``args`` must be plain)."""
+        return await self._client.put(args, body)
+
     async def write_piece(self, key, offset, data, lifetime_ms):
         """A piece as the body of a PUT: Webdis takes a body as the last
         argument, byte for byte, so the bytes travel as they are (no

@@ -23,6 +23,7 @@ from twisted.logger import Logger
 
 from redisrepl import __version__, connections, logs
 from redisrepl.big_keys import BigCopier
+from redisrepl.bucket_check import BucketCheck
 from redisrepl.comparison import Comparison, for_config
 from redisrepl.config import Config
 from redisrepl.connections import Reactor
@@ -151,7 +152,12 @@ def service_tree(config: Config, runtime: Runtime, reactor: Reactor | None = Non
     # first and runs the comparison made after the router (late-bound here,
     # the one place they are joined).
     comparison: Comparison
-    reconciler = Reconciler(reactor, lambda reason: comparison.run(reason), interval=config.reconcile_interval)
+    reconciler = Reconciler(
+        reactor,
+        lambda reason: comparison.run(reason),
+        interval=config.reconcile_interval,
+        full_every=config.full_walk_interval,
+    )
     epochs = {side: SideEpoch(side, reconciler.generation_changed) for side in (LOCAL, REMOTE)}
     local_store = LocalStore(local_redis.factory, reactor, names, big_items=config.big_key_items, epoch=epochs[LOCAL])
     remote_store = RemoteStore(hub.client, reactor, names, big_items=config.big_key_items, epoch=epochs[REMOTE])
@@ -171,6 +177,11 @@ def service_tree(config: Config, runtime: Runtime, reactor: Reactor | None = Non
     )
     RouterService(router, summary(config, runtime)).setServiceParent(top)
     comparison = for_config(config, router, local_store, remote_store, synced, epochs, reactor, reconciler.stats)
+    if config.rc and config.reconcile_interval and config.full_walk_interval:
+        # both sides hold the whole namespace: a periodic reconcile may be a bucket check
+        reconciler.check = BucketCheck(
+            router, local_store, remote_store, names, epochs, reactor, config.reconcile_interval, reconciler.stats
+        )
     reconciler.setServiceParent(top)
 
     def fatal(message):

@@ -23,6 +23,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CROSS = 10.0
 
 
+def silently(r, change):
+    """``change(r)`` with r's keyspace notifications off: no event announces
+    it (only a periodic reconcile can find it)."""
+    flags = r.config_get("notify-keyspace-events")["notify-keyspace-events"]
+    r.config_set("notify-keyspace-events", "")
+    try:
+        change(r)
+    finally:
+        r.config_set("notify-keyspace-events", flags)
+
+
 def wait_until(predicate, timeout=CROSS, interval=0.02, what=None):
     deadline = time.monotonic() + timeout
     while True:

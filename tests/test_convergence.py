@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from tests.harness import key_state, wait_until
+from tests.harness import key_state, silently, wait_until
 
 #: Both sides must be equal this long after the last fault ended (issue: 10 s).
 SETTLE = 10.0
@@ -88,14 +88,19 @@ def test_random_workload_with_faults_converges(daemons, seed, big):
     lab = daemons
     rng = random.Random(seed)
     ns = f"cv{seed}{'b' if big else ''}:"
-    faults = ["webdis", "nginx", "remote_redis", "stop-daemon", "flush-remote-while-stopped"]
+    faults = ["webdis", "nginx", "remote_redis", "stop-daemon", "flush-remote-while-stopped", "silent"]
     rng.shuffle(faults)
     options = ["--heartbeat", "0.5", "--reconcile-interval", "5"] + (["--big-key-items", "2"] if big else [])
     try:
         daemon = lab.daemon(ns, rc=True, extra=options)
         for fault in faults:
             workload(rng, lab, ns, 150)
-            if fault in ("stop-daemon", "flush-remote-while-stopped"):
+            if fault == "silent":
+                # changes no event announces, on both sides: only a periodic
+                # reconcile (a bucket check, then a walk) finds them
+                for side in ("local", "remote"):
+                    silently(getattr(lab, side), lambda r, side=side: workload(rng, lab, ns, 20, (side,)))
+            elif fault in ("stop-daemon", "flush-remote-while-stopped"):
                 daemon.stop()
                 lab.daemons.remove(daemon)
                 workload(rng, lab, ns, 100)  # both sides change while it is stopped

@@ -17,8 +17,10 @@ import random
 
 import pytest
 
+from redisrepl.state import STRING, KeyState
+from redisrepl.synced import SyncedEntry
 from tests.conftest import print_logs_if_failed
-from tests.harness import meta, wait_until
+from tests.harness import meta, silently, wait_until
 
 #: Every side must hold the truth this long after a round's last fault.
 SETTLE = 20.0
@@ -35,7 +37,12 @@ FAULTS = [
     "site-snapshot",
     "daemon-away",
     "one-way-join",
+    "hub-silent",
+    "site-silent",
 ]
+#: Two-way daemons run a periodic reconcile (a bucket check) this often, so
+#: that changes no event announces are found within the settle time.
+INTERVAL = "2"
 SEEDS = [int(os.environ["REDISREPL_SEED"])] if os.environ.get("REDISREPL_SEED") else [11, 12]
 
 
@@ -61,7 +68,13 @@ class World:
             # fb shares the default site's certificate all along
             cert, key = self.lab.sandbox.client_cert, self.lab.sandbox.client_key
         self.daemons[site] = self.lab.daemon(
-            self.ns, rc=True, site=self.lab_sites[site], cert=cert, key=key, ready=ready
+            self.ns,
+            rc=True,
+            site=self.lab_sites[site],
+            cert=cert,
+            key=key,
+            ready=ready,
+            extra=["--reconcile-interval", INTERVAL],
         )
         return self.daemons[site]
 
@@ -224,6 +237,27 @@ def apply(world, fault):
         renewed = rng.random() < 0.5
         cert, key = lab.sandbox.issue_client_certificate(f"renewed-{site}") if renewed else (None, None)
         world.start(site, cert=cert, key=key)
+    elif fault in ("hub-silent", "site-silent"):
+        # a change no event announces, to a key every site holds and has
+        # recorded as synchronised (else the merge could not tell which side
+        # changed it, and takes --winner's)
+        key = rng.choice(sorted(k for k, v in world.truth.items() if v is not None))
+        world.settle("every side holds the truth before a silent change")
+        recorded = KeyState(STRING, world.truth[key]).digest
+        wait_until(
+            lambda: all(
+                (SyncedEntry.decode(world.redis[each].hget(meta(world.ns, "synced"), key)) or SyncedEntry(b"")).digest
+                == recorded
+                for each in ("local", "fa", "fb")
+            ),
+            SETTLE,
+            what="the key recorded as synchronised on every site",
+        )
+        r = lab.remote if fault == "hub-silent" else world.redis[site]
+        world.counter += 1
+        value = b"silent:%d" % world.counter
+        silently(r, lambda r: r.set(key, value))
+        world.truth[key] = value
     elif fault == "one-way-join" and world.one_way is None:
         w = lab.add_site("fw")
         w.redis.set(f"{world.ns}fw:own".encode(), b"w")

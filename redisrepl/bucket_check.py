@@ -1,0 +1,218 @@
+"""The periodic check: confirm that both sides hold the same namespace by
+bucket digests (redisrepl.buckets), without the hub digesting every key
+for this site (docs/hub-scale.md).
+
+A check compares the hub's table from a shared walk (redisrepl.shared_walk:
+the last one published, if it began after this site started recording;
+else one this site makes now, for every site) with a table this site folds
+from its own Redis. Keys a live event touched since before that walk began
+(a Recorder, bounded) may differ for good reasons: their buckets are left
+out, as are those of keys remembered as evicted. Any other bucket that
+differs means a divergence no event announced: the check answers with a
+reason, and the reconciler walks the whole namespace as it always did.
+
+A check writes nothing but the shared walk's own keys, and decides nothing
+but "walk now" or "no need": whatever goes wrong in it can delay finding a
+divergence (until the next check, or at most ``--full-walk-interval``),
+never delete or copy anything.
+"""
+
+import os
+
+import attrs
+from twisted.logger import Logger
+
+from redisrepl.buckets import BUCKETS, bucket_of
+from redisrepl.scan import LOOKAHEAD, Refused
+from redisrepl.shared_walk import RENEW_EVERY, HubWalks, SharedWalkRefused, WalkInfo, fold
+from redisrepl.sides import LOCAL, REMOTE
+
+log = Logger()
+
+#: Most keys a check remembers as touched by live events while it waits
+#: for a walk; past it, the check cannot vouch for anything and the
+#: reconciler walks.
+RECORD_LIMIT = 100_000
+
+
+class _Wait:
+    """No walk of the hub to compare with yet (another site is making one)."""
+
+    def __repr__(self) -> str:
+        return "WAIT"
+
+
+WAIT = _Wait()
+#: The check's answer when both sides hold the same namespace.
+CONFIRMED = None
+
+
+@attrs.define
+class CheckStats:
+    confirmed: int = 0  # checks that found both sides equal
+    differed: int = 0  # checks that found buckets differing (a walk followed)
+    inconclusive: int = 0  # checks that could not vouch (a walk followed)
+    waited: int = 0  # checks that found another site walking the hub
+    walks: int = 0  # shared walks of the hub this site made, for every site
+    excluded: int = 0  # buckets the last check left to live events
+    hub_keys: int = 0  # keys in the hub's table of the last check
+    local_keys: int = 0  # keys folded here by the last check
+
+
+class BucketCheck:
+    """One periodic check per call (see the module): CONFIRMED, WAIT, or
+    the reason (a string) for a reconcile run now."""
+
+    def __init__(self, live, local_store, remote_store, names, epochs, clock, interval, reconcile_stats):
+        self._live = live
+        self._local = local_store
+        self._remote = remote_store
+        self._names = names
+        self._epochs = epochs
+        self._clock = clock
+        self._walks = HubWalks(remote_store, names.meta)
+        self._lease_ms = int(max(60.0, 2 * interval) * 1000)
+        self._table_lifetime = int(max(120.0, 4 * interval))
+        self._reconcile_stats = reconcile_stats  # refused keys are counted there
+        self.stats = CheckStats()
+        self._recorder = None  # keys touched since the hub time ``_since``
+        self._since = None
+        #: the hub refused the shared walk's commands: periodic reconciles walk
+        self.off = False
+
+    def stop(self) -> None:
+        """Stop recording (the service stops)."""
+        if self._recorder is not None:
+            self._live.unwatch(self._recorder)
+            self._recorder = None
+
+    async def __call__(self):
+        try:
+            return await self._check()
+        except SharedWalkRefused as e:
+            self.off = True
+            self.stop()
+            log.warn(
+                "the hub refused a command of the shared walk ({error}): periodic reconciles walk the "
+                "whole namespace from now on (a Webdis ACL must allow SETEX, RENAME, PEXPIRE and DEL, "
+                "and the proxy a 128 KiB body, for the cheaper check)",
+                error=str(e),
+            )
+            return "the hub refused the shared walk"
+
+    async def _check(self):
+        started = self._clock.seconds()
+        new = self._live.watch(RECORD_LIMIT)
+        old, since = self._recorder, self._since
+        if old is not None and (old.events_lost or old.full):
+            # it can vouch for nothing any more: start afresh
+            self._live.unwatch(old)
+            old = since = None
+        kept = None  # (recorder, since) to keep for the next check
+        try:
+            # every change made on the hub after ``now`` reaches ``new``: the
+            # request was sent after it started recording
+            now = (await self._remote.check()).now
+            kept = (old, since) if old is not None else (new, now)
+            generation = self._epochs[REMOTE].current
+            info = await self._walks.latest()
+            table = None
+            if old is not None and info is not None and generation is not None:
+                if info.begin >= since and info.generation == generation.id:
+                    table = await self._walks.table(info)
+            recorder = old
+            whose = "a walk another site made"
+            if table is None:
+                if not await self._walks.take_lease(os.urandom(8).hex().encode(), self._lease_ms):
+                    self.stats.waited += 1
+                    return WAIT
+                recorder, whose = new, "a walk made now"
+                walked = await self._walk_hub(now)
+                if isinstance(walked, str):
+                    return walked
+                info, table = walked
+            kept = (new, now)
+            here = await self._fold_local()
+            if isinstance(here, str):
+                return here
+            return self._compare(info, table, here, recorder, whose, now, started)
+        finally:
+            for recorder in (old, new):
+                if recorder is not None and (kept is None or recorder is not kept[0]):
+                    self._live.unwatch(recorder)
+            self._recorder, self._since = kept if kept is not None else (None, None)
+
+    async def _walk_hub(self, begin):
+        """Walk the hub for every site and publish it: (info, table), or the
+        reason this walk cannot be used."""
+        generation = self._epochs[REMOTE].current
+        steps = [0]
+        refused = Refused()
+
+        async def each_step():
+            steps[0] += 1
+            if steps[0] % RENEW_EVERY == 0:
+                await self._walks.renew_lease(self._lease_ms)
+
+        try:
+            table = await fold(self._remote, self._names, LOOKAHEAD, refused, each_step)
+            end = (await self._remote.check()).now
+        finally:
+            await self._walks.release_lease()
+        if refused.count:
+            self._reconcile_stats.refused_keys += refused.count
+        after = self._epochs[REMOTE].current
+        if generation is None or after is None or after.id != generation.id:
+            return "the hub's generation changed during the check"
+        info = WalkInfo(os.urandom(8).hex().encode(), begin, end, generation.id, table.keys)
+        await self._walks.publish(info, table, self._table_lifetime)
+        self.stats.walks += 1
+        log.info(
+            "shared walk of the hub: {keys} keys digested in {steps} steps and published for every site",
+            keys=table.keys,
+            steps=steps[0],
+        )
+        return info, table
+
+    async def _fold_local(self):
+        generation = self._epochs[LOCAL].current
+        refused = Refused()
+        table = await fold(self._local, self._names, refused=refused)
+        after = self._epochs[LOCAL].current
+        if generation is not None and (after is None or after.id != generation.id):
+            return "the local Redis's generation changed during the check"
+        return table
+
+    def _compare(self, info, hub, here, recorder, whose, now, started):
+        if recorder.events_lost:
+            self.stats.inconclusive += 1
+            return "events may have been lost during the periodic check"
+        if recorder.full:
+            self.stats.inconclusive += 1
+            return f"more than {RECORD_LIMIT} keys changed during the periodic check"
+        excluded = {bucket_of(key) for key in recorder}
+        for side in (LOCAL, REMOTE):
+            excluded.update(bucket_of(key) for key in self._live.evicted_keys(side))
+        differing = hub.differing(here, excluded)
+        self.stats.excluded = len(excluded)
+        self.stats.hub_keys, self.stats.local_keys = hub.keys, here.keys
+        if differing:
+            self.stats.differed += 1
+            return (
+                f"the periodic check found {len(differing)} of {BUCKETS} buckets differing "
+                f"({hub.keys} keys on the hub, {here.keys} here)"
+            )
+        self.stats.confirmed += 1
+        log.info(
+            "reconcile (periodic) done: both sides hold the same namespace, by {whose} "
+            "({age:.0f}s ago; {hub_keys} keys on the hub, {local_keys} here; {excluded} of {buckets} "
+            "buckets left to live events), in {duration:.2f}s",
+            whose=whose,
+            age=max(0, now - info.end) / 1e6,
+            hub_keys=hub.keys,
+            local_keys=here.keys,
+            excluded=len(excluded),
+            buckets=BUCKETS,
+            duration=self._clock.seconds() - started,
+        )
+        return CONFIRMED

@@ -1,0 +1,129 @@
+"""The periodic check by bucket digests, on real processes: sites share one
+walk of the hub, an unchanged namespace is confirmed without each site
+having the hub digest every key, and every divergence no event announced
+is still found and repaired (redisrepl.bucket_check, docs/hub-scale.md)."""
+
+import pytest
+
+from redisrepl.buckets import bucket_of
+from redisrepl.sandbox import free_port
+from tests.conftest import print_logs_if_failed
+from tests.harness import metric, scrape, silently, wait_until
+
+SLOW = 40.0
+CONFIRMED = "both sides hold the same namespace"
+WALKED = "shared walk of the hub:"
+OPTIONS = ["--reconcile-interval", "1"]
+
+
+def fill(r, ns, n):
+    pipe = r.pipeline(transaction=False)
+    for i in range(n):
+        pipe.set(f"{ns}k{i}", b"v%d" % i)
+    pipe.execute()
+
+
+@pytest.fixture
+def sites(daemons, request):
+    lab = daemons
+    lab.remote.flushall()
+    extra = [lab.add_site(name) for name in ("bg", "bh")]
+    for site in extra:
+        site.redis.flushall()
+    yield lab, extra
+    print_logs_if_failed(request, lab)
+    lab.stop_daemons()
+    lab.remote.flushall()
+
+
+def confirmations(d):
+    return d.log().count(CONFIRMED)
+
+
+def three_sites(lab, extra, ns, n=2000, options=OPTIONS, first=()):
+    fill(lab.local, ns, n)
+    daemons = [lab.daemon(ns, rc=True, extra=options + list(first))]
+    daemons += [lab.daemon(ns, rc=True, site=site, extra=options) for site in extra]
+    everyone = [lab.remote, lab.local] + [site.redis for site in extra]
+    wait_until(lambda: all(r.get(f"{ns}k{n - 1}") == f"v{n - 1}".encode() for r in everyone), SLOW)
+    return daemons, everyone
+
+
+def test_sites_share_one_walk_of_the_hub(sites):
+    lab, extra = sites
+    port = free_port()
+    daemons, _ = three_sites(lab, extra, "bk1:", first=["--metrics", str(port)])
+    wait_until(lambda: all(confirmations(d) >= 4 for d in daemons), SLOW, what="four checks confirmed on each site")
+    before = daemons[0].log()
+    text = scrape(port)
+    logs = [d.log() for d in daemons]
+    confirmed = metric(text, "redisrepl_reconcile_checks_total", outcome="confirmed")
+    walked = metric(text, "redisrepl_reconcile_shared_walks_total")
+    assert before.count(CONFIRMED) <= confirmed <= logs[0].count(CONFIRMED)
+    assert before.count(WALKED) <= walked <= logs[0].count(WALKED)
+    assert metric(text, "redisrepl_reconcile_checks_total", outcome="confirmed") >= 4
+    assert metric(text, "redisrepl_reconcile_checks_total", outcome="differed") == 0
+    checks = sum(log.count(CONFIRMED) for log in logs)
+    walks = sum(log.count(WALKED) for log in logs)
+    # a walk serves every site that checks after it began: far fewer walks than checks
+    assert walks < checks
+    assert any("by a walk another site made" in log for log in logs)
+    assert not any("buckets differing" in log for log in logs)
+    for log in logs:
+        assert "2000 keys on the hub, 2000 here" in log
+
+
+@pytest.mark.parametrize("where", ["hub", "site"])
+def test_a_change_no_event_announced_is_found_and_repaired(sites, where):
+    lab, extra = sites
+    ns = f"bk2{where}:"
+    daemons, everyone = three_sites(lab, extra, ns)
+    wait_until(lambda: all(confirmations(d) >= 2 for d in daemons), SLOW)
+    r = lab.remote if where == "hub" else extra[0].redis
+    silently(r, lambda r: r.set(f"{ns}k7", b"silent"))
+    wait_until(
+        lambda: all(x.get(f"{ns}k7") == b"silent" for x in everyone),
+        SLOW,
+        what="the silent change found and copied everywhere",
+    )
+    assert any("the periodic check found 1 of 16384 buckets differing" in d.log() for d in daemons)
+
+
+def test_a_divergence_beside_a_live_change_is_found_later(sites):
+    """A silent change in a bucket whose other key changes through events
+    while the hub is walked: that bucket is left to live events by that
+    check, and the divergence is found by a later one."""
+    lab, extra = sites
+    ns = "bk3:"
+    daemons, everyone = three_sites(lab, extra, ns)
+    silent = f"{ns}k3".encode()
+    live = next(
+        f"{ns}live{i}".encode() for i in range(100_000) if bucket_of(f"{ns}live{i}".encode()) == bucket_of(silent)
+    )
+    wait_until(lambda: all(confirmations(d) >= 2 for d in daemons), SLOW)
+    silently(lab.remote, lambda r: r.set(silent, b"silent"))
+    lab.local.set(live, b"1")  # announced: its bucket is left to live events for a while
+    for i in range(20):
+        extra[1].redis.set(live, b"%d" % i)
+    wait_until(lambda: all(x.get(silent) == b"silent" for x in everyone), SLOW, what="the silent change everywhere")
+    wait_until(lambda: all(x.get(live) == b"19" for x in everyone), SLOW)
+    logs = [d.log() for d in daemons]
+    assert any("1 of 16384 buckets left to live events" in log for log in logs)
+    assert any("the periodic check found 1 of 16384 buckets differing" in log for log in logs)
+
+
+def test_a_hub_that_refuses_the_shared_walk_gets_full_walks(sites):
+    lab, _ = sites
+    ns = "bk4:"
+    fill(lab.local, ns, 100)
+    lab.remote.execute_command("ACL", "SETUSER", "default", "-setex")
+    try:
+        d = lab.daemon(ns, rc=True, extra=OPTIONS)
+        d.wait_log("the hub refused a command of the shared walk", timeout=SLOW)
+        d.wait_log("reconcile (periodic): comparing the namespace", timeout=SLOW)
+        silently(lab.remote, lambda r: r.set(f"{ns}k1", b"silent"))
+        wait_until(lambda: lab.local.get(f"{ns}k1") == b"silent", SLOW, what="found by a full walk")
+        assert d.log().count("the hub refused a command of the shared walk") == 1
+        assert d.proc.poll() is None
+    finally:
+        lab.remote.execute_command("ACL", "SETUSER", "default", "+@all")
