@@ -23,16 +23,19 @@ import attrs
 from twisted.logger import Logger
 
 from redisrepl.buckets import BUCKETS, bucket_of
+from redisrepl.errors import RefusedError, ReplicationError
 from redisrepl.scan import LOOKAHEAD, Refused
 from redisrepl.shared_walk import RENEW_EVERY, HubWalks, SharedWalkRefused, WalkInfo, fold
 from redisrepl.sides import LOCAL, REMOTE
 
 log = Logger()
 
+#: Most buckets a check may leave to live events and still vouch for the
+#: rest: past a quarter, a divergence would too likely hide in them.
+MAX_EXCLUDED = BUCKETS // 4
 #: Most keys a check remembers as touched by live events while it waits
-#: for a walk; past it, the check cannot vouch for anything and the
-#: reconciler walks.
-RECORD_LIMIT = 100_000
+#: for a walk (its memory's bound); far more than MAX_EXCLUDED buckets hold.
+RECORD_LIMIT = 20_000
 
 
 class _Wait:
@@ -55,8 +58,6 @@ class CheckStats:
     waited: int = 0  # checks that found another site walking the hub
     walks: int = 0  # shared walks of the hub this site made, for every site
     excluded: int = 0  # buckets the last check left to live events
-    hub_keys: int = 0  # keys in the hub's table of the last check
-    local_keys: int = 0  # keys folded here by the last check
 
 
 class BucketCheck:
@@ -77,6 +78,7 @@ class BucketCheck:
         self.stats = CheckStats()
         self._recorder = None  # keys touched since the hub time ``_since``
         self._since = None
+        self._last_walk = None  # the id of the hub's walk compared last
         #: the hub refused the shared walk's commands: periodic reconciles walk
         self.off = False
 
@@ -99,6 +101,13 @@ class BucketCheck:
                 error=str(e),
             )
             return "the hub refused the shared walk"
+        except RefusedError as e:
+            # a passing refusal (out of memory, a failover): walk this time
+            return self._inconclusive(f"the hub refused a command of the shared walk ({e})")
+
+    def _inconclusive(self, reason):
+        self.stats.inconclusive += 1
+        return reason
 
     async def _check(self):
         started = self._clock.seconds()
@@ -118,7 +127,9 @@ class BucketCheck:
             info = await self._walks.latest()
             table = None
             if old is not None and info is not None and generation is not None:
-                if info.begin >= since and info.generation == generation.id:
+                # a walk begun after ``old`` started recording, of the hub's
+                # generation now, and not the one this site compared last
+                if info.begin > since and info.generation == generation.id and info.id != self._last_walk:
                     table = await self._walks.table(info)
             recorder = old
             whose = "a walk another site made"
@@ -132,15 +143,16 @@ class BucketCheck:
                     return walked
                 info, table = walked
             kept = (new, now)
+            self._last_walk = info.id
             here = await self._fold_local()
             if isinstance(here, str):
                 return here
             return self._compare(info, table, here, recorder, whose, now, started)
         finally:
-            for recorder in (old, new):
-                if recorder is not None and (kept is None or recorder is not kept[0]):
-                    self._live.unwatch(recorder)
             self._recorder, self._since = kept if kept is not None else (None, None)
+            for recorder in (old, new):
+                if recorder is not None and recorder is not self._recorder:
+                    self._live.unwatch(recorder)
 
     async def _walk_hub(self, begin):
         """Walk the hub for every site and publish it: (info, table), or the
@@ -158,12 +170,14 @@ class BucketCheck:
             table = await fold(self._remote, self._names, LOOKAHEAD, refused, each_step)
             end = (await self._remote.check()).now
         finally:
-            await self._walks.release_lease()
-        if refused.count:
-            self._reconcile_stats.refused_keys += refused.count
+            try:
+                await self._walks.release_lease()
+            except ReplicationError:
+                pass  # it expires by itself; the walk's own outcome is what counts
+        self._reconcile_stats.refused_keys += refused.count
         after = self._epochs[REMOTE].current
         if generation is None or after is None or after.id != generation.id:
-            return "the hub's generation changed during the check"
+            return self._inconclusive("the hub's generation changed during the check")
         info = WalkInfo(os.urandom(8).hex().encode(), begin, end, generation.id, table.keys)
         await self._walks.publish(info, table, self._table_lifetime)
         self.stats.walks += 1
@@ -178,24 +192,26 @@ class BucketCheck:
         generation = self._epochs[LOCAL].current
         refused = Refused()
         table = await fold(self._local, self._names, refused=refused)
+        self._reconcile_stats.refused_keys += refused.count
         after = self._epochs[LOCAL].current
         if generation is not None and (after is None or after.id != generation.id):
-            return "the local Redis's generation changed during the check"
+            return self._inconclusive("the local Redis's generation changed during the check")
         return table
 
     def _compare(self, info, hub, here, recorder, whose, now, started):
         if recorder.events_lost:
-            self.stats.inconclusive += 1
-            return "events may have been lost during the periodic check"
+            return self._inconclusive("events may have been lost during the periodic check")
         if recorder.full:
-            self.stats.inconclusive += 1
-            return f"more than {RECORD_LIMIT} keys changed during the periodic check"
+            return self._inconclusive(f"more than {RECORD_LIMIT} keys changed during the periodic check")
         excluded = {bucket_of(key) for key in recorder}
         for side in (LOCAL, REMOTE):
             excluded.update(bucket_of(key) for key in self._live.evicted_keys(side))
-        differing = hub.differing(here, excluded)
         self.stats.excluded = len(excluded)
-        self.stats.hub_keys, self.stats.local_keys = hub.keys, here.keys
+        if len(excluded) > MAX_EXCLUDED:
+            return self._inconclusive(
+                f"{len(excluded)} of {BUCKETS} buckets had keys changed or evicted during the periodic check"
+            )
+        differing = hub.differing(here, excluded)
         if differing:
             self.stats.differed += 1
             return (

@@ -122,7 +122,8 @@ class Watchers:
                 watcher.events_lost = True
 
     def unwatch(self, watcher: set[bytes]) -> None:
-        self._sets.remove(watcher)
+        # by identity: two watchers holding the same keys are equal sets
+        self._sets = [each for each in self._sets if each is not watcher]
 
     def touched(self, key: bytes) -> None:
         for watcher in self._sets:

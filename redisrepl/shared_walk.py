@@ -20,8 +20,9 @@ import attrs
 from twisted.logger import Logger
 
 from redisrepl.big_keys import PLAIN_TEMPORARY
-from redisrepl.buckets import Buckets
+from redisrepl.buckets import TABLE_BYTES, Buckets
 from redisrepl.errors import RefusedError, ReplicationError
+from redisrepl.merge import UNSUPPORTED
 from redisrepl.scan import scan_steps
 from redisrepl.stores import RemoteStore
 
@@ -34,8 +35,21 @@ RENEW_EVERY = 8
 
 
 class SharedWalkRefused(RefusedError):
-    """The hub refused a command of the shared walk (a Webdis ACL without
-    SETEX or RENAME, a proxy refusing a 128 KiB body)."""
+    """The hub refuses a command of the shared walk for good (a Webdis ACL
+    without SETEX or RENAME: HTTP 403; a proxy refusing a 128 KiB body:
+    HTTP 413; a Redis ACL: NOPERM). Other Redis error replies (out of
+    memory, a replica in a failover) are not this: they pass."""
+
+
+#: The refusals that say the hub will never take the shared walk's commands.
+FOR_GOOD = ("http_403", "http_413")
+#: Most bytes of a walk's description taken from the hub.
+INFO_LIMIT = 1024
+
+
+def _refused(e):
+    for_good = e.kind in FOR_GOOD or (e.kind == "redis_error" and "NOPERM" in str(e))  # a Redis ACL
+    return SharedWalkRefused(str(e), e.kind) if for_good else e
 
 
 @attrs.frozen
@@ -70,14 +84,16 @@ class WalkInfo:
 
 async def fold(store, names, parts=1, refused=None, each_step=None):
     """The bucket digests of the namespace on ``store``'s side, walked in
-    ``parts`` ranges at once (redisrepl.scan.scan_steps); ``each_step()``
-    after each step (it may raise to stop the walk)."""
+    ``parts`` ranges at once (redisrepl.scan.scan_steps), keys of types
+    redisrepl does not replicate left out; ``each_step()`` after each step
+    (it may raise to stop the walk)."""
     table = Buckets()
     steps = scan_steps(store, names, refused=refused, parts=parts)
     try:
         async for step in steps:
             for key, digest, _ in step:
-                table.add(key, digest)
+                if digest != UNSUPPORTED:  # a module type, left alone on both sides
+                    table.add(key, digest)
             if each_step is not None:
                 await each_step()
     finally:
@@ -103,13 +119,11 @@ class HubWalks:
     def table_key(self, walk_id: bytes) -> bytes:
         return self.meta + b"walk:table:" + walk_id
 
-    async def _command(self, *args):
+    async def _command(self, *args, limit=INFO_LIMIT):
         try:
-            return await self.store.command(*args)
-        except SharedWalkRefused:
-            raise
+            return await self.store.command(*args, limit=limit)
         except RefusedError as e:
-            raise SharedWalkRefused(str(e), e.kind) from None
+            raise _refused(e) from None
 
     async def latest(self) -> WalkInfo | None:
         raw = await self._command("GET", self.info_key)
@@ -120,7 +134,7 @@ class HubWalks:
 
     async def table(self, info: WalkInfo) -> Buckets | None:
         """The table of walk ``info``; None once it expired."""
-        raw = await self._command("GET", self.table_key(info.id))
+        raw = await self._command("GET", self.table_key(info.id), limit=TABLE_BYTES + INFO_LIMIT)
         if raw is None:
             return None
         try:
@@ -146,6 +160,6 @@ class HubWalks:
         try:
             await self.store.put([b"SETEX", temporary, b"%d" % lifetime], table.to_bytes())
         except RefusedError as e:
-            raise SharedWalkRefused(str(e), e.kind) from None
+            raise _refused(e) from None
         await self._command("RENAME", temporary, self.table_key(info.id))
         await self._command("SET", self.info_key, info.encode(), "EX", b"%d" % lifetime)

@@ -197,8 +197,10 @@ class RemoteStore(_StateStore):
         self.big_items = big_items
         self.epoch = epoch
 
-    async def command(self, *args):
-        return await self._client.command(*args)
+    async def command(self, *args, limit=None):
+        """Run one command through Webdis (a reply over ``limit`` bytes, by
+        default the client's, is refused)."""
+        return await self._client.command(*args, limit=limit)
 
     async def put(self, args, body):
         """Run ``args`` with ``body`` as their last argument, sent as it is

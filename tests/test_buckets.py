@@ -181,3 +181,198 @@ def test_a_failed_check_is_retried_as_a_walk():
     for _ in range(200):
         clock.advance(0.1)
     assert r.stats.failures >= 1 and runs and runs[0] == "retry"
+
+
+# -- the check's flows, over in-memory sides ------------------------------------------------------
+
+
+class Side:
+    """A side in memory: keys and their digests, the shared walk's keys
+    (on the hub), the hub's time, the scripts' SCAN in one step."""
+
+    big_items = 10_000
+    names = None
+
+    def __init__(self, hub, keys=None, refuse=None):
+        self.track_writes = hub
+        self.keys = dict(keys or {})
+        self.meta = {}
+        self.now = 1_000
+        self.refuse = refuse  # (command, error) to raise
+        self.epoch = None
+
+    async def check(self):
+        self.now += 1_000
+        return type("Check", (), {"now": self.now})()
+
+    async def run_script(self, script, keys, args):
+        out = [b"0"]
+        for key, digest in sorted(self.keys.items()):
+            out += [key, digest, b"-1", b""]
+        return out
+
+    async def command(self, *args, limit=None):
+        name = args[0].upper() if isinstance(args[0], str) else args[0].decode().upper()
+        if self.refuse and self.refuse[0] == name:
+            raise self.refuse[1]
+        if name == "GET":
+            return self.meta.get(args[1])
+        if name == "SET":
+            if "NX" in args and args[1] in self.meta:
+                return None
+            self.meta[args[1]] = args[2]
+            return b"OK"
+        if name == "RENAME":
+            self.meta[args[2]] = self.meta.pop(args[1])
+        if name == "DEL":
+            self.meta.pop(args[1], None)
+        return b"OK"
+
+    async def put(self, args, body):
+        if self.refuse and self.refuse[0] == args[0].decode():
+            raise self.refuse[1]
+        self.meta[args[1]] = body
+
+
+class Live:
+    def __init__(self):
+        self.watchers = Watchers()
+        self.evicted = []
+
+    def watch(self, limit=None):
+        return self.watchers.watch(set(), limit)
+
+    def unwatch(self, watcher):
+        self.watchers.unwatch(watcher)
+
+    def evicted_keys(self, side):
+        return self.evicted if side == "local" else []
+
+
+class Generation:
+    def __init__(self, gen_id=b"g1"):
+        self.current = type("Gen", (), {"id": gen_id})()
+
+
+KEYS = {b"ns:a": b"d1", b"ns:b": b"d2"}
+
+
+def a_site(hub, keys=KEYS):
+    from redisrepl.bucket_check import BucketCheck
+    from redisrepl.namespace import Namespace
+    from redisrepl.reconcile import ReconcileStats
+
+    live = Live()
+    check = BucketCheck(
+        live,
+        Side(False, keys),
+        hub,
+        Namespace(b"ns:"),
+        {"local": Generation(), "remote": Generation()},
+        task.Clock(),
+        60.0,
+        ReconcileStats(),
+    )
+    return check, live
+
+
+def run(coroutine):
+    from twisted.internet.defer import Deferred
+
+    results = []
+    Deferred.fromCoroutine(coroutine).addBoth(results.append)
+    assert results, "the check did not finish"
+    if hasattr(results[0], "raiseException"):
+        results[0].raiseException()
+    return results[0]
+
+
+def test_the_first_check_walks_the_hub_for_everyone_and_the_next_site_reads_it():
+    hub = Side(True, KEYS)
+    a, live_a = a_site(hub)
+    b, _ = a_site(hub)
+    assert run(b()) is CONFIRMED  # b walks: it has no recorder from before any walk
+    assert run(a()) is CONFIRMED and a.stats.walks == 1  # nor has a
+    for _ in range(3):
+        assert run(b()) is CONFIRMED and b.stats.walks == 1  # a's walk began after b's last check
+        # a's last walk began when a's recorder started: a walks again, for both
+        assert run(a()) is CONFIRMED
+    assert a.stats.walks == 4 and b.stats.confirmed == 4
+    assert len(live_a.watchers._sets) == 1  # one recorder kept between checks
+
+
+def test_a_site_never_compares_the_same_walk_twice():
+    hub = Side(True, KEYS)
+    a, _ = a_site(hub)
+    for _ in range(3):
+        assert run(a()) is CONFIRMED
+    assert a.stats.walks == 3  # alone, it walks every time
+
+
+def test_a_silent_difference_is_found_and_a_touched_key_is_left_out():
+    hub = Side(True, KEYS)
+    a, live = a_site(hub)
+    b, _ = a_site(hub)
+    hub.keys[b"ns:a"] = b"changed"
+    assert "1 of 16384 buckets differing" in run(a())
+    assert a.stats.differed == 1
+    live.watchers.touched(b"ns:a")  # an event says ns:a changed
+    run(b())  # b walks the hub: after a's recorder started
+    assert run(a()) is CONFIRMED and a.stats.excluded == 1
+    hub.keys[b"ns:b"] = b"changed"
+    run(b())
+    assert "2 of 16384 buckets differing" in run(a())  # ns:a is no longer left out
+
+
+def test_a_check_waits_while_another_site_walks_and_keeps_its_older_recorder():
+    hub = Side(True, KEYS)
+    a, live = a_site(hub)
+    run(a())
+    hub.meta[b"__redisrepl__:{ns:}:walk:lease"] = b"someone"
+    assert run(a()) is WAIT and a.stats.waited == 1
+    assert len(live.watchers._sets) == 1
+
+
+def test_too_many_buckets_left_out_cannot_vouch():
+    from redisrepl.bucket_check import MAX_EXCLUDED
+
+    hub = Side(True, KEYS)
+    a, live = a_site(hub)
+    live.evicted = [b"ns:e%d" % i for i in range(3 * MAX_EXCLUDED)]
+    assert "buckets had keys changed or evicted" in run(a())
+    assert a.stats.inconclusive == 1 and a.stats.confirmed == 0
+
+
+def test_refusals_for_good_turn_the_check_off_and_others_only_skip_it():
+    from redisrepl.errors import RefusedError
+
+    hub = Side(True, KEYS, refuse=("SETEX", RefusedError("Webdis refused", "http_403")))
+    a, live = a_site(hub)
+    assert run(a()) == "the hub refused the shared walk" and a.off
+    assert live.watchers._sets == []
+    hub = Side(True, KEYS, refuse=("RENAME", RefusedError("OOM command not allowed", "redis_error")))
+    b, live = a_site(hub)
+    assert "refused a command of the shared walk" in run(b()) and not b.off
+    assert b.stats.inconclusive == 1
+    assert len(live.watchers._sets) == 1
+
+
+def test_a_failing_check_leaves_no_watcher_behind():
+    from redisrepl.errors import LinkError
+
+    hub = Side(True, KEYS)
+    a, live = a_site(hub)
+    run(a())
+    hub.refuse = ("GET", LinkError("the hub did not answer", "timeout"))
+    for _ in range(3):
+        with pytest.raises(LinkError):
+            run(a())
+    assert len(live.watchers._sets) == 1
+
+
+def test_two_watchers_holding_the_same_keys_are_told_apart():
+    watchers = Watchers()
+    first, second = watchers.watch(set()), watchers.watch(set(), limit=10)
+    watchers.unwatch(second)  # equal to first (both empty), but not first
+    watchers.touched(b"k")
+    assert first == {b"k"} and second == set()
