@@ -84,8 +84,11 @@ class Outcome:
 
 
 #: Periodic checks in a row that may wait for another site's walk of the
-#: hub before this site walks the namespace itself.
-WAITS = 10
+#: hub before this site walks the namespace itself; a check that waited is
+#: tried again after this share of the interval (the walk under way is
+#: published by then, or soon): about five intervals in all.
+WAITS = 20
+WAIT_AGAIN = 0.25
 
 
 @implementer(IReconcileRequests)
@@ -98,7 +101,8 @@ class Reconciler(Service):
     With a ``check`` (redisrepl.bucket_check.BucketCheck), a periodic
     request asked for nothing else runs the check instead: a run follows
     only if the check says why, if it waited for another site's walk
-    ``WAITS`` times in a row, or if the last run is more than
+    ``WAITS`` times in a row (``WAIT_AGAIN`` of an interval apart), or if
+    the last run is more than
     ``full_every`` seconds old (jittered by 10 %, so that sites spread)."""
 
     def __init__(self, clock, run, stats=None, interval=60.0, backoff=None, check=None, full_every=86400.0):
@@ -108,6 +112,7 @@ class Reconciler(Service):
         self._full_every = full_every
         self._next_full = None  # clock time after which a periodic request walks
         self._waits = 0
+        self._wait_again = None  # DelayedCall of the check after one that waited
         self.stats = stats or ReconcileStats()
         self.interval = interval
         self._backoff = backoff or Backoff(initial=0.25, maximum=30.0, quick=40)
@@ -136,8 +141,9 @@ class Reconciler(Service):
         super().stopService()
         if self._periodic is not None and self._periodic.running:
             self._periodic.stop()
-        if self._pending is not None and self._pending.active():
-            self._pending.cancel()
+        for call in (self._pending, self._wait_again):
+            if call is not None and call.active():
+                call.cancel()
         if self._running is not None:
             self._running.cancel()
         if self.check is not None:
@@ -186,6 +192,8 @@ class Reconciler(Service):
                 self._waits = self._waits + 1 if answer is WAIT else 0
                 if answer is CONFIRMED:
                     self.stats.last_end = self._clock.seconds()
+                elif self._wait_again is None or not self._wait_again.active():
+                    self._wait_again = self._clock.callLater(self.interval * WAIT_AGAIN, self.request, "periodic")
                 return Outcome()
             reason = "periodic: no shared walk of the hub to compare with" if answer is WAIT else f"periodic: {answer}"
         elif due and periodic:

@@ -107,7 +107,8 @@ class StreamProtocol(Protocol):
 class RemoteSource(Service):
     """Feeds the router with the remote Redis' keyspace events."""
 
-    #: The heartbeat's event must come back within max(this, 10 round trips).
+    #: The heartbeat's event must come back within max(this, 10 round trips)
+    #: of the answer to its write.
     HEARTBEAT_BOUND = 1.0
 
     def __init__(
@@ -144,6 +145,7 @@ class RemoteSource(Service):
         self._waiting = None  # the Deferred the loop is blocked on
         self._stream = None
         self._heartbeat_sent = None  # time of the oldest heartbeat not seen yet
+        self._heartbeat_answered = None  # when its write was answered (it had happened by then)
         self._rtt = None  # smoothed round trip of the heartbeat's request
         self.up = self._ever_up = False
         self._up_since = None
@@ -302,17 +304,26 @@ class RemoteSource(Service):
             return True
         return self._clock.seconds() - self.last_heartbeat_seen >= self.heartbeat_interval
 
-    def beat_sent(self, when, rtt):
-        """The watchdog wrote the heartbeat key at ``when``; its request took ``rtt`` s."""
-        self._rtt = rtt if self._rtt is None else 0.8 * self._rtt + 0.2 * rtt
+    def beat_sending(self, when):
+        """The watchdog writes the heartbeat key now (``when``): its event may
+        come back before the answer to the write does."""
         if self._heartbeat_sent is None:
-            self._heartbeat_sent = when
+            self._heartbeat_sent, self._heartbeat_answered = when, None
+
+    def beat_sent(self, when, rtt):
+        """The write of the heartbeat key sent at ``when`` was answered after
+        ``rtt`` s: it has happened, and its event is due from now on (a
+        write that waited behind a hub busy with a walk is not a silent
+        stream)."""
+        self._rtt = rtt if self._rtt is None else 0.8 * self._rtt + 0.2 * rtt
+        if self._heartbeat_sent is not None and self._heartbeat_answered is None:
+            self._heartbeat_answered = self._clock.seconds()
 
     def check_heartbeat(self):
         """Reopen the stream if the oldest heartbeat not seen is overdue."""
-        if self._heartbeat_sent is None:
+        if self._heartbeat_sent is None or self._heartbeat_answered is None:
             return
-        age = self._clock.seconds() - self._heartbeat_sent
+        age = self._clock.seconds() - self._heartbeat_answered
         bound = max(self.heartbeat_bound, 10 * (self._rtt or 0.0))
         if age >= bound:
             log.warn(

@@ -62,6 +62,8 @@ class Watchdog(TimerService):
         if side == REMOTE and self._remote is not None and self._remote.up and self._remote.needs_heartbeat():
             heartbeat, lifetime = self._remote.heartbeat_key, self._remote.heartbeat_lifetime_ms
         sent = self.clock.seconds()
+        if heartbeat:
+            self._remote.beat_sending(sent)
         try:
             reply = await store.check(heartbeat, lifetime, flag_key)
         except ReplicationError as e:
