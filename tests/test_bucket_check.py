@@ -3,6 +3,9 @@ walk of the hub, an unchanged namespace is confirmed without each site
 having the hub digest every key, and every divergence no event announced
 is still found and repaired (redisrepl.bucket_check, docs/hub-scale.md)."""
 
+import re
+import time
+
 import pytest
 
 from redisrepl.buckets import bucket_of
@@ -127,3 +130,26 @@ def test_a_hub_that_refuses_the_shared_walk_gets_full_walks(sites):
         assert d.proc.poll() is None
     finally:
         lab.remote.execute_command("ACL", "SETUSER", "default", "+@all")
+
+
+def test_checks_confirm_while_measurements_trickle_in(sites):
+    """Sites exchanging measurements at a fixed rate: the keys the trickle
+    touches are left to live events, and the rest is still confirmed."""
+    lab, extra = sites
+    ns = "bk5:"
+    daemons, everyone = three_sites(lab, extra, ns)
+    wait_until(lambda: all(confirmations(d) >= 1 for d in daemons), SLOW)
+    before = [confirmations(d) for d in daemons]
+    started, written = time.monotonic(), 0
+    while time.monotonic() - started < 6.0 or any(c < b + 2 for c, b in zip(map(confirmations, daemons), before)):
+        # about 200 writes a second over 1,000 keys, from two sites
+        site = lab.local if written % 2 else extra[0].redis
+        site.set(f"{ns}m{written % 1000}", b"%d" % written)
+        written += 1
+        time.sleep(0.005)  # the rate of the workload, not a wait for a condition
+        assert time.monotonic() - started < SLOW, "no check confirmed during the trickle"
+    logs = [d.log() for d in daemons]
+    left_out = [int(n) for log in logs for n in re.findall(r"; (\d+) of 16384 buckets left to live events", log)]
+    assert max(left_out) > 0
+    assert not any("buckets had keys changed or evicted" in log for log in logs)
+    assert not any("buckets differing" in log for log in logs)
