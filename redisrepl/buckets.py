@@ -47,7 +47,7 @@ class Buckets:
         self.keys = keys  # keys added
 
     def add(self, key: bytes, digest: bytes) -> None:
-        bucket = zlib.crc32(key) & _MASK
+        bucket = zlib.crc32(key) & _MASK  # bucket_of, inline: once per key of a walk
         self._sums[bucket] = (self._sums[bucket] + _term(key, digest)) % _MOD
         self.keys += 1
 

@@ -94,6 +94,8 @@ def test_the_legacy_password_stays_out_of_reprs():
         ({"log-level": "loud"}, "--log-level must be one of debug, info, warn, error, critical, not 'loud'"),
         ({"reconcile-interval": "soon"}, "--reconcile-interval must be a number of seconds, not 'soon'"),
         ({"reconcile-interval": "-1"}, "--reconcile-interval must not be negative"),
+        ({"full-walk-interval": "-1"}, "--full-walk-interval must not be negative"),
+        ({"full-walk-interval": "daily"}, "--full-walk-interval must be a number of seconds, not 'daily'"),
         ({"heartbeat": "0"}, "--heartbeat must be between 0.1 and 3600 seconds"),
         ({"max-delete": "lots"}, "--max-delete must be a percentage (10%), a number of keys or 'all', not 'lots'"),
         ({"mirror": 1, "rc": 1}, "--mirror is for one-way mode: with --rc both sides are merged"),

@@ -24,6 +24,16 @@ def source(clock):
     )
 
 
+def watched():
+    """(clock, a source at time 100, the list its stream's closings go to)."""
+    clock = Clock()
+    clock.advance(100)
+    remote = source(clock)
+    closed = []
+    remote._close_stream = lambda: closed.append(True)
+    return clock, remote, closed
+
+
 def event(remote, key, name=b"set"):
     remote._event(b"__keyspace@0__:" + key, name)
 
@@ -44,17 +54,13 @@ def test_a_quiet_stream_needs_a_heartbeat_and_a_busy_one_does_not():
 
 
 def test_a_heartbeat_written_and_not_back_is_written_again_and_reopens_the_stream_when_late():
-    clock = Clock()
-    clock.advance(100)
-    remote = source(clock)
+    clock, remote, closed = watched()
     event(remote, b"ns:data")
     clock.advance(1.0)
     remote.beat_sending(clock.seconds())
     remote.beat_sent(clock.seconds(), 0.01)
     event(remote, b"ns:other")  # others' events do not answer ours
     assert remote.needs_heartbeat()
-    closed = []
-    remote._close_stream = lambda: closed.append(True)
     clock.advance(1.0)
     remote.check_heartbeat()
     assert closed == [True]
@@ -76,11 +82,7 @@ def test_our_own_heartbeat_answers_and_goes_to_no_router():
 def test_a_heartbeat_is_due_from_the_answer_to_its_write_not_from_its_sending():
     """A write that waited behind a busy hub (a walk's steps) is not a
     silent stream: its event is due once the write is known done."""
-    clock = Clock()
-    clock.advance(100)
-    remote = source(clock)
-    closed = []
-    remote._close_stream = lambda: closed.append(True)
+    clock, remote, closed = watched()
     sent = clock.seconds()
     remote.beat_sending(sent)
     clock.advance(0.9)
@@ -96,11 +98,7 @@ def test_a_heartbeat_is_due_from_the_answer_to_its_write_not_from_its_sending():
 
 
 def test_a_heartbeat_whose_event_beats_the_answer_is_not_waited_for():
-    clock = Clock()
-    clock.advance(100)
-    remote = source(clock)
-    closed = []
-    remote._close_stream = lambda: closed.append(True)
+    clock, remote, closed = watched()
     sent = clock.seconds()
     remote.beat_sending(sent)
     clock.advance(0.01)
