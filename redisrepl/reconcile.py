@@ -177,6 +177,8 @@ class Reconciler(Service):
 
     def _start(self):
         self._pending = None
+        if self._wait_again is not None and self._wait_again.active():
+            self._wait_again.cancel()  # this run or check is the one it was for
         reasons, self._reasons = self._reasons, set()
         self.dirty = False
         reason = ", ".join(sorted(reasons)) or "periodic"

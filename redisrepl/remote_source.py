@@ -184,7 +184,7 @@ class RemoteSource(Service):
                 reason = str(e)
             except Exception as e:
                 reason = describe_failure(e, self._client.url)
-            self._heartbeat_sent = None
+            self._heartbeat_sent = self._heartbeat_answered = None
             was_up, self.up = self.up, False
             if not self.running:
                 return
@@ -269,7 +269,7 @@ class RemoteSource(Service):
         self._ever_up = self.up = True
         self._outage.recovered()
         self._up_since = self._clock.seconds()
-        self._heartbeat_sent = None
+        self._heartbeat_sent = self._heartbeat_answered = None
         log.info(
             "listening to remote Redis events at {url} ({pattern})",
             url=self._url,
@@ -287,7 +287,7 @@ class RemoteSource(Service):
         if key == self.heartbeat_key:
             if self._heartbeat_sent is not None:
                 self.last_heartbeat_rtt = now - self._heartbeat_sent
-                self._heartbeat_sent = None
+                self._heartbeat_sent = self._heartbeat_answered = None
             return
         self._router.changed(REMOTE, key, event)
 
@@ -306,15 +306,16 @@ class RemoteSource(Service):
 
     def beat_sending(self, when):
         """The watchdog writes the heartbeat key now (``when``): its event may
-        come back before the answer to the write does."""
-        if self._heartbeat_sent is None:
+        come back before the answer to the write does. The oldest heartbeat
+        written and answered stays the one waited for; one whose write was
+        never answered (it failed) is replaced."""
+        if self._heartbeat_sent is None or self._heartbeat_answered is None:
             self._heartbeat_sent, self._heartbeat_answered = when, None
 
-    def beat_sent(self, when, rtt):
-        """The write of the heartbeat key sent at ``when`` was answered after
-        ``rtt`` s: it has happened, and its event is due from now on (a
-        write that waited behind a hub busy with a walk is not a silent
-        stream)."""
+    def beat_sent(self, rtt):
+        """The write of the heartbeat key was answered after ``rtt`` s: it
+        has happened, and its event is due from now on (a write that waited
+        behind a hub busy with a walk is not a silent stream)."""
         self._rtt = rtt if self._rtt is None else 0.8 * self._rtt + 0.2 * rtt
         if self._heartbeat_sent is not None and self._heartbeat_answered is None:
             self._heartbeat_answered = self._clock.seconds()
@@ -331,5 +332,5 @@ class RemoteSource(Service):
                 key=short(self.heartbeat_key),
                 age=age,
             )
-            self._heartbeat_sent = None
+            self._heartbeat_sent = self._heartbeat_answered = None
             self._close_stream()

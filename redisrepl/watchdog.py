@@ -76,6 +76,6 @@ class Watchdog(TimerService):
             self._reconciler.request(f"the {side} side answers again", delay=0)
         self.error[side] = None
         if heartbeat:
-            self._remote.beat_sent(sent, self.clock.seconds() - sent)
+            self._remote.beat_sent(self.clock.seconds() - sent)
         if reply.flagged and self._reconciler.guard_tripped:
             self._reconciler.request("a mass deletion was allowed")

@@ -149,6 +149,22 @@ def test_waiting_for_another_sites_walk_is_bounded():
     assert s.clock.seconds() < 8.3 + (WAITS - 1) * 2.3  # never a whole interval between waits
 
 
+def test_a_retry_after_a_wait_is_dropped_once_a_check_or_a_run_begins():
+    s = Schedule([WAIT, CONFIRMED, CONFIRMED], interval=8.0)
+    s.tick(8.3)
+    assert s.checks == 1  # waited: a retry is due 2 s later
+    s.reconciler.request("local events (re)subscribed")
+    s.tick(0.3)
+    assert s.runs == ["local events (re)subscribed"]
+    s.tick(7.0)  # the retry was for the wait: the run made it needless
+    assert s.checks == 1
+    s.tick(1.0)  # the next periodic check, on time
+    assert s.checks == 2
+    s.reconciler.stopService()
+    s.tick(20.0)
+    assert s.checks == 2 and s.clock.getDelayedCalls() == []
+
+
 def test_a_full_walk_is_made_every_full_walk_interval_whatever_the_checks_say():
     s = Schedule([CONFIRMED] * 100, full_every=100.0)
     s.reconciler.request("start-up")
