@@ -84,7 +84,7 @@ class Options(usage.Options):
             "heartbeat",
             None,
             DEFAULTS["heartbeat"],
-            "seconds between checks of both sides (and heartbeats on the remote stream)",
+            "seconds between checks of both sides (and, at most, heartbeats on a quiet remote stream)",
         ],
         ["site", None, None, "this site's name (default: one made at the first start and kept in the local Redis)"],
         [
