@@ -69,6 +69,14 @@ async def ensure(command, where, needed=NEEDED):
     return add
 
 
+#: Said when the policy may evict redisrepl's own keys as readily as any other.
+OWN_KEYS_EVICTED = (
+    "; this policy may evict redisrepl's own keys too (its epoch, its synchronised states), "
+    "which looks like a loss: the site then refills from the hub, deleting nothing, and may "
+    "refill again while it evicts (allkeys-lfu or a volatile-* policy keeps them)"
+)
+
+
 async def warn_if_evicting(command, where):
     """Say at start if ``where`` may evict keys: evictions are not
     replicated as deletions, so an evicted key stays evicted there and is
@@ -84,8 +92,9 @@ async def warn_if_evicting(command, where):
     if name != "noeviction" and limit[1] not in (b"0", 0):
         log.warn(
             "{where} may evict keys (maxmemory {limit}, maxmemory-policy {policy}): evicted keys "
-            "are not deleted on the other side; they stay evicted here and kept there",
+            "are not deleted on the other side; they stay evicted here and kept there{own}",
             where=where,
             limit=limit[1].decode("ascii", "replace"),
             policy=name,
+            own=OWN_KEYS_EVICTED if name in ("allkeys-lru", "allkeys-random") else "",
         )

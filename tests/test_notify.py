@@ -1,5 +1,6 @@
 """notify-keyspace-events: which flags are missing, and ensure() against a fake Redis."""
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.defer import Deferred
@@ -112,3 +113,20 @@ class EnsureTests(TestCase):
 
             d = Deferred.fromCoroutine(ensure(command, "local Redis"))
             self.assertIn("unexpected reply", str(self.failureResultOf(d, NotifyConfigError).value))
+
+
+@pytest.mark.parametrize(
+    "policy,own",
+    [("allkeys-lru", True), ("allkeys-random", True), ("allkeys-lfu", False), ("volatile-lru", False)],
+)
+def test_an_evicting_policy_is_said_at_start_and_whether_it_may_take_redisrepls_own_keys(policy, own):
+    from twisted.logger import capturedLogs, formatEvent
+
+    async def command(*args):
+        return [b"maxmemory-policy", policy.encode()] if args[2] == "maxmemory-policy" else [b"maxmemory", b"100"]
+
+    with capturedLogs() as events:
+        Deferred.fromCoroutine(notify.warn_if_evicting(command, "the local Redis"))
+    [line] = [formatEvent(e) for e in events]
+    assert f"the local Redis may evict keys (maxmemory 100, maxmemory-policy {policy})" in line
+    assert ("may evict redisrepl's own keys too" in line) is own
