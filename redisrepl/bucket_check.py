@@ -158,12 +158,13 @@ class BucketCheck:
         """Walk the hub for every site and publish it: (info, table), or the
         reason this walk cannot be used."""
         generation = self._epochs[REMOTE].current
-        steps = [0]
+        steps = 0
         refused = Refused()
 
         async def each_step():
-            steps[0] += 1
-            if steps[0] % RENEW_EVERY == 0:
+            nonlocal steps
+            steps += 1
+            if steps % RENEW_EVERY == 0:
                 await self._walks.renew_lease(self._lease_ms)
 
         try:
@@ -184,7 +185,7 @@ class BucketCheck:
         log.info(
             "shared walk of the hub: {keys} keys digested in {steps} steps and published for every site",
             keys=table.keys,
-            steps=steps[0],
+            steps=steps,
         )
         return info, table
 

@@ -15,6 +15,7 @@ event on anyone's stream):
 """
 
 import os
+from contextlib import aclosing, contextmanager
 
 import attrs
 from twisted.logger import Logger
@@ -47,9 +48,15 @@ FOR_GOOD = ("http_403", "http_413")
 INFO_LIMIT = 1024
 
 
-def _refused(e):
-    for_good = e.kind in FOR_GOOD or (e.kind == "redis_error" and "NOPERM" in str(e))  # a Redis ACL
-    return SharedWalkRefused(str(e), e.kind) if for_good else e
+@contextmanager
+def _refusals():
+    """A refusal for good raised as SharedWalkRefused; others as they are."""
+    try:
+        yield
+    except RefusedError as e:
+        if e.kind in FOR_GOOD or (e.kind == "redis_error" and "NOPERM" in str(e)):  # NOPERM: a Redis ACL
+            raise SharedWalkRefused(str(e), e.kind) from None
+        raise
 
 
 @attrs.frozen
@@ -88,16 +95,13 @@ async def fold(store, names, parts=1, refused=None, each_step=None):
     redisrepl does not replicate left out; ``each_step()`` after each step
     (it may raise to stop the walk)."""
     table = Buckets()
-    steps = scan_steps(store, names, refused=refused, parts=parts)
-    try:
+    async with aclosing(scan_steps(store, names, refused=refused, parts=parts)) as steps:
         async for step in steps:
             for key, digest, _ in step:
                 if digest != UNSUPPORTED:  # a module type, left alone on both sides
                     table.add(key, digest)
             if each_step is not None:
                 await each_step()
-    finally:
-        await steps.aclose()
     return table
 
 
@@ -120,10 +124,8 @@ class HubWalks:
         return self.meta + b"walk:table:" + walk_id
 
     async def _command(self, *args, limit=INFO_LIMIT):
-        try:
+        with _refusals():
             return await self.store.command(*args, limit=limit)
-        except RefusedError as e:
-            raise _refused(e) from None
 
     async def latest(self) -> WalkInfo | None:
         raw = await self._command("GET", self.info_key)
@@ -157,9 +159,7 @@ class HubWalks:
         The table travels as a PUT body (as it is, 128 KiB) to a plain
         temporary key, renamed then; the description last."""
         temporary = PLAIN_TEMPORARY + os.urandom(10).hex().encode()
-        try:
+        with _refusals():
             await self.store.put([b"SETEX", temporary, b"%d" % lifetime], table.to_bytes())
-        except RefusedError as e:
-            raise _refused(e) from None
         await self._command("RENAME", temporary, self.table_key(info.id))
         await self._command("SET", self.info_key, info.encode(), "EX", b"%d" % lifetime)

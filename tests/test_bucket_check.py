@@ -153,3 +153,16 @@ def test_checks_confirm_while_measurements_trickle_in(sites):
     assert max(left_out) > 0
     assert not any("buckets had keys changed or evicted" in log for log in logs)
     assert not any("buckets differing" in log for log in logs)
+
+
+def test_one_way_sites_walk_at_every_periodic_reconcile(sites):
+    """A one-way site's hub may hold keys of other sites it does not have:
+    its tables would never be equal, so it does not check, it walks."""
+    lab, _ = sites
+    ns = "bk6:"
+    fill(lab.local, ns, 100)
+    d = lab.daemon(ns, rc=False, extra=OPTIONS)
+    d.wait_log("keys compared", count=3, timeout=SLOW)  # start-up, then two periodic walks
+    log = d.log()
+    assert "reconcile (periodic): comparing the namespace" in log
+    assert CONFIRMED not in log and WALKED not in log

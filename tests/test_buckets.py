@@ -211,26 +211,34 @@ class Side:
     big_items = 10_000
     names = None
 
-    def __init__(self, hub, keys=None, refuse=None):
+    def __init__(self, hub, keys=None, refuse=None, steps=1):
         self.track_writes = hub
         self.keys = dict(keys or {})
         self.meta = {}
         self.now = 1_000
         self.refuse = refuse  # (command, error) to raise
         self.epoch = None
+        self.steps = steps  # SCAN steps a walk of the whole keyspace takes
+        self.commands = []  # (command, reply limit)
 
     async def check(self):
         self.now += 1_000
         return type("Check", (), {"now": self.now})()
 
     async def run_script(self, script, keys, args):
-        out = [b"0"]
-        for key, digest in sorted(self.keys.items()):
+        from redisrepl.scan import scanned, start_cursor
+
+        # every key in the first step; the cursor moves 1/steps of the keyspace a step
+        position = 0.0 if args[0] == b"0" else scanned(args[0])
+        after = position + 1.0 / self.steps
+        out = [b"0" if after >= 1.0 else start_cursor(after)]
+        for key, digest in sorted(self.keys.items()) if position == 0.0 else ():
             out += [key, digest, b"-1", b""]
         return out
 
     async def command(self, *args, limit=None):
         name = args[0].upper() if isinstance(args[0], str) else args[0].decode().upper()
+        self.commands.append((name, limit))
         if self.refuse and self.refuse[0] == name:
             raise self.refuse[1]
         if name == "GET":
@@ -394,3 +402,26 @@ def test_two_watchers_holding_the_same_keys_are_told_apart():
     watchers.unwatch(second)  # equal to first (both empty), but not first
     watchers.touched(b"k")
     assert first == {b"k"} and second == set()
+
+
+def test_keys_of_types_not_replicated_are_left_out_of_the_tables():
+    from redisrepl.merge import UNSUPPORTED
+
+    hub = Side(True, {**KEYS, b"ns:module": UNSUPPORTED})  # the merge leaves it alone
+    a, _ = a_site(hub)
+    assert run(a()) is CONFIRMED
+
+
+def test_a_walk_renews_its_lease_and_reads_are_bounded_by_their_size():
+    from redisrepl.buckets import TABLE_BYTES
+    from redisrepl.shared_walk import INFO_LIMIT, RENEW_EVERY
+
+    hub = Side(True, KEYS, steps=64)
+    a, _ = a_site(hub)
+    b, _ = a_site(hub)
+    assert run(a()) is CONFIRMED and run(b()) is CONFIRMED  # first checks: each walks
+    renewals = [c for c in hub.commands if c[0] == "PEXPIRE"]
+    assert renewals == [("PEXPIRE", INFO_LIMIT)] * (2 * 64 // RENEW_EVERY)
+    assert run(a()) is CONFIRMED and a.stats.walks == 1  # b's walk, read
+    gets = {limit for name, limit in hub.commands if name == "GET"}
+    assert gets == {INFO_LIMIT, TABLE_BYTES + INFO_LIMIT}  # descriptions, then a table
