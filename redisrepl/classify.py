@@ -9,7 +9,6 @@ a copy to make.
 """
 
 import enum
-from collections.abc import Callable
 
 import attrs
 
@@ -54,13 +53,14 @@ def classify(
     forced: Forced | None,
     *,
     evicted: bool,
-    made_since_loss: Callable[[], bool],
+    events: "LocalEvents",
     src_expected: ExpectedEvents,
     dst_expected: ExpectedEvents,
-    absence_explained: Callable[[], bool] = lambda: True,
 ) -> Verdict:
     """The verdict on ``state`` of ``key`` (``tag``: the hub's stamp of it),
-    ``forced`` the reconcile's request for it from this source (or None)."""
+    ``forced`` the reconcile's request for it from this source (or None);
+    ``events`` the local side's (whether an absence is explained, a state
+    made since a loss)."""
     generation = reading.generation
     if state is NOT_READ:
         return Verdict.LATER
@@ -70,13 +70,13 @@ def classify(
         return Verdict.VOID
     if state is ABSENT and evicted:
         return Verdict.EVICTED
-    if state is ABSENT and forced is None and not absence_explained():
+    if state is ABSENT and forced is None and not events.absence_explained(reading.source, key):
         # the key's latest event wrote it, yet it is gone: the event that
         # took it away (an eviction, an expiry) is still on its way, and an
         # eviction is no deletion to copy. Its event decides (a deletion or
         # an expiry queues the key again).
         return Verdict.UNEXPLAINED
-    if reading.untrusted and forced is None and not made_since_loss():
+    if reading.untrusted and forced is None and not events.made_since_loss(reading.source, key, state, tag, generation):
         # the source lost or rolled back data since this site last confirmed
         # it: what it holds now may be the loss, not a change
         if not state.big and src_expected.is_echo(key, state):

@@ -11,7 +11,6 @@ redisrepl.big_keys).
 """
 
 from collections.abc import Awaitable, Callable, Collection
-from functools import partial
 from typing import TypeVar
 
 import attrs
@@ -103,10 +102,9 @@ class Copier:
                 tag,
                 forced,
                 evicted=self.evictions.was_evicted(source, key),
-                made_since_loss=partial(self.local_events.made_since_loss, source, key, state, tag, generation),
+                events=self.local_events,
                 src_expected=src.expected,
                 dst_expected=dst.expected,
-                absence_explained=partial(self.local_events.absence_explained, source, key),
             )
             if verdict is Verdict.COPY:
                 items.append((key, state))

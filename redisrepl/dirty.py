@@ -72,7 +72,9 @@ class DirtyQueue:
         mask = self._dirty.get(key)
         if parked is None and mask is None and len(self._dirty) >= self.max_backlog:
             return Queued.FULL  # not kept, so not counted as waiting either
-        self._since[side].setdefault(key, self._clock.seconds())
+        since = self._since[side]
+        if key not in since:
+            since[key] = self._clock.seconds()
         if parked is not None:
             self._parked[key] = (parked[0] | BIT[side], parked[1])
             return Queued.PARKED
@@ -82,7 +84,9 @@ class DirtyQueue:
         self._dirty[key] = BIT[side]
         if key in self.in_flight:
             self._overlap += 1
-        self.high_water = max(self.high_water, len(self._dirty) + len(self._parked) + len(self.in_flight))
+        waiting = len(self._dirty) + len(self._parked) + len(self.in_flight)
+        if waiting > self.high_water:
+            self.high_water = waiting
         return Queued.ADDED
 
     def clear(self, key: bytes, side: str) -> float | None:

@@ -38,6 +38,7 @@ from collections import OrderedDict, deque
 DEFAULT_LIFETIME = 30.0
 #: Most entries kept; the oldest go first (memory stays bounded at any rate).
 DEFAULT_CAPACITY = 100_000
+_NEVER = float("inf")
 #: Most events held for one key while a write that may be refused is
 #: answered; past it, events go their usual way (read, compared).
 MAX_PARKED = 64
@@ -58,6 +59,10 @@ class ExpectedEvents:
         self._entries = OrderedDict()
         # big keys: key -> deque of (deadline, event name) still to come
         self._events = OrderedDict()
+        # no entry (no key's last event) is past its deadline before these
+        # times (at most the earliest deadline: purges look no sooner)
+        self._purge_at = _NEVER
+        self._events_purge_at = _NEVER
         # key -> events that came while a write announced provisionally
         # (one that may be refused) was not answered yet
         self._parked = {}
@@ -68,8 +73,12 @@ class ExpectedEvents:
 
     def expect(self, key, state):
         """Record that ``key`` is about to be made to hold ``state``."""
-        self._entries.pop(key, None)
-        self._entries[key] = (state.digest, state.expire_at, self._clock.seconds() + self.lifetime, True)
+        entries = self._entries
+        entries.pop(key, None)
+        deadline = self._clock.seconds() + self.lifetime
+        entries[key] = (state.digest, state.expire_at, deadline, True)
+        if deadline < self._purge_at:
+            self._purge_at = deadline
         self._purge()
 
     def has(self, key):
@@ -113,15 +122,27 @@ class ExpectedEvents:
         if not self.events:
             return
         now = self._clock.seconds()
-        queue = self._events.pop(key, None) or deque()
-        queue.extend((now + self.lifetime, event) for event in events)
-        self._events[key] = queue  # newest last
+        deadline = now + self.lifetime
+        table = self._events
+        queue = table.pop(key, None)
+        if queue is None:
+            queue = deque()
+        for event in events:
+            queue.append((deadline, event))
+        table[key] = queue  # newest last
+        if deadline < self._events_purge_at:
+            self._events_purge_at = deadline
         # the oldest go when they are all past their time, or the table is full
-        while self._events:
-            oldest_key, oldest = next(iter(self._events.items()))
-            if len(self._events) <= self.capacity and oldest[-1][0] > now:
+        if now < self._events_purge_at and len(table) <= self.capacity:
+            return  # (none is past its time: the first key's were the first to end)
+        while table:
+            oldest_key, oldest = next(iter(table.items()))
+            if len(table) <= self.capacity and oldest[-1][0] > now:
+                self._events_purge_at = oldest[-1][0]
                 break
-            del self._events[oldest_key]
+            del table[oldest_key]
+        else:
+            self._events_purge_at = _NEVER
 
     def expect_provisionally(self, key, events):
         """Like ``expect_events``, for a write that may be refused (a refill,
@@ -188,6 +209,11 @@ class ExpectedEvents:
         now = self._clock.seconds()
         while queue and queue[0][0] <= now:
             queue.popleft()
+        if queue and queue[0][1] == event:  # (the usual case: the next one expected)
+            queue.popleft()
+            if not queue:
+                del self._events[key]
+            return True
         found = False
         for i, (_, name) in enumerate(queue):
             if name == event:
@@ -203,8 +229,13 @@ class ExpectedEvents:
         while len(entries) > self.capacity:
             entries.popitem(last=False)
         now = self._clock.seconds()
+        if now < self._purge_at:
+            return  # none is past its deadline (the first entry's is the earliest)
         while entries:
             key = next(iter(entries))
-            if entries[key][2] > now:  # its deadline
-                break
+            deadline = entries[key][2]
+            if deadline > now:
+                self._purge_at = deadline
+                return
             del entries[key]
+        self._purge_at = _NEVER

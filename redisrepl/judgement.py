@@ -83,9 +83,10 @@ class Judgement:
             if self.mode.hub_lost and entry is not None and is_lost(entry.stamp, self.mode.windows):
                 self.unresolved += 1
             return
-        for digest, where in ((here, LOCAL), (there, REMOTE)):
-            if digest == UNSUPPORTED:
-                live.unsupported(key, where, "module type")
+        if here == UNSUPPORTED:
+            live.unsupported(key, LOCAL, "module type")
+        if there == UNSUPPORTED:
+            live.unsupported(key, REMOTE, "module type")
         if entry is not None and entry.evicted is None:
             for side in (LOCAL, REMOTE):
                 if live.was_evicted(side, key):  # its flag may not be recorded yet

@@ -86,6 +86,7 @@ class LocalSource(ConnectionService):
                 log.info("turned on keyspace notification flags '{added}' on the local Redis", added=added)
         if not self._ever_connected:
             await notify.warn_if_evicting(_protocol_command(protocol), f"the local Redis {self.description}")
+        protocol.fast_pattern = self._pattern
         await protocol.psubscribe([self._pattern])
         if self._ever_connected:
             self.reconnects += 1

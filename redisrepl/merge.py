@@ -74,6 +74,8 @@ class Decision:
 
 
 NOTHING = Decision()
+#: Plain copies from each side (one each: a decision is a value).
+_TAKE = {LOCAL: Decision(LOCAL), REMOTE: Decision(REMOTE)}
 
 
 def decide(local, remote, entry, mode, tag=None):
@@ -92,7 +94,7 @@ def decide(local, remote, entry, mode, tag=None):
         side = _one_way(local, remote, synced, mode) if not mode.two_way else _two_way(local, remote, synced, mode)
         if side is None:
             return NOTHING
-        decision = Decision(side)
+        decision = _TAKE[side]
     source = local if decision.side == LOCAL else remote
     if source is None:
         if mode.after_loss and decision.origin is None:

@@ -37,4 +37,4 @@ class Namespace:
 
     def owns(self, key):
         """Is ``key`` one redisrepl replicates?"""
-        return key.startswith(self.prefix) and not key.startswith(self.reserved) and not key.startswith(META_ROOT)
+        return key.startswith(self.prefix) and not key.startswith((self.reserved, META_ROOT))

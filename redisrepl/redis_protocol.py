@@ -89,16 +89,45 @@ class CommandProtocol(_FastReplies, txredisapi.RedisProtocol):
     """Commands and their replies, bytes in and bytes out."""
 
     def _build_command(self, *args, **kwargs) -> bytes:
-        parts = [b"*%d\r\n" % len(args)]
-        for arg in args:
-            if not isinstance(arg, bytes):
-                arg = self._encode_value(arg)
-            parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
-        return b"".join(parts)
+        try:
+            return resp.encode_bulks(args)
+        except TypeError:  # not all bytes: spelled as txredisapi does
+            return resp.encode_bulks([arg if isinstance(arg, bytes) else self._encode_value(arg) for arg in args])
 
 
 class SubscriberProtocol(_FastReplies, txredisapi.SubscriberProtocol):
-    """Subscriptions; override ``messageReceived(pattern, channel, message)``."""
+    """Subscriptions; override ``messageReceived(pattern, channel, message)``.
+
+    With ``fast_pattern`` set (once subscribed to it), runs of that
+    pattern's events go straight to ``messageReceived``, a burst in a few
+    passes of C (``resp.scan_pmessages``); the start of one cut by the end
+    of a read waits for the next read; anything else goes through the
+    parser and ``replyReceived``, in order."""
+
+    #: The pattern whose events take the short way, or None.
+    fast_pattern: bytes | None = None
+    #: (most bytes the start of an event may take while it waits: a longer one goes to the parser)
+    HELD_LIMIT = 1 << 20
+
+    def dataReceived(self, data: bytes) -> None:
+        pattern = self.fast_pattern
+        if pattern is None or self._parser.pending:
+            super().dataReceived(data)  # (the parser is in the middle of a reply: it goes on with it)
+            return
+        if self._held:
+            data, self._held = self._held + data, b""
+        events, taken = resp.scan_pmessages(data, pattern)
+        for channel, message in events:
+            self.messageReceived(pattern, channel, message)
+        rest = data[taken:] if taken else data
+        if not rest:
+            return
+        if len(rest) <= self.HELD_LIMIT and resp.pmessage_begins(rest, pattern):
+            self._held = rest
+        else:
+            super().dataReceived(rest)
+
+    _held = b""
 
 
 def connected(factory: txredisapi.RedisFactory) -> CommandProtocol | None:

@@ -201,6 +201,9 @@ def from_reply(reply, now):
     return KeyState(kind, None, expire_at)
 
 
+_STRING_BYTES = STRING.encode()
+
+
 def split_reply(reply, count, now):
     """(states, tags) of ``count`` keys from one read script reply, in
     order: each key's state, and the hub's stamp of what it holds (an int,
@@ -217,7 +220,10 @@ def split_reply(reply, count, now):
             raise StateError(f"bad segment header at item {i}") from None
         if n < 0 or i + 4 + n > len(reply):
             raise StateError(f"segment at item {i} runs past the reply")
-        states.append(from_reply(reply[i : i + 2] + reply[i + 4 : i + 4 + n], now))
+        if n == 1 and reply[i] == _STRING_BYTES and reply[i + 1] == b"-1" and isinstance(reply[i + 4], bytes):
+            states.append(KeyState(STRING, reply[i + 4]))  # the common case, as from_reply reads it
+        else:
+            states.append(from_reply(reply[i : i + 2] + reply[i + 4 : i + 4 + n], now))
         tags.append(tag)
         i += 4 + n
     if i != len(reply):

@@ -82,10 +82,10 @@ class _StateStore:
             self.names, os.urandom(8).hex().encode(), self.track_writes, look_only=self.look_only
         )
         try:
-            reply = await self.command("EVALSHA", script.sha, len(keys), *keys, *args, *context)
+            reply = await self.command(b"EVALSHA", script.sha, b"%d" % len(keys), *keys, *args, *context)
         except NoScriptError:
             # first use, or the server restarted: EVAL caches it again
-            reply = await self.command("EVAL", script.body, len(keys), *keys, *args, *context)
+            reply = await self.command(b"EVAL", script.body, b"%d" % len(keys), *keys, *args, *context)
         try:
             payload, (gen_id, stamp, start, base) = scripts.split_generation(reply)
         except (ValueError, TypeError) as e:

@@ -44,6 +44,14 @@ EVICTED_ON = {b"L": "local", b"R": "remote"}
 SIDE_LETTER = {"local": b"L", "remote": b"R"}
 
 
+def encoded(digest, stamp, evicted=None):
+    """``SyncedEntry(digest, stamp, evicted).encode()``, without the entry
+    (recorded for every key copied)."""
+    if evicted:
+        return digest + b"#%d!" % stamp + SIDE_LETTER[evicted]
+    return digest + b"#%d" % stamp
+
+
 @attrs.frozen
 class SyncedEntry:
     """The synchronised state of one key: its digest (``digest@expiry`` as
@@ -60,8 +68,7 @@ class SyncedEntry:
         return not self.digest
 
     def encode(self):
-        flag = b"!" + SIDE_LETTER[self.evicted] if self.evicted else b""
-        return self.digest + b"#%d" % self.stamp + flag
+        return encoded(self.digest, self.stamp, self.evicted)
 
     @classmethod
     def decode(cls, value):
@@ -98,7 +105,7 @@ class SyncedTable:
         """Record (key, digest, stamp) found equal on both sides (held by the
         hub as of that stamp), while the local side was of ``local_generation``."""
         self.flush()
-        flat = [x for key, digest, stamp in found for x in (key, SyncedEntry(digest, stamp).encode())]
+        flat = [x for key, digest, stamp in found for x in (key, encoded(digest, stamp))]
         await self._store.run_script(scripts.RECORD, [self.key], [local_generation or b"", *flat])
 
     def record(self, items, local_generation=None):
@@ -108,7 +115,7 @@ class SyncedTable:
         and forget."""
         sets = []
         for key, key_state, stamp in items:
-            sets += (key, SyncedEntry(state.synced_digest(key_state) or b"", stamp).encode())
+            sets += (key, encoded(state.synced_digest(key_state) or b"", stamp))
         generation = local_generation or b""
         if self._pending and self._pending[-1][0] == generation:
             self._pending[-1][1].extend(sets)
@@ -162,11 +169,11 @@ class SyncedTable:
         """
         self.flush()
         sent = [
-            Deferred.fromCoroutine(self._store.command("HSET", self.key, *sets[i : i + 2000]))
+            Deferred.fromCoroutine(self._store.command(b"HSET", self.key, *sets[i : i + 2000]))
             for i in range(0, len(sets), 2000)
         ]
         sent += [
-            Deferred.fromCoroutine(self._store.command("HDEL", self.key, *dels[i : i + 1000]))
+            Deferred.fromCoroutine(self._store.command(b"HDEL", self.key, *dels[i : i + 1000]))
             for i in range(0, len(dels), 1000)
         ]
         if sent:
@@ -180,7 +187,7 @@ class SyncedTable:
         if not keys:
             return []
         self.flush()
-        return [SyncedEntry.decode(value) for value in await self._store.command("HMGET", self.key, *keys)]
+        return [SyncedEntry.decode(value) for value in await self._store.command(b"HMGET", self.key, *keys)]
 
     async def count(self):
         self.flush()

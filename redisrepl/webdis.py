@@ -3,14 +3,14 @@
 Webdis reads a command as ``CMD/arg1/arg2`` (in the URL path or a POST body):
 ``%XX`` is decoded, ``+`` turns into a space, ``/`` separates arguments, ``?``
 starts a query string and a known suffix such as ``.raw`` on the last argument
-picks the output format. Escaping every byte outside ``[A-Za-z0-9_-]`` keeps
+picks the output format. Escaping every byte outside ``[A-Za-z0-9_:-]`` keeps
 any argument, binary or not, byte-exact.
 """
 
 import string
 from collections.abc import Iterable
 
-_SAFE = frozenset((string.ascii_letters + string.digits + "_-").encode())
+_SAFE = frozenset((string.ascii_letters + string.digits + "_-:").encode())
 _SAFE_BYTES = bytes(sorted(_SAFE))
 _ESCAPES = [bytes([b]) if b in _SAFE else b"%%%02X" % b for b in range(256)]
 _escape_byte = _ESCAPES.__getitem__

@@ -3,7 +3,7 @@ what the replacements rely on in the installed txredisapi."""
 
 import pytest
 import txredisapi
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
@@ -101,3 +101,85 @@ def test_a_command_goes_to_the_ready_connection_or_waits_for_the_handler():
     assert redis_protocol.connected(factory) is None  # lost, not yet removed from the pool
     conn.connected = 1
     assert redis_protocol.connected(factory) is conn
+
+
+# -- the short way for a subscriber's events ---------------------------------------
+
+PATTERN = b"__keyspace@0__:ns:*"
+
+# what a subscriber may be sent: its pattern's events (keys with CRLF, long
+# keys too), other patterns' events, confirmations, errors, plain replies
+_wire_items = st.one_of(
+    st.tuples(
+        st.just("event"),
+        st.just(PATTERN),
+        # keys that break the stream into lines that look like headers, too
+        st.one_of(st.binary(max_size=30), st.sampled_from([b"a\r\n$2", b"\r\n$3\r\nset\r\n", b"b\r\n*4\r\n$8"])),
+        st.sampled_from([b"set", b"del", b"hset"]),
+    ),
+    st.tuples(st.just("event"), st.just(PATTERN), st.just(b"k" * 70_000), st.just(b"set")),
+    st.tuples(st.just("event"), st.just(b"other:*"), st.binary(max_size=8), st.just(b"set")),
+    st.tuples(st.just("reply"), st.sampled_from([b"+PONG\r\n", b"-ERR no\r\n", b":1\r\n", b"$-1\r\n"])),
+    st.tuples(st.just("reply"), st.just(b"*3\r\n$10\r\npsubscribe\r\n$19\r\n" + PATTERN + b"\r\n:1\r\n")),
+)
+
+
+def _wire(item):
+    if item[0] == "event":
+        _, pattern, key, event = item
+        channel = b"__keyspace@0__:ns:" + key
+        return b"*4\r\n$8\r\npmessage\r\n" + b"".join(b"$%d\r\n%s\r\n" % (len(x), x) for x in (pattern, channel, event))
+    return item[1]
+
+
+def _heard(fast, pieces):
+    """What a subscriber made of ``pieces``: messages and other replies, in order."""
+    heard = []
+
+    class Subscriber(SubscriberProtocol):
+        def messageReceived(self, pattern, channel, message):
+            heard.append(("message", pattern, channel, message))
+
+        def replyReceived(self, reply):
+            if isinstance(reply, list) and reply[:1] == [b"pmessage"]:
+                super().replyReceived(reply)
+            else:
+                heard.append(("reply", repr(reply)))
+
+    protocol = _protocol(Subscriber)
+    if fast:
+        protocol.fast_pattern = PATTERN
+    for piece in pieces:
+        protocol.dataReceived(piece)
+    return heard, protocol
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(st.lists(_wire_items, max_size=12), st.data())
+def test_events_the_short_way_are_what_the_parser_makes_of_them_in_any_chunking(items, data):
+    wire = b"".join(map(_wire, items))
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=10)))
+    bounds = [0, *cuts, len(wire)]
+    pieces = [wire[a:b] for a, b in zip(bounds, bounds[1:])]
+    slow, _ = _heard(False, [wire])
+    fast, protocol = _heard(True, pieces)
+    assert fast == slow
+    assert len(slow) == len(items)
+    assert not protocol._held and not protocol._parser.pending
+
+
+def test_events_the_short_way_skip_the_parser():
+    got = []
+
+    class Subscriber(SubscriberProtocol):
+        def messageReceived(self, pattern, channel, message):
+            got.append(channel)
+
+    protocol = _protocol(Subscriber)
+    protocol.fast_pattern = PATTERN
+    event = _wire(("event", PATTERN, b"k1", b"set"))
+    protocol.dataReceived(event * 3 + event[:20])
+    assert got == [b"__keyspace@0__:ns:k1"] * 3
+    assert protocol._held == event[:20] and protocol._parser.pending == 0  # waits, unparsed
+    protocol.dataReceived(event[20:])
+    assert len(got) == 4 and not protocol._held

@@ -243,6 +243,28 @@ def test_encode_command_is_an_array_of_bulk_strings(args):
     assert parse_one(encode_command(*args)) == [_as_bytes(a) for a in args]
 
 
+def test_encode_command_spells_long_and_many_arguments():
+    args = [b"x" * 5000, b"", *(b"v%d" % i for i in range(3000)), "\u00e9", 12]
+    expected = b"".join(_bulk(_as_bytes(a))[0] for a in args)
+    assert encode_command(*args) == b"*%d\r\n" % len(args) + expected
+
+
+@pytest.mark.parametrize("arg", ["text", 7, 1.5, None])
+def test_encode_bulks_takes_bytes_only(arg):
+    with pytest.raises(TypeError):
+        resp.encode_bulks([b"ok", arg])
+
+
+@QUICK
+@given(st.lists(st.one_of(st.none(), st.binary(max_size=8)), min_size=1, max_size=300), st.data())
+def test_long_arrays_of_nulls_and_strings_parse_in_any_chunking(values, data):
+    # as HMGET answers for fields mostly absent: runs of nulls among strings
+    wire = b"*%d\r\n" % len(values) + b"".join(b"$-1\r\n" if v is None else _bulk(v)[0] for v in values)
+    parser = RespParser()
+    assert feed_all(parser, chunks(wire, data.draw)) == [values]
+    assert parser.pending == 0
+
+
 # -- the fast path (one split of the buffer) agrees with the item-by-item parser --
 
 _crlf_bulk = (
