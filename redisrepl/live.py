@@ -16,12 +16,16 @@ class _Anything:
 ANYTHING = _Anything()
 
 
-@attrs.frozen
+@attrs.define
 class Forced:
     """A copy the reconcile asked for, from ``source``: ``guard`` is the
     generation id the source had when the reconcile decided (the copy is
     dropped if the source answers with another: it lost or rolled back data
-    since); ``origin`` makes it a refill of a state known since that stamp."""
+    since); ``origin`` makes it a refill of a state known since that stamp.
+
+    Never changed once made (not frozen only because one is made for every
+    key a reconcile copies, and a frozen class' ``__init__`` costs three
+    times as much)."""
 
     source: str
     guard: bytes | None = None

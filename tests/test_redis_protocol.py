@@ -155,7 +155,7 @@ def _heard(fast, pieces):
 
 
 @settings(max_examples=150, deadline=None, database=None)
-@given(st.lists(_wire_items, max_size=12), st.data())
+@given(st.lists(_wire_items, max_size=24), st.data())
 def test_events_the_short_way_are_what_the_parser_makes_of_them_in_any_chunking(items, data):
     wire = b"".join(map(_wire, items))
     cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=10)))

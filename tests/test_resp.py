@@ -357,3 +357,38 @@ def test_a_reply_over_the_limit_is_refused_before_it_is_whole():
     parser = RespParser(max_reply=1000)
     event = b"*4\r\n$8\r\npmessage\r\n$3\r\nns*\r\n$4\r\nns:a\r\n$3\r\nset\r\n"
     assert parser.feed(event * 3) == [[b"pmessage", b"ns*", b"ns:a", b"set"]] * 3
+
+
+# -- scan_pmessages: a subscriber's events, a burst at a time --------------------
+
+_PATTERN = b"__keyspace@0__:ns:*"
+
+
+def _event(key, event=b"set", pattern=_PATTERN):
+    return encode_command(b"pmessage", pattern, b"__keyspace@0__:ns:" + key, event)
+
+
+@pytest.mark.parametrize("count", [3, 30])  # a step per event, and the columns' passes
+@pytest.mark.parametrize(
+    ("odd", "last"),
+    [
+        (_event(b"a\r\n$2"), False),  # CRLF in the channel, the next line a header that fits
+        (_event(b"k", b"s\r\n$1"), False),  # CRLF in the message
+        (_event(b"k", pattern=b"other:*"), False),
+        (b"+PONG\r\n", False),
+        (_event(b"k")[:-3], True),  # cut by the end of the read
+    ],
+)
+def test_scan_pmessages_takes_the_events_before_anything_else_exactly(count, odd, last):
+    before = [_event(b"k%d" % i) for i in range(count)]
+    data = b"".join(before) + odd + (b"" if last else _event(b"z") * 3)
+    events, taken = resp.scan_pmessages(data, _PATTERN)
+    assert events == [(b"__keyspace@0__:ns:k%d" % i, b"set") for i in range(count)]
+    assert taken == len(b"".join(before))
+
+
+def test_scan_pmessages_takes_a_burst_whole():
+    data = b"".join(_event(b"k%d" % i, b"hset") for i in range(1000))
+    events, taken = resp.scan_pmessages(data, _PATTERN)
+    assert len(events) == 1000 and events[-1] == (b"__keyspace@0__:ns:k999", b"hset")
+    assert taken == len(data)
