@@ -60,6 +60,25 @@ def _ishex(pair: bytes) -> bool:
     return len(pair) == 2 and all(chr(c) in string.hexdigits for c in pair)
 
 
+#: Arguments looked at together for something to escape (a batch write
+#: carries thousands, a few of which need escaping).
+_TOGETHER = 32
+
+
+def _joined(parts: Sequence[bytes]) -> bytes:
+    """``parts`` escaped as needed, joined by slashes. Nothing to escape in
+    a run of them (no byte left but the slashes between them) is found so
+    in C at once; only the runs with something are looked at one by one."""
+    if len(parts) > _TOGETHER:
+        runs = []
+        for at in range(0, len(parts), _TOGETHER):
+            run = parts[at : at + _TOGETHER]
+            path = b"/".join(run)
+            runs.append(path if len(path.translate(None, _SAFE_BYTES)) == len(run) - 1 else _joined(run))
+        return b"/".join(runs)
+    return b"/".join([_escaped(a) if len(a) >= LONG_ARGUMENT or a.translate(None, _SAFE_BYTES) else a for a in parts])
+
+
 def command_bytes(args: Iterable[bytes | str | int], db: int | None = None, fmt: bytes = b"raw") -> bytes:
     """``[db/]CMD/arg/...[.fmt]`` for the given command, without a leading
     slash, as the bytes of a request.
@@ -67,8 +86,8 @@ def command_bytes(args: Iterable[bytes | str | int], db: int | None = None, fmt:
     The format suffix goes on the last argument, where Webdis looks for it;
     an escaped dot (``%2E``) is never taken for one. (On the path of every
     write: a command with nothing to escape is found so in C and taken as it
-    is, whatever the length of its arguments; else each argument with
-    nothing to escape is.)
+    is, whatever the length of its arguments; else runs of arguments with
+    nothing to escape are, and the others are escaped one by one.)
     """
     given: Sequence[Any] = args if isinstance(args, list | tuple) else list(args)
     try:
@@ -77,12 +96,8 @@ def command_bytes(args: Iterable[bytes | str | int], db: int | None = None, fmt:
     except TypeError:  # not all bytes
         parts = [_as_bytes(arg) for arg in given]
         path = b"/".join(parts)
-    # nothing to escape anywhere (a batch write's usual case) is found so in
-    # C at once: no byte left but the slashes between the arguments
     if len(path.translate(None, _SAFE_BYTES)) != len(parts) - 1:
-        path = b"/".join(
-            [_escaped(a) if len(a) >= LONG_ARGUMENT or a.translate(None, _SAFE_BYTES) else a for a in parts]
-        )
+        path = _joined(parts)
     if db is not None:
         path = b"%d/" % int(db) + path
     if fmt:

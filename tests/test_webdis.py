@@ -44,6 +44,19 @@ def test_unescape_inverts_escape(data):
     assert unescape(escape(data)) == data
 
 
+@SETTINGS
+@given(
+    st.lists(
+        st.one_of(st.binary(max_size=70), st.sampled_from([b"v1", b"ns:k", b"", b"x" * 80, b"{ns}", b"a/b", b"1.5"])),
+        max_size=150,
+    )
+)
+def test_a_command_of_many_arguments_is_each_argument_escaped_as_needed(args):
+    path = command_bytes(args, fmt=b"")
+    assert [unescape(part) for part in path.split(b"/")] == (args or [b""])
+    assert re.fullmatch(rb"[A-Za-z0-9_:%/-]*", path)
+
+
 def test_escape_spelling():
     assert escape(b"ab-_Z9") == "ab-_Z9"
     assert escape(b"a.b/c?d#e+f%g h\x00\xff") == "a%2Eb%2Fc%3Fd%23e%2Bf%25g%20h%00%FF"
@@ -163,3 +176,13 @@ def test_keyspace_key_of_another_channel_is_none(channel, db):
 @given(st.lists(st.one_of(st.binary(max_size=80), st.text(max_size=10), st.integers()), min_size=1, max_size=8))
 def test_command_bytes_is_each_argument_escaped_and_joined(args):
     assert command_bytes(args, db=2) == ("2/" + "/".join(escape(a) for a in args) + ".raw").encode("ascii")
+
+
+@pytest.mark.parametrize("odd", [b"a/b", b"1.5", b"{", b"x y", b"%", b"\xff", b"y" * 70 + b"."])
+@pytest.mark.parametrize("where", [0, 31, 32, 50, 99])
+def test_one_argument_to_escape_among_many_safe_ones_is_escaped(odd, where):
+    args = [b"k:%d" % i for i in range(100)]
+    args[where] = odd
+    path = command_bytes(args, fmt=b"")
+    assert [unescape(part) for part in path.split(b"/")] == args
+    assert re.fullmatch(rb"[A-Za-z0-9_:%/-]*", path)
