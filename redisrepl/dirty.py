@@ -148,11 +148,19 @@ class DirtyQueue:
             return None
         assert source is not None  # set with the first key taken
         now = self._clock.seconds()
+        # (clear() of each key, none of which is in flight, one step each)
+        dirty, since, flying = self._dirty, self._since[source], self._flying
+        other = ~BIT[source]
         for key in keys:
-            seen = self.clear(key, source)
-            self._flying[key] = (source, now if seen is None else seen)
+            mask = dirty[key] & other
+            if mask:
+                dirty[key] = mask
+                self._overlap += 1  # dirty on the other side too, and now in flight
+            else:
+                del dirty[key]
+            seen = since.pop(key, None)
+            flying[key] = (source, now if seen is None else seen)
         self.in_flight.update(keys)
-        self._overlap += sum(1 for key in keys if key in self._dirty)  # dirty on the other side too
         return source, keys
 
     def done(self, keys: Iterable[bytes]) -> None:
