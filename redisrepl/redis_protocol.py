@@ -14,6 +14,11 @@ txredisapi's own, a burst of 20,000 keys costs about 4 times the CPU):
 - ``_build_command`` (private): the same bytes as txredisapi's, built in one
   join (a batch write carries thousands of arguments).
 
+A subscriber's events take a shorter way still: once subscribed, runs of
+its pattern's ``pmessage`` replies go from ``dataReceived`` straight to
+``messageReceived`` (``SubscriberProtocol.fast_pattern``), as txredisapi's
+``replyReceived`` would hand them over; anything else takes the way above.
+
 And one is bypassed: ``connected(factory)`` hands out the factory's
 connection for a command, as txredisapi's handler would find it (the first
 of ``pool``, if still connected), without the handler's lookup per command
