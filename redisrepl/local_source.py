@@ -24,6 +24,9 @@ class _KeyspaceProtocol(SubscriberProtocol):
     def messageReceived(self, pattern, channel, message):
         self.factory.source.message(channel, message)
 
+    def messagesReceived(self, pattern, events):
+        self.factory.source.messages(events)
+
 
 class _KeyspaceFactory(txredisapi.SubscriberFactory):
     protocol = _KeyspaceProtocol
@@ -103,6 +106,15 @@ class LocalSource(ConnectionService):
         key = webdis.keyspace_key(channel, self._db)
         if key is not None:
             self._router.changed(LOCAL, key, event)
+
+    def messages(self, events):
+        """A burst of (channel, event), in order: as ``message`` of each."""
+        prefix = webdis.keyspace_prefix(self._db)
+        start = len(prefix)
+        changed = self._router.changed
+        for channel, event in events:
+            if channel.startswith(prefix):
+                changed(LOCAL, channel[start:], event)
 
 
 def _protocol_command(protocol):

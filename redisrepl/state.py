@@ -204,12 +204,31 @@ def from_reply(reply, now):
 _STRING_BYTES = STRING.encode()
 
 
+def _all_plain_strings(reply, count):
+    """Is ``reply`` ``count`` segments {string, -1, tag, 1, value} and nothing else?"""
+    return (
+        count > 0
+        and len(reply) == 5 * count
+        and reply[0::5].count(_STRING_BYTES) == count
+        and reply[1::5].count(b"-1") == count
+        and reply[3::5].count(b"1") == count
+        and set(map(type, reply[4::5])) == {bytes}
+    )
+
+
 def split_reply(reply, count, now):
     """(states, tags) of ``count`` keys from one read script reply, in
     order: each key's state, and the hub's stamp of what it holds (an int,
     or None: see the prelude's ``after_tag``)."""
     if not isinstance(reply, list):
         raise StateError(f"unexpected reply {reply!r:.80}")
+    if _all_plain_strings(reply, count):
+        # the usual batch: strings without expiry, read in a few passes of C
+        try:
+            tags = [int(tag) if tag else None for tag in reply[2::5]]
+        except (TypeError, ValueError):
+            raise StateError("bad segment header") from None
+        return [KeyState(STRING, value) for value in reply[4::5]], tags
     states, tags = [], []
     i = 0
     for _ in range(count):

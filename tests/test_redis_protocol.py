@@ -183,3 +183,29 @@ def test_events_the_short_way_skip_the_parser():
     assert protocol._held == event[:20] and protocol._parser.pending == 0  # waits, unparsed
     protocol.dataReceived(event[20:])
     assert len(got) == 4 and not protocol._held
+
+
+def test_a_burst_of_keyspace_events_reaches_the_router_as_single_events_would():
+    from redisrepl.local_source import LocalSource
+
+    class Router:
+        def __init__(self):
+            self.changes = []
+
+        def changed(self, side, key, event):
+            self.changes.append((side, key, event))
+
+    events = [
+        (b"__keyspace@3__:ns:a", b"set"),
+        (b"__keyspace@0__:ns:b", b"del"),  # another database's: not a key of this one
+        (b"__keyspace@3__:ns:\r\nc", b"hset"),
+    ]
+    one, burst = Router(), Router()
+    for router, deliver in ((one, "message"), (burst, "messages")):
+        source = LocalSource(None, router, 3, b"ns:", "test")
+        if deliver == "message":
+            for channel, event in events:
+                source.message(channel, event)
+        else:
+            source.messages(events)
+    assert burst.changes == one.changes == [("local", b"ns:a", b"set"), ("local", b"ns:\r\nc", b"hset")]

@@ -297,6 +297,40 @@ def test_a_hub_tag_comes_with_its_key():
     assert tags == [1795000000000001, None]
 
 
+# segments of the read script's reply: plain strings (the batch's usual
+# case, read in a few passes), and others that take the slow way
+_segments = st.one_of(
+    st.tuples(st.binary(max_size=8), st.sampled_from([b"", b"17"])).map(
+        lambda vt: [b"string", b"-1", vt[1], b"1", vt[0]]
+    ),
+    st.just([b"string", b"1700000000000", b"", b"1", b"x"]),
+    st.just([b"none", b"-2", b"", b"0"]),
+    st.just([b"hash", b"-1", b"5", b"2", b"f", b"v"]),
+)
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(st.lists(_segments, max_size=12))
+def test_a_batch_read_is_each_segment_as_from_reply_reads_it(segments):
+    reply = [item for segment in segments for item in segment]
+    states, tags = split_reply(reply, len(segments), 0)
+    assert states == [from_reply(segment[:2] + segment[4:], 0) for segment in segments]
+    assert tags == [int(segment[2]) if segment[2] else None for segment in segments]
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        [b"string", b"-1", b"x1", b"1", b"v"],  # a tag that is no number
+        [b"string", b"-1", b"", b"1", None],  # a value that is no string
+        [b"string", b"-1", b"", b"1", b"v", b"stray"],
+    ],
+)
+def test_a_bad_batch_read_is_an_error(reply):
+    with pytest.raises(StateError):
+        split_reply(reply, 1, 0)
+
+
 def test_chunks_shrink_when_items_are_big_and_grow_back():
     from redisrepl.big_keys import next_count
 
