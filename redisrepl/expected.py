@@ -83,8 +83,7 @@ class ExpectedEvents:
 
     def has(self, key):
         """Is a state redisrepl wrote to ``key`` here still remembered?"""
-        self._purge()
-        return key in self._entries
+        return self._entry(key) is not None
 
     def forget(self, key):
         self._entries.pop(key, None)
@@ -100,14 +99,12 @@ class ExpectedEvents:
     def holds(self, key, state):
         """True if redisrepl wrote ``state`` to ``key`` here and has seen no
         other state there since: writing it again would change nothing."""
-        self._purge()
-        entry = self._entries.get(key)
+        entry = self._entry(key)
         return entry is not None and entry[3] and state.same_as_digest(entry[0], entry[1])
 
     def is_echo(self, key, state):
         """True if ``state``, just read from this side, is what redisrepl wrote there."""
-        self._purge()
-        entry = self._entries.get(key)
+        entry = self._entry(key)
         if entry is None:
             return False
         if state.same_as_digest(entry[0], entry[1]):
@@ -119,7 +116,7 @@ class ExpectedEvents:
         """Record that redisrepl is about to cause ``events`` (names) on
         ``key`` here, on top of those of earlier copies whose events have not
         come yet."""
-        if not self.events:
+        if not self.events or not events:
             return
         now = self._clock.seconds()
         deadline = now + self.lifetime
@@ -224,18 +221,30 @@ class ExpectedEvents:
             del self._events[key]
         return found
 
+    def _entry(self, key):
+        """``key``'s entry if it is still remembered (its deadline not passed), else None."""
+        now = self._purge()
+        entry = self._entries.get(key)
+        if entry is not None and entry[2] <= now:
+            # (past its deadline, yet not the oldest: the clock stepped back since)
+            del self._entries[key]
+            return None
+        return entry
+
     def _purge(self):
+        """Drop the oldest entries past the capacity or their deadline; the time now."""
         entries = self._entries
         while len(entries) > self.capacity:
             entries.popitem(last=False)
         now = self._clock.seconds()
         if now < self._purge_at:
-            return  # none is past its deadline (the first entry's is the earliest)
+            return now  # none is past its deadline (the first entry's is the earliest)
         while entries:
             key = next(iter(entries))
             deadline = entries[key][2]
             if deadline > now:
                 self._purge_at = deadline
-                return
+                return now
             del entries[key]
         self._purge_at = _NEVER
+        return now

@@ -16,7 +16,7 @@ class _Anything:
 ANYTHING = _Anything()
 
 
-@attrs.define
+@attrs.define(unsafe_hash=True)
 class Forced:
     """A copy the reconcile asked for, from ``source``: ``guard`` is the
     generation id the source had when the reconcile decided (the copy is

@@ -73,6 +73,7 @@ class _FastReplies(txredisapi.BaseRedisProtocol):
 
     def connectionMade(self) -> Deferred:
         self._parser = resp.RespParser()
+        self._held = b""
         return super().connectionMade()
 
     def dataReceived(self, data: bytes) -> None:
@@ -104,7 +105,7 @@ class CommandProtocol(_FastReplies, txredisapi.RedisProtocol):
 class SubscriberProtocol(_FastReplies, txredisapi.SubscriberProtocol):
     """Subscriptions; override ``messageReceived(pattern, channel, message)``.
 
-    With ``fast_pattern`` set (once subscribed to it), runs of that
+    With ``fast_pattern`` set (before subscribing to it), runs of that
     pattern's events go straight to ``messageReceived``, a burst in a few
     passes of C (``resp.scan_pmessages``); the start of one cut by the end
     of a read waits for the next read; anything else goes through the

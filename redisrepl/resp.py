@@ -240,6 +240,7 @@ def pmessage_begins(data, pattern):
     if len(whole) >= _PMESSAGE_LINES:
         return False
     layout = [b"*4", b"$8", b"pmessage", _bulk_head(len(pattern)), pattern]
+    length = 0  # of the string the last header announced
     for row, line in enumerate(whole):
         if row < len(layout):
             if line != layout[row]:
@@ -247,10 +248,17 @@ def pmessage_begins(data, pattern):
         elif row % 2:  # a header: $<length>
             if line[:1] != b"$" or not line[1:].isdigit() or len(line) > 20:
                 return False
-            layout_length = int(line[1:])
-        elif len(line) != layout_length:
+            length = int(line[1:])
+        elif len(line) != length:
             return False
-    return len(partial) <= MAX_LINE
+    # the line begun: as far as it goes, what that row must be
+    row = len(whole)
+    begun = partial[:-1] if partial.endswith(b"\r") else partial
+    if row < len(layout):
+        return layout[row].startswith(begun)
+    if row % 2:
+        return begun[:1] in (b"", b"$") and (len(begun) < 2 or begun[1:].isdigit()) and len(begun) <= 20
+    return len(partial) <= length or (len(partial) == length + 1 and partial.endswith(b"\r"))
 
 
 class RespParser:
@@ -444,10 +452,17 @@ def _spelled(arg):
     return arg
 
 
+_BYTES = {bytes}
+
+
 def encode_bulks(args):
-    """A RESP array of the bulk strings ``args`` (bytes-like, each: anything
+    """A RESP array of the bulk strings ``args`` (bytes, each: anything
     else raises TypeError), built in a few passes of C however many there
     are (a batch write carries thousands)."""
+    if not set(map(type, args)) <= _BYTES:
+        # (join would take a bytearray, and a buffer of wider items whose
+        # len() is not its bytes: exactly bytes, so that no header lies)
+        raise TypeError("bulk strings are bytes")
     try:
         heads = list(map(_BULK_HEADS.__getitem__, map(len, args)))
     except IndexError:

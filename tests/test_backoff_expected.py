@@ -150,6 +150,30 @@ def test_forget(table):
     assert not table.is_echo(b"k", V1)
 
 
+def test_an_entry_past_its_deadline_is_gone_even_after_the_clock_stepped_back():
+    # the wall clock may step back (NTP): an entry's own deadline still rules
+    clock = Clock()
+    clock.advance(1000)
+    table = ExpectedEvents(clock, lifetime=30)
+    a, b = KeyState("string", b"a"), KeyState("string", b"b")
+    table.expect(b"A", a)  # deadline 1030
+    clock.rightNow = 900.0  # stepped back
+    table.expect(b"B", b)  # deadline 930, behind A's
+    clock.rightNow = 940.0  # B is past its deadline, A (the oldest) is not
+    assert table.has(b"A")
+    table.forget(b"A")
+    assert not table.is_echo(b"B", b) and not table.holds(b"B", b) and not table.has(b"B")
+
+
+def test_no_events_expected_is_nothing_to_keep():
+    clock = Clock()
+    table = ExpectedEvents(clock, lifetime=30)
+    table.expect_events(b"k", [])
+    clock.advance(31)
+    table.expect_events(b"j", [b"set"])  # (an empty queue once broke the purge here)
+    assert table.echo_event(b"j", b"set") and not table.echo_event(b"k", b"set")
+
+
 def test_expected_table_keeps_at_most_its_capacity():
     from twisted.internet.task import Clock
 

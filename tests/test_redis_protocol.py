@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 
-from redisrepl import redis_protocol
+from redisrepl import redis_protocol, resp
 from redisrepl.redis_protocol import CommandProtocol, SubscriberProtocol
 
 
@@ -166,6 +166,35 @@ def test_events_the_short_way_are_what_the_parser_makes_of_them_in_any_chunking(
     assert fast == slow
     assert len(slow) == len(items)
     assert not protocol._held and not protocol._parser.pending
+
+
+@pytest.mark.parametrize("arg", [bytearray(b"ab"), "text", 7, 1.5])
+def test_arguments_not_bytes_are_spelled_as_txredisapi_spells_them(arg):
+    assert _protocol(CommandProtocol)._build_command(b"SET", arg) == _native()._build_command(b"SET", arg)
+
+
+@pytest.mark.parametrize("arg", [bytearray(b"ab"), memoryview(b"ab"), __import__("array").array("i", [1, 2])])
+def test_bulk_strings_are_bytes_only(arg):
+    # (join would take them, and a buffer of wider items would lie about its length)
+    with pytest.raises(TypeError):
+        resp.encode_bulks([b"SET", arg])
+
+
+def test_the_start_of_an_event_too_long_to_hold_goes_to_the_parser():
+    got = []
+
+    class Subscriber(SubscriberProtocol):
+        def messageReceived(self, pattern, channel, message):
+            got.append(channel)
+
+    protocol = _protocol(Subscriber)
+    protocol.fast_pattern = PATTERN
+    protocol.HELD_LIMIT = 100
+    event = _wire(("event", PATTERN, b"k" * 500, b"set"))
+    protocol.dataReceived(event[:300])
+    assert not protocol._held and protocol._parser.pending  # the parser has it, bounded by its own limits
+    protocol.dataReceived(event[300:] + event)
+    assert got == [b"__keyspace@0__:ns:" + b"k" * 500] * 2 and not protocol._parser.pending
 
 
 def test_events_the_short_way_skip_the_parser():

@@ -387,6 +387,31 @@ def test_scan_pmessages_takes_the_events_before_anything_else_exactly(count, odd
     assert taken == len(b"".join(before))
 
 
+_WHOLE = _event(b"k1")
+
+
+@pytest.mark.parametrize("cut", range(len(_WHOLE)))
+def test_every_start_of_an_event_may_be_one(cut):
+    assert resp.pmessage_begins(_WHOLE[:cut], _PATTERN)
+
+
+@pytest.mark.parametrize(
+    "start",
+    [
+        b"+PONG",
+        b"+PONG\r\n",
+        b"*3\r\n$10\r\npsubscribe",
+        b"*4\r\n$8\r\npmessageX",
+        b"*4\r\n$8\r\npmessage\r\n$19\r\nother",
+        _WHOLE[:42] + b"x",  # a header that is no number
+        b"*4\r\n$8\r\npmessage\r\n$19\r\n" + _PATTERN + b"\r\n$2\r\nabc",  # longer than its header says
+        _WHOLE,  # whole: nothing more to wait for
+    ],
+)
+def test_anything_else_is_not_the_start_of_an_event(start):
+    assert not resp.pmessage_begins(start, _PATTERN)
+
+
 def test_scan_pmessages_takes_a_burst_whole():
     data = b"".join(_event(b"k%d" % i, b"hset") for i in range(1000))
     events, taken = resp.scan_pmessages(data, _PATTERN)

@@ -3,7 +3,7 @@
 import re
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from redisrepl.webdis import command_bytes, command_path, escape, keyspace_key, keyspace_pattern, unescape
@@ -174,6 +174,8 @@ def test_keyspace_key_of_another_channel_is_none(channel, db):
 
 
 @given(st.lists(st.one_of(st.binary(max_size=80), st.text(max_size=10), st.integers()), min_size=1, max_size=8))
+@example([b"x" * 70, b"."])  # a long argument with nothing to escape, beside one with something
+@example([b"x" * 70 + b".", b"k:1" * 40])
 def test_command_bytes_is_each_argument_escaped_and_joined(args):
     assert command_bytes(args, db=2) == ("2/" + "/".join(escape(a) for a in args) + ".raw").encode("ascii")
 
