@@ -180,7 +180,8 @@ def test_bulk_strings_are_bytes_only(arg):
         resp.encode_bulks([b"SET", arg])
 
 
-def test_the_start_of_an_event_too_long_to_hold_goes_to_the_parser():
+def _fast_subscriber():
+    """A subscriber whose pattern's events take the short way, and the channels it hears."""
     got = []
 
     class Subscriber(SubscriberProtocol):
@@ -189,6 +190,11 @@ def test_the_start_of_an_event_too_long_to_hold_goes_to_the_parser():
 
     protocol = _protocol(Subscriber)
     protocol.fast_pattern = PATTERN
+    return protocol, got
+
+
+def test_the_start_of_an_event_too_long_to_hold_goes_to_the_parser():
+    protocol, got = _fast_subscriber()
     protocol.HELD_LIMIT = 100
     event = _wire(("event", PATTERN, b"k" * 500, b"set"))
     protocol.dataReceived(event[:300])
@@ -198,14 +204,7 @@ def test_the_start_of_an_event_too_long_to_hold_goes_to_the_parser():
 
 
 def test_events_the_short_way_skip_the_parser():
-    got = []
-
-    class Subscriber(SubscriberProtocol):
-        def messageReceived(self, pattern, channel, message):
-            got.append(channel)
-
-    protocol = _protocol(Subscriber)
-    protocol.fast_pattern = PATTERN
+    protocol, got = _fast_subscriber()
     event = _wire(("event", PATTERN, b"k1", b"set"))
     protocol.dataReceived(event * 3 + event[:20])
     assert got == [b"__keyspace@0__:ns:k1"] * 3
