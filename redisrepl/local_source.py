@@ -103,18 +103,15 @@ class LocalSource(ConnectionService):
         self._router.subscribed(LOCAL)
 
     def message(self, channel, event):
-        key = webdis.keyspace_key(channel, self._db)
-        if key is not None:
-            self._router.changed(LOCAL, key, event)
+        self.messages(((channel, event),))
 
     def messages(self, events):
-        """A burst of (channel, event), in order: as ``message`` of each."""
-        prefix = webdis.keyspace_prefix(self._db)
-        start = len(prefix)
-        changed = self._router.changed
+        """(channel, event) pairs, in order: each key's change to the router."""
+        changed, db = self._router.changed, self._db
         for channel, event in events:
-            if channel.startswith(prefix):
-                changed(LOCAL, channel[start:], event)
+            key = webdis.keyspace_key(channel, db)
+            if key is not None:
+                changed(LOCAL, key, event)
 
 
 def _protocol_command(protocol):

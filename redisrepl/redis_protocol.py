@@ -73,7 +73,6 @@ class _FastReplies(txredisapi.BaseRedisProtocol):
 
     def connectionMade(self) -> Deferred:
         self._parser = resp.RespParser()
-        self._held = b""
         return super().connectionMade()
 
     def dataReceived(self, data: bytes) -> None:
@@ -106,7 +105,7 @@ class SubscriberProtocol(_FastReplies, txredisapi.SubscriberProtocol):
     """Subscriptions; override ``messageReceived(pattern, channel, message)``.
 
     With ``fast_pattern`` set (before subscribing to it), runs of that
-    pattern's events go straight to ``messageReceived``, a burst in a few
+    pattern's events go straight to ``messagesReceived``, a burst in a few
     passes of C (``resp.scan_pmessages``); the start of one cut by the end
     of a read waits for the next read; anything else goes through the
     parser and ``replyReceived``, in order."""
@@ -115,6 +114,8 @@ class SubscriberProtocol(_FastReplies, txredisapi.SubscriberProtocol):
     fast_pattern: bytes | None = None
     #: (most bytes the start of an event may take while it waits: a longer one goes to the parser)
     HELD_LIMIT = 1 << 20
+    #: the start of an event waiting for the rest (a protocol per connection: none at first)
+    _held = b""
 
     def dataReceived(self, data: bytes) -> None:
         pattern = self.fast_pattern
@@ -133,8 +134,6 @@ class SubscriberProtocol(_FastReplies, txredisapi.SubscriberProtocol):
             self._held = rest
         else:
             super().dataReceived(rest)
-
-    _held = b""
 
     def messagesReceived(self, pattern: bytes, events: list[tuple[bytes, bytes]]) -> None:
         """Events of ``pattern``, (channel, message) each, in order, taken

@@ -132,17 +132,11 @@ def keyspace_pattern(db: int, namespace: bytes | str) -> bytes:
 _KEYSPACE_PREFIXES: dict[int, bytes] = {}
 
 
-def keyspace_prefix(db: int) -> bytes:
-    """What every keyspace channel of ``db`` starts with, before the key."""
+def keyspace_key(channel: bytes, db: int) -> bytes | None:
+    """The key named by a keyspace channel, or None if it is not one for ``db``."""
     prefix = _KEYSPACE_PREFIXES.get(db)
     if prefix is None:  # once per database: this runs for every event
         prefix = _KEYSPACE_PREFIXES[db] = b"__keyspace@%d__:" % db
-    return prefix
-
-
-def keyspace_key(channel: bytes, db: int) -> bytes | None:
-    """The key named by a keyspace channel, or None if it is not one for ``db``."""
-    prefix = keyspace_prefix(db)
     if not channel.startswith(prefix):
         return None
     return channel[len(prefix) :]

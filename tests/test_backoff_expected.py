@@ -165,6 +165,16 @@ def test_an_entry_past_its_deadline_is_gone_even_after_the_clock_stepped_back():
     assert not table.is_echo(b"B", b) and not table.holds(b"B", b) and not table.has(b"B")
 
 
+def test_events_that_never_came_leave_the_table_when_their_time_is_past():
+    clock = Clock()
+    table = ExpectedEvents(clock, lifetime=30)
+    for i in range(100):
+        table.expect_events(b"k%d" % i, [b"set"])
+    clock.advance(31)
+    table.expect_events(b"new", [b"set"])
+    assert list(table._events) == [b"new"]  # (memory: none of the 100 kept past its time)
+
+
 def test_no_events_expected_is_nothing_to_keep():
     clock = Clock()
     table = ExpectedEvents(clock, lifetime=30)
