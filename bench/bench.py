@@ -46,7 +46,7 @@ import redis
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.delay_proxy import DelayProxy  # noqa: E402
-from bench.measure import TIMEOUT, poll, proc_usage  # noqa: E402
+from bench.measure import Arrival, poll, proc_usage  # noqa: E402
 from bench.sites import many_sites  # noqa: E402
 from redisrepl.sandbox import Sandbox  # noqa: E402
 from tests.harness import Daemon  # noqa: E402
@@ -54,38 +54,6 @@ from tests.harness import Daemon  # noqa: E402
 
 def count(r, pattern):
     return r.eval("return #redis.call('KEYS', ARGV[1])", 0, pattern)
-
-
-def all_present(r, keys, before, interval=0.002):
-    """Wait until every one of ``keys`` exists on ``r`` (which held
-    ``before`` keys when they were written); return when (perf_counter).
-
-    Cheap to watch, so that watching takes no CPU from what it watches:
-    DBSIZE until it reaches ``before`` plus the keys, then EXISTS of the
-    keys not yet seen (an EXISTS of every key at every look, as this did
-    before, took a core from the daemon and the hub's Redis). The time is
-    that of the DBSIZE, when the keys were all there then (none came while
-    they were checked)."""
-    missing = list(keys)
-    deadline = time.perf_counter() + TIMEOUT
-    while True:
-        size = r.dbsize()
-        if size >= before + len(keys):
-            at = time.perf_counter()
-            pipe = r.pipeline(transaction=False)
-            for i in range(0, len(missing), 5000):
-                pipe.exists(*missing[i : i + 5000])
-            if sum(pipe.execute()) < len(missing):
-                # some are still to come (redisrepl's own keys made up the count): which
-                pipe = r.pipeline(transaction=False)
-                for key in missing:
-                    pipe.exists(key)
-                missing = [key for key, seen in zip(missing, pipe.execute()) if not seen]
-            else:
-                return at if r.dbsize() == size else time.perf_counter()
-        if time.perf_counter() > deadline:
-            raise RuntimeError("timed out")
-        time.sleep(interval)
 
 
 class EventLog(threading.Thread):
@@ -153,7 +121,7 @@ def fill_and_wait(src, dst, ns, n):
     before = dst.dbsize()
     t0 = time.perf_counter()
     pipe.execute()
-    t1 = all_present(dst, keys, before)
+    t1 = Arrival(dst, keys, before).wait()
     return {"keys": n, "seconds": f"{t1 - t0:.2f}", "keys/s": f"{n / (t1 - t0):.0f}"}
 
 

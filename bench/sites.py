@@ -27,7 +27,7 @@ import time
 
 import redis
 
-from bench.measure import poll, proc_usage, redis_cpu
+from bench.measure import Arrival, poll, proc_usage, redis_cpu
 from tests.harness import Daemon
 
 #: The end of a reconcile run in a daemon's log (each run also logs its
@@ -70,35 +70,20 @@ CONNECTED = "connections to the hub open"
 
 def fill_times(daemons, clients, names, interval=0.01):
     """When each daemon's connections to the hub opened and when its site
-    held all ``names`` (perf_counter times, in the order of ``daemons``).
-
-    Cheap to watch, so that watching takes no CPU from the fill: DBSIZE
-    until it reaches the key count (redisrepl's own few keys may bring it
-    there a little early), then EXISTS of the keys not yet seen."""
-    count = len(names)
+    held all ``names`` (perf_counter times, in the order of ``daemons``),
+    watched cheaply (``Arrival``: redisrepl's own few keys may bring the
+    count there a little early; the keys are checked then)."""
     ready, filled = [None] * len(daemons), [None] * len(daemons)
-    missing = [None] * len(daemons)
+    arrivals = [Arrival(client, names) for client in clients]
     deadline = time.perf_counter() + 600
     while None in filled:
         if time.perf_counter() > deadline:
             raise RuntimeError("timed out")
-        for i, (daemon, client) in enumerate(zip(daemons, clients)):
+        for i, daemon in enumerate(daemons):
             if ready[i] is None and CONNECTED in daemon.log():
                 ready[i] = time.perf_counter()
-            if ready[i] is None or filled[i] is not None or client.dbsize() < count:
-                continue
-            if missing[i] is None:
-                missing[i] = names
-            here = []
-            for at in range(0, len(missing[i]), 5000):
-                chunk = missing[i][at : at + 5000]
-                pipe = client.pipeline(transaction=False)
-                for name in chunk:
-                    pipe.exists(name)
-                here += pipe.execute()
-            missing[i] = [name for name, seen in zip(missing[i], here) if not seen]
-            if not missing[i]:
-                filled[i] = time.perf_counter()
+            if ready[i] is not None and filled[i] is None:
+                filled[i] = arrivals[i].look()
         time.sleep(interval)
     return ready, filled
 
