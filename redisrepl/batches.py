@@ -95,6 +95,8 @@ class Batches:
         self._stopping = False
         self._pumping = False
         self._pump_call: DelayedCall | None = None
+        self._held = 0  # hold() without its release()
+        self._pump_wanted = False  # keys added while held
 
     @property
     def paused(self) -> "DelayedCall | None":
@@ -118,10 +120,24 @@ class Batches:
             self._reconcile.request("the queue was full")
         elif queued is Queued.ADDED:
             self._stats.backlog_high = self.queue.high_water
-            if self._pump_call is None:
+            if self._held:
+                self._pump_wanted = True
+            elif self._pump_call is None:
                 # at the end of this reactor turn: the other events that arrived
                 # with this one join its batch; no time is added
                 self._pump_call = self._clock.callLater(0, self._pump)
+
+    def hold(self) -> None:
+        """Keys added from now until ``release`` go in one pump, at the
+        release (a source's events of one read: their copies start at
+        once, without waiting a turn of the reactor)."""
+        self._held += 1
+
+    def release(self) -> None:
+        self._held -= 1
+        if not self._held and self._pump_wanted:
+            self._pump_wanted = False
+            self._pump()
 
     def stop(self, timeout: float = 5.0) -> Deferred[Any]:
         """Take no new work; fire when the batches in flight are done (or

@@ -127,7 +127,7 @@ class PoolService(Service):
 
     def stopService(self) -> Deferred:
         super().stopService()
-        return self._pool.close()
+        return self.client.close()
 
 
 def _policy(runtime: Runtime):

@@ -34,9 +34,11 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from twisted.web.client import ResponseFailed, ResponseNeverReceived
 
+from redisrepl.deadlines import Deadlines
 from redisrepl.errors import RefusedError
 
 log = Logger()
@@ -171,7 +173,6 @@ class HubConnection(Protocol):
         self._answered = False  # a byte of the current reply came
         self._served = 0  # replies read whole on this connection
         self.lost: Deferred = Deferred()
-        self.idle_timer: Any = None
 
     def send(self, data: bytes, limit: int) -> Deferred:
         d: Deferred = Deferred(self._cancel)
@@ -339,6 +340,28 @@ class _Connections(Factory):
         return conn
 
 
+class _WholeWritesTLS(TLSMemoryBIOFactory):
+    """TLS that encrypts and sends each write at once. (Twisted's default
+    holds small writes until the next reactor turn to send them together;
+    a request here is always one write, so that only cost a timer and a
+    turn of the reactor per request.)"""
+
+    protocol = TLSMemoryBIOProtocol
+    noisy = False
+
+
+class _TLSEndpoint:
+    """``endpoints.wrapClientTLS``, with _WholeWritesTLS."""
+
+    def __init__(self, creator, endpoint):
+        self._creator = creator
+        self._endpoint = endpoint
+
+    def connect(self, factory) -> Deferred:
+        d = self._endpoint.connect(_WholeWritesTLS(self._creator, True, factory))
+        return d.addCallback(lambda tls: tls.wrappedProtocol)
+
+
 class HubHTTP:
     """The pool: a request takes an idle connection or opens one; a
     connection whose reply ended cleanly is kept for the next (at most
@@ -357,14 +380,19 @@ class HubHTTP:
         if endpoint is None:
             endpoint = endpoints.HostnameEndpoint(reactor, host, port)
             if uri.scheme == "https":
-                endpoint = endpoints.wrapClientTLS(policy.creatorForNetloc(host.encode("ascii"), port), endpoint)
+                endpoint = _TLSEndpoint(policy.creatorForNetloc(host.encode("ascii"), port), endpoint)
         self._endpoint = endpoint
         self.max_idle = max_idle
-        self.idle_timeout = idle_timeout
+        #: the idle connections, each closed after ``idle_timeout`` seconds unused
+        self._idle_since = Deadlines(reactor, idle_timeout, self._expire)
         self.budget = Budget()
         self._factory = _Connections(self)
         self._idle: list[HubConnection] = []
         self._closing = False
+
+    @property
+    def idle_timeout(self) -> float:
+        return self._idle_since.seconds
 
     def request(self, method: bytes, target: bytes, body: bytes, limit: int, fresh: bool = False) -> Deferred:
         """Send ``method target`` with ``body``; a Deferred of its Reply.
@@ -383,7 +411,7 @@ class HubHTTP:
         )
         if self._idle and not fresh:
             conn = self._idle.pop()  # the most recently used: the least likely to be closed by the proxy
-            conn.idle_timer.cancel()
+            self._idle_since.end(conn)
             return conn.send(data, limit)
         d = self._endpoint.connect(self._factory)
         d.addCallback(HubConnection.send, data, limit)
@@ -392,7 +420,7 @@ class HubHTTP:
     def done_with(self, conn: HubConnection, keep: bool) -> None:
         """A reply ended: keep the connection for the next request, or close it."""
         if keep and not self._closing and len(self._idle) < self.max_idle:
-            conn.idle_timer = self._reactor.callLater(self.idle_timeout, self._expire, conn)
+            self._idle_since.start(conn)
             self._idle.append(conn)
         else:
             conn.transport.loseConnection()
@@ -405,14 +433,14 @@ class HubHTTP:
     def gone(self, conn: HubConnection) -> None:
         if conn in self._idle:
             self._idle.remove(conn)
-            conn.idle_timer.cancel()
+            self._idle_since.end(conn)
 
     def close(self) -> Deferred:
         """Close the idle connections (the others close when their reply
         ends); fires once they are closed."""
         self._closing = True
         idle, self._idle = self._idle, []
+        self._idle_since.stop()
         for conn in idle:
-            conn.idle_timer.cancel()
             conn.transport.loseConnection()
         return DeferredList([conn.lost for conn in idle])

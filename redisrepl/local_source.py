@@ -106,12 +106,18 @@ class LocalSource(ConnectionService):
         self.messages(((channel, event),))
 
     def messages(self, events):
-        """(channel, event) pairs, in order: each key's change to the router."""
-        changed, db = self._router.changed, self._db
-        for channel, event in events:
-            key = webdis.keyspace_key(channel, db)
-            if key is not None:
-                changed(LOCAL, key, event)
+        """(channel, event) pairs of one read, in order: each key's change
+        to the router."""
+        self._router.changes(LOCAL, _keys(events, self._db))
+
+
+def _keys(events, db):
+    """(key, event) of each keyspace event of ``db`` among (channel, event)."""
+    keyspace_key = webdis.keyspace_key
+    for channel, event in events:
+        key = keyspace_key(channel, db)
+        if key is not None:
+            yield key, event
 
 
 def _protocol_command(protocol):

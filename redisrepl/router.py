@@ -16,7 +16,7 @@ side refuses is parked with its own). A failed read or write never loses a
 change.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
@@ -163,6 +163,16 @@ class Router:
         if side == LOCAL:
             self._local_events.event(key, event)
         self._work.add(side, key)
+
+    def changes(self, side: str, events: Iterable[tuple[bytes, bytes]]) -> None:
+        """``changed`` for each (key, event) of one read from ``side``; the
+        copies they call for start together, at the end."""
+        self._work.hold()
+        try:
+            for key, event in events:
+                self.changed(side, key, event)
+        finally:
+            self._work.release()
 
     def subscribed(self, side: str) -> None:
         # events made while the stream was down are lost for good: none of

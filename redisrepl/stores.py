@@ -12,9 +12,10 @@ import os
 
 import attrs
 import txredisapi
-from twisted.internet.defer import CancelledError, TimeoutError
+from twisted.internet.defer import CancelledError, Deferred
 
 from redisrepl import scripts, state
+from redisrepl.deadlines import Deadlines
 from redisrepl.epochs import Generation
 from redisrepl.errors import LinkError, NoScriptError, RefusedError, ReplicationError
 from redisrepl.redis_protocol import connected
@@ -157,7 +158,8 @@ class LocalStore(_StateStore):
     def __init__(self, factory, clock, names, timeout=30.0, big_items=state.BIG_ITEMS, epoch=None):
         self._factory = factory
         self._clock = clock
-        self._timeout = timeout
+        #: the commands waiting for their reply, each cancelled after ``timeout`` seconds
+        self._waiting = Deadlines(clock, timeout, Deferred.cancel)
         self.names = names
         self.big_items = big_items
         self.epoch = epoch
@@ -167,7 +169,7 @@ class LocalStore(_StateStore):
             raise LinkError("the local Redis is not connected", "not_connected")
         conn = connected(self._factory)
         d = conn.execute_command(*args) if conn is not None else self._factory.handler.execute_command(*args)
-        d.addTimeout(self._timeout, self._clock)
+        self._waiting.start(d)
         try:
             return await d
         except txredisapi.ResponseError as e:
@@ -181,8 +183,13 @@ class LocalStore(_StateStore):
             raise RefusedError(
                 f"local Redis refused {args[0]!r}: {message.decode('utf-8', 'replace')}", "redis_error"
             ) from None
-        except (txredisapi.ConnectionError, TimeoutError, CancelledError) as e:
+        except CancelledError:
+            how = "(cancelled)" if self._waiting.end(d) else f"within {self._waiting.seconds:g} s"
+            raise LinkError(f"the local Redis did not answer {how}", "connection") from None
+        except txredisapi.ConnectionError as e:
             raise LinkError(f"the local Redis did not answer: {e or type(e).__name__}", "connection") from None
+        finally:
+            self._waiting.end(d)
 
 
 class RemoteStore(_StateStore):

@@ -21,6 +21,7 @@ from twisted.web.client import ResponseDone, ResponseFailed
 from twisted.web.http import PotentialDataLoss
 
 from redisrepl import resp, webdis
+from redisrepl.deadlines import Deadlines
 from redisrepl.errors import LinkError, NoScriptError, RefusedError
 from redisrepl.hub_http import BadReply, ReplyTooLarge, StaleConnection
 from redisrepl.tls import HubCertificateError
@@ -224,7 +225,8 @@ class WebdisClient:
         self._path = http.path
         self._clock = clock
         self._db = db
-        self._timeout = timeout
+        #: the requests under way, each cancelled after ``timeout`` seconds
+        self._under_way = Deadlines(clock, timeout, Deferred.cancel)
         self._max_reply = max_reply
 
     @property
@@ -276,6 +278,12 @@ class WebdisClient:
             raise RefusedError(f"remote Redis refused {args[0]!r}: {value}", "redis_error")
         return value
 
+    def close(self) -> Deferred:
+        """At shutdown: forget the requests' timeouts and close the pool
+        (fires once its idle connections are closed)."""
+        self._under_way.stop()
+        return self._http.close()
+
     async def warm(self, connections: int) -> int:
         """Open ``connections`` pooled connections to the hub now (as many
         PINGs at once), so the first writes, and a trickle across a WAN, do
@@ -299,17 +307,16 @@ class WebdisClient:
         return self._reply(args, reply)
 
     async def _request(self, method, target, body, limit=None, fresh=False):
-        # one timer for the whole request (connection, request, reply): when
-        # it fires it cancels the request, which closes its connection (or
-        # stops the connecting: ConnectingCancelledError)
+        # one timeout for the whole request (connection, request, reply): it
+        # cancels the request, which closes its connection (or stops the
+        # connecting: ConnectingCancelledError)
         step = self._http.request(method, target, body, limit or self._max_reply, fresh)
-        timer = self._clock.callLater(self._timeout, step.cancel)
+        self._under_way.start(step)
         try:
             return await step
         except (CancelledError, neterror.ConnectingCancelledError):
-            if timer.active():
+            if self._under_way.end(step):
                 raise  # cancelled by its caller
-            raise TimeoutError(self._timeout, f"a request to {self._url}") from None
+            raise TimeoutError(self._under_way.seconds, f"a request to {self._url}") from None
         finally:
-            if timer.active():
-                timer.cancel()
+            self._under_way.end(step)

@@ -82,9 +82,9 @@ class HubTLSReportTests(TestCase):
         )
 
     def client(self, server):
-        http = HubHTTP(reactor, f"https://localhost:{server.port}/redis", self.policy)
-        self.addCleanup(http.close)
-        return WebdisClient(http, reactor)
+        client = WebdisClient(HubHTTP(reactor, f"https://localhost:{server.port}/redis", self.policy), reactor)
+        self.addCleanup(client.close)
+        return client
 
     async def failure_of(self, server):
         client = self.client(server)

@@ -136,6 +136,17 @@ class RouterTests(_Sides, TestCase):
         self.clock.advance(0)  # ...and no time added
         self.assertEqual(self.remote.batches, [[b"ns:0", b"ns:1", b"ns:2"]])
 
+    def test_events_of_one_read_share_a_batch_sent_at_once(self):
+        self.local.router = None
+        for i in range(3):
+            self.local.user_set(b"ns:%d" % i, s(b"x"), announce=False)
+        self.router.changes(LOCAL, [(b"ns:%d" % i, b"set") for i in range(3)])
+        # sent when the read's events are all in, without a turn of the reactor
+        self.assertEqual(self.remote.batches, [[b"ns:0", b"ns:1", b"ns:2"]])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.router.changes(LOCAL, [(b"other:a", b"set")])  # not the namespace's: nothing to send
+        self.assertEqual(len(self.remote.batches), 1)
+
     def test_a_key_is_never_in_two_batches(self):
         self.remote.hold = True
         self.local.user_set(b"ns:a", s(b"1"))

@@ -25,6 +25,12 @@ class StubHTTP:
         self.requests = []
         self.fresh = []
 
+    closed = False
+
+    def close(self):
+        self.closed = True
+        return succeed(None)
+
     def request(self, method, target, body, limit, fresh=False):
         self.requests.append((method, target, body, limit))
         self.fresh.append(fresh)
@@ -179,4 +185,24 @@ class TimeoutTests(TestCase):
     def test_an_answer_in_time_leaves_no_timer_behind(self):
         d = Deferred.fromCoroutine(self.client(StubHTTP(Reply(200, b"+PONG\r\n"))).command(b"PING"))
         self.assertEqual(self.successResultOf(d), b"PONG")
+        self.clock.advance(30)  # the shared timer finds nothing due
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_each_request_has_its_whole_timeout_after_an_earlier_one_answered(self):
+        waiting = Deferred()
+        client = self.client(StubHTTP(Reply(200, b"+PONG\r\n"), waiting))
+        self.successResultOf(Deferred.fromCoroutine(client.command(b"PING")))
+        self.clock.advance(20)
+        d = Deferred.fromCoroutine(client.command(b"PING"))
+        self.clock.advance(29.9)  # 49.9 s: past the first request's deadline, not this one's
+        self.assertNoResult(d)
+        self.clock.advance(0.1)
+        self.assertEqual(self.failureResultOf(d, LinkError).value.kind, "timeout")
+
+    def test_close_forgets_the_timeouts(self):
+        http = StubHTTP(Deferred())
+        client = self.client(http)
+        Deferred.fromCoroutine(client.command(b"PING"))
+        self.successResultOf(client.close())
+        self.assertTrue(http.closed)
         self.assertEqual(self.clock.getDelayedCalls(), [])
