@@ -24,6 +24,7 @@ from twisted.logger import Logger
 
 from redisrepl.buckets import BUCKETS, bucket_of
 from redisrepl.errors import RefusedError, ReplicationError
+from redisrepl.pace import DEFAULT_SHARE, Pace
 from redisrepl.scan import LOOKAHEAD, Refused
 from redisrepl.shared_walk import RENEW_EVERY, HubWalks, SharedWalkRefused, WalkInfo, fold
 from redisrepl.sides import LOCAL, REMOTE
@@ -64,8 +65,11 @@ class BucketCheck:
     """One periodic check per call (see the module): CONFIRMED, WAIT, or
     the reason (a string) for a reconcile run now."""
 
-    def __init__(self, live, local_store, remote_store, names, epochs, clock, interval, reconcile_stats):
+    def __init__(
+        self, live, local_store, remote_store, names, epochs, clock, interval, reconcile_stats, walk_share=DEFAULT_SHARE
+    ):
         self._live = live
+        self._walk_share = walk_share
         self._local = local_store
         self._remote = remote_store
         self._names = names
@@ -167,10 +171,12 @@ class BucketCheck:
             if steps % RENEW_EVERY == 0:
                 await self._walks.renew_lease(self._lease_ms)
 
+        pace = Pace(self._clock, self._walk_share)
         try:
-            table = await fold(self._remote, self._names, LOOKAHEAD, refused, each_step)
+            table = await fold(self._remote, self._names, LOOKAHEAD, refused, each_step, pace)
             end = (await self._remote.check()).now
         finally:
+            self._reconcile_stats.hub_seconds += pace.used
             try:
                 await self._walks.release_lease()
             except ReplicationError:
@@ -183,9 +189,13 @@ class BucketCheck:
         await self._walks.publish(info, table, self._table_lifetime)
         self.stats.walks += 1
         log.info(
-            "shared walk of the hub: {keys} keys digested in {steps} steps and published for every site",
+            "shared walk of the hub: {keys} keys digested in {steps} steps and {seconds:.2f}s "
+            "({hub:.2f}s of the hub Redis' time, paced to {share:.0%} of it), published for every site",
             keys=table.keys,
             steps=steps,
+            seconds=self._clock.seconds() - pace.began,
+            hub=pace.used,
+            share=pace.share,
         )
         return info, table
 

@@ -23,6 +23,7 @@ from redisrepl.interfaces import Clock, LiveCopies, StateStore
 from redisrepl.judgement import Judgement, Voided
 from redisrepl.merge import DeleteLimit, Mode
 from redisrepl.namespace import Namespace
+from redisrepl.pace import DEFAULT_SHARE, Pace
 from redisrepl.reconcile import Outcome, ReconcileStats
 from redisrepl.scan import existing
 from redisrepl.sides import LOCAL, REMOTE
@@ -50,6 +51,7 @@ class Comparison:
     max_delete: DeleteLimit = attrs.field(factory=DeleteLimit)
     wanted_site: bytes | None = None
     site: bytes | None = None  # this site's name, once known
+    walk_share: float = DEFAULT_SHARE  # of the hub's time, for a periodic run's walk
 
     @property
     def stores(self) -> dict[str, StateStore]:
@@ -63,8 +65,11 @@ class Comparison:
         mode = run.mode
         log.info("reconcile ({reason}): comparing the namespace on both sides{how}", reason=reason, how=describe(mode))
         run.watcher = self.live.watch()
+        # a periodic run walks the hub at the pace of --walk-share; any other
+        # repairs or refills, at full speed (the pace then only measures)
+        pace = Pace(self.clock, self.walk_share if reason.startswith("periodic") else 1.0)
         try:
-            await self.walk(run, started)
+            await self.walk(run, started, pace)
             await self._forget_stale(run.hub_now)
             await self._recheck(run)  # both sides as decided, just before deleting
             await run.delete()
@@ -84,6 +89,7 @@ class Comparison:
             return Outcome((f"voided: the {e.side} side's generation changed",))
         finally:
             self.live.unwatch(run.watcher)
+            self.stats.hub_seconds += pace.used
         if run.unresolved:
             # keys the hub lost that the live path was busy with were not
             # judged: until a run has, the hub's generation is not confirmed
@@ -111,17 +117,22 @@ class Comparison:
         self.stats.last_end = self.clock.seconds()
         log.info(
             "reconcile ({reason}) done: {compared} keys compared, {fixed} differed and are being "
-            "copied, in {duration:.2f}s",
+            "copied, in {duration:.2f}s ({hub:.2f}s of the hub Redis' time{paced})",
             reason=reason,
             compared=run.compared,
             fixed=run.fixed,
             duration=duration,
+            hub=pace.used,
+            paced=f", paced to {pace.share:.0%} of it" if pace.share < 1 else "",
         )
         return Outcome(tuple(again))
 
-    async def walk(self, run: Judgement, started: float) -> None:
-        """Judge every key of both namespaces in ``run`` (redisrepl.walk)."""
-        walk = Walk(self.local_store, self.remote_store, self.synced, self.epochs, self.names, self.clock, self.stats)
+    async def walk(self, run: Judgement, started: float, pace: Pace | None = None) -> None:
+        """Judge every key of both namespaces in ``run`` (redisrepl.walk),
+        the hub's steps at ``pace``."""
+        walk = Walk(
+            self.local_store, self.remote_store, self.synced, self.epochs, self.names, self.clock, self.stats, pace
+        )
         await walk.compare(run, started)
 
     async def judgement(self) -> Judgement:
@@ -265,6 +276,7 @@ def for_config(
         mirror=config.mirror,
         max_delete=config.max_delete,
         wanted_site=config.site_name,
+        walk_share=config.walk_share,
     )
 
 

@@ -8,6 +8,7 @@ Nothing is read here (no file, no certificate, not ``os.environ`` itself):
 that is redisrepl.startup's job, once the options are known to be sound.
 """
 
+import math
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
@@ -25,6 +26,7 @@ DEFAULTS = {
     "winner": "remote",
     "reconcile-interval": "60",
     "full-walk-interval": "86400",
+    "walk-share": "0.25",
     "max-backlog": "100000",
     "concurrency": "4",
     "max-concurrency": "32",
@@ -88,6 +90,8 @@ class Config:
     #: with --rc: seconds between full walks of the namespace, periodic
     #: reconciles in between being bucket checks (0: every one walks)
     full_walk_interval: float
+    #: the most of the hub Redis' time a periodic walk of it may take (redisrepl.pace)
+    walk_share: float
     max_delete: DeleteLimit
     max_backlog: int
     #: batches in flight: always ``concurrency``, up to ``max_concurrency``
@@ -153,6 +157,7 @@ def validate(values: Mapping[str, object], environ: Mapping[str, str] | None = N
     full_walk_interval = _seconds(raw["full-walk-interval"], "--full-walk-interval")
     if full_walk_interval < 0:
         raise ConfigError("--full-walk-interval must not be negative")
+    walk_share = _share(raw["walk-share"])
     heartbeat = _seconds(raw["heartbeat"], "--heartbeat")
     if not 0.1 <= heartbeat <= 3600:
         raise ConfigError("--heartbeat must be between 0.1 and 3600 seconds")
@@ -202,6 +207,7 @@ def validate(values: Mapping[str, object], environ: Mapping[str, str] | None = N
         heartbeat=heartbeat,
         reconcile_interval=reconcile_interval,
         full_walk_interval=full_walk_interval,
+        walk_share=walk_share,
         max_delete=max_delete,
         max_backlog=max_backlog,
         concurrency=concurrency,
@@ -220,6 +226,16 @@ def _seconds(value: object, what: str) -> float:
     except ValueError:
         pass
     raise ConfigError(f"{what} must be a number of seconds, not {value!r}")
+
+
+def _share(value: object) -> float:
+    try:
+        share = float(value) if isinstance(value, str | int | float) else math.nan
+    except ValueError:
+        share = math.nan
+    if not 0.01 <= share <= 1:  # (False for NaN)
+        raise ConfigError(f"--walk-share must be a number from 0.01 to 1 (a share of the hub's time), not {value!r}")
+    return share
 
 
 def _namespace(nam: str, all_keys: bool) -> bytes:

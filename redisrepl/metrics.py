@@ -206,6 +206,11 @@ class ReplicationCollector:
             yield GaugeMetricFamily(
                 "redisrepl_reconcile_last_duration_seconds", "How long the last reconcile took", value=r.last_duration
             )
+            yield CounterMetricFamily(
+                "redisrepl_reconcile_hub_seconds",
+                "The hub Redis' time this site's walks of it took (reconciles and shared walks)",
+                value=r.hub_seconds,
+            )
             if r.last_end:
                 yield GaugeMetricFamily(
                     "redisrepl_reconcile_last_success_timestamp_seconds",

@@ -121,6 +121,13 @@ class Options(usage.Options):
             "compare bucket digests of a walk of the hub shared by all sites (0: every one walks)",
         ],
         [
+            "walk-share",
+            None,
+            DEFAULTS["walk-share"],
+            "the most of the hub Redis' time a periodic walk of it may take, from 0.01 to 1 "
+            "(1: not paced); walks that repair or refill are never paced",
+        ],
+        [
             "max-backlog",
             None,
             DEFAULTS["max-backlog"],

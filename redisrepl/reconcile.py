@@ -69,6 +69,7 @@ class ReconcileStats:
     keys_fixed: int = 0
     refilled: int = 0  # keys refilled on the hub after it lost data
     last_duration: float = 0.0
+    hub_seconds: float = 0.0  # the hub Redis' time this site's walks of it took (their digest steps)
     last_end: float = 0.0  # clock time the last run succeeded
     deleted: dict = attrs.field(factory=_per_side)  # keys deleted, by side deleted on
     blocked: dict = attrs.field(factory=_per_side)  # deletions the guard held back in the last run

@@ -138,7 +138,7 @@ class _Replies:
         _forget(*asked)
 
 
-async def scan_steps(store, names, expiries=None, on_big=None, refused=None, parts=1):
+async def scan_steps(store, names, expiries=None, on_big=None, refused=None, parts=1, pace=None):
     """Yield, SCAN step by SCAN step, [(key, digest@expiry, tag)] of the
     namespace on one side (``@expiry`` only for keys that expire: absolute
     unix ms; ``tag``: the hub's stamp of what the key holds if written
@@ -157,18 +157,24 @@ async def scan_steps(store, names, expiries=None, on_big=None, refused=None, par
     and no longer wanted are cancelled). Where two ranges meet, the last
     step of the first may list keys that the first step of the next
     listed: those are dropped, so that each key is yielded once (SCAN's
-    own guarantee holds: a key that exists throughout is listed)."""
+    own guarantee holds: a key that exists throughout is listed).
+
+    With a ``pace`` (redisrepl.pace.Pace), each step's cost to the server
+    is told to it, and a range's next step waits until the pace allows it."""
     pattern = webdis.prefix_pattern(names.prefix)
     args = [b"%d" % SCAN_COUNT, b"%d" % store.big_items, b"%d" % state.BIG_BYTES]
     side = store_side(store)
     width = 1.0 / parts
     covered = [0.0] * parts  # how much of each range is walked
+    sent = [0.0] * parts  # when each range's step under way was sent (pace's clock)
 
-    def ask(cursor):
+    def ask(part, cursor):
+        if pace is not None:
+            sent[part] = pace.now()
         return Deferred.fromCoroutine(store.run_script(scripts.DIGEST_SCAN, [], [cursor, pattern, *args]))
 
     def checked(reply):
-        if not reply or len(reply) % 4 != 1:
+        if not reply or len(reply) % 4 != 2 or not (isinstance(reply[1], bytes) and reply[1].isdigit()):
             raise ReplicationError(f"unexpected digest scan reply {reply!r:.80}", "bad_reply")
         return reply
 
@@ -177,26 +183,28 @@ async def scan_steps(store, names, expiries=None, on_big=None, refused=None, par
         # every range's first step before any is yielded: the keys it
         # lists are what the last step of the range before may list again
         for part in range(parts):
-            replies.ask(part, ask(start_cursor(part * width)))
+            replies.ask(part, ask(part, start_cursor(part * width)))
         firsts = {}
         while len(firsts) < parts:
             part, reply = await replies.next()
             firsts[part] = checked(reply)
-        heads = [set(firsts[part][1::4]) for part in range(parts)]
+        heads = [set(firsts[part][2::4]) for part in range(parts)]
         ready = deque(sorted(firsts.items()))
         while ready or replies:
             part, reply = ready.popleft() if ready else await replies.next()
             cursor = checked(reply)[0]
+            if pace is not None:
+                pace.spent(int(reply[1]) / 1e6, sent[part])
             position = scanned(cursor)
             last = int(cursor) == 0 or position >= (part + 1) * width
             if last:
                 covered[part] = width
             else:
                 covered[part] = max(covered[part], min(width, position - part * width))
-                replies.ask(part, ask(cursor))
+                replies.ask(part, ask(part, cursor) if pace is None else pace.then(ask, part, cursor))
             again = heads[part + 1] if last and part + 1 < parts else ()
             step = Step()
-            for key, digest, expiry, tag in zip(reply[1::4], reply[2::4], reply[3::4], reply[4::4]):
+            for key, digest, expiry, tag in zip(reply[2::4], reply[3::4], reply[4::4], reply[5::4]):
                 if not (isinstance(key, bytes) and names.owns(key)):
                     if refused is not None:
                         refused(side, key)

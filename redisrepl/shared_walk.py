@@ -89,13 +89,13 @@ class WalkInfo:
         return cls(parts[1], begin, end, parts[4], keys)
 
 
-async def fold(store, names, parts=1, refused=None, each_step=None):
+async def fold(store, names, parts=1, refused=None, each_step=None, pace=None):
     """The bucket digests of the namespace on ``store``'s side, walked in
-    ``parts`` ranges at once (redisrepl.scan.scan_steps), keys of types
-    redisrepl does not replicate left out; ``each_step()`` after each step
-    (it may raise to stop the walk)."""
+    ``parts`` ranges at once (redisrepl.scan.scan_steps, at ``pace``), keys
+    of types redisrepl does not replicate left out; ``each_step()`` after
+    each step (it may raise to stop the walk)."""
     table = Buckets()
-    async with aclosing(scan_steps(store, names, refused=refused, parts=parts)) as steps:
+    async with aclosing(scan_steps(store, names, refused=refused, parts=parts, pace=pace)) as steps:
         async for step in steps:
             for key, digest, _ in step:
                 if digest != UNSUPPORTED:  # a module type, left alone on both sides

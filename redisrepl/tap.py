@@ -180,7 +180,15 @@ def service_tree(config: Config, runtime: Runtime, reactor: Reactor | None = Non
     if config.rc and config.reconcile_interval and config.full_walk_interval:
         # both sides hold the whole namespace: a periodic reconcile may be a bucket check
         reconciler.check = BucketCheck(
-            router, local_store, remote_store, names, epochs, reactor, config.reconcile_interval, reconciler.stats
+            router,
+            local_store,
+            remote_store,
+            names,
+            epochs,
+            reactor,
+            config.reconcile_interval,
+            reconciler.stats,
+            walk_share=config.walk_share,
         )
     reconciler.setServiceParent(top)
 

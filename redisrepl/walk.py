@@ -24,6 +24,7 @@ from redisrepl.epochs import SideEpoch
 from redisrepl.interfaces import Clock, StateStore
 from redisrepl.judgement import Judgement
 from redisrepl.namespace import Namespace
+from redisrepl.pace import Pace
 from redisrepl.reconcile import ReconcileStats
 from redisrepl.scan import LOOKAHEAD, Refused, digests_of, existing_ahead, scan_keys, scan_steps
 from redisrepl.sides import LOCAL, REMOTE, short
@@ -47,6 +48,7 @@ class Walk:
     names: Namespace
     clock: Clock
     stats: ReconcileStats
+    pace: Pace | None = None  # of the hub's steps (redisrepl.pace)
 
     async def compare(self, run: Judgement, started: float) -> None:
         """Judge every key of both namespaces in ``run`` (begun at ``started``)."""
@@ -54,7 +56,7 @@ class Walk:
         report = progress(self.clock, "remote", started, run)
         on_local_big = big_progress(LOCAL)
         remote_steps = scan_steps(
-            self.remote_store, self.names, on_big=big_progress(REMOTE), refused=refused, parts=LOOKAHEAD
+            self.remote_store, self.names, on_big=big_progress(REMOTE), refused=refused, parts=LOOKAHEAD, pace=self.pace
         )
         async with aclosing(remote_steps) as steps:
             async for step in steps:

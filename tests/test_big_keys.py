@@ -83,10 +83,10 @@ def test_digests_in_chunks_inside_redis_match_the_daemons(lab, kind):
     assert whole.kind == kind and not whole.big
     # digested inside Redis in one call (below the threshold)...
     reply, _ = eval_script(r, scripts.DIGEST_SCAN, [], [b"0", key, b"10", b"%d" % (10 * ITEMS)], b"dgc:")
-    assert reply[1:3] == [key.encode(), whole.digest]
+    assert reply[2:4] == [key.encode(), whole.digest]
     # ...and a chunk per call (above it), summed by the daemon
     reply, _ = eval_script(r, scripts.DIGEST_SCAN, [], [b"0", key, b"10", b"%d" % THRESHOLD], b"dgc:")
-    assert reply[2] == b"B" + kind.encode()
+    assert reply[3] == b"B" + kind.encode()
     assert run(big_keys.digest(SyncStore(r), key, kind)) == whole.digest
     # a change of one item changes it
     fill(r, key, kind, 1, seed="other")

@@ -231,7 +231,7 @@ class Side:
         # every key in the first step; the cursor moves 1/steps of the keyspace a step
         position = 0.0 if args[0] == b"0" else scanned(args[0])
         after = position + 1.0 / self.steps
-        out = [b"0" if after >= 1.0 else start_cursor(after)]
+        out = [b"0" if after >= 1.0 else start_cursor(after), b"0"]
         for key, digest in sorted(self.keys.items()) if position == 0.0 else ():
             out += [key, digest, b"-1", b""]
         return out

@@ -70,7 +70,7 @@ def test_values_as_twisted_usage_leaves_them():
         }
     )
     assert config.db == 3 and config.rc is True and config.winner == "local"
-    assert config.heartbeat == 0.5 and config.reconcile_interval == 0.0
+    assert config.heartbeat == 0.5 and config.reconcile_interval == 0.0 and config.walk_share == 0.25
     assert config.max_delete == DeleteLimit(None, None)
     assert config.site_name == b"lab-1" and config.big_key_items == 50
     assert config.metrics_endpoint == "tcp:9187:interface=\\:\\:1"
@@ -96,6 +96,10 @@ def test_the_legacy_password_stays_out_of_reprs():
         ({"reconcile-interval": "-1"}, "--reconcile-interval must not be negative"),
         ({"full-walk-interval": "-1"}, "--full-walk-interval must not be negative"),
         ({"full-walk-interval": "daily"}, "--full-walk-interval must be a number of seconds, not 'daily'"),
+        ({"walk-share": "0"}, "--walk-share must be a number from 0.01 to 1 (a share of the hub's time), not '0'"),
+        ({"walk-share": "25%"}, "--walk-share must be a number from 0.01 to 1"),
+        ({"walk-share": "nan"}, "--walk-share must be a number from 0.01 to 1"),
+        ({"walk-share": "1.5"}, "--walk-share must be a number from 0.01 to 1"),
         ({"heartbeat": "0"}, "--heartbeat must be between 0.1 and 3600 seconds"),
         ({"max-delete": "lots"}, "--max-delete must be a percentage (10%), a number of keys or 'all', not 'lots'"),
         ({"mirror": 1, "rc": 1}, "--mirror is for one-way mode: with --rc both sides are merged"),

@@ -52,9 +52,9 @@ def test_digests_computed_in_redis_match(lab):
             flat = r.zrange(key, 0, -1, withscores=True, score_cast_func=bytes)
             states[key] = KeyState(ZSET, tuple(sorted(flat)))
     reply, _ = eval_script(r, scripts.DIGEST_SCAN, [], [b"0", b"dg:*", b"1000"], b"dg:")
-    assert reply[0] == b"0"
-    got = dict(zip(reply[1::4], reply[2::4]))
-    assert set(reply[3::4]) == {b"-1"}
+    assert reply[0] == b"0" and reply[1].isdigit()  # the step's time on the server, in µs
+    got = dict(zip(reply[2::4], reply[3::4]))
+    assert set(reply[4::4]) == {b"-1"}
     assert got == {key: content_digest(s) for key, s in states.items()}
 
 
@@ -389,6 +389,81 @@ class BlockingWorld:
         run(comparison.run("test"))
         self.clock.advance(0)  # the router copies what the run asked for
         return stats
+
+
+# -- pace ---------------------------------------------------------------------------------
+
+
+def test_a_periodic_run_walks_the_hub_at_its_pace_and_a_repair_at_full_speed(lab):
+    """--walk-share: the hub's digest steps of a periodic run wait for the
+    share; a run for any other reason does not wait, and both count the
+    hub's time they took."""
+    import types
+
+    import redis
+
+    # in a database of their own: a keyspace table grown for 20,000 keys
+    # would make other tests' walks take more steps, even once emptied
+    far = types.SimpleNamespace(
+        **{
+            side: redis.Redis(port=getattr(lab, side).connection_pool.connection_kwargs["port"], db=9)
+            for side in ("local", "remote")
+        }
+    )
+    ns = b"paced:"
+    for side in (far.local, far.remote):
+        side.mset({ns + b"%d" % i: b"v" for i in range(20_000)})
+    try:
+        _paced_runs(far, ns)
+    finally:
+        for side in (far.local, far.remote):
+            side.flushdb()
+            side.close()
+
+
+def _paced_runs(lab, ns):
+    from twisted.internet.defer import Deferred
+
+    from redisrepl.comparison import Comparison
+    from redisrepl.reconcile import ReconcileStats
+    from redisrepl.testing import BlockingStore
+
+    class FarHub(BlockingStore):
+        async def call(self, script, keys, args):
+            if script is scripts.DIGEST_SCAN:
+                world.clock.advance(0.05)  # each step's round trip, as the daemon sees it
+            return await super().call(script, keys, args)
+
+    world = BlockingWorld(lab, ns, hub=FarHub)
+    stats = ReconcileStats()
+    comparison = Comparison(
+        world.router,
+        world.local,
+        world.remote,
+        world.synced,
+        world.epochs,
+        world.names,
+        world.clock,
+        stats,
+        two_way=True,
+        walk_share=0.01,
+    )
+    repair = Deferred.fromCoroutine(comparison.run("the remote side's generation changed"))
+    assert repair.called, "a repair waited"
+    repaired = stats.hub_seconds
+    assert 0 < repaired < 0.05 * 40  # the hub's own time, under the round trips
+    periodic = Deferred.fromCoroutine(comparison.run("periodic: the namespace's full walk is due"))
+    assert not periodic.called  # its second steps wait for the pace
+    began, waits = world.clock.seconds(), 0
+    while not periodic.called:
+        world.clock.advance(0.1)
+        waits += 1
+        assert waits < 100_000
+    assert periodic.result.again == ()
+    spent = stats.hub_seconds - repaired
+    # the walk took at least what a 1 % share of the hub allows (its first
+    # steps, one per range, go at once)
+    assert world.clock.seconds() - began >= 0.5 * spent / 0.01
 
 
 # -- a hub that lists keys outside the namespace ----------------------------------

@@ -1,0 +1,65 @@
+"""How fast a periodic walk may ask the hub for its SCAN steps.
+
+One hub serves many sites, and its Redis runs one command at a time: a
+walk at full speed (four ranges at once, redisrepl.scan) keeps it busy
+for as long as the walk lasts, and every site's live copies queue behind
+it. A periodic walk (the shared walk of the bucket check, a periodic full
+walk, one a check asked for) is paced to take at most ``share`` of the
+hub Redis' time, counted from the walk's start:
+
+- each digest_scan step says how long it ran on the server (its own
+  ``TIME`` before and after: what the walk costs the hub, not the round
+  trip), but never more than its round trip as the daemon saw it, so a
+  hub cannot slow a walk more by claiming time than by being slow;
+- a range's next step is sent once the steps' total is at most ``share``
+  of the time since the walk began (``Pace.then``): with ``share`` 0.25,
+  a walk that costs the hub 10 s takes at least 40 s.
+
+Walks for any other reason (start-up, a reconnect, a side that lost data,
+an overflowing queue, a retry) repair or fill and are not paced. Only the
+hub's steps are; a site's own Redis is walked at full speed.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import task
+from twisted.internet.defer import Deferred
+
+from redisrepl.interfaces import Clock
+
+#: The share of the hub Redis' time a periodic walk may take (--walk-share).
+DEFAULT_SHARE = 0.25
+
+
+class Pace:
+    def __init__(self, clock: Clock, share: float = DEFAULT_SHARE):
+        if not 0 < share <= 1:
+            raise ValueError(f"a walk's share of the hub must be in (0, 1], not {share}")
+        self._clock = clock
+        self.share = share
+        self.began = clock.seconds()
+        #: seconds of the hub's time the walk's steps took
+        self.used = 0.0
+        #: seconds the walk waited for the pace
+        self.waited = 0.0
+
+    def now(self) -> float:
+        return self._clock.seconds()
+
+    def spent(self, seconds: float, sent: float) -> None:
+        """A step sent at ``sent`` ran ``seconds`` on the server."""
+        self.used += max(0.0, min(seconds, self._clock.seconds() - sent))
+
+    def delay(self) -> float:
+        """Seconds the next step must wait."""
+        return max(0.0, self.used / self.share - (self._clock.seconds() - self.began))
+
+    def then(self, ask: Callable[..., Deferred[Any]], *args: Any) -> Deferred[Any]:
+        """``ask(*args)`` once the pace allows (at once if it does now);
+        cancelling the result before then cancels the wait."""
+        delay = self.delay()
+        if delay <= 0:
+            return ask(*args)
+        self.waited += delay
+        return task.deferLater(self._clock, delay, ask, *args)
