@@ -11,6 +11,8 @@
    against a walk of the hub shared by all sites, or a whole walk): the
    checks, shared walks and whole walks made, the hub Redis' CPU per site
    per interval, per key of a shared walk, and per check's table read;
+   how long a shared walk takes and its share of the hub Redis' time
+   (paced: ``--walk-share``);
    what that makes for 100 sites of 1,000,000 keys (extrapolated); the
    local Redis' CPU per periodic reconcile; and the heartbeats the hub
    received and delivered (each heartbeat's event reaches every site's
@@ -38,6 +40,8 @@ WALK = re.compile(r"done: \d+ keys compared, \d+ differed and are being copied, 
 #: A periodic check that confirmed the namespace, and a walk of the hub shared by all sites.
 CHECKED = "both sides hold the same namespace"
 SHARED_WALK = "shared walk of the hub:"
+#: A shared walk's duration and the hub Redis' time it took (paced: --walk-share).
+SHARED_TIMES = re.compile(r"steps and ([0-9.]+)s \(([0-9.]+)s of the hub Redis' time")
 
 
 def table_read_cpu(r, ns, reads=20):
@@ -160,6 +164,13 @@ def many_sites(lab, run_id, n_sites, keys, quiet, interval, writes=50):
             figures["hub cpu s per site per interval, 100 sites of 1,000,000 keys (extrapolated)"] = (
                 f"{per_key * 1_000_000 / 100 + read:.3f}"
             )
+        if shared:
+            # how long a shared walk takes, and its share of the hub's time (--walk-share)
+            times = [tuple(map(float, m)) for d in daemons for m in SHARED_TIMES.findall(d.log())[-shared:]]
+            shares = [hub / t for t, hub in times if t > 0]
+            if shares:
+                figures["shared walk s (median)"] = f"{statistics.median(t for t, _ in times):.2f}"
+                figures["shared walk's share of the hub (median)"] = f"{statistics.median(shares):.2f}"
         if full:
             # how long a walk of the namespace takes (the runs' own "done: ... in X s")
             walks = [float(m) for d in daemons for m in WALK.findall(d.log())[-full:]]

@@ -164,11 +164,15 @@ class BucketCheck:
         generation = self._epochs[REMOTE].current
         steps = 0
         refused = Refused()
+        renewed = self._clock.seconds()
 
         async def each_step():
-            nonlocal steps
+            # every RENEW_EVERY steps, and at least every third of the
+            # lease's life (a paced walk's steps may be far apart)
+            nonlocal steps, renewed
             steps += 1
-            if steps % RENEW_EVERY == 0:
+            if steps % RENEW_EVERY == 0 or self._clock.seconds() - renewed >= self._lease_ms / 3000:
+                renewed = self._clock.seconds()
                 await self._walks.renew_lease(self._lease_ms)
 
         pace = Pace(self._clock, self._walk_share)

@@ -57,7 +57,9 @@ class Comparison:
     def stores(self) -> dict[str, StateStore]:
         return {LOCAL: self.local_store, REMOTE: self.remote_store}
 
-    async def run(self, reason: str) -> Outcome:
+    async def run(self, reason: str, paced: bool = False) -> Outcome:
+        """One run; ``paced``: asked for by the schedule alone (its walk of
+        the hub at the pace of --walk-share), not to repair or refill."""
         started = self.clock.seconds()
         again = []
         self.site = await self.synced.site_name(self.site or self.wanted_site)
@@ -67,7 +69,7 @@ class Comparison:
         run.watcher = self.live.watch()
         # a periodic run walks the hub at the pace of --walk-share; any other
         # repairs or refills, at full speed (the pace then only measures)
-        pace = Pace(self.clock, self.walk_share if reason.startswith("periodic") else 1.0)
+        pace = Pace(self.clock, self.walk_share if paced else 1.0)
         try:
             await self.walk(run, started, pace)
             await self._forget_stale(run.hub_now)

@@ -24,7 +24,11 @@ started after the step may wait until those started before it are due.
 from collections.abc import Callable, Hashable
 from typing import Any
 
+from twisted.logger import Logger
+
 from redisrepl.interfaces import Clock
+
+log = Logger()
 
 
 class Deadlines:
@@ -40,8 +44,8 @@ class Deadlines:
 
     def start(self, item: Hashable) -> None:
         """``item`` began now: expire it ``seconds`` from now unless it ends."""
-        now = self._clock.seconds()
-        self._started[item] = now
+        self._started.pop(item, None)  # (started again: its place is now the newest)
+        self._started[item] = self._clock.seconds()
         if self._timer is None:
             self._timer = self._clock.callLater(self.seconds, self._fire)
 
@@ -69,4 +73,7 @@ class Deadlines:
         for item in due:
             del self._started[item]
         for item in due:
-            self._expire(item)
+            try:
+                self._expire(item)
+            except Exception:
+                log.failure("expiring {item!r}", item=item)

@@ -9,11 +9,17 @@ hub Redis' time, counted from the walk's start:
 
 - each digest_scan step says how long it ran on the server (its own
   ``TIME`` before and after: what the walk costs the hub, not the round
-  trip), but never more than its round trip as the daemon saw it, so a
-  hub cannot slow a walk more by claiming time than by being slow;
+  trip), counted as at most its round trip as the daemon saw it: so what
+  a hub claims is bounded: claiming that every step took its whole round
+  trip makes a walk of ``parts`` ranges at once last about
+  ``parts / share`` times as long as unpaced;
 - a range's next step is sent once the steps' total is at most ``share``
   of the time since the walk began (``Pace.then``): with ``share`` 0.25,
-  a walk that costs the hub 10 s takes at least 40 s.
+  a walk that costs the hub 10 s takes at least 40 s. A share of 1 only
+  measures: it never waits.
+
+If the clock steps back, the walk's start moves back with it (the time
+the walk has taken so far stays what it was).
 
 Walks for any other reason (start-up, a reconnect, a side that lost data,
 an overflowing queue, a retry) repair or fill and are not paced. Only the
@@ -38,22 +44,28 @@ class Pace:
             raise ValueError(f"a walk's share of the hub must be in (0, 1], not {share}")
         self._clock = clock
         self.share = share
-        self.began = clock.seconds()
+        self.began = self._last = clock.seconds()
         #: seconds of the hub's time the walk's steps took
         self.used = 0.0
         #: seconds the walk waited for the pace
         self.waited = 0.0
 
     def now(self) -> float:
-        return self._clock.seconds()
+        now = self._clock.seconds()
+        if now < self._last:
+            self.began -= self._last - now  # the clock stepped back
+        self._last = now
+        return now
 
     def spent(self, seconds: float, sent: float) -> None:
         """A step sent at ``sent`` ran ``seconds`` on the server."""
-        self.used += max(0.0, min(seconds, self._clock.seconds() - sent))
+        self.used += max(0.0, min(seconds, self.now() - sent))
 
     def delay(self) -> float:
         """Seconds the next step must wait."""
-        return max(0.0, self.used / self.share - (self._clock.seconds() - self.began))
+        if self.share >= 1:
+            return 0.0
+        return max(0.0, self.used / self.share - (self.now() - self.began))
 
     def then(self, ask: Callable[..., Deferred[Any]], *args: Any) -> Deferred[Any]:
         """``ask(*args)`` once the pace allows (at once if it does now);

@@ -96,7 +96,7 @@ WAIT_AGAIN = 0.25
 class Reconciler(Service):
     """Runs the reconcile when asked (start-up, reconnects, overflow, a
     side's new generation) and every ``interval`` seconds; one run at a
-    time, failed runs retried with backoff. ``run(reason)`` is one run
+    time, failed runs retried with backoff. ``run(reason, paced)`` is one run
     (redisrepl.comparison.Comparison.run).
 
     With a ``check`` (redisrepl.bucket_check.BucketCheck), a periodic
@@ -201,7 +201,9 @@ class Reconciler(Service):
             reason = "periodic: no shared walk of the hub to compare with" if answer is WAIT else f"periodic: {answer}"
         elif due and periodic:
             reason = "periodic: the namespace's full walk is due"
-        outcome = await self._run(reason)
+        # only a run asked for by the schedule alone walks the hub at the pace
+        # of --walk-share: one asked for anything else too repairs or refills
+        outcome = await self._run(reason, paced=periodic)
         self._waits = 0
         if self._full_every:
             self._next_full = self._clock.seconds() + self._full_every * random.uniform(0.9, 1.1)

@@ -174,7 +174,9 @@ async def scan_steps(store, names, expiries=None, on_big=None, refused=None, par
         return Deferred.fromCoroutine(store.run_script(scripts.DIGEST_SCAN, [], [cursor, pattern, *args]))
 
     def checked(reply):
-        if not reply or len(reply) % 4 != 2 or not (isinstance(reply[1], bytes) and reply[1].isdigit()):
+        # (the step's time: at most 15 digits, so that a hub cannot make it a huge number)
+        time = reply[1] if reply and len(reply) % 4 == 2 else None
+        if not (isinstance(time, bytes) and len(time) <= 15 and time.isdigit()):
             raise ReplicationError(f"unexpected digest scan reply {reply!r:.80}", "bad_reply")
         return reply
 

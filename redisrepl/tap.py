@@ -154,7 +154,7 @@ def service_tree(config: Config, runtime: Runtime, reactor: Reactor | None = Non
     comparison: Comparison
     reconciler = Reconciler(
         reactor,
-        lambda reason: comparison.run(reason),
+        lambda reason, paced: comparison.run(reason, paced),
         interval=config.reconcile_interval,
         full_every=config.full_walk_interval,
     )

@@ -279,9 +279,11 @@ class WebdisClient:
         return value
 
     def close(self) -> Deferred:
-        """At shutdown: forget the requests' timeouts and close the pool
-        (fires once its idle connections are closed)."""
-        self._under_way.stop()
+        """At shutdown: close the pool (fires once its idle connections are
+        closed). Requests still under way keep their timeouts; with none,
+        the shared timer goes."""
+        if not self._under_way:
+            self._under_way.stop()
         return self._http.close()
 
     async def warm(self, connections: int) -> int:

@@ -55,7 +55,7 @@ def three_sites(lab, extra, ns, n=2000, options=OPTIONS, first=()):
 def test_sites_share_one_walk_of_the_hub(sites):
     lab, extra = sites
     port = free_port()
-    daemons, _ = three_sites(lab, extra, "bk1:", first=["--metrics", str(port)])
+    daemons, _ = three_sites(lab, extra, "bk1:", first=["--metrics", str(port), "--walk-share", "0.5"])
     wait_until(lambda: all(confirmations(d) >= 4 for d in daemons), SLOW, what="four checks confirmed on each site")
     before = daemons[0].log()
     text = scrape(port)
@@ -74,6 +74,11 @@ def test_sites_share_one_walk_of_the_hub(sites):
     assert not any("buckets differing" in log for log in logs)
     for log in logs:
         assert "2000 keys on the hub, 2000 here" in log
+    # every site's first check walks the hub itself, at its --walk-share;
+    # what its walks took of the hub's time is counted
+    assert "paced to 50% of it), published for every site" in logs[0]
+    assert "paced to 25% of it), published for every site" in logs[1]
+    assert metric(text, "redisrepl_reconcile_hub_seconds_total") > 0
 
 
 @pytest.mark.parametrize("where", ["hub", "site"])

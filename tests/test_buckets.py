@@ -89,10 +89,12 @@ class Schedule:
         self.clock = task.Clock()
         self.answers = list(answers)
         self.runs = []
+        self.paced = []  # of each run: walking the hub at the pace of --walk-share?
         self.checks = 0
 
-        async def run(reason):
+        async def run(reason, paced):
             self.runs.append(reason)
+            self.paced.append(paced)
             return Outcome()
 
         outer = self
@@ -135,6 +137,26 @@ def test_a_request_for_another_reason_walks_even_at_a_periodic_time():
     s.reconciler.request("local events (re)subscribed")
     s.tick(1)
     assert s.checks == 0 and s.runs == ["local events (re)subscribed, periodic"]
+    assert s.paced == [False]  # a repair, at full speed
+
+
+def test_only_runs_the_schedule_alone_asked_for_are_paced():
+    s = Schedule(["the periodic check found 2 of 16384 buckets differing", WAIT])
+    s.reconciler.request("start-up")
+    s.tick(1)
+    s.tick(10)  # the check found a difference: a walk, periodic
+    s.reconciler.request("the queue was full")
+    s.tick(1)
+    s.reconciler.request("periodic")
+    s.reconciler.request("the remote side's generation changed")
+    s.tick(1)
+    assert s.runs == [
+        "start-up",
+        "periodic: the periodic check found 2 of 16384 buckets differing",
+        "the queue was full",
+        "periodic, the remote side's generation changed",
+    ]
+    assert s.paced == [False, True, False, False]
 
 
 def test_waiting_for_another_sites_walk_is_bounded():
@@ -181,8 +203,9 @@ def test_a_failed_check_is_retried_as_a_walk():
     clock = task.Clock()
     runs = []
 
-    async def run(reason):
+    async def run(reason, paced):
         runs.append(reason)
+        assert not paced  # a retry repairs
         return Outcome()
 
     class Failing:
@@ -219,6 +242,8 @@ class Side:
         self.refuse = refuse  # (command, error) to raise
         self.epoch = None
         self.steps = steps  # SCAN steps a walk of the whole keyspace takes
+        self.clock = None  # with one: each step's round trip takes ``step_seconds`` of it
+        self.step_seconds = 0.0  # and the step says it ran that long on the server
         self.commands = []  # (command, reply limit)
 
     async def check(self):
@@ -228,10 +253,12 @@ class Side:
     async def run_script(self, script, keys, args):
         from redisrepl.scan import scanned, start_cursor
 
+        if self.clock is not None:
+            await task.deferLater(self.clock, self.step_seconds, lambda: None)
         # every key in the first step; the cursor moves 1/steps of the keyspace a step
         position = 0.0 if args[0] == b"0" else scanned(args[0])
         after = position + 1.0 / self.steps
-        out = [b"0" if after >= 1.0 else start_cursor(after), b"0"]
+        out = [b"0" if after >= 1.0 else start_cursor(after), b"%d" % (self.step_seconds * 1e6)]
         for key, digest in sorted(self.keys.items()) if position == 0.0 else ():
             out += [key, digest, b"-1", b""]
         return out
@@ -283,7 +310,7 @@ class Generation:
 KEYS = {b"ns:a": b"d1", b"ns:b": b"d2"}
 
 
-def a_site(hub, keys=KEYS):
+def a_site(hub, keys=KEYS, clock=None, walk_share=0.25):
     from redisrepl.bucket_check import BucketCheck
     from redisrepl.namespace import Namespace
     from redisrepl.reconcile import ReconcileStats
@@ -295,9 +322,10 @@ def a_site(hub, keys=KEYS):
         hub,
         Namespace(b"ns:"),
         {"local": Generation(), "remote": Generation()},
-        task.Clock(),
+        clock or task.Clock(),
         60.0,
         ReconcileStats(),
+        walk_share=walk_share,
     )
     return check, live
 
@@ -410,6 +438,30 @@ def test_keys_of_types_not_replicated_are_left_out_of_the_tables():
     hub = Side(True, {**KEYS, b"ns:module": UNSUPPORTED})  # the merge leaves it alone
     a, _ = a_site(hub)
     assert run(a()) is CONFIRMED
+
+
+def test_a_shared_walk_is_paced_and_renews_its_lease_by_time():
+    from twisted.internet.defer import Deferred
+
+    from redisrepl.shared_walk import RENEW_EVERY
+
+    clock = task.Clock()
+    hub = Side(True, KEYS, steps=16)
+    hub.clock, hub.step_seconds = clock, 10.0
+    a, _ = a_site(hub, clock=clock, walk_share=0.5)
+    checked = Deferred.fromCoroutine(a())
+    while not checked.called:
+        clock.advance(1)
+    assert checked.result is CONFIRMED
+    assert a._reconcile_stats.hub_seconds == 16 * 10.0
+    # each step waited until the walk had taken twice the hub's time so
+    # far: only the last steps in flight (one per range, four) are not
+    # doubled (unpaced, the walk takes 4 x 10 s)
+    assert clock.seconds() >= 2 * (16 - 4) * 10.0 + 10.0
+    # steps about 20 s apart: the 60 s lease renewed by time, not only
+    # every RENEW_EVERY steps
+    renewals = [c for c in hub.commands if c[0] == "PEXPIRE"]
+    assert len(renewals) > 16 // RENEW_EVERY
 
 
 def test_a_walk_renews_its_lease_and_reads_are_bounded_by_their_size():

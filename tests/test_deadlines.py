@@ -3,6 +3,7 @@ task.Clock."""
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
 
 from redisrepl.deadlines import Deadlines
 from redisrepl.errors import LinkError
@@ -136,3 +137,36 @@ def test_a_local_command_without_an_answer_fails_after_the_timeout():
     assert "did not answer within 30 s" in str(error[0].value)
     # the reply that comes after all is ignored
     factory.pool[0].waiting[1].callback(b"PONG")
+
+
+def test_an_item_started_again_takes_its_new_place():
+    clock, expired, d = deadlines()
+    d.start("a")
+    d.start("b")
+    clock.advance(5)
+    d.start("a")  # again: due at 15 now, after b
+    clock.advance(5)
+    assert expired == ["b"]
+    clock.advance(5)
+    assert expired == ["b", "a"]
+
+
+def test_an_expiry_that_fails_does_not_keep_the_others_from_expiring():
+    clock, expired = Clock(), []
+
+    def expire(item):
+        if item == "bad":
+            raise RuntimeError("a canceller that fails")
+        expired.append(item)
+
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        d = Deadlines(clock, 10, expire)
+        for item in ("a", "bad", "b"):
+            d.start(item)
+        clock.advance(10)
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert expired == ["a", "b"]
+    assert [e["log_failure"].type for e in logged if "log_failure" in e] == [RuntimeError]

@@ -452,7 +452,7 @@ def _paced_runs(lab, ns):
     assert repair.called, "a repair waited"
     repaired = stats.hub_seconds
     assert 0 < repaired < 0.05 * 40  # the hub's own time, under the round trips
-    periodic = Deferred.fromCoroutine(comparison.run("periodic: the namespace's full walk is due"))
+    periodic = Deferred.fromCoroutine(comparison.run("periodic: the namespace's full walk is due", paced=True))
     assert not periodic.called  # its second steps wait for the pace
     began, waits = world.clock.seconds(), 0
     while not periodic.called:

@@ -194,13 +194,16 @@ def test_a_step_cannot_claim_more_than_its_round_trip():
     assert pace.used == 0.02
 
 
-def test_a_share_of_one_never_waits_for_steps_that_took_the_walks_time():
+def test_a_share_of_one_only_measures():
     clock = Clock()
+    clock.advance(1)
     pace = Pace(clock, 1.0)
     for _ in range(10):
         clock.advance(0.01)
-        pace.spent(0.01, sent=clock.seconds() - 0.01)
+        # four ranges' steps at once: more of the hub's time than the walk's
+        pace.spent(0.04, sent=clock.seconds() - 0.05)
         assert pace.delay() == 0
+    assert round(pace.used, 6) == 0.4
 
 
 def test_a_share_outside_zero_to_one_is_refused():
@@ -241,9 +244,32 @@ def test_a_paced_step_not_yet_sent_is_cancelled_with_the_walk():
     assert len(hub.asked) == 1  # and it was never sent
 
 
-def test_a_step_without_its_time_is_a_bad_reply():
+@pytest.mark.parametrize(
+    "reply",
+    [
+        [b"0", b"ns:a", b"d1", b"-1", b""],  # the layout before: no time
+        [b"0", b"-5", b"ns:a", b"d1", b"-1", b""],
+        [b"0", b"9" * 16, b"ns:a", b"d1", b"-1", b""],  # a hub's huge claim
+        [b"0", b"", b"ns:a", b"d1", b"-1", b""],
+        [b"0", 5, b"ns:a", b"d1", b"-1", b""],
+    ],
+)
+def test_a_step_without_a_plausible_time_is_a_bad_reply(reply):
     hub, steps, failures = LaterStore(), [], []
-    done = collect(scan.scan_steps(hub, NAMES), steps)
+    done = collect(scan.scan_steps(hub, NAMES, pace=Pace(Clock(), 0.5)), steps)
     done.addErrback(failures.append)
-    hub.answer(0, [b"0", b"ns:a", b"d1", b"-1", b""])  # a reply of the layout before
-    assert failures and failures[0].check(ReplicationError)
+    hub.answer(0, reply)
+    assert failures and failures[0].check(ReplicationError) and steps == []
+
+
+def test_a_pace_follows_a_clock_that_steps_back():
+    clock = Clock()
+    clock.advance(1000)
+    pace = Pace(clock, 0.5)
+    clock.advance(1)
+    pace.spent(1.0, sent=1000)  # 1 s of the hub's, in the walk's first second
+    assert pace.delay() == 1.0
+    clock.rightNow -= 3600  # the wall clock steps back an hour
+    assert pace.delay() == 1.0  # not an hour more
+    clock.advance(1)
+    assert pace.delay() == 0.0

@@ -199,10 +199,14 @@ class TimeoutTests(TestCase):
         self.clock.advance(0.1)
         self.assertEqual(self.failureResultOf(d, LinkError).value.kind, "timeout")
 
-    def test_close_forgets_the_timeouts(self):
-        http = StubHTTP(Deferred())
+    def test_close_keeps_the_timeouts_of_requests_under_way_and_leaves_no_timer_otherwise(self):
+        http = StubHTTP(Deferred(), Reply(200, b"+PONG\r\n"))
         client = self.client(http)
-        Deferred.fromCoroutine(client.command(b"PING"))
+        stuck = Deferred.fromCoroutine(client.command(b"PING"))
         self.successResultOf(client.close())
         self.assertTrue(http.closed)
+        self.clock.advance(30)
+        self.assertEqual(self.failureResultOf(stuck, LinkError).value.kind, "timeout")
+        self.successResultOf(Deferred.fromCoroutine(client.command(b"PING")))
+        self.successResultOf(client.close())
         self.assertEqual(self.clock.getDelayedCalls(), [])

@@ -31,5 +31,6 @@ for _, k in ipairs(res[2]) do
   end
 end
 local t1 = redis.call('TIME')
-out[2] = fmt((tonumber(t1[1]) - tonumber(t0[1])) * 1000000 + tonumber(t1[2]) - tonumber(t0[2]))
+-- (0 if the server's clock stepped back meanwhile)
+out[2] = fmt(math.max(0, (tonumber(t1[1]) - tonumber(t0[1])) * 1000000 + tonumber(t1[2]) - tonumber(t0[2])))
 return out
