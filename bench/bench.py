@@ -23,6 +23,9 @@ twistd and measures it from the outside:
            per site; then a quiet phase: the hub Redis' CPU per reconcile
            per site, heartbeats a minute; then fan-out latency of single
            writes from one site to all others (bench/sites.py)
+  checks   one two-way site of K keys checking every S seconds (a bucket
+           check, its walks paced by --walk-share): latency of 100 live
+           SETs/s to the hub while the checks run
 
 and for each, the daemon's CPU seconds and peak RSS.
 
@@ -38,7 +41,6 @@ import os
 import platform
 import statistics
 import sys
-import threading
 import time
 
 import redis
@@ -46,8 +48,8 @@ import redis
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.delay_proxy import DelayProxy  # noqa: E402
-from bench.measure import Arrival, poll, proc_usage  # noqa: E402
-from bench.sites import many_sites  # noqa: E402
+from bench.measure import Arrival, EventLog, paced, poll, proc_usage, write_latencies  # noqa: E402
+from bench.sites import checking_site, many_sites  # noqa: E402
 from redisrepl.sandbox import Sandbox  # noqa: E402
 from tests.harness import Daemon  # noqa: E402
 
@@ -56,41 +58,7 @@ def count(r, pattern):
     return r.eval("return #redis.call('KEYS', ARGV[1])", 0, pattern)
 
 
-class EventLog(threading.Thread):
-    """Records (time, key, event) of keyspace events matching a pattern."""
-
-    def __init__(self, r, pattern):
-        super().__init__(daemon=True)
-        self.pubsub = r.pubsub()
-        self.pubsub.psubscribe(pattern)
-        self.pubsub.get_message(timeout=5)
-        self.events = []
-        self.running = True
-
-    def run(self):
-        while self.running:
-            msg = self.pubsub.get_message(timeout=0.1)
-            if msg and msg["type"] == "pmessage":
-                self.events.append((time.perf_counter(), msg["channel"].split(b":", 1)[1], msg["data"]))
-
-    def stop(self):
-        self.running = False
-        self.join()
-        self.pubsub.close()
-
-
 _runs = iter(range(1, 1_000_000))
-
-
-def paced(rate, n, write):
-    """Call ``write(i)`` for i in range(n) at ``rate`` calls a second, on
-    schedule (not drifting with the calls' own time)."""
-    t0 = time.perf_counter()
-    for i in range(n):
-        due = t0 + i / rate
-        while time.perf_counter() < due:
-            time.sleep(max(0, due - time.perf_counter() - 0.0005))
-        write(i)
 
 
 def run_scenario(lab, name, rc, body):
@@ -132,33 +100,9 @@ def burst(lab, n):
 
 
 def latency(lab, rate, seconds):
-    local, remote = lab["local"], lab["remote"]
-
-    def body(ns):
-        events = EventLog(remote, f"__keyspace@0__:{ns}*")
-        events.start()
-        sent = {}
-        n = int(rate * seconds)
-
-        def write(i):
-            key = f"{ns}{i}"
-            sent[key.encode()] = time.perf_counter()
-            local.set(key, "x")
-
-        paced(rate, n, write)
-        poll(lambda: len({k for _, k, _ in events.events}) >= n)
-        events.stop()
-        lat = sorted((t - sent[k]) * 1000 for t, k, e in events.events if k in sent and e == b"set")
-        q = statistics.quantiles(lat, n=100)
-        return {
-            "sets": n,
-            "p50 ms": f"{q[49]:.2f}",
-            "p95 ms": f"{q[94]:.2f}",
-            "p99 ms": f"{q[98]:.2f}",
-            "max ms": f"{lat[-1]:.2f}",
-        }
-
-    return run_scenario(lab, "latency", False, body)
+    return run_scenario(
+        lab, "latency", False, lambda ns: write_latencies(lab["local"], lab["remote"], ns, rate, seconds)
+    )
 
 
 def hot(lab, keys=100, writes=200):
@@ -333,7 +277,9 @@ def main():
     parser.add_argument("--site-keys", type=int, default=20000, help="keys on the hub in the sites scenario")
     parser.add_argument("--quiet", type=float, default=30, help="seconds of the sites scenario's quiet phase")
     parser.add_argument("--site-interval", type=float, default=10, help="--reconcile-interval of the sites scenario")
-    parser.add_argument("--only", default="burst,latency,hot,hash,reverse,outage,bighash,trickle,sites")
+    parser.add_argument("--check-keys", type=int, default=150000, help="keys of the checks scenario's site")
+    parser.add_argument("--check-interval", type=float, default=5, help="--reconcile-interval of the checks scenario")
+    parser.add_argument("--only", default="burst,latency,hot,hash,reverse,outage,bighash,trickle,sites,checks")
     parser.add_argument("--rtt", default="", help="round trips in ms to add, comma-separated (e.g. 10,40,100)")
     parser.add_argument("--daemon", default="", help="more options for every daemon (e.g. '--concurrency 8')")
     args = parser.parse_args()
@@ -362,6 +308,7 @@ def main():
                 "sites",
                 lambda: many_sites(lab, next(_runs), args.sites, args.site_keys, args.quiet, args.site_interval),
             ),
+            ("checks", lambda: checking_site(lab, next(_runs), args.check_keys, args.check_interval)),
         ]
         for name, run in scenarios:
             if name not in only:

@@ -1,7 +1,10 @@
 """What the bench scenarios measure with: polling a condition, a process'
-CPU and memory, a Redis server's CPU."""
+CPU and memory, a Redis server's CPU, keyspace events and the latency of
+writes."""
 
 import os
+import statistics
+import threading
 import time
 
 TIMEOUT = 120.0
@@ -75,3 +78,64 @@ def redis_cpu(r):
     """CPU seconds a Redis server used so far (user + system, all threads)."""
     info = r.info("cpu")
     return info["used_cpu_user"] + info["used_cpu_sys"]
+
+
+class EventLog(threading.Thread):
+    """Records (time, key, event) of keyspace events matching a pattern."""
+
+    def __init__(self, r, pattern):
+        super().__init__(daemon=True)
+        self.pubsub = r.pubsub()
+        self.pubsub.psubscribe(pattern)
+        self.pubsub.get_message(timeout=5)
+        self.events = []
+        self.running = True
+
+    def run(self):
+        while self.running:
+            msg = self.pubsub.get_message(timeout=0.1)
+            if msg and msg["type"] == "pmessage":
+                self.events.append((time.perf_counter(), msg["channel"].split(b":", 1)[1], msg["data"]))
+
+    def stop(self):
+        self.running = False
+        self.join()
+        self.pubsub.close()
+
+
+def paced(rate, n, write):
+    """Call ``write(i)`` for i in range(n) at ``rate`` calls a second, on
+    schedule (not drifting with the calls' own time)."""
+    t0 = time.perf_counter()
+    for i in range(n):
+        due = t0 + i / rate
+        while time.perf_counter() < due:
+            time.sleep(max(0, due - time.perf_counter() - 0.0005))
+        write(i)
+
+
+def write_latencies(local, remote, ns, rate, seconds, prefix=""):
+    """``rate`` SETs a second for ``seconds`` on ``local``, each of a new key
+    ``{ns}{prefix}{i}``, timed until the ``remote``'s set event: percentiles."""
+    events = EventLog(remote, f"__keyspace@0__:{ns}{prefix}*")
+    events.start()
+    sent = {}
+    n = int(rate * seconds)
+
+    def write(i):
+        key = f"{ns}{prefix}{i}"
+        sent[key.encode()] = time.perf_counter()
+        local.set(key, "x")
+
+    paced(rate, n, write)
+    poll(lambda: len({k for _, k, _ in events.events}) >= n)
+    events.stop()
+    lat = sorted((t - sent[k]) * 1000 for t, k, e in events.events if k in sent and e == b"set")
+    q = statistics.quantiles(lat, n=100)
+    return {
+        "sets": n,
+        "p50 ms": f"{q[49]:.2f}",
+        "p95 ms": f"{q[94]:.2f}",
+        "p99 ms": f"{q[98]:.2f}",
+        "max ms": f"{lat[-1]:.2f}",
+    }

@@ -29,7 +29,7 @@ import time
 
 import redis
 
-from bench.measure import Arrival, poll, proc_usage, redis_cpu
+from bench.measure import Arrival, poll, proc_usage, redis_cpu, write_latencies
 from tests.harness import Daemon
 
 #: The end of a reconcile run in a daemon's log (each run also logs its
@@ -202,3 +202,38 @@ def many_sites(lab, run_id, n_sites, keys, quiet, interval, writes=50):
             pipe.unlink(key)
         pipe.execute()
     return figures
+
+
+def checking_site(lab, run_id, keys, interval, rate=100, seconds=30):
+    """One two-way site of ``keys`` keys whose periodic reconcile (a bucket
+    check) runs every ``interval`` seconds: the latency of its live copies
+    to the hub while the checks run (``rate`` SETs a second), and the checks
+    made meanwhile. Its walks are paced by ``--walk-share`` (``--daemon``
+    sets it; 1 is no pacing)."""
+    sandbox, remote = lab["sandbox"], lab["remote"]
+    ns = f"bcheck{run_id}:"
+    site = sandbox.add_site(f"b{run_id}c")
+    local = redis.Redis(port=site.redis_port)
+    pipe = remote.pipeline(transaction=False)
+    for i in range(keys):
+        pipe.set(f"{ns}{i}", f"v{i}")
+    pipe.execute()
+    extra = [*lab.get("extra", ()), *lab["daemon"], "--reconcile-interval", str(interval)]
+    daemon = Daemon(sandbox, ns, rc=True, extra=extra, site=site)
+    try:
+        daemon.wait_log("connections to the hub open")
+        poll(lambda: local.dbsize() >= keys, timeout=600, interval=0.1)
+        daemon.wait_log(RUN_DONE, timeout=600)  # the start-up reconcile is over
+        before = daemon.log()
+        figures = {"keys": keys, "check interval s": interval}
+        figures.update(write_latencies(local, remote, ns, rate, seconds, prefix="live"))
+        during = daemon.log()[len(before) :]
+        figures["checks confirmed meanwhile"] = during.count(CHECKED)
+        figures["shared walks meanwhile"] = during.count(SHARED_WALK)
+        return figures
+    finally:
+        daemon.stop()
+        pipe = remote.pipeline(transaction=False)
+        for key in remote.scan_iter(match=f"{ns}*", count=5000):
+            pipe.unlink(key)
+        pipe.execute()

@@ -206,7 +206,9 @@ class BucketCheck:
     async def _fold_local(self):
         generation = self._epochs[LOCAL].current
         refused = Refused()
-        table = await fold(self._local, self._names, refused=refused)
+        # paced too: at full speed the fold holds the local Redis and this
+        # daemon for seconds, and live copies wait behind its steps
+        table = await fold(self._local, self._names, refused=refused, pace=Pace(self._clock, self._walk_share))
         self._reconcile_stats.refused_keys += refused.count
         after = self._epochs[LOCAL].current
         if generation is not None and (after is None or after.id != generation.id):

@@ -310,7 +310,7 @@ class Generation:
 KEYS = {b"ns:a": b"d1", b"ns:b": b"d2"}
 
 
-def a_site(hub, keys=KEYS, clock=None, walk_share=0.25):
+def a_site(hub, keys=KEYS, clock=None, walk_share=0.25, local=None):
     from redisrepl.bucket_check import BucketCheck
     from redisrepl.namespace import Namespace
     from redisrepl.reconcile import ReconcileStats
@@ -318,7 +318,7 @@ def a_site(hub, keys=KEYS, clock=None, walk_share=0.25):
     live = Live()
     check = BucketCheck(
         live,
-        Side(False, keys),
+        local or Side(False, keys),
         hub,
         Namespace(b"ns:"),
         {"local": Generation(), "remote": Generation()},
@@ -462,6 +462,21 @@ def test_a_shared_walk_is_paced_and_renews_its_lease_by_time():
     # every RENEW_EVERY steps
     renewals = [c for c in hub.commands if c[0] == "PEXPIRE"]
     assert len(renewals) > 16 // RENEW_EVERY
+
+
+def test_a_checks_fold_of_the_local_redis_is_paced_too():
+    from twisted.internet.defer import Deferred
+
+    clock = task.Clock()
+    local = Side(False, KEYS, steps=8)
+    local.clock, local.step_seconds = clock, 10.0
+    a, _ = a_site(Side(True, KEYS), clock=clock, walk_share=0.5, local=local)
+    checked = Deferred.fromCoroutine(a())
+    while not checked.called:
+        clock.advance(1)
+    assert checked.result is CONFIRMED
+    # one range: every step but the last waits as long as it took (80 s unpaced)
+    assert clock.seconds() >= 2 * (8 - 1) * 10.0 + 10.0
 
 
 def test_a_walk_renews_its_lease_and_reads_are_bounded_by_their_size():
