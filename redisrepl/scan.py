@@ -46,11 +46,16 @@ class Refused:
         self.count += 1
 
 
+def _is_big(digest):
+    """A big key's answer: ``B`` and its type, to be digested a chunk per call."""
+    return digest[:1] == CHANGING and len(digest) > 1
+
+
 async def _resolved(store, key, digest, expiry, expiries=None, on_big=None):
     """A digest as the scripts answer it, made final: a big key digested a
     chunk per call (after ``on_big(key, type)``), and ``@expiry`` added for
-    a key that expires (absolute unix ms; also put in ``expiries``)."""
-    if digest[:1] == CHANGING and len(digest) > 1:
+    a key that expires (``_expiring``)."""
+    if _is_big(digest):
         kind = digest[1:].decode("ascii", "replace")
         if on_big is not None:
             on_big(key, kind)
@@ -58,6 +63,12 @@ async def _resolved(store, key, digest, expiry, expiries=None, on_big=None):
             digest = await big_keys.digest(store, key, kind)
         except big_keys.KeyChanged:
             digest = CHANGING
+    return _expiring(key, digest, expiry, expiries)
+
+
+def _expiring(key, digest, expiry, expiries=None):
+    """``digest@expiry`` for a key that expires (absolute unix ms; also put
+    in ``expiries``), else ``digest``."""
     if int(expiry) >= 0 and digest not in (UNSUPPORTED, CHANGING):
         digest += b"@" + expiry
         if expiries is not None:
@@ -206,14 +217,19 @@ async def scan_steps(store, names, expiries=None, on_big=None, refused=None, par
                 replies.ask(part, ask(part, cursor) if pace is None else pace.then(ask, part, cursor))
             again = heads[part + 1] if last and part + 1 < parts else ()
             step = Step()
+            owns, append = names.owns, step.append
             for key, digest, expiry, tag in zip(reply[2::4], reply[3::4], reply[4::4], reply[5::4]):
-                if not (isinstance(key, bytes) and names.owns(key)):
+                if not (isinstance(key, bytes) and owns(key)):
                     if refused is not None:
                         refused(side, key)
                     continue
                 if key in again:
                     continue
-                step.append((key, await _resolved(store, key, digest, expiry, expiries, on_big), _tag(tag)))
+                if _is_big(digest):  # (a coroutine only for those: a step holds a thousand keys)
+                    digest = await _resolved(store, key, digest, expiry, expiries, on_big)
+                else:
+                    digest = _expiring(key, digest, expiry, expiries)
+                append((key, digest, _tag(tag)))
             step.done = min(1.0, sum(covered))
             yield step
     finally:

@@ -97,9 +97,8 @@ async def fold(store, names, parts=1, refused=None, each_step=None, pace=None):
     table = Buckets()
     async with aclosing(scan_steps(store, names, refused=refused, parts=parts, pace=pace)) as steps:
         async for step in steps:
-            for key, digest, _ in step:
-                if digest != UNSUPPORTED:  # a module type, left alone on both sides
-                    table.add(key, digest)
+            # (types left alone on both sides, a module's, are not in the table)
+            table.add_all((key, digest) for key, digest, _ in step if digest != UNSUPPORTED)
             if each_step is not None:
                 await each_step()
     return table

@@ -30,6 +30,15 @@ def test_a_table_does_not_depend_on_the_order_keys_come_in(state, rnd):
     assert table(pairs).differing(table(shuffled)) == []
 
 
+@given(st.lists(st.tuples(st.binary(min_size=1, max_size=20), st.binary(max_size=30)), max_size=40))
+def test_adding_all_at_once_is_adding_one_by_one(pairs):
+    one_by_one = Buckets()
+    for key, digest in pairs:
+        one_by_one.add(key, digest)
+    assert table(pairs) == one_by_one and table(pairs).keys == len(pairs)
+    assert table(pairs).to_bytes() == one_by_one.to_bytes()
+
+
 @given(items, st.binary(min_size=1, max_size=20), st.binary(max_size=30))
 def test_any_key_more_less_or_changed_makes_its_bucket_differ(state, key, digest):
     base = table(state.items())
