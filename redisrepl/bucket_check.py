@@ -61,6 +61,10 @@ class CheckStats:
     excluded: int = 0  # buckets the last check left to live events
 
 
+class _GenerationChanged(Exception):
+    """A side's generation changed during a check's walk (it stops there)."""
+
+
 class BucketCheck:
     """One periodic check per call (see the module): CONFIRMED, WAIT, or
     the reason (a string) for a reconcile run now."""
@@ -108,6 +112,11 @@ class BucketCheck:
         except RefusedError as e:
             # a passing refusal (out of memory, a failover): walk this time
             return self._inconclusive(f"the hub refused a command of the shared walk ({e})")
+
+    def _changed(self, side, generation):
+        """Has ``side`` a generation other than ``generation`` (known) now?"""
+        after = self._epochs[side].current
+        return generation is not None and (after is None or after.id != generation.id)
 
     def _inconclusive(self, reason):
         self.stats.inconclusive += 1
@@ -167,8 +176,12 @@ class BucketCheck:
         renewed = self._clock.seconds()
 
         async def each_step():
-            # every RENEW_EVERY steps, and at least every third of the
-            # lease's life (a paced walk's steps may be far apart)
+            # a hub that lost data: stop now (the refill it calls for is not
+            # to wait for the rest of a paced walk)
+            if self._changed(REMOTE, generation):
+                raise _GenerationChanged()
+            # the lease: every RENEW_EVERY steps, and at least every third of
+            # its life (a paced walk's steps may be far apart)
             nonlocal steps, renewed
             steps += 1
             if steps % RENEW_EVERY == 0 or self._clock.seconds() - renewed >= self._lease_ms / 3000:
@@ -179,6 +192,8 @@ class BucketCheck:
         try:
             table = await fold(self._remote, self._names, LOOKAHEAD, refused, each_step, pace)
             end = (await self._remote.check()).now
+        except _GenerationChanged:
+            return self._inconclusive("the hub's generation changed during the check")
         finally:
             self._reconcile_stats.hub_seconds += pace.used
             try:
@@ -206,12 +221,21 @@ class BucketCheck:
     async def _fold_local(self):
         generation = self._epochs[LOCAL].current
         refused = Refused()
+
+        async def each_step():
+            if self._changed(LOCAL, generation):
+                raise _GenerationChanged()  # (as for the hub's walk)
+
         # paced too: at full speed the fold holds the local Redis and this
         # daemon for seconds, and live copies wait behind its steps
-        table = await fold(self._local, self._names, refused=refused, pace=Pace(self._clock, self._walk_share))
+        try:
+            table = await fold(
+                self._local, self._names, refused=refused, each_step=each_step, pace=Pace(self._clock, self._walk_share)
+            )
+        except _GenerationChanged:
+            table = None
         self._reconcile_stats.refused_keys += refused.count
-        after = self._epochs[LOCAL].current
-        if generation is not None and (after is None or after.id != generation.id):
+        if table is None or self._changed(LOCAL, generation):
             return self._inconclusive("the local Redis's generation changed during the check")
         return table
 

@@ -69,7 +69,7 @@ class Comparison:
         run.watcher = self.live.watch()
         # a periodic run walks the hub at the pace of --walk-share; any other
         # repairs or refills, at full speed (the pace then only measures)
-        pace = Pace(self.clock, self.walk_share if paced else 1.0)
+        pace = Pace(self.clock, self.walk_share if paced and not mode.after_loss else 1.0)
         try:
             await self.walk(run, started, pace)
             await self._forget_stale(run.hub_now)

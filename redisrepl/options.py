@@ -124,8 +124,9 @@ class Options(usage.Options):
             "walk-share",
             None,
             DEFAULTS["walk-share"],
-            "the most of the hub Redis' time a periodic walk of it may take, from 0.01 to 1 "
-            "(1: not paced); walks that repair or refill are never paced",
+            "the most of the hub Redis' time a periodic walk of it may take, and of the local Redis' "
+            "time a periodic check's fold of it, from 0.01 to 1 (1: not paced); walks that repair "
+            "or refill are never paced",
         ],
         [
             "max-backlog",

@@ -38,7 +38,8 @@ from twisted.internet.defer import Deferred
 
 from redisrepl.interfaces import Clock
 
-#: The share of the hub Redis' time a periodic walk may take (--walk-share).
+#: The share of the hub Redis' time a periodic walk may take, and of the
+#: local Redis' time a periodic check's fold (--walk-share).
 DEFAULT_SHARE = 0.25
 
 

@@ -201,9 +201,10 @@ class Reconciler(Service):
             reason = "periodic: no shared walk of the hub to compare with" if answer is WAIT else f"periodic: {answer}"
         elif due and periodic:
             reason = "periodic: the namespace's full walk is due"
-        # only a run asked for by the schedule alone walks the hub at the pace
-        # of --walk-share: one asked for anything else too repairs or refills
-        outcome = await self._run(reason, paced=periodic)
+        # only a run asked for by the schedule alone walks at the pace of
+        # --walk-share: one asked for anything else too (before it or while
+        # the check ran: a side that lost data) repairs or refills
+        outcome = await self._run(reason, paced=periodic and not self._reasons - {"periodic"})
         self._waits = 0
         if self._full_every:
             self._next_full = self._clock.seconds() + self._full_every * random.uniform(0.9, 1.1)

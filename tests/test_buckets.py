@@ -113,7 +113,10 @@ class Schedule:
 
             async def __call__(self):
                 outer.checks += 1
-                return outer.answers.pop(0)
+                answer = outer.answers.pop(0)
+                if callable(answer):  # something else happens during the check
+                    answer = answer(outer.reconciler)
+                return answer
 
             def stop(self):
                 pass
@@ -166,6 +169,19 @@ def test_only_runs_the_schedule_alone_asked_for_are_paced():
         "periodic, the remote side's generation changed",
     ]
     assert s.paced == [False, True, False, False]
+
+
+def test_a_walk_a_check_asks_for_is_not_paced_if_a_side_lost_data_meanwhile():
+    def losing(reconciler):
+        reconciler.generation_changed("local", None)
+        return "the local Redis's generation changed during the check"
+
+    s = Schedule([losing])
+    s.tick(10.5)
+    assert s.runs[0] == "periodic: the local Redis's generation changed during the check"
+    assert s.paced[0] is False  # a refill
+    s.tick(1)
+    assert s.runs[1] == "the local side's generation changed" and s.paced[1] is False
 
 
 def test_waiting_for_another_sites_walk_is_bounded():
@@ -253,6 +269,7 @@ class Side:
         self.steps = steps  # SCAN steps a walk of the whole keyspace takes
         self.clock = None  # with one: each step's round trip takes ``step_seconds`` of it
         self.step_seconds = 0.0  # and the step says it ran that long on the server
+        self.scans = 0  # SCAN steps asked for
         self.commands = []  # (command, reply limit)
 
     async def check(self):
@@ -262,6 +279,7 @@ class Side:
     async def run_script(self, script, keys, args):
         from redisrepl.scan import scanned, start_cursor
 
+        self.scans += 1
         if self.clock is not None:
             await task.deferLater(self.clock, self.step_seconds, lambda: None)
         # every key in the first step; the cursor moves 1/steps of the keyspace a step
@@ -486,6 +504,27 @@ def test_a_checks_fold_of_the_local_redis_is_paced_too():
     assert checked.result is CONFIRMED
     # one range: every step but the last waits as long as it took (80 s unpaced)
     assert clock.seconds() >= 2 * (8 - 1) * 10.0 + 10.0
+
+
+@pytest.mark.parametrize("side", ["local", "remote"])
+def test_a_side_that_loses_data_stops_a_paced_walk_at_its_next_step(side):
+    from twisted.internet.defer import Deferred
+
+    clock = task.Clock()
+    local, hub = Side(False, KEYS, steps=32), Side(True, KEYS, steps=32)
+    walked = local if side == "local" else hub
+    walked.clock, walked.step_seconds = clock, 1.0
+    a, _ = a_site(hub, clock=clock, local=local)
+    checked = Deferred.fromCoroutine(a())
+    while walked.scans < 3 and not checked.called:
+        clock.advance(1)
+    a._epochs[side].current = type("Gen", (), {"id": b"g2"})()  # a new generation answered
+    began = clock.seconds()
+    while not checked.called:
+        clock.advance(1)
+    assert "generation changed during the check" in checked.result
+    # at its next step, not after the rest of the walk (30 steps at a quarter of the time)
+    assert clock.seconds() - began < 30
 
 
 def test_a_walk_renews_its_lease_and_reads_are_bounded_by_their_size():

@@ -464,6 +464,11 @@ def _paced_runs(lab, ns):
     # the walk took at least what a 1 % share of the hub allows (its first
     # steps, one per range, go at once)
     assert world.clock.seconds() - began >= 0.5 * spent / 0.01
+    # the hub loses data (its epoch): the next run is a refill, never paced,
+    # even one the schedule alone asked for
+    lab.remote.delete(world.names.meta + b"epoch")
+    refill = Deferred.fromCoroutine(comparison.run("periodic: the namespace's full walk is due", paced=True))
+    assert refill.called, "a refill waited"
 
 
 # -- a hub that lists keys outside the namespace ----------------------------------
