@@ -52,6 +52,9 @@ class Comparison:
     wanted_site: bytes | None = None
     site: bytes | None = None  # this site's name, once known
     walk_share: float = DEFAULT_SHARE  # of the hub's time, for a periodic run's walk
+    #: at most one walk at full speed this often (seconds; 0: no limit)
+    full_speed_every: float = 0.0
+    _full_speed_until: float = attrs.field(default=0.0, init=False)
 
     @property
     def stores(self) -> dict[str, StateStore]:
@@ -68,8 +71,20 @@ class Comparison:
         log.info("reconcile ({reason}): comparing the namespace on both sides{how}", reason=reason, how=describe(mode))
         run.watcher = self.live.watch()
         # a periodic run walks the hub at the pace of --walk-share; any other
-        # repairs or refills, at full speed (the pace then only measures)
-        pace = Pace(self.clock, self.walk_share if paced and not mode.after_loss else 1.0)
+        # repairs or refills, at full speed (the pace then only measures),
+        # unless one did less than full_speed_every ago: a flapping link or
+        # a Redis that keeps losing data cannot keep the hub busy
+        share = self.walk_share if paced and not mode.after_loss else 1.0
+        if share >= 1 and started < self._full_speed_until:
+            share = self.walk_share
+            log.info(
+                "reconcile ({reason}): paced to {share:.0%} of the hub's time, as a walk at full speed "
+                "ended less than {every:g}s ago",
+                reason=reason,
+                share=share,
+                every=self.full_speed_every,
+            )
+        pace = Pace(self.clock, share)
         try:
             await self.walk(run, started, pace)
             await self._forget_stale(run.hub_now)
@@ -127,6 +142,8 @@ class Comparison:
             hub=pace.used,
             paced=f", paced to {pace.share:.0%} of it" if pace.share < 1 else "",
         )
+        if pace.share >= 1:
+            self._full_speed_until = self.clock.seconds() + self.full_speed_every
         return Outcome(tuple(again))
 
     async def walk(self, run: Judgement, started: float, pace: Pace | None = None) -> None:
@@ -279,6 +296,7 @@ def for_config(
         max_delete=config.max_delete,
         wanted_site=config.site_name,
         walk_share=config.walk_share,
+        full_speed_every=config.reconcile_interval,
     )
 
 

@@ -27,7 +27,9 @@ seconds, and the live copies wait behind its steps (at 150,000 keys, p99
 of a live copy 58 ms during checks, 32 ms paced; docs/benchmarks.md).
 
 Walks for any other reason (start-up, a reconnect, a side that lost data,
-an overflowing queue, a retry) repair or fill and are not paced.
+an overflowing queue, a retry) repair or fill and are not paced, at most
+one an interval (redisrepl.comparison: a flapping link or a Redis that
+keeps losing data cannot keep the hub busy).
 """
 
 from collections.abc import Callable

@@ -469,6 +469,17 @@ def _paced_runs(lab, ns):
     lab.remote.delete(world.names.meta + b"epoch")
     refill = Deferred.fromCoroutine(comparison.run("periodic: the namespace's full walk is due", paced=True))
     assert refill.called, "a refill waited"
+    # at most one walk at full speed per full_speed_every: another repair
+    # that soon is paced (a flapping link cannot keep the hub busy)
+    comparison.full_speed_every = 3600
+    first = Deferred.fromCoroutine(comparison.run("remote events (re)subscribed"))
+    assert first.called
+    again = Deferred.fromCoroutine(comparison.run("remote events (re)subscribed"))
+    assert not again.called
+    while not again.called:
+        world.clock.advance(0.1)
+    world.clock.advance(3600)
+    assert Deferred.fromCoroutine(comparison.run("remote events (re)subscribed")).called  # an interval later
 
 
 # -- a hub that lists keys outside the namespace ----------------------------------
