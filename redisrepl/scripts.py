@@ -57,12 +57,21 @@ def context_args(names, fresh_id, track_writes, window=RECOVERY_WINDOW, look_onl
     return [names.reserved, names.meta, fresh_id, flags]
 
 
-def split_generation(reply):
-    """(payload, (generation id, stamp, start, base)) of a script's reply."""
-    if not isinstance(reply, list) or len(reply) < 4:
+class CrossedReply(ValueError):
+    """A script's reply that ends with another call's fresh id: the reply of
+    another request (Webdis can hand a connection the reply meant for a
+    client that went away mid-request)."""
+
+
+def split_generation(reply, fresh_id=None):
+    """(payload, (generation id, stamp, start, base)) of a script's reply,
+    which ends with the call's ``fresh_id`` (CrossedReply if not)."""
+    if not isinstance(reply, list) or len(reply) < 5:
         raise ValueError(f"reply without the side's generation: {reply!r:.80}")
-    gen_id, stamp, start, base = reply[-4:]
-    return reply[:-4], (gen_id, int(stamp), int(start), int(base))
+    if fresh_id is not None and reply[-1] != fresh_id:
+        raise CrossedReply(f"a reply that is not this call's: {reply[-1]!r:.40} for {fresh_id!r}")
+    gen_id, stamp, start, base = reply[-5:-1]
+    return reply[:-5], (gen_id, int(stamp), int(start), int(base))
 
 
 READ = load("read")

@@ -79,16 +79,18 @@ class _StateStore:
 
     async def call(self, script, keys, args):
         """Run ``script``; (its reply without the generation, the generation)."""
-        context = scripts.context_args(
-            self.names, os.urandom(8).hex().encode(), self.track_writes, look_only=self.look_only
-        )
+        fresh_id = os.urandom(8).hex().encode()
+        context = scripts.context_args(self.names, fresh_id, self.track_writes, look_only=self.look_only)
         try:
             reply = await self.command(b"EVALSHA", script.sha, b"%d" % len(keys), *keys, *args, *context)
         except NoScriptError:
             # first use, or the server restarted: EVAL caches it again
             reply = await self.command(b"EVAL", script.body, b"%d" % len(keys), *keys, *args, *context)
         try:
-            payload, (gen_id, stamp, start, base) = scripts.split_generation(reply)
+            payload, (gen_id, stamp, start, base) = scripts.split_generation(reply, fresh_id)
+        except scripts.CrossedReply as e:
+            # its own reply went elsewhere: as a reply lost (a write may have run)
+            raise LinkError(f"the {script.name} script was answered with {e}", "crossed_reply") from None
         except (ValueError, TypeError) as e:
             raise ReplicationError(f"unexpected reply to the {script.name} script: {e}", "bad_reply") from None
         generation = Generation(gen_id, stamp, start, base)

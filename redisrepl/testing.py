@@ -68,4 +68,4 @@ def eval_script(client, script, keys, args, namespace=b"", hub=False):
     """Run one of redisrepl's scripts with a blocking client: (payload,
     (generation id, stamp, start))."""
     context = scripts.context_args(Namespace(namespace), b"test-generation", hub)
-    return scripts.split_generation(client.eval(script.body, len(keys), *keys, *args, *context))
+    return scripts.split_generation(client.eval(script.body, len(keys), *keys, *args, *context), b"test-generation")

@@ -210,3 +210,30 @@ class TimeoutTests(TestCase):
         self.successResultOf(Deferred.fromCoroutine(client.command(b"PING")))
         self.successResultOf(client.close())
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class CrossedReplyTests(TestCase):
+    """Webdis can hand a connection the reply meant for a client that went
+    away mid-request: every script's reply ends with its call's fresh id,
+    and one that is not the call's is a reply lost, never taken as its own."""
+
+    def test_a_script_reply_must_end_with_the_calls_fresh_id(self):
+        from redisrepl.scripts import CrossedReply, split_generation
+
+        reply = [b"payload", b"gen", b"5", b"1", b"0", b"abc"]
+        self.assertEqual(split_generation(reply, b"abc"), ([b"payload"], (b"gen", 5, 1, 0)))
+        with self.assertRaises(CrossedReply):
+            split_generation(reply, b"xyz")
+        with self.assertRaises(ValueError):
+            split_generation(reply[:-2], b"abc")  # (the layout before: no fresh id)
+
+    def test_a_store_takes_anothers_reply_for_a_reply_lost(self):
+        from redisrepl import scripts
+        from redisrepl.namespace import Namespace
+        from redisrepl.stores import RemoteStore
+
+        other = b"*6\r\n$1\r\nx\r\n$3\r\ngen\r\n$1\r\n5\r\n$1\r\n1\r\n$1\r\n0\r\n$16\r\n0123456789abcdef\r\n"
+        store = RemoteStore(WebdisClient(StubHTTP(Reply(200, other)), Clock()), Clock(), Namespace(b"ns:"))
+        d = Deferred.fromCoroutine(store.run_script(scripts.CHECK, [], [b"", b"0", b""]))
+        error = self.failureResultOf(d, LinkError).value
+        self.assertEqual(error.kind, "crossed_reply")

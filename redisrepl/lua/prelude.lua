@@ -6,7 +6,8 @@
 --   the reserved prefix of the namespace (its heartbeat keys),
 --   the meta prefix (redisrepl's own keys, outside the namespace: the
 --   epoch lives there),
---   a fresh random id (used only if this call starts a generation),
+--   a fresh random id (used if this call starts a generation, and sent back
+--   last in every reply: the daemon checks that a reply is its own),
 --   flags: 'w<seconds>' on the hub (stamp its writes, and for that many
 --   seconds after a generation starts remember which keys were written
 --   and the stamp of what they hold), '' on the local side, 'r' to only
@@ -142,6 +143,7 @@ local function epilogue(result)
   result[n + 2] = fmt(EPOCH.n)
   result[n + 3] = fmt(EPOCH.s0)
   result[n + 4] = fmt(EPOCH.after and math.min(EPOCH.n0, EPOCH.n) or EPOCH.n)
+  result[n + 5] = CTX_FRESH
   return result
 end
 
