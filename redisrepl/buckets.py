@@ -33,10 +33,6 @@ def bucket_of(key: bytes) -> int:
     return zlib.crc32(key) & _MASK
 
 
-def _term(key: bytes, digest: bytes) -> int:
-    return int.from_bytes(hashlib.sha1(key + b"\0" + digest).digest()[:DIGEST_BYTES], "little")
-
-
 class Buckets:
     """A table of bucket digests, filled key by key."""
 
@@ -47,18 +43,17 @@ class Buckets:
         self.keys = keys  # keys added
 
     def add(self, key: bytes, digest: bytes) -> None:
-        bucket = zlib.crc32(key) & _MASK  # bucket_of, inline: once per key of a walk
-        self._sums[bucket] = (self._sums[bucket] + _term(key, digest)) % _MOD
-        self.keys += 1
+        self.add_all(((key, digest),))
 
     def add_all(self, items: Iterable[tuple[bytes, bytes]]) -> None:
-        """``add`` each (key, digest) of ``items``, in one loop (a walk's
-        step at a time: a quarter less per key than ``add``)."""
+        """Add each (key, digest) of ``items`` (a walk's step at a time, in
+        one loop): its bucket's sum grows by the first 8 bytes, little-endian,
+        of SHA1(key, 0, digest)."""
         sums, crc32, sha1, from_bytes = self._sums, zlib.crc32, hashlib.sha1, int.from_bytes
         added = 0
         for key, digest in items:
-            bucket = crc32(key) & _MASK
-            term = from_bytes(sha1(key + b"\0" + digest).digest()[:DIGEST_BYTES], "little")  # _term
+            bucket = crc32(key) & _MASK  # (bucket_of)
+            term = from_bytes(sha1(key + b"\0" + digest).digest()[:DIGEST_BYTES], "little")
             sums[bucket] = (sums[bucket] + term) % _MOD
             added += 1
         self.keys += added
