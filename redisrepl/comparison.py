@@ -70,21 +70,7 @@ class Comparison:
         mode = run.mode
         log.info("reconcile ({reason}): comparing the namespace on both sides{how}", reason=reason, how=describe(mode))
         run.watcher = self.live.watch()
-        # a periodic run walks the hub at the pace of --walk-share; any other
-        # repairs or refills, at full speed (the pace then only measures),
-        # unless one did less than full_speed_every ago: a flapping link or
-        # a Redis that keeps losing data cannot keep the hub busy
-        share = self.walk_share if paced and not mode.after_loss else 1.0
-        if share >= 1 and started < self._full_speed_until:
-            share = self.walk_share
-            log.info(
-                "reconcile ({reason}): paced to {share:.0%} of the hub's time, as a walk at full speed "
-                "ended less than {every:g}s ago",
-                reason=reason,
-                share=share,
-                every=self.full_speed_every,
-            )
-        pace = Pace(self.clock, share)
+        pace = self._pace(reason, paced and not mode.after_loss, started)
         try:
             await self.walk(run, started, pace)
             await self._forget_stale(run.hub_now)
@@ -145,6 +131,25 @@ class Comparison:
         if pace.share >= 1:
             self._full_speed_until = self.clock.seconds() + self.full_speed_every
         return Outcome(tuple(again))
+
+    def _pace(self, reason: str, paced: bool, started: float) -> Pace:
+        """The pace of a run's walk of the hub: --walk-share for a run the
+        schedule alone asked for; full speed (the pace only measures) for
+        one that repairs or refills, unless one did less than
+        ``full_speed_every`` ago (a flapping link or a Redis that keeps
+        losing data cannot keep the hub busy)."""
+        if paced:
+            return Pace(self.clock, self.walk_share)
+        if started < self._full_speed_until:
+            log.info(
+                "reconcile ({reason}): paced to {share:.0%} of the hub's time, as a walk at full speed "
+                "ended less than {every:g}s ago",
+                reason=reason,
+                share=self.walk_share,
+                every=self.full_speed_every,
+            )
+            return Pace(self.clock, self.walk_share)
+        return Pace(self.clock, 1.0)
 
     async def walk(self, run: Judgement, started: float, pace: Pace | None = None) -> None:
         """Judge every key of both namespaces in ``run`` (redisrepl.walk),
