@@ -174,9 +174,12 @@ class BigCopier:
                 if kind == STRING:
                     piece = items[0] if items else b""
                     if piece or first:
-                        await self._on(
+                        written = await self._on(
                             target, target.store.write_piece(temporary, offset, piece, TEMPORARY_LIFETIME * 1000)
                         )
+                        if not written:
+                            # the copy so far is gone (expired): start again
+                            raise KeyChanged(b"none")
                         offset += len(piece)
                         sent += len(piece)
                         first = False

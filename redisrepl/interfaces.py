@@ -50,7 +50,8 @@ class IStateStore(Interface):
         """Awaitable (payload, generation) of one of redisrepl's scripts."""
 
     def write_piece(key, offset, data, lifetime_ms):
-        """Awaitable: write ``data`` at ``offset`` of the string ``key`` (a big string's copy)."""
+        """Awaitable bool: append ``data`` to the string ``key`` (a big
+        string's copy) if it holds ``offset`` bytes, else write nothing (False)."""
 
 
 class IExpectedEvents(Interface):
@@ -172,7 +173,7 @@ class StateStore(Protocol):
 
     def run_script(self, script: Any, keys: list[bytes], args: list[Any]) -> Awaitable[Any]: ...
 
-    def write_piece(self, key: bytes, offset: int, data: bytes, lifetime_ms: int) -> Awaitable[Any]: ...
+    def write_piece(self, key: bytes, offset: int, data: bytes, lifetime_ms: int) -> Awaitable[bool]: ...
 
 
 class LiveCopies(Protocol):

@@ -5,7 +5,9 @@ the digest helpers), then the script's own file as the body of a function,
 then an epilogue that appends the side's generation to the reply. So every
 reply of every script, on either side, says which generation of that Redis
 answered (see ``redisrepl.epochs``), and a wiped or restarted Redis is
-noticed at its first answer.
+noticed at its first answer. The one exception is ``piece.lua`` (a piece
+of a big string's copy, whose last argument is the piece itself): loaded
+alone, it ends its reply with the call's fresh id too.
 
 Callers add the context with ``context_args`` after the script's own
 arguments; ``split_generation`` takes the generation off the reply.
@@ -43,6 +45,11 @@ def load(name):
     """The script ``redisrepl/lua/<name>.lua``, wrapped in the prelude."""
     body = _read("prelude.lua") + b"local function main()\n" + _read(name + ".lua") + b"end\nreturn epilogue(main())\n"
     return Script(name, body)
+
+
+def load_plain(name):
+    """The script ``redisrepl/lua/<name>.lua`` alone, without the prelude."""
+    return Script(name, _read(name + ".lua"))
 
 
 def context_args(names, fresh_id, track_writes, window=RECOVERY_WINDOW, look_only=False):
@@ -85,3 +92,4 @@ FINISH = load("finish")
 CHECK = load("check")
 FLAG_EVICTED = load("flag_evicted")
 RECORD = load("record")
+PIECE = load_plain("piece")

@@ -23,9 +23,11 @@ from redisrepl.webdis_client import TRANSIENT_REDIS_ERRORS
 
 #: A write request is split when the states it carries pass this many bytes.
 MAX_WRITE_BYTES = 4 * 1024 * 1024
-#: The temporary key of a big string's copy on the hub has its expiry
-#: refreshed every this many pieces.
-PIECE_EXPIRY_EVERY = 8
+
+
+def _fresh_id():
+    """A call's fresh random id, which its reply must end with."""
+    return os.urandom(8).hex().encode()
 
 
 @attrs.frozen
@@ -79,7 +81,7 @@ class _StateStore:
 
     async def call(self, script, keys, args):
         """Run ``script``; (its reply without the generation, the generation)."""
-        fresh_id = os.urandom(8).hex().encode()
+        fresh_id = _fresh_id()
         context = scripts.context_args(self.names, fresh_id, self.track_writes, look_only=self.look_only)
         try:
             reply = await self.command(b"EVALSHA", script.sha, b"%d" % len(keys), *keys, *args, *context)
@@ -103,11 +105,29 @@ class _StateStore:
         return (await self.call(script, keys, args))[0]
 
     async def write_piece(self, key, offset, data, lifetime_ms):
-        """Write ``data`` into the string ``key`` at ``offset`` (a piece of a
-        big string's copy, into its temporary key), which expires
-        ``lifetime_ms`` from now unless finished."""
-        await self.command("SETRANGE", key, b"%d" % offset, data)
-        await self.command("PEXPIRE", key, b"%d" % lifetime_ms)
+        """Append ``data`` to the string ``key`` if it holds ``offset`` bytes
+        (a piece of a big string's copy, into its temporary key, which
+        expires ``lifetime_ms`` from now unless finished). True once
+        written, False if the key does not hold ``offset`` bytes (a piece is
+        missing, or the copy was abandoned). A reply that is not this
+        call's is a reply lost (LinkError): the piece may run later, but
+        the key will not hold the bytes the next piece needs."""
+        fresh_id = _fresh_id()
+        args = [b"%d" % offset, b"%d" % lifetime_ms, fresh_id]
+        try:
+            reply = await self._run_with_body(scripts.PIECE, key, args, data)
+        except NoScriptError:
+            await self.command(b"EVAL", scripts.PIECE.body, b"0")  # caches it
+            reply = await self._run_with_body(scripts.PIECE, key, args, data)
+        if not isinstance(reply, list) or len(reply) != 2 or reply[0] not in (b"0", b"1"):
+            raise ReplicationError(f"unexpected reply to the piece script: {reply!r:.80}", "bad_reply")
+        if reply[1] != fresh_id:
+            raise LinkError(f"the piece script was answered with another call's reply: {reply!r:.80}", "crossed_reply")
+        return reply[0] == b"1"
+
+    def _run_with_body(self, script, key, args, body):
+        """Run a script without the prelude on ``key``, ``body`` its last argument."""
+        return self.command(b"EVALSHA", script.sha, b"1", key, *args, body)
 
     async def check(self, heartbeat_key=b"", lifetime_ms=0, flag_key=b""):
         """The side's generation and its record (setting ``heartbeat_key``
@@ -216,11 +236,8 @@ class RemoteStore(_StateStore):
         (redisrepl.webdis_client.WebdisClient.put: ``args`` must be plain)."""
         return await self._client.put(args, body)
 
-    async def write_piece(self, key, offset, data, lifetime_ms):
-        """A piece as the body of a PUT: Webdis takes a body as the last
-        argument, byte for byte, so the bytes travel as they are (no
-        escaping, no growth); the key must be plain (``big_keys`` names it
-        so): it goes in the URL. Its expiry is refreshed every few pieces."""
-        await self._client.put([b"SETRANGE", key, b"%d" % offset], data)
-        if offset % (PIECE_EXPIRY_EVERY * len(data) or 1) == 0:
-            await self.command("PEXPIRE", key, b"%d" % lifetime_ms)
+    def _run_with_body(self, script, key, args, body):
+        """The body as that of a PUT: Webdis takes it as the last argument,
+        byte for byte, so a piece travels as it is (no escaping, no growth);
+        the key must be plain (``big_keys`` names it so): it goes in the URL."""
+        return self._client.put([b"EVALSHA", script.sha, b"1", key, *args], body)

@@ -330,7 +330,10 @@ def test_prelude_and_every_script_are_package_files_each_tested_here():
     assert sorted(s.name for s in SCRIPTS.values()) == sorted(set(files) - {"prelude"})
     for script in SCRIPTS.values():
         own = lua.joinpath(script.name + ".lua").read_bytes()
-        assert script.body.startswith(prelude) and own in script.body
+        if script is scripts.PIECE:  # its last argument is the piece: loaded alone
+            assert script.body == own
+        else:
+            assert script.body.startswith(prelude) and own in script.body
         assert script.sha == sha1hex(script.body)
     for name in files:
         assert any(test.startswith("test_" + name) for test in globals()), f"no test of {name}.lua"
@@ -358,7 +361,7 @@ def minimal_calls():
 
 
 def test_prelude_every_script_answers_with_the_same_generation(r):
-    assert {c[0].name for c in minimal_calls()} == {s.name for s in SCRIPTS.values()}
+    assert {c[0].name for c in minimal_calls()} == {s.name for s in SCRIPTS.values()} - {"piece"}  # no prelude
     for hub in (False, True):
         ns = b"hub:" if hub else NS
         s = store(r, ns, hub=hub)
@@ -846,6 +849,37 @@ def test_chunk_reads_and_digests_a_string_a_piece_at_a_time(r, size):
         # the chunked digest serves strings too big to read whole, which are
         # longer than a piece: there it must equal the one-call digest
         assert run(big_keys.digest(s, key, STRING)) == reference_digest(STRING, value)
+
+
+# -- piece -------------------------------------------------------------------------------
+
+
+def test_piece_appends_only_at_the_offset_the_key_holds(r):
+    """A big string's pieces land in order or not at all: a piece whose
+    predecessor is missing, or that comes after its copy was abandoned or
+    finished (a late request), writes nothing, so it can neither leave a
+    gap in a copy nor a key without expiry behind it."""
+    s = store(r)
+    tmp = NAMES.meta + b"tmp-piece"
+    assert run(s.write_piece(tmp, 4, b"late", 60_000)) is False  # nothing before it
+    assert not r.execute_command("EXISTS", tmp)
+    assert run(s.write_piece(tmp, 0, b"abcd", 60_000)) is True
+    assert 59_000 < r.execute_command("PTTL", tmp) <= 60_000
+    assert run(s.write_piece(tmp, 8, b"gap!", 60_000)) is False  # a piece missing before it
+    assert run(s.write_piece(tmp, 4, b"\x00\xffe", 90_000)) is True
+    assert run(s.write_piece(tmp, 4, b"again", 90_000)) is False  # already there
+    assert r.execute_command("GET", tmp) == b"abcd\x00\xffe"
+    assert 89_000 < r.execute_command("PTTL", tmp) <= 90_000  # each piece renews the expiry
+    r.execute_command("DEL", tmp)  # abandoned (or renamed by finish)
+    assert run(s.write_piece(tmp, 7, b"late", 60_000)) is False
+    assert not r.execute_command("EXISTS", tmp)
+
+
+def test_piece_is_cached_again_after_noscript(r):
+    s = store(r)
+    r.execute_command("SCRIPT", "FLUSH")
+    assert run(s.write_piece(NAMES.meta + b"tmp-noscript", 0, b"x", 60_000)) is True
+    assert r.execute_command("SCRIPT", "EXISTS", scripts.PIECE.sha) == [1]
 
 
 # -- finish ------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from twisted.web.client import ResponseFailed, ResponseNeverReceived
 
-from redisrepl.errors import LinkError, RefusedError
+from redisrepl.errors import LinkError, RefusedError, ReplicationError
 from redisrepl.hub_http import BadReply, Reply, ReplyTooLarge, StaleConnection
 from redisrepl.webdis_client import MAX_REPLY_BYTES, WebdisClient
 
@@ -237,3 +237,23 @@ class CrossedReplyTests(TestCase):
         d = Deferred.fromCoroutine(store.run_script(scripts.CHECK, [], [b"", b"0", b""]))
         error = self.failureResultOf(d, LinkError).value
         self.assertEqual(error.kind, "crossed_reply")
+
+    def test_a_piece_of_a_big_string_takes_anothers_reply_for_a_reply_lost(self):
+        """A piece's reply proves it ran (so before the copy's end) only if
+        it is its own: a crossed one fails the copy, which starts again."""
+        from redisrepl.namespace import Namespace
+        from redisrepl.stores import RemoteStore
+
+        def piece(reply):
+            http = StubHTTP(Reply(200, reply))
+            store = RemoteStore(WebdisClient(http, Clock()), Clock(), Namespace(b"ns:"))
+            d = Deferred.fromCoroutine(store.write_piece(b"__redisrepl__-tmp-1", 0, b"\x00piece/+%", 1000))
+            return http, d
+
+        http, d = piece(b"*2\r\n$1\r\n1\r\n$16\r\n0123456789abcdef\r\n")
+        self.assertEqual(self.failureResultOf(d, LinkError).value.kind, "crossed_reply")
+        (method, target, body) = http.requests[0][:3]
+        self.assertEqual((method, body), (b"PUT", b"\x00piece/+%"))  # the bytes as they are
+        self.assertIn(b"/EVALSHA/", target)
+        for other in (b":5\r\n", b"+OK\r\n", b"*1\r\n$1\r\n1\r\n"):  # a plain command's reply
+            self.assertEqual(self.failureResultOf(piece(other)[1], ReplicationError).value.kind, "bad_reply")
