@@ -43,11 +43,13 @@ class IStateStore(Interface):
     def check(heartbeat_key=b"", lifetime_ms=0, flag_key=b""):
         """Awaitable CheckReply: the side's generation and clock."""
 
-    def command(*args):
-        """Awaitable reply of one Redis command."""
+    def command(*args, limit=None):
+        """Awaitable reply of one Redis command (on the hub, one over
+        ``limit`` bytes is refused)."""
 
-    def run_script(script, keys, args):
-        """Awaitable (payload, generation) of one of redisrepl's scripts."""
+    def run_script(script, keys, args, limit=None):
+        """Awaitable reply, without the generation, of one of redisrepl's
+        scripts (as ``command`` for ``limit``)."""
 
     def write_piece(key, offset, data, lifetime_ms):
         """Awaitable bool: append ``data`` to the string ``key`` (a big
@@ -169,9 +171,11 @@ class StateStore(Protocol):
         self, heartbeat_key: bytes = b"", lifetime_ms: int = 0, flag_key: bytes = b""
     ) -> "Awaitable[CheckReply]": ...
 
-    def command(self, *args: Any) -> Awaitable[Any]: ...
+    def command(self, *args: Any, limit: int | None = None) -> Awaitable[Any]: ...
 
-    def run_script(self, script: Any, keys: list[bytes], args: list[Any]) -> Awaitable[Any]: ...
+    def run_script(
+        self, script: Any, keys: list[bytes], args: list[Any], limit: int | None = None
+    ) -> Awaitable[Any]: ...
 
     def write_piece(self, key: bytes, offset: int, data: bytes, lifetime_ms: int) -> Awaitable[bool]: ...
 

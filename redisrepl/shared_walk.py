@@ -20,6 +20,7 @@ from contextlib import aclosing, contextmanager
 import attrs
 from twisted.logger import Logger
 
+from redisrepl import scripts
 from redisrepl.big_keys import PLAIN_TEMPORARY
 from redisrepl.buckets import TABLE_BYTES, Buckets
 from redisrepl.errors import RefusedError, ReplicationError
@@ -126,8 +127,20 @@ class HubWalks:
         with _refusals():
             return await self.store.command(*args, limit=limit)
 
+    async def _get(self, key, limit):
+        """The value of ``key`` (None if none), read by a script so that a
+        reply meant for another request is refused (a LinkError): the
+        values read decide whether this site's namespace is confirmed."""
+        with _refusals():
+            reply = await self.store.run_script(scripts.GET, [key], [], limit=limit)
+        if reply == [b"0"]:
+            return None
+        if len(reply) == 2 and reply[0] == b"1" and isinstance(reply[1], bytes):
+            return reply[1]
+        raise ReplicationError(f"unexpected reply to the get script: {reply!r:.80}", "bad_reply")
+
     async def latest(self) -> WalkInfo | None:
-        raw = await self._command("GET", self.info_key)
+        raw = await self._get(self.info_key, INFO_LIMIT)
         info = WalkInfo.decode(raw)
         if raw is not None and info is None:
             log.warn("the hub's last shared walk is described in a form this version does not read: ignored")
@@ -135,7 +148,7 @@ class HubWalks:
 
     async def table(self, info: WalkInfo) -> Buckets | None:
         """The table of walk ``info``; None once it expired."""
-        raw = await self._command("GET", self.table_key(info.id), limit=TABLE_BYTES + INFO_LIMIT)
+        raw = await self._get(self.table_key(info.id), TABLE_BYTES + INFO_LIMIT)
         if raw is None:
             return None
         try:

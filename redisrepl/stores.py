@@ -79,15 +79,17 @@ class _StateStore:
     #: Only look (redisrepl verify): scripts do not start or touch the epoch.
     look_only = False
 
-    async def call(self, script, keys, args):
-        """Run ``script``; (its reply without the generation, the generation)."""
+    async def call(self, script, keys, args, limit=None):
+        """Run ``script``; (its reply without the generation, the generation).
+        A reply over ``limit`` bytes is refused (on the hub; the local Redis
+        is trusted)."""
         fresh_id = _fresh_id()
         context = scripts.context_args(self.names, fresh_id, self.track_writes, look_only=self.look_only)
         try:
-            reply = await self.command(b"EVALSHA", script.sha, b"%d" % len(keys), *keys, *args, *context)
+            reply = await self.command(b"EVALSHA", script.sha, b"%d" % len(keys), *keys, *args, *context, limit=limit)
         except NoScriptError:
             # first use, or the server restarted: EVAL caches it again
-            reply = await self.command(b"EVAL", script.body, b"%d" % len(keys), *keys, *args, *context)
+            reply = await self.command(b"EVAL", script.body, b"%d" % len(keys), *keys, *args, *context, limit=limit)
         try:
             payload, (gen_id, stamp, start, base) = scripts.split_generation(reply, fresh_id)
         except scripts.CrossedReply as e:
@@ -100,9 +102,9 @@ class _StateStore:
             self.epoch.observe(generation)
         return payload, generation
 
-    async def run_script(self, script, keys, args):
+    async def run_script(self, script, keys, args, limit=None):
         """Run ``script``; its reply without the generation."""
-        return (await self.call(script, keys, args))[0]
+        return (await self.call(script, keys, args, limit))[0]
 
     async def write_piece(self, key, offset, data, lifetime_ms):
         """Append ``data`` to the string ``key`` if it holds ``offset`` bytes
@@ -186,7 +188,9 @@ class LocalStore(_StateStore):
         self.big_items = big_items
         self.epoch = epoch
 
-    async def command(self, *args):
+    async def command(self, *args, limit=None):
+        """Run one command (``limit``, the hub's bound on a reply's size, is
+        not needed here: the local Redis is trusted)."""
         if not self._factory.size:
             raise LinkError("the local Redis is not connected", "not_connected")
         conn = connected(self._factory)

@@ -32,7 +32,7 @@ class BlockingStore(_StateStore):
         self.epoch = epoch
         self._clock = clock
 
-    async def command(self, *args):
+    async def command(self, *args, limit=None):
         try:
             return self.client.execute_command(*args)
         except Exception as e:  # the client's error type: ours, by message

@@ -285,9 +285,16 @@ class Side:
         self.now += 1_000
         return type("Check", (), {"now": self.now})()
 
-    async def run_script(self, script, keys, args):
+    async def run_script(self, script, keys, args, limit=None):
+        from redisrepl import scripts
         from redisrepl.scan import scanned, start_cursor
 
+        if script is scripts.GET:
+            self.commands.append(("GET", limit))
+            if self.refuse and self.refuse[0] == "GET":
+                raise self.refuse[1]
+            value = self.meta.get(keys[0])
+            return [b"0"] if value is None else [b"1", value]
         self.scans += 1
         if self.clock is not None:
             await task.deferLater(self.clock, self.step_seconds, lambda: None)
@@ -304,8 +311,6 @@ class Side:
         self.commands.append((name, limit))
         if self.refuse and self.refuse[0] == name:
             raise self.refuse[1]
-        if name == "GET":
-            return self.meta.get(args[1])
         if name == "SET":
             if "NX" in args and args[1] in self.meta:
                 return None

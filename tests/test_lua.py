@@ -357,6 +357,7 @@ def minimal_calls():
         (scripts.CHECK, [], [b"", b"0", b""]),
         (scripts.FLAG_EVICTED, [NAMES.meta + b"synced"], [b"L", k]),
         (scripts.RECORD, [NAMES.meta + b"synced"], [b"", k, b"d#1"]),
+        (scripts.GET, [NAMES.meta + b"walk:info"], []),
     ]
 
 
@@ -849,6 +850,24 @@ def test_chunk_reads_and_digests_a_string_a_piece_at_a_time(r, size):
         # the chunked digest serves strings too big to read whole, which are
         # longer than a piece: there it must equal the one-call digest
         assert run(big_keys.digest(s, key, STRING)) == reference_digest(STRING, value)
+
+
+# -- get ---------------------------------------------------------------------------------
+
+
+def test_get_gives_a_value_of_any_bytes_or_none(r):
+    """The shared walk's description and table are read by a script, whose
+    reply (unlike a plain GET's) proves it is the call's own."""
+    from redisrepl.shared_walk import HubWalks
+
+    walks = HubWalks(store(r, hub=True), NAMES.meta)
+    value = bytes(range(256)) * 3
+    r.execute_command("SET", walks.info_key, value)
+    assert run(walks._get(walks.info_key, 10_000)) == value
+    assert run(walks._get(walks.table_key(b"none"), 10_000)) is None
+    r.execute_command("RPUSH", walks.table_key(b"list"), b"x")
+    with pytest.raises(RefusedError):  # not a string: WRONGTYPE
+        run(walks._get(walks.table_key(b"list"), 10_000))
 
 
 # -- piece -------------------------------------------------------------------------------
