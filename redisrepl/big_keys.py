@@ -178,7 +178,7 @@ class BigCopier:
                             target, target.store.write_piece(temporary, offset, piece, TEMPORARY_LIFETIME * 1000)
                         )
                         if not written:
-                            # the copy so far is gone (expired): start again
+                            # the copy so far is gone (expired, evicted, the side wiped): start again
                             raise KeyChanged(b"none")
                         offset += len(piece)
                         sent += len(piece)

@@ -170,7 +170,7 @@ class Comparison:
         if LOCAL not in confirmed and self.site:
             # the local Redis lost this site's record: does the hub remember
             # this site (by its name) and which local generation it confirmed?
-            recorded = await self.remote_store.command("GET", self._site_record())
+            recorded = await self.remote_store.get(self._site_record())
             if recorded:
                 confirmed[LOCAL] = recorded
         return Judgement(

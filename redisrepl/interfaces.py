@@ -51,6 +51,10 @@ class IStateStore(Interface):
         """Awaitable reply, without the generation, of one of redisrepl's
         scripts (as ``command`` for ``limit``)."""
 
+    def get(key, limit=None):
+        """Awaitable value (or None) of one of redisrepl's own string keys,
+        read so that another request's reply is refused."""
+
     def write_piece(key, offset, data, lifetime_ms):
         """Awaitable bool: append ``data`` to the string ``key`` (a big
         string's copy) if it holds ``offset`` bytes, else write nothing (False)."""
@@ -176,6 +180,8 @@ class StateStore(Protocol):
     def run_script(
         self, script: Any, keys: list[bytes], args: list[Any], limit: int | None = None
     ) -> Awaitable[Any]: ...
+
+    def get(self, key: bytes, limit: int | None = None) -> Awaitable[bytes | None]: ...
 
     def write_piece(self, key: bytes, offset: int, data: bytes, lifetime_ms: int) -> Awaitable[bool]: ...
 

@@ -20,7 +20,6 @@ from contextlib import aclosing, contextmanager
 import attrs
 from twisted.logger import Logger
 
-from redisrepl import scripts
 from redisrepl.big_keys import PLAIN_TEMPORARY
 from redisrepl.buckets import TABLE_BYTES, Buckets
 from redisrepl.errors import RefusedError, ReplicationError
@@ -128,16 +127,8 @@ class HubWalks:
             return await self.store.command(*args, limit=limit)
 
     async def _get(self, key, limit):
-        """The value of ``key`` (None if none), read by a script so that a
-        reply meant for another request is refused (a LinkError): the
-        values read decide whether this site's namespace is confirmed."""
         with _refusals():
-            reply = await self.store.run_script(scripts.GET, [key], [], limit=limit)
-        if reply == [b"0"]:
-            return None
-        if len(reply) == 2 and reply[0] == b"1" and isinstance(reply[1], bytes):
-            return reply[1]
-        raise ReplicationError(f"unexpected reply to the get script: {reply!r:.80}", "bad_reply")
+            return await self.store.get(key, limit)
 
     async def latest(self) -> WalkInfo | None:
         raw = await self._get(self.info_key, INFO_LIMIT)

@@ -106,6 +106,18 @@ class _StateStore:
         """Run ``script``; its reply without the generation."""
         return (await self.call(script, keys, args, limit))[0]
 
+    async def get(self, key, limit=None):
+        """The string value of one of redisrepl's own keys (None if none),
+        read by a script so that a reply meant for another request is
+        refused (a LinkError, ``crossed_reply``): what it reads decides
+        things (a site's record, the shared walk's)."""
+        reply = await self.run_script(scripts.GET, [key], [], limit)
+        if reply == [b"0"]:
+            return None
+        if len(reply) == 2 and reply[0] == b"1" and isinstance(reply[1], bytes):
+            return reply[1]
+        raise ReplicationError(f"unexpected reply to the get script: {reply!r:.80}", "bad_reply")
+
     async def write_piece(self, key, offset, data, lifetime_ms):
         """Append ``data`` to the string ``key`` if it holds ``offset`` bytes
         (a piece of a big string's copy, into its temporary key, which
@@ -121,10 +133,10 @@ class _StateStore:
         except NoScriptError:
             await self.command(b"EVAL", scripts.PIECE.body, b"0")  # caches it
             reply = await self._run_with_body(scripts.PIECE, key, args, data)
+        if isinstance(reply, list) and reply and reply[-1] != fresh_id:
+            raise LinkError(f"the piece script was answered with another call's reply: {reply!r:.80}", "crossed_reply")
         if not isinstance(reply, list) or len(reply) != 2 or reply[0] not in (b"0", b"1"):
             raise ReplicationError(f"unexpected reply to the piece script: {reply!r:.80}", "bad_reply")
-        if reply[1] != fresh_id:
-            raise LinkError(f"the piece script was answered with another call's reply: {reply!r:.80}", "crossed_reply")
         return reply[0] == b"1"
 
     def _run_with_body(self, script, key, args, body):

@@ -210,9 +210,9 @@ def test_copier_shrinks_chunks_of_big_items(lab):
     store = sides[1].store
     original = store.call
 
-    async def counting(script, keys, args):
+    async def counting(script, keys, args, limit=None):
         requests.append(len(args))
-        return await original(script, keys, args)
+        return await original(script, keys, args, limit)
 
     store.call = counting
     result = run(copier.copy(sides[0], sides[1], key, BigState("list", len(items))))
@@ -253,8 +253,8 @@ def test_copier_lost_finish_reply_is_not_taken_as_there(lab):
     store = sides[1].store
     original = store.call
 
-    async def reply_lost(script, keys, args):
-        result = await original(script, keys, args)
+    async def reply_lost(script, keys, args, limit=None):
+        result = await original(script, keys, args, limit)
         if script is scripts.FINISH:
             raise LinkError("reply lost", "connection")
         return result
@@ -271,6 +271,44 @@ def test_copier_lost_finish_reply_is_not_taken_as_there(lab):
     state = BigState("set", 300, None, run(big_keys.digest(SyncStore(lab.local), key, "set")))
     assert not sides[1].expected.holds(key, state)  # not known to be there
     assert sides[1].expected.is_echo(key, state)  # but its echo is recognised
+
+
+def test_copier_starts_again_when_its_temporary_key_is_gone(lab):
+    """A piece of a big string refused (its temporary key expired, evicted
+    or wiped mid-copy): the key is read again from scratch, and nothing of
+    the copy is put in place or left behind."""
+    from twisted.internet.task import Clock
+
+    from redisrepl.expected import ExpectedEvents
+    from redisrepl.router import LOCAL, REMOTE, Side
+    from redisrepl.state import BigState
+
+    key = b"cpg:str"
+    value = random.randbytes(5 * 1024 + 17)
+    lab.local.set(key, value)
+    clock = Clock()
+    clock.advance(lab.local.time()[0])
+    sides = [
+        Side(name, SyncStore(r, namespace=b"cpg:", hub=name == REMOTE), ExpectedEvents(clock))
+        for name, r in ((LOCAL, lab.local), (REMOTE, lab.remote))
+    ]
+    store = sides[1].store
+    original = store.write_piece
+    temporaries = []
+
+    async def wiped_midway(temporary, offset, data, lifetime_ms):
+        temporaries.append(temporary)
+        if offset >= 2048:
+            lab.remote.delete(temporary)
+        return await original(temporary, offset, data, lifetime_ms)
+
+    store.write_piece = wiped_midway
+    copier = big_keys.BigCopier(clock, b"__redisrepl__:{cpg:}:", piece_bytes=1024)
+    with pytest.raises(big_keys.KeyChanged):
+        run(copier.copy(sides[0], sides[1], key, BigState("string", len(value))))
+    assert len(temporaries) == 3  # no piece after the refused one
+    assert not lab.remote.exists(key) and not lab.remote.exists(temporaries[0])
+    assert not sides[1].expected.has(key)
 
 
 def test_big_key_of_big_items_crosses(big):

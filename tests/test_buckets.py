@@ -285,16 +285,9 @@ class Side:
         self.now += 1_000
         return type("Check", (), {"now": self.now})()
 
-    async def run_script(self, script, keys, args, limit=None):
-        from redisrepl import scripts
+    async def run_script(self, script, keys, args):
         from redisrepl.scan import scanned, start_cursor
 
-        if script is scripts.GET:
-            self.commands.append(("GET", limit))
-            if self.refuse and self.refuse[0] == "GET":
-                raise self.refuse[1]
-            value = self.meta.get(keys[0])
-            return [b"0"] if value is None else [b"1", value]
         self.scans += 1
         if self.clock is not None:
             await task.deferLater(self.clock, self.step_seconds, lambda: None)
@@ -305,6 +298,12 @@ class Side:
         for key, digest in sorted(self.keys.items()) if position == 0.0 else ():
             out += [key, digest, b"-1", b""]
         return out
+
+    async def get(self, key, limit=None):
+        self.commands.append(("GET", limit))
+        if self.refuse and self.refuse[0] == "GET":
+            raise self.refuse[1]
+        return self.meta.get(key)
 
     async def command(self, *args, limit=None):
         name = args[0].upper() if isinstance(args[0], str) else args[0].decode().upper()

@@ -856,18 +856,17 @@ def test_chunk_reads_and_digests_a_string_a_piece_at_a_time(r, size):
 
 
 def test_get_gives_a_value_of_any_bytes_or_none(r):
-    """The shared walk's description and table are read by a script, whose
-    reply (unlike a plain GET's) proves it is the call's own."""
-    from redisrepl.shared_walk import HubWalks
-
-    walks = HubWalks(store(r, hub=True), NAMES.meta)
+    """A site's record and the shared walk's description and table are read
+    by a script, whose reply (unlike a plain GET's) proves it is the call's own."""
+    s = store(r, hub=True)
+    key = NAMES.meta + b"walk:info"
     value = bytes(range(256)) * 3
-    r.execute_command("SET", walks.info_key, value)
-    assert run(walks._get(walks.info_key, 10_000)) == value
-    assert run(walks._get(walks.table_key(b"none"), 10_000)) is None
-    r.execute_command("RPUSH", walks.table_key(b"list"), b"x")
+    r.execute_command("SET", key, value)
+    assert run(s.get(key)) == value
+    assert run(s.get(NAMES.meta + b"site:none")) is None
+    r.execute_command("RPUSH", NAMES.meta + b"list", b"x")
     with pytest.raises(RefusedError):  # not a string: WRONGTYPE
-        run(walks._get(walks.table_key(b"list"), 10_000))
+        run(s.get(NAMES.meta + b"list"))
 
 
 # -- piece -------------------------------------------------------------------------------

@@ -429,10 +429,10 @@ def _paced_runs(lab, ns):
     from redisrepl.testing import BlockingStore
 
     class FarHub(BlockingStore):
-        async def call(self, script, keys, args):
+        async def call(self, script, keys, args, limit=None):
             if script is scripts.DIGEST_SCAN:
                 world.clock.advance(0.05)  # each step's round trip, as the daemon sees it
-            return await super().call(script, keys, args)
+            return await super().call(script, keys, args, limit)
 
     world = BlockingWorld(lab, ns, hub=FarHub)
     stats = ReconcileStats()
@@ -500,8 +500,8 @@ def test_keys_a_hub_lists_outside_the_namespace_are_refused(lab):
     scans = []
 
     class HostileHub(BlockingStore):
-        async def call(self, script, keys, args):
-            payload, generation = await super().call(script, keys, args)
+        async def call(self, script, keys, args, limit=None):
+            payload, generation = await super().call(script, keys, args, limit)
             if script is scripts.DIGEST_SCAN:
                 scans.append(args)
                 payload = payload + [
@@ -547,11 +547,11 @@ def test_a_run_during_which_a_stream_was_reopened_deletes_nothing(lab):
     reopen = []
 
     class ReopeningHub(BlockingStore):
-        async def call(self, script, keys, args):
+        async def call(self, script, keys, args, limit=None):
             if script is scripts.DIGEST_SCAN and reopen:
                 reopen.pop()
                 world.router.subscribed(REMOTE)  # the stream came back while the run walks
-            return await super().call(script, keys, args)
+            return await super().call(script, keys, args, limit)
 
     world = BlockingWorld(lab, ns, hub=ReopeningHub)
     reconcile = world.reconcile
@@ -660,10 +660,10 @@ def test_forgetting_stale_records_asks_the_hub_only_about_keys_gone_here(lab):
     asked = []
 
     class CountingHub(BlockingStore):
-        async def call(self, script, keys, args):
+        async def call(self, script, keys, args, limit=None):
             if script is scripts.EXISTS:
                 asked.extend(keys)
-            return await super().call(script, keys, args)
+            return await super().call(script, keys, args, limit)
 
     for i in range(5):
         lab.local.set(ns + b"%d" % i, b"v")

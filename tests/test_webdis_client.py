@@ -238,6 +238,18 @@ class CrossedReplyTests(TestCase):
         error = self.failureResultOf(d, LinkError).value
         self.assertEqual(error.kind, "crossed_reply")
 
+    def test_a_read_of_redisrepls_own_key_is_a_script_bounded_by_its_size(self):
+        from redisrepl.namespace import Namespace
+        from redisrepl.stores import RemoteStore
+
+        http = StubHTTP(Reply(200, b"*1\r\n$1\r\n0\r\n"))
+        store = RemoteStore(WebdisClient(http, Clock()), Clock(), Namespace(b"ns:"))
+        d = Deferred.fromCoroutine(store.get(b"__redisrepl__:{ns:}:site:a", limit=1234))
+        self.assertEqual(self.failureResultOf(d, ReplicationError).value.kind, "bad_reply")  # no generation, no id
+        method, body, limit = http.requests[0][0], http.requests[0][2], http.requests[0][3]
+        self.assertEqual((method, limit), (b"POST", 1234))
+        self.assertIn(b"EVALSHA/", body)
+
     def test_a_piece_of_a_big_string_takes_anothers_reply_for_a_reply_lost(self):
         """A piece's reply proves it ran (so before the copy's end) only if
         it is its own: a crossed one fails the copy, which starts again."""
@@ -255,5 +267,8 @@ class CrossedReplyTests(TestCase):
         (method, target, body) = http.requests[0][:3]
         self.assertEqual((method, body), (b"PUT", b"\x00piece/+%"))  # the bytes as they are
         self.assertIn(b"/EVALSHA/", target)
-        for other in (b":5\r\n", b"+OK\r\n", b"*1\r\n$1\r\n1\r\n"):  # a plain command's reply
+        # another script's reply (longer, another id): crossed too, not a bad reply
+        other_script = b"*6\r\n$1\r\nx\r\n$3\r\ngen\r\n$1\r\n5\r\n$1\r\n1\r\n$1\r\n0\r\n$16\r\n0123456789abcdef\r\n"
+        self.assertEqual(self.failureResultOf(piece(other_script)[1], LinkError).value.kind, "crossed_reply")
+        for other in (b":5\r\n", b"+OK\r\n"):  # a plain command's reply
             self.assertEqual(self.failureResultOf(piece(other)[1], ReplicationError).value.kind, "bad_reply")

@@ -11,13 +11,14 @@
 -- after every piece before it.
 if #KEYS == 0 then return {} end
 local offset = tonumber(ARGV[1])
+local bytes = ARGV[4] or '' -- (Webdis adds no argument for an empty body)
 if redis.call('STRLEN', KEYS[1]) ~= offset then
   return {'0', ARGV[3]}
 end
 if offset == 0 then
-  redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[2])
+  redis.call('SET', KEYS[1], bytes, 'PX', ARGV[2])
 else
-  redis.call('APPEND', KEYS[1], ARGV[4])
+  redis.call('APPEND', KEYS[1], bytes)
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return {'1', ARGV[3]}
