@@ -91,7 +91,13 @@ def decide(local, remote, entry, mode, tag=None):
         return NOTHING
     decision = _refill(local, synced, entry, mode, tag)
     if decision is None:
-        side = _one_way(local, remote, synced, mode) if not mode.two_way else _two_way(local, remote, synced, mode)
+        # the hub's state was written after the one this site recorded (the
+        # same content again, a deletion after a deletion: equal, yet a change)
+        newer = tag is not None and entry is not None and 0 < entry.stamp < tag
+        if mode.two_way:
+            side = _two_way(local, remote, synced, mode, newer)
+        else:
+            side = _one_way(local, remote, synced, mode, newer)
         if side is None:
             return NOTHING
         decision = _TAKE[side]
@@ -123,12 +129,14 @@ def _refill(local, synced, entry, mode, tag):
     return None
 
 
-def _one_way(local, remote, synced, mode):
+def _one_way(local, remote, synced, mode, remote_newer):
     if mode.mirror:
         return LOCAL
     if mode.local_lost and remote is not None and remote != UNSUPPORTED:
         if local is None or (local == synced and remote != synced):
             return REMOTE  # the local side lost it: refill from the hub
+    if mode.local_lost and remote_newer:
+        return None  # the local side went back in time: never over a newer state
     if CHANGING in (local, remote):
         return None
     if local is None:
@@ -139,15 +147,18 @@ def _one_way(local, remote, synced, mode):
     return LOCAL
 
 
-def _two_way(local, remote, synced, mode):
+def _two_way(local, remote, synced, mode, remote_newer):
     if CHANGING in (local, remote):
         return None
-    if mode.local_lost and synced is None and local is not None:
+    if mode.local_lost and synced is None and local is not None and not remote_newer:
         # the local side lost its record with its data: what it holds now
-        # was written since (or is the refill, equal to the hub's)
+        # was written since (or is the refill, equal to the hub's). Not
+        # over a state the hub was given after this site's record, a
+        # tombstone: a snapshot can hold a value and a record older than it
+        # (records trail copies), and that value was deleted since.
         return LOCAL
     local_changed = local != synced
-    remote_changed = remote != synced
+    remote_changed = remote != synced or remote_newer
     if local_changed and not remote_changed:
         return LOCAL
     if remote_changed and not local_changed:

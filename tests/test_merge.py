@@ -131,6 +131,34 @@ def test_after_the_local_side_lost_its_record_its_present_keys_are_new():
     assert side(b"a", b"b", b"a", local_lost) == REMOTE
 
 
+def test_a_site_back_from_a_snapshot_does_not_bring_back_what_the_hub_deleted_since():
+    """A snapshot can hold a value with an older record of its key (records
+    trail copies by a request): a tombstone, say, of a deletion before
+    it. The value was copied, then deleted again (on the hub at stamp 300),
+    and the site goes back to the snapshot. The hub's stamp of its deletion
+    tells it is newer than the record: the value is not copied back."""
+    local_lost = Mode(two_way=True, local_lost=True, recovery_start=250)
+    tombstone = entry(b"", 120)
+    assert decide(b"v", None, tombstone, local_lost, tag=300) == NOTHING  # (a deletion: held back)
+    # the run after it, as usual: both changed since the record, the winner's
+    assert decide(b"v", None, tombstone, TWO_WAY, tag=300) == Decision(REMOTE, deletes=True)
+    assert side(b"v", None, b"", Mode(two_way=True, winner=LOCAL), tag=300, stamp=120) == LOCAL
+    # no later write on the hub (its stamp not past the record's, or unknown): the value is new
+    assert decide(b"v", None, tombstone, local_lost, tag=120) == Decision(LOCAL)
+    assert decide(b"v", None, tombstone, local_lost) == Decision(LOCAL)
+    assert decide(b"v", None, entry(b"", 0), local_lost, tag=300) == Decision(LOCAL)  # a record without a stamp
+    # one-way: neither over a newer state of the hub
+    one_way_lost = Mode(two_way=False, local_lost=True, recovery_start=250)
+    assert decide(b"v", None, tombstone, one_way_lost, tag=300) == NOTHING
+    assert decide(b"v", None, tombstone, one_way_lost, tag=100) == Decision(LOCAL)
+
+
+def test_the_same_state_written_again_on_the_hub_is_a_change():
+    assert side(b"b", b"a", b"a", tag=300, stamp=100) == REMOTE  # both changed: the winner
+    assert side(b"b", b"a", b"a", tag=100, stamp=100) == LOCAL  # the state recorded
+    assert side(b"a", b"a", b"a", tag=300, stamp=100) is None
+
+
 def test_a_run_after_a_loss_deletes_nothing():
     assert decide(None, b"a", entry(b"a", 120), LOST) == NOTHING
     local_lost = Mode(two_way=True, local_lost=True)
