@@ -188,23 +188,33 @@ def test_changes_on_both_sides_during_a_big_copy(big):
     assert lab.local.hget(key, "local-during-copy") == b"l"
 
 
-def test_copier_shrinks_chunks_of_big_items(lab):
-    """The copier itself, against two real Redis servers, with small limits."""
+def copy_sides(lab, namespace):
+    """A clock at the local Redis' time and the router's two sides over the
+    lab's Redis servers (the remote one stamping its writes), for driving
+    the copier without a daemon."""
     from twisted.internet.task import Clock
 
     from redisrepl.expected import ExpectedEvents
     from redisrepl.router import LOCAL, REMOTE, Side
+
+    clock = Clock()
+    clock.advance(lab.local.time()[0])
+    sides = [
+        Side(name, SyncStore(r, namespace=namespace, hub=name == REMOTE), ExpectedEvents(clock))
+        for name, r in ((LOCAL, lab.local), (REMOTE, lab.remote))
+    ]
+    return clock, sides
+
+
+def test_copier_shrinks_chunks_of_big_items(lab):
+    """The copier itself, against two real Redis servers, with small limits."""
+
     from redisrepl.state import BigState
 
     key = b"cp:list"
     items = [random.randbytes(300) for _ in range(120)]
     lab.local.rpush(key, *items)
-    clock = Clock()
-    clock.advance(lab.local.time()[0])
-    sides = [
-        Side(name, SyncStore(r, namespace=b"cp:", hub=name == REMOTE), ExpectedEvents(clock))
-        for name, r in ((LOCAL, lab.local), (REMOTE, lab.remote))
-    ]
+    clock, sides = copy_sides(lab, b"cp:")
     copier = big_keys.BigCopier(clock, b"__redisrepl__:{cp:}:", chunk_items=50, chunk_bytes=2000)
     requests = []
     store = sides[1].store
@@ -235,21 +245,13 @@ def test_copier_shrinks_chunks_of_big_items(lab):
 def test_copier_lost_finish_reply_is_not_taken_as_there(lab):
     """The last script ran but its reply was lost: the state is not known to
     be there (a retry copies it again), but its echo is still recognised."""
-    from twisted.internet.task import Clock
 
     from redisrepl.errors import LinkError
-    from redisrepl.expected import ExpectedEvents
-    from redisrepl.router import LOCAL, REMOTE, Side
     from redisrepl.state import BigState
 
     key = b"cpf:set"
     lab.local.sadd(key, *[b"m%d" % i for i in range(300)])
-    clock = Clock()
-    clock.advance(lab.local.time()[0])
-    sides = [
-        Side(name, SyncStore(r, namespace=b"cpf:", hub=name == REMOTE), ExpectedEvents(clock))
-        for name, r in ((LOCAL, lab.local), (REMOTE, lab.remote))
-    ]
+    clock, sides = copy_sides(lab, b"cpf:")
     store = sides[1].store
     original = store.call
 
@@ -277,21 +279,13 @@ def test_copier_starts_again_when_its_temporary_key_is_gone(lab):
     """A piece of a big string refused (its temporary key expired, evicted
     or wiped mid-copy): the key is read again from scratch, and nothing of
     the copy is put in place or left behind."""
-    from twisted.internet.task import Clock
 
-    from redisrepl.expected import ExpectedEvents
-    from redisrepl.router import LOCAL, REMOTE, Side
     from redisrepl.state import BigState
 
     key = b"cpg:str"
     value = random.randbytes(5 * 1024 + 17)
     lab.local.set(key, value)
-    clock = Clock()
-    clock.advance(lab.local.time()[0])
-    sides = [
-        Side(name, SyncStore(r, namespace=b"cpg:", hub=name == REMOTE), ExpectedEvents(clock))
-        for name, r in ((LOCAL, lab.local), (REMOTE, lab.remote))
-    ]
+    clock, sides = copy_sides(lab, b"cpg:")
     store = sides[1].store
     original = store.write_piece
     temporaries = []
