@@ -77,6 +77,8 @@ def _scan(buf, replies, max_bulk=MAX_BULK, max_reply=None):
     parts = buf.split(b"\r\n")
     last = len(parts) - 1  # parts[last] follows the last CRLF: not a whole line
     append = replies.append
+    # no value can be longer than the buffer: checked only if it could pass
+    long_values = len(buf) > max_bulk
     i = 0
     while i < last:
         head = parts[i]
@@ -122,7 +124,7 @@ def _scan(buf, replies, max_bulk=MAX_BULK, max_reply=None):
         if stop > last:
             break
         values = parts[i + 2 : stop : 2]
-        if values and max(map(len, values)) > max_bulk:
+        if long_values and values and max(map(len, values)) > max_bulk:
             break
         try:
             heads = list(map(_BULK_HEADS.__getitem__, map(len, values)))
@@ -134,8 +136,9 @@ def _scan(buf, replies, max_bulk=MAX_BULK, max_reply=None):
             break  # the item-by-item parser says why
         append(values)
         i = stop
-    # each line taken was followed by its CRLF
-    return sum(map(len, parts[:i])) + 2 * i
+    # each line taken was followed by its CRLF: what is left is the lines
+    # from i on, with the CRLFs between them (usually only the last part)
+    return len(buf) - sum(map(len, parts[i:])) - 2 * (last - i)
 
 
 def _scan_items(buf, pos, items, most, max_bulk):
