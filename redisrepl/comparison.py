@@ -162,7 +162,12 @@ class Comparison:
     async def judgement(self) -> Judgement:
         """A run's judgement: the generations it decides on, what this site
         confirmed of them, and so the mode of its decisions (redisrepl.merge)."""
-        confirmed = await self._confirmed()
+        recorded = await self.synced.confirmed()
+        # (a local Redis that still holds this site's record of what it
+        # confirmed, yet answers with another generation, went back to a
+        # snapshot of itself; a wiped one holds no record)
+        rolled_back = LOCAL in recorded
+        confirmed = self._confirmed(recorded)
         allow_key = self.names.allow_key
         checks = {
             side: await store.check(flag_key=allow_key if side == LOCAL else b"") for side, store in self.stores.items()
@@ -179,7 +184,7 @@ class Comparison:
             self.epochs,
             self.stats,
             self._room,
-            self._mode(checks, confirmed),
+            self._mode(checks, confirmed, rolled_back),
             {side: check.generation.id for side, check in checks.items()},
             self.max_delete,
             allow_key,
@@ -187,12 +192,12 @@ class Comparison:
             hub_now=checks[REMOTE].now,
         )
 
-    async def _confirmed(self):
+    def _confirmed(self, recorded):
         """{side: generation id} this site last confirmed: from memory (which
-        outlives a wipe of the local Redis), else from the local Redis, else
-        the first one this process saw (whatever it recorded since then is
-        of that one or later)."""
-        confirmed = await self.synced.confirmed()
+        outlives a wipe of the local Redis), else from the local Redis'
+        record (``recorded``), else the first one this process saw (whatever
+        it recorded since then is of that one or later)."""
+        confirmed = dict(recorded)
         for side, epoch in self.epochs.items():
             if epoch.confirmed is not None:
                 confirmed[side] = epoch.confirmed
@@ -202,7 +207,7 @@ class Comparison:
                 confirmed[side] = epoch.first
         return confirmed
 
-    def _mode(self, checks, confirmed):
+    def _mode(self, checks, confirmed, rolled_back):
         remote = checks[REMOTE]
         hub_lost = REMOTE in confirmed and remote.generation.id != confirmed[REMOTE]
         local_lost = LOCAL in confirmed and checks[LOCAL].generation.id != confirmed[LOCAL]
@@ -213,6 +218,7 @@ class Comparison:
             mirror=self.mirror,
             hub_lost=hub_lost,
             local_lost=local_lost,
+            local_rolled_back=local_lost and rolled_back,
             windows=tuple(lost_windows(remote.hist, confirmed.get(REMOTE))) if hub_lost else (),
             recovery_start=remote.generation.start if window_open else None,
         )

@@ -54,6 +54,9 @@ class Mode:
     mirror: bool = False
     hub_lost: bool = False
     local_lost: bool = False
+    #: the local side went back to an older state of itself (a snapshot):
+    #: it still holds this site's records, some trailing its data
+    local_rolled_back: bool = False
     windows: tuple = ()
     recovery_start: int | None = None
 
@@ -66,16 +69,19 @@ class Mode:
 class Decision:
     """Copy the key from ``side`` (None: leave it). ``origin``: the copy is a
     refill of a state known since that stamp. ``deletes``: the copy deletes
-    the key on the other side."""
+    the key on the other side. ``held``: a deletion from that side, held
+    back after a loss (``side`` is None: the run that follows decides)."""
 
     side: str | None = None
     origin: int | None = None
     deletes: bool = False
+    held: str | None = None
 
 
 NOTHING = Decision()
 #: Plain copies from each side (one each: a decision is a value).
 _TAKE = {LOCAL: Decision(LOCAL), REMOTE: Decision(REMOTE)}
+_HELD = {LOCAL: Decision(held=LOCAL), REMOTE: Decision(held=REMOTE)}
 
 
 def decide(local, remote, entry, mode, tag=None):
@@ -92,19 +98,24 @@ def decide(local, remote, entry, mode, tag=None):
     decision = _refill(local, synced, entry, mode, tag)
     if decision is None:
         # the hub's state was written after the one this site recorded (the
-        # same content again, a deletion after a deletion: equal, yet a change)
-        newer = tag is not None and entry is not None and 0 < entry.stamp < tag
+        # same content again, a deletion after a deletion: equal, yet a
+        # change); or, the local side back from a snapshot without a record
+        # of the key, written since the hub's generation began
+        if entry is None:
+            newer = tag is not None and mode.local_rolled_back
+        else:
+            newer = tag is not None and 0 < entry.stamp < tag
         if mode.two_way:
             side = _two_way(local, remote, synced, mode, newer)
         else:
-            side = _one_way(local, remote, synced, mode, newer)
+            side = _one_way(local, remote, synced, mode)
         if side is None:
             return NOTHING
         decision = _TAKE[side]
     source = local if decision.side == LOCAL else remote
     if source is None:
         if mode.after_loss and decision.origin is None:
-            return NOTHING
+            return _HELD[decision.side]
         return attrs.evolve(decision, deletes=True)
     return decision
 
@@ -129,14 +140,12 @@ def _refill(local, synced, entry, mode, tag):
     return None
 
 
-def _one_way(local, remote, synced, mode, remote_newer):
+def _one_way(local, remote, synced, mode):
     if mode.mirror:
         return LOCAL
     if mode.local_lost and remote is not None and remote != UNSUPPORTED:
         if local is None or (local == synced and remote != synced):
             return REMOTE  # the local side lost it: refill from the hub
-    if mode.local_lost and remote_newer:
-        return None  # the local side went back in time: never over a newer state
     if CHANGING in (local, remote):
         return None
     if local is None:
@@ -153,9 +162,11 @@ def _two_way(local, remote, synced, mode, remote_newer):
     if mode.local_lost and synced is None and local is not None and not remote_newer:
         # the local side lost its record with its data: what it holds now
         # was written since (or is the refill, equal to the hub's). Not
-        # over a state the hub was given after this site's record, a
-        # tombstone: a snapshot can hold a value and a record older than it
-        # (records trail copies), and that value was deleted since.
+        # over a state the hub was given after this site's record (a
+        # tombstone), or that it was given within its window when the local
+        # side went back to a snapshot: a snapshot can hold a value with an
+        # older record, or none (records trail copies), and the hub's state
+        # came after that value.
         return LOCAL
     local_changed = local != synced
     remote_changed = remote != synced or remote_newer

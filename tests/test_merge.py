@@ -3,7 +3,7 @@
 import pytest
 
 from redisrepl.epochs import Generation, SideEpoch, is_lost, lost_windows, parse_hist
-from redisrepl.merge import NOTHING, Decision, DeleteLimit, Mode, decide
+from redisrepl.merge import Decision, DeleteLimit, Mode, decide
 from redisrepl.sides import LOCAL, REMOTE
 from redisrepl.synced import SyncedEntry
 
@@ -139,7 +139,7 @@ def test_a_site_back_from_a_snapshot_does_not_bring_back_what_the_hub_deleted_si
     tells it is newer than the record: the value is not copied back."""
     local_lost = Mode(two_way=True, local_lost=True, recovery_start=250)
     tombstone = entry(b"", 120)
-    assert decide(b"v", None, tombstone, local_lost, tag=300) == NOTHING  # (a deletion: held back)
+    assert decide(b"v", None, tombstone, local_lost, tag=300) == Decision(held=REMOTE)  # a deletion: held back
     # the run after it, as usual: both changed since the record, the winner's
     assert decide(b"v", None, tombstone, TWO_WAY, tag=300) == Decision(REMOTE, deletes=True)
     assert side(b"v", None, b"", Mode(two_way=True, winner=LOCAL), tag=300, stamp=120) == LOCAL
@@ -147,10 +147,14 @@ def test_a_site_back_from_a_snapshot_does_not_bring_back_what_the_hub_deleted_si
     assert decide(b"v", None, tombstone, local_lost, tag=120) == Decision(LOCAL)
     assert decide(b"v", None, tombstone, local_lost) == Decision(LOCAL)
     assert decide(b"v", None, entry(b"", 0), local_lost, tag=300) == Decision(LOCAL)  # a record without a stamp
-    # one-way: neither over a newer state of the hub
-    one_way_lost = Mode(two_way=False, local_lost=True, recovery_start=250)
-    assert decide(b"v", None, tombstone, one_way_lost, tag=300) == NOTHING
-    assert decide(b"v", None, tombstone, one_way_lost, tag=100) == Decision(LOCAL)
+    # no record at all: after a wipe, what the site holds was written since;
+    # after a restart from a snapshot, older than what the hub was given in its window
+    rolled_back = Mode(two_way=True, local_lost=True, local_rolled_back=True, recovery_start=250)
+    assert decide(b"v", None, None, local_lost, tag=300) == Decision(LOCAL)
+    assert decide(b"v", None, None, rolled_back, tag=300) == Decision(held=REMOTE)
+    assert decide(b"v", b"w", None, rolled_back, tag=300) == Decision(REMOTE)
+    assert decide(b"v", None, None, rolled_back) == Decision(LOCAL)  # nothing the hub wrote since
+    assert decide(b"v", b"w", None, rolled_back) == Decision(LOCAL)
 
 
 def test_the_same_state_written_again_on_the_hub_is_a_change():
@@ -160,9 +164,11 @@ def test_the_same_state_written_again_on_the_hub_is_a_change():
 
 
 def test_a_run_after_a_loss_deletes_nothing():
-    assert decide(None, b"a", entry(b"a", 120), LOST) == NOTHING
+    """It holds its deletions back (the run after it decides them again)."""
+    assert decide(None, b"a", entry(b"a", 120), LOST) == Decision(held=LOCAL)
     local_lost = Mode(two_way=True, local_lost=True)
-    assert decide(b"a", None, entry(b"a", 120), local_lost) == NOTHING
+    assert decide(b"a", None, entry(b"a", 120), local_lost) == Decision(held=REMOTE)
+    assert decide(b"a", None, entry(b"a", 120), local_lost).side is None
     assert decide(b"a", None, None, local_lost) == Decision(LOCAL)
 
 

@@ -8,6 +8,7 @@ a new one-way site, an evicting site, a shared or renewed certificate. The
 timing tests measure how soon losses are refilled and components are used
 again, with a margin for a loaded machine (typical figures: README)."""
 
+import os
 import time
 
 import pytest
@@ -126,6 +127,46 @@ def test_hub_restored_from_an_older_snapshot_is_refilled_not_copied(flushed_hub)
     finally:
         lab.sandbox.stop_component("remote_redis")
         lab.sandbox.start_component("remote_redis")  # no dump left for the next tests
+
+
+# -- case 2b: a site restored from a snapshot whose records trail its data ------------------------
+
+
+def test_a_site_back_from_a_snapshot_brings_back_nothing_deleted_since(flushed_hub):
+    """A site's record of a key is written a moment after its copy, so a
+    snapshot can hold a value with no record of it, or with a tombstone of
+    an older deletion. Deleted on the hub after the snapshot, neither value
+    comes back anywhere when the site restarts from it."""
+    lab = flushed_hub
+    ns = "trail:"
+    b = lab.add_site("trail")
+    b.redis.flushall()
+    lab.daemon(ns, rc=True).wait_log("done:")
+    d = lab.daemon(ns, rc=True, site=b)
+    d.wait_log("done:")
+    keys = [f"{ns}unrecorded", f"{ns}tombstoned", f"{ns}kept"]
+    for key in keys:
+        lab.local.set(key, b"old")
+    wait_until(lambda: all(b.redis.hget(meta(ns, "synced"), k) for k in keys), SLOW, what="recorded on the site")
+    # as a snapshot taken while records trail: none for one key, an older deletion's for another
+    b.redis.hdel(meta(ns, "synced"), keys[0])
+    b.redis.hset(meta(ns, "synced"), keys[1], b"#1")
+    b.redis.save()
+    for key in keys[:2]:
+        lab.local.delete(key)
+    wait_until(lambda: b.redis.exists(*keys[:2]) == 0, SLOW, what="the deletions crossed")
+    restarts = d.log().count("done:")
+    try:
+        lab.sandbox.stop_component("site:trail")
+        lab.sandbox.start_component("site:trail", snapshot=True)
+        assert b.redis.exists(*keys[:2]) == 2  # back as in the snapshot
+        d.wait_log("lost or rolled back data", timeout=SLOW)
+        d.wait_log("done:", count=restarts + 2, timeout=SLOW)  # the refill run and the one after it
+        wait_until(lambda: b.redis.exists(*keys[:2]) == 0, SLOW, what="the old values deleted on the site")
+        for r in (lab.remote, lab.local, b.redis):
+            assert r.exists(*keys[:2]) == 0 and r.get(keys[2]) == b"old"
+    finally:
+        os.remove(lab.sandbox.dump_path("site:trail"))
 
 
 # -- case 3: a new one-way site ---------------------------------------------------------------
