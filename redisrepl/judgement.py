@@ -93,11 +93,10 @@ class Judgement:
                     entry = attrs.evolve(entry, evicted=side)
         decision = decide(here, there, entry, self.mode, tag)
         if decision.side is None:
-            if decision.held == REMOTE and entry is None and self.mode.local_rolled_back:
-                # a value of the local snapshot the hub deleted since, which
-                # this site has no record of: recorded as the state both
-                # sides had (stamp unknown), the run that follows deletes it
-                # as it would a value recorded so
+            if decision.stale:
+                # a value of the local snapshot the hub deleted since (see
+                # merge.STALE): recorded as the state both sides had, stamp
+                # unknown, for the next run to judge the deletion by
                 self._sets.append((key, here, 0))
                 return
             if (

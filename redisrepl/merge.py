@@ -54,8 +54,9 @@ class Mode:
     mirror: bool = False
     hub_lost: bool = False
     local_lost: bool = False
-    #: the local side went back to an older state of itself (a snapshot):
-    #: it still holds this site's records, some trailing its data
+    #: the local side went back to an older state of itself (a snapshot
+    #: or a restart: it still holds this site's records, some trailing its
+    #: data) while this daemon watched it
     local_rolled_back: bool = False
     windows: tuple = ()
     recovery_start: int | None = None
@@ -69,19 +70,22 @@ class Mode:
 class Decision:
     """Copy the key from ``side`` (None: leave it). ``origin``: the copy is a
     refill of a state known since that stamp. ``deletes``: the copy deletes
-    the key on the other side. ``held``: a deletion from that side, held
-    back after a loss (``side`` is None: the run that follows decides)."""
+    the key on the other side. ``stale``: see STALE."""
 
     side: str | None = None
     origin: int | None = None
     deletes: bool = False
-    held: str | None = None
+    stale: bool = False
 
 
 NOTHING = Decision()
 #: Plain copies from each side (one each: a decision is a value).
 _TAKE = {LOCAL: Decision(LOCAL), REMOTE: Decision(REMOTE)}
-_HELD = {LOCAL: Decision(held=LOCAL), REMOTE: Decision(held=REMOTE)}
+#: A local value older than the hub's deletion of it (the local side went
+#: back in time): nothing is copied or deleted in this run; the value is
+#: recorded as synchronised, so that the next run sees the hub's deletion
+#: as the change (two-way: deleted here; one-way: left so on the hub).
+STALE = Decision(stale=True)
 
 
 def decide(local, remote, entry, mode, tag=None):
@@ -97,27 +101,38 @@ def decide(local, remote, entry, mode, tag=None):
         return NOTHING
     decision = _refill(local, synced, entry, mode, tag)
     if decision is None:
-        # the hub's state was written after the one this site recorded (the
-        # same content again, a deletion after a deletion: equal, yet a
-        # change); or, the local side back from a snapshot without a record
-        # of the key, written since the hub's generation began
-        if entry is None:
-            newer = tag is not None and mode.local_rolled_back
-        else:
-            newer = tag is not None and 0 < entry.stamp < tag
-        if mode.two_way:
-            side = _two_way(local, remote, synced, mode, newer)
-        else:
-            side = _one_way(local, remote, synced, mode)
+        if _stale_here(local, entry, mode, tag):
+            # the hub's state is newer than this rolled-back value: it
+            # refills this side; a deletion is recorded, not made (below)
+            return _TAKE[REMOTE] if remote is not None else STALE
+        side = _one_way(local, remote, synced, mode) if not mode.two_way else _two_way(local, remote, synced, mode)
         if side is None:
             return NOTHING
         decision = _TAKE[side]
     source = local if decision.side == LOCAL else remote
     if source is None:
         if mode.after_loss and decision.origin is None:
-            return _HELD[decision.side]
+            return NOTHING
         return attrs.evolve(decision, deletes=True)
     return decision
+
+
+def _stale_here(local, entry, mode, tag):
+    """Is ``local`` older than the hub's state? Only told when the local
+    side went back to a snapshot of itself while this daemon watched it
+    (``local_rolled_back``): a snapshot can hold a value whose record is
+    older (a tombstone, an earlier state) or missing, since records trail
+    copies. The value then predates what the hub was given since its
+    generation began (``tag``, not a refill's older stamp) after this
+    site's record. Otherwise (a daemon that was away) a value with no
+    usable record may be a write nobody saw: it is kept, as always."""
+    if not mode.local_rolled_back or local in (None, CHANGING):
+        return False
+    if entry is not None and entry.evicted is not None:
+        return False  # (an evicted key is judged by its record)
+    if tag is None or mode.recovery_start is None or tag < mode.recovery_start:
+        return False
+    return entry is None or 0 < entry.stamp < tag
 
 
 def _refill(local, synced, entry, mode, tag):
@@ -156,20 +171,15 @@ def _one_way(local, remote, synced, mode):
     return LOCAL
 
 
-def _two_way(local, remote, synced, mode, remote_newer):
+def _two_way(local, remote, synced, mode):
     if CHANGING in (local, remote):
         return None
-    if mode.local_lost and synced is None and local is not None and not remote_newer:
+    if mode.local_lost and synced is None and local is not None:
         # the local side lost its record with its data: what it holds now
-        # was written since (or is the refill, equal to the hub's). Not
-        # over a state the hub was given after this site's record (a
-        # tombstone), or that it was given within its window when the local
-        # side went back to a snapshot: a snapshot can hold a value with an
-        # older record, or none (records trail copies), and the hub's state
-        # came after that value.
+        # was written since (or is the refill, equal to the hub's)
         return LOCAL
     local_changed = local != synced
-    remote_changed = remote != synced or remote_newer
+    remote_changed = remote != synced
     if local_changed and not remote_changed:
         return LOCAL
     if remote_changed and not local_changed:
@@ -218,4 +228,4 @@ class DeleteLimit:
         return f"{self.percent:g}% (at least {self.floor} keys)"
 
 
-__all__ = ["CHANGING", "NOTHING", "UNSUPPORTED", "DeleteLimit", "Decision", "Mode", "decide"]
+__all__ = ["CHANGING", "NOTHING", "STALE", "UNSUPPORTED", "DeleteLimit", "Decision", "Mode", "decide"]

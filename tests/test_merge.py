@@ -1,9 +1,10 @@
 """The reconcile's decisions, generations and the deletion limit (pure)."""
 
+import attrs
 import pytest
 
 from redisrepl.epochs import Generation, SideEpoch, is_lost, lost_windows, parse_hist
-from redisrepl.merge import Decision, DeleteLimit, Mode, decide
+from redisrepl.merge import NOTHING, STALE, Decision, DeleteLimit, Mode, decide
 from redisrepl.sides import LOCAL, REMOTE
 from redisrepl.synced import SyncedEntry
 
@@ -131,44 +132,48 @@ def test_after_the_local_side_lost_its_record_its_present_keys_are_new():
     assert side(b"a", b"b", b"a", local_lost) == REMOTE
 
 
-def test_a_site_back_from_a_snapshot_does_not_bring_back_what_the_hub_deleted_since():
-    """A snapshot can hold a value with an older record of its key (records
-    trail copies by a request): a tombstone, say, of a deletion before
-    it. The value was copied, then deleted again (on the hub at stamp 300),
-    and the site goes back to the snapshot. The hub's stamp of its deletion
-    tells it is newer than the record: the value is not copied back."""
-    local_lost = Mode(two_way=True, local_lost=True, recovery_start=250)
-    tombstone = entry(b"", 120)
-    assert decide(b"v", None, tombstone, local_lost, tag=300) == Decision(held=REMOTE)  # a deletion: held back
-    # the run after it, as usual: both changed since the record, the winner's
-    assert decide(b"v", None, tombstone, TWO_WAY, tag=300) == Decision(REMOTE, deletes=True)
-    assert side(b"v", None, b"", Mode(two_way=True, winner=LOCAL), tag=300, stamp=120) == LOCAL
-    # no later write on the hub (its stamp not past the record's, or unknown): the value is new
-    assert decide(b"v", None, tombstone, local_lost, tag=120) == Decision(LOCAL)
-    assert decide(b"v", None, tombstone, local_lost) == Decision(LOCAL)
-    assert decide(b"v", None, entry(b"", 0), local_lost, tag=300) == Decision(LOCAL)  # a record without a stamp
-    # no record at all: after a wipe, what the site holds was written since;
-    # after a restart from a snapshot, older than what the hub was given in its window
-    rolled_back = Mode(two_way=True, local_lost=True, local_rolled_back=True, recovery_start=250)
-    assert decide(b"v", None, None, local_lost, tag=300) == Decision(LOCAL)
-    assert decide(b"v", None, None, rolled_back, tag=300) == Decision(held=REMOTE)
-    assert decide(b"v", b"w", None, rolled_back, tag=300) == Decision(REMOTE)
-    assert decide(b"v", None, None, rolled_back) == Decision(LOCAL)  # nothing the hub wrote since
-    assert decide(b"v", b"w", None, rolled_back) == Decision(LOCAL)
+ROLLED_BACK = Mode(two_way=True, local_lost=True, local_rolled_back=True, recovery_start=250)
 
 
-def test_the_same_state_written_again_on_the_hub_is_a_change():
-    assert side(b"b", b"a", b"a", tag=300, stamp=100) == REMOTE  # both changed: the winner
-    assert side(b"b", b"a", b"a", tag=100, stamp=100) == LOCAL  # the state recorded
-    assert side(b"a", b"a", b"a", tag=300, stamp=100) is None
+def test_a_site_back_from_a_snapshot_takes_what_the_hub_was_given_since():
+    """A snapshot can hold a value whose record is older (a tombstone, an
+    earlier state) or missing: records trail copies. When the local Redis
+    went back to one while the daemon watched it, a state the hub was given
+    since its generation began (tag >= 250) after that record is newer than
+    the value: it is taken, whatever --winner says; a deletion is not made
+    in this run but the value is recorded, for the next run to delete."""
+    tombstone, older = entry(b"", 120), entry(b"a", 120)
+    for record in (tombstone, older, None):
+        assert decide(b"v", b"w", record, ROLLED_BACK, tag=300) == Decision(REMOTE)
+        assert decide(b"v", b"w", record, attrs.evolve(ROLLED_BACK, winner=LOCAL), tag=300) == Decision(REMOTE)
+        assert decide(b"v", None, record, ROLLED_BACK, tag=300) == STALE
+        assert decide(b"v", None, record, attrs.evolve(ROLLED_BACK, two_way=False), tag=300) == STALE
+    # the next run, in normal mode, over the value so recorded: deleted (two-way), left (one-way)
+    assert decide(b"v", None, entry(b"v", 0), TWO_WAY, tag=300) == Decision(REMOTE, deletes=True)
+    assert decide(b"v", None, entry(b"v", 0), ONE_WAY, tag=300) == NOTHING
+
+
+def test_a_value_kept_unless_the_hub_is_known_newer():
+    # no stamp from the hub, a refill's stamp (before its generation began), a record as new
+    for tag in (None, 200, 120):
+        assert decide(b"v", None, entry(b"", 120), ROLLED_BACK, tag=tag).side != REMOTE
+        assert not decide(b"v", None, entry(b"", 120), ROLLED_BACK, tag=tag).stale
+    assert not decide(b"v", None, entry(b"", 0), ROLLED_BACK, tag=300).stale  # a record without a stamp
+    assert not decide(b"v", None, entry(b"v", 120, evicted=LOCAL), ROLLED_BACK, tag=300).stale
+    # a daemon that was away (not watching when the local Redis went back):
+    # a value with no usable record may be a write nobody saw: kept
+    away = Mode(two_way=True, local_lost=True, recovery_start=250)
+    assert decide(b"v", None, None, away, tag=300) == Decision(LOCAL)
+    assert decide(b"v", None, entry(b"", 120), away, tag=300) == Decision(LOCAL)
+    # and outside a loss, a hub state equal to the record is unchanged, whatever its stamp
+    assert decide(b"v", None, entry(b"", 120), TWO_WAY, tag=300) == Decision(LOCAL)
+    assert side(b"b", b"a", b"a", tag=300, stamp=100) == LOCAL
 
 
 def test_a_run_after_a_loss_deletes_nothing():
-    """It holds its deletions back (the run after it decides them again)."""
-    assert decide(None, b"a", entry(b"a", 120), LOST) == Decision(held=LOCAL)
+    assert decide(None, b"a", entry(b"a", 120), LOST) == NOTHING
     local_lost = Mode(two_way=True, local_lost=True)
-    assert decide(b"a", None, entry(b"a", 120), local_lost) == Decision(held=REMOTE)
-    assert decide(b"a", None, entry(b"a", 120), local_lost).side is None
+    assert decide(b"a", None, entry(b"a", 120), local_lost) == NOTHING
     assert decide(b"a", None, None, local_lost) == Decision(LOCAL)
 
 
