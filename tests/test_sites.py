@@ -169,6 +169,38 @@ def test_a_site_back_from_a_snapshot_brings_back_nothing_deleted_since(flushed_h
         os.remove(lab.sandbox.dump_path("site:trail"))
 
 
+def test_a_write_nobody_saw_survives_a_restart_of_its_redis(flushed_hub):
+    """The same site, its daemon away: its Redis gets a key the hub created
+    and deleted meanwhile, and restarts. Nothing tells that value from an
+    old one, so it is kept and copied, never deleted."""
+    lab = flushed_hub
+    ns = "away:"
+    b = lab.add_site("trail")
+    b.redis.flushall()
+    lab.daemon(ns, rc=True).wait_log("done:")
+    d = lab.daemon(ns, rc=True, site=b)
+    d.wait_log("done:")
+    d.stop()
+    lab.daemons.remove(d)
+    key = f"{ns}k"
+    lab.local.set(key, b"there")  # the hub is given it, then its deletion
+    wait_until(lambda: lab.remote.get(key) == b"there", SLOW, what="crossed")
+    lab.local.delete(key)
+    wait_until(lambda: not lab.remote.exists(key), SLOW, what="deleted")
+    b.redis.set(key, b"here")
+    b.redis.save()
+    try:
+        lab.sandbox.stop_component("site:trail")
+        lab.sandbox.start_component("site:trail", snapshot=True)
+        d = lab.daemon(ns, rc=True, site=b)
+        for r in (lab.remote, lab.local):
+            wait_until(lambda r=r: r.get(key) == b"here", SLOW, what="the write copied")
+        d.wait_log("done:", count=2, timeout=SLOW)  # and the run after the refill
+        assert [r.get(key) for r in (lab.remote, lab.local, b.redis)] == [b"here"] * 3
+    finally:
+        os.remove(lab.sandbox.dump_path("site:trail"))
+
+
 # -- case 3: a new one-way site ---------------------------------------------------------------
 
 
