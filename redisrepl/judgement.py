@@ -131,6 +131,8 @@ class Judgement:
         """Record the states found equal, as of the hub's record of each
         (``generation``: the hub's, as the step read them)."""
         sets, self._sets = self._sets, []
+        # (not a key changed since it was judged: its record would be stale)
+        sets = [item for item in sets if item[0] not in self.watcher]
         if sets:
             await self.synced.store(
                 [(key, digest, generation.as_of(tag)) for key, digest, tag in sets], self.generations[LOCAL]

@@ -101,7 +101,7 @@ def decide(local, remote, entry, mode, tag=None):
         return NOTHING
     decision = _refill(local, synced, entry, mode, tag)
     if decision is None:
-        if _stale_here(local, entry, mode, tag):
+        if _stale_here(local, remote, entry, mode, tag):
             # the hub's state is newer than this rolled-back value: it
             # refills this side; a deletion is recorded, not made (below)
             return _TAKE[REMOTE] if remote is not None else STALE
@@ -117,7 +117,7 @@ def decide(local, remote, entry, mode, tag=None):
     return decision
 
 
-def _stale_here(local, entry, mode, tag):
+def _stale_here(local, remote, entry, mode, tag):
     """Is ``local`` older than the hub's state? Only told when the local
     side went back to a snapshot of itself while this daemon watched it
     (``local_rolled_back``): a snapshot can hold a value whose record is
@@ -126,7 +126,9 @@ def _stale_here(local, entry, mode, tag):
     generation began (``tag``, not a refill's older stamp) after this
     site's record. Otherwise (a daemon that was away) a value with no
     usable record may be a write nobody saw: it is kept, as always."""
-    if not mode.local_rolled_back or local in (None, CHANGING):
+    if not mode.local_rolled_back or mode.mirror or CHANGING in (local, remote):
+        return False  # (a mirror's every key is its own)
+    if local is None:
         return False
     if entry is not None and entry.evicted is not None:
         return False  # (an evicted key is judged by its record)

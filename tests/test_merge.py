@@ -156,10 +156,13 @@ def test_a_site_back_from_a_snapshot_takes_what_the_hub_was_given_since():
 def test_a_value_kept_unless_the_hub_is_known_newer():
     # no stamp from the hub, a refill's stamp (before its generation began), a record as new
     for tag in (None, 200, 120):
-        assert decide(b"v", None, entry(b"", 120), ROLLED_BACK, tag=tag).side != REMOTE
-        assert not decide(b"v", None, entry(b"", 120), ROLLED_BACK, tag=tag).stale
+        assert decide(b"v", None, entry(b"", 120), ROLLED_BACK, tag=tag) == Decision(LOCAL)
     assert not decide(b"v", None, entry(b"", 0), ROLLED_BACK, tag=300).stale  # a record without a stamp
     assert not decide(b"v", None, entry(b"v", 120, evicted=LOCAL), ROLLED_BACK, tag=300).stale
+    assert decide(b"v", None, entry(b"", 300), ROLLED_BACK, tag=300) == Decision(LOCAL)  # recorded as is
+    assert decide(b"v", b"B", entry(b"", 120), ROLLED_BACK, tag=300) == NOTHING  # changing: its event decides
+    mirror = attrs.evolve(ROLLED_BACK, two_way=False, mirror=True)
+    assert decide(b"v", None, entry(b"", 120), mirror, tag=300) == Decision(LOCAL)  # a mirror's keys are its own
     # a daemon that was away (not watching when the local Redis went back):
     # a value with no usable record may be a write nobody saw: kept
     away = Mode(two_way=True, local_lost=True, recovery_start=250)
