@@ -163,12 +163,10 @@ class Comparison:
         """A run's judgement: the generations it decides on, what this site
         confirmed of them, and so the mode of its decisions (redisrepl.merge)."""
         recorded = await self.synced.confirmed()
-        # a local Redis that still holds this site's record of what it
-        # confirmed, yet answers with another generation than the first this
-        # process saw, went back to a snapshot of itself (or restarted)
-        # while this daemon watched it; a wiped one holds no record
-        first = self.epochs[LOCAL].first
-        rolled_back = LOCAL in recorded and first is not None
+        # a local Redis that lost its generation yet still holds this site's
+        # record of what it confirmed went back to a snapshot of itself (or
+        # restarted); a wiped one holds no record
+        rolled_back = LOCAL in recorded
         confirmed = self._confirmed(recorded)
         allow_key = self.names.allow_key
         checks = {
@@ -186,7 +184,7 @@ class Comparison:
             self.epochs,
             self.stats,
             self._room,
-            self._mode(checks, confirmed, rolled_back and checks[LOCAL].generation.id != first),
+            self._mode(checks, confirmed, rolled_back),
             {side: check.generation.id for side, check in checks.items()},
             self.max_delete,
             allow_key,

@@ -91,7 +91,8 @@ class Judgement:
             for side in (LOCAL, REMOTE):
                 if live.was_evicted(side, key):  # its flag may not be recorded yet
                     entry = attrs.evolve(entry, evicted=side)
-        decision = decide(here, there, entry, self.mode, tag)
+        later = self.mode.local_rolled_back and self.synced.recorded_after(key, entry.stamp if entry else 0)
+        decision = decide(here, there, entry, self.mode, tag, later)
         if decision.side is None:
             if decision.stale:
                 # a value of the local snapshot the hub deleted since (see

@@ -56,7 +56,7 @@ class Mode:
     local_lost: bool = False
     #: the local side went back to an older state of itself (a snapshot
     #: or a restart: it still holds this site's records, some trailing its
-    #: data) while this daemon watched it
+    #: data)
     local_rolled_back: bool = False
     windows: tuple = ()
     recovery_start: int | None = None
@@ -88,9 +88,11 @@ _TAKE = {LOCAL: Decision(LOCAL), REMOTE: Decision(REMOTE)}
 STALE = Decision(stale=True)
 
 
-def decide(local, remote, entry, mode, tag=None):
+def decide(local, remote, entry, mode, tag=None, recorded_later=False):
     """The Decision for one key; ``tag``: the hub's stamp of what it holds,
-    if it was written since the hub's generation started (see the prelude)."""
+    if it was written since the hub's generation started (see the prelude);
+    ``recorded_later``: this daemon recorded the key as synchronised later
+    than the local side's record of it says (see ``_stale_here``)."""
     synced = entry.digest or None if entry is not None else None  # a tombstone: absent
     if entry is not None and entry.evicted is not None:
         if entry.evicted == LOCAL and local is None:
@@ -101,7 +103,7 @@ def decide(local, remote, entry, mode, tag=None):
         return NOTHING
     decision = _refill(local, synced, entry, mode, tag)
     if decision is None:
-        if _stale_here(local, remote, entry, mode, tag):
+        if _stale_here(local, remote, entry, mode, recorded_later):
             # the hub's state is newer than this rolled-back value: it
             # refills this side; a deletion is recorded, not made (below)
             return _TAKE[REMOTE] if remote is not None else STALE
@@ -117,24 +119,21 @@ def decide(local, remote, entry, mode, tag=None):
     return decision
 
 
-def _stale_here(local, remote, entry, mode, tag):
-    """Is ``local`` older than the hub's state? Only told when the local
-    side went back to a snapshot of itself while this daemon watched it
-    (``local_rolled_back``): a snapshot can hold a value whose record is
-    older (a tombstone, an earlier state) or missing, since records trail
-    copies. The value then predates what the hub was given since its
-    generation began (``tag``, not a refill's older stamp) after this
-    site's record. Otherwise (a daemon that was away) a value with no
-    usable record may be a write nobody saw: it is kept, as always."""
-    if not mode.local_rolled_back or mode.mirror or CHANGING in (local, remote):
+def _stale_here(local, remote, entry, mode, recorded_later):
+    """Is ``local`` older than what both sides held since? Told only when
+    the local Redis went back to a snapshot of itself, or restarted
+    (``local_rolled_back``: it still holds this site's records, so it was
+    not wiped), and this daemon recorded the key as synchronised later than
+    the local record of it (``recorded_later``): a snapshot can hold a value
+    whose record is older, or none, since records trail copies; the value
+    was there before that later copy, so it is older than it. Without that
+    evidence (a daemon that was away, a key it did not copy since, a write
+    it had not copied yet) the value is judged as always."""
+    if not (mode.local_rolled_back and recorded_later) or mode.mirror:
         return False  # (a mirror's every key is its own)
-    if local is None:
+    if local is None or CHANGING in (local, remote):
         return False
-    if entry is not None and entry.evicted is not None:
-        return False  # (an evicted key is judged by its record)
-    if tag is None or mode.recovery_start is None or tag < mode.recovery_start:
-        return False
-    return entry is None or 0 < entry.stamp < tag
+    return entry is None or entry.evicted is None  # (an evicted key is judged by its record)
 
 
 def _refill(local, synced, entry, mode, tag):

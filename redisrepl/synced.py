@@ -24,6 +24,7 @@ reconcile then refills rather than deletes, the safe side.
 """
 
 import os
+from collections import OrderedDict
 
 import attrs
 from twisted.internet.defer import Deferred, DeferredList, FirstError, gatherResults
@@ -39,6 +40,10 @@ SCAN_COUNT = 1000
 FLUSH_AFTER = 0.05
 #: Records sent at once, waiting or not.
 FLUSH_ITEMS = 1024
+#: Keys whose latest record this process remembers (the stamp only), so
+#: that after the local Redis goes back to a snapshot a value whose record
+#: there is older than this process' is known to be older than the hub's.
+RECENT_KEYS = 100_000
 #: Side letters of an eviction flag.
 EVICTED_ON = {b"L": "local", b"R": "remote"}
 SIDE_LETTER = {"local": b"L", "remote": b"R"}
@@ -97,6 +102,8 @@ class SyncedTable:
         self._pending = []  # [local generation, flat key/entry list] waiting to be sent, in order
         self._pending_items = 0
         self._flush_call = None
+        # key -> stamp of the latest record this process made of it, oldest first
+        self._recent = OrderedDict()
         self.key = names.meta + b"synced"
         self.seen_key = names.meta + b"seen"
         self.site_key = names.meta + b"site"
@@ -106,7 +113,25 @@ class SyncedTable:
         hub as of that stamp), while the local side was of ``local_generation``."""
         self.flush()
         flat = [x for key, digest, stamp in found for x in (key, encoded(digest, stamp))]
+        self._remember((key, stamp) for key, _, stamp in found)
         await self._store.run_script(scripts.RECORD, [self.key], [local_generation or b"", *flat])
+
+    def _remember(self, stamps):
+        recent = self._recent
+        for key, stamp in stamps:
+            recent.pop(key, None)
+            recent[key] = stamp
+        while len(recent) > RECENT_KEYS:
+            recent.popitem(last=False)
+
+    def recorded_after(self, key, stamp):
+        """Did this process record ``key`` as synchronised at a stamp later
+        than ``stamp`` (that of the local Redis' record of it)? After the
+        local Redis went back to a snapshot, its value of such a key is
+        older than what both sides held then. False when not remembered
+        (past RECENT_KEYS keys, or another process)."""
+        remembered = self._recent.get(key)
+        return remembered is not None and remembered > stamp
 
     def record(self, items, local_generation=None):
         """After a copy: both sides now hold these states; ``items`` are
@@ -116,6 +141,7 @@ class SyncedTable:
         sets = []
         for key, key_state, stamp in items:
             sets += (key, encoded(state.synced_digest(key_state) or b"", stamp))
+        self._remember((key, stamp) for key, _, stamp in items)
         generation = local_generation or b""
         if self._pending and self._pending[-1][0] == generation:
             self._pending[-1][1].extend(sets)

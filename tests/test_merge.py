@@ -135,42 +135,38 @@ def test_after_the_local_side_lost_its_record_its_present_keys_are_new():
 ROLLED_BACK = Mode(two_way=True, local_lost=True, local_rolled_back=True, recovery_start=250)
 
 
-def test_a_site_back_from_a_snapshot_takes_what_the_hub_was_given_since():
+def test_a_site_back_from_a_snapshot_takes_what_both_sides_held_since():
     """A snapshot can hold a value whose record is older (a tombstone, an
     earlier state) or missing: records trail copies. When the local Redis
-    went back to one while the daemon watched it, a state the hub was given
-    since its generation began (tag >= 250) after that record is newer than
-    the value: it is taken, whatever --winner says; a deletion is not made
-    in this run but the value is recorded, for the next run to delete."""
-    tombstone, older = entry(b"", 120), entry(b"a", 120)
-    for record in (tombstone, older, None):
-        assert decide(b"v", b"w", record, ROLLED_BACK, tag=300) == Decision(REMOTE)
-        assert decide(b"v", b"w", record, attrs.evolve(ROLLED_BACK, winner=LOCAL), tag=300) == Decision(REMOTE)
-        assert decide(b"v", None, record, ROLLED_BACK, tag=300) == STALE
-        assert decide(b"v", None, record, attrs.evolve(ROLLED_BACK, two_way=False), tag=300) == STALE
+    went back to one and this daemon recorded the key later than that (it
+    copied it since), the value is older than what both sides held then:
+    the hub's state is taken, whatever --winner says; a deletion is not
+    made in this run, but the value is recorded for the next run to delete."""
+    for record in (entry(b"", 120), entry(b"a", 120), None):
+        for mode in (ROLLED_BACK, attrs.evolve(ROLLED_BACK, winner=LOCAL), attrs.evolve(ROLLED_BACK, two_way=False)):
+            assert decide(b"v", b"w", record, mode, 300, recorded_later=True) == Decision(REMOTE)
+            assert decide(b"v", None, record, mode, 300, recorded_later=True) == STALE
+            assert decide(b"v", None, record, mode, None, recorded_later=True) == STALE  # (window closed)
     # the next run, in normal mode, over the value so recorded: deleted (two-way), left (one-way)
     assert decide(b"v", None, entry(b"v", 0), TWO_WAY, tag=300) == Decision(REMOTE, deletes=True)
     assert decide(b"v", None, entry(b"v", 0), ONE_WAY, tag=300) == NOTHING
 
 
-def test_a_value_kept_unless_the_hub_is_known_newer():
-    # no stamp from the hub, a refill's stamp (before its generation began), a record as new
-    for tag in (None, 200, 120):
-        assert decide(b"v", None, entry(b"", 120), ROLLED_BACK, tag=tag) == Decision(LOCAL)
-    assert not decide(b"v", None, entry(b"", 0), ROLLED_BACK, tag=300).stale  # a record without a stamp
-    assert not decide(b"v", None, entry(b"v", 120, evicted=LOCAL), ROLLED_BACK, tag=300).stale
-    assert decide(b"v", None, entry(b"", 300), ROLLED_BACK, tag=300) == Decision(LOCAL)  # recorded as is
-    assert decide(b"v", b"B", entry(b"", 120), ROLLED_BACK, tag=300) == NOTHING  # changing: its event decides
+def test_a_value_is_kept_without_evidence_that_it_is_older():
+    # no later record by this daemon (away, evicted from its memory, a write not copied yet)
+    assert decide(b"v", None, entry(b"", 120), ROLLED_BACK, 300) == Decision(LOCAL)
+    assert decide(b"v", None, None, ROLLED_BACK, 300) == Decision(LOCAL)
+    assert decide(b"v", b"w", entry(b"v", 120), ROLLED_BACK, 300) == Decision(REMOTE)  # (as always)
+    # not rolled back (a wipe: no records), a mirror, an evicted key, a key changing on the hub
+    wiped = Mode(two_way=True, local_lost=True, recovery_start=250)
+    assert decide(b"v", None, None, wiped, 300, recorded_later=True) == Decision(LOCAL)
     mirror = attrs.evolve(ROLLED_BACK, two_way=False, mirror=True)
-    assert decide(b"v", None, entry(b"", 120), mirror, tag=300) == Decision(LOCAL)  # a mirror's keys are its own
-    # a daemon that was away (not watching when the local Redis went back):
-    # a value with no usable record may be a write nobody saw: kept
-    away = Mode(two_way=True, local_lost=True, recovery_start=250)
-    assert decide(b"v", None, None, away, tag=300) == Decision(LOCAL)
-    assert decide(b"v", None, entry(b"", 120), away, tag=300) == Decision(LOCAL)
-    # and outside a loss, a hub state equal to the record is unchanged, whatever its stamp
-    assert decide(b"v", None, entry(b"", 120), TWO_WAY, tag=300) == Decision(LOCAL)
-    assert side(b"b", b"a", b"a", tag=300, stamp=100) == LOCAL
+    assert decide(b"v", None, entry(b"", 120), mirror, 300, recorded_later=True) == Decision(LOCAL)
+    evicted = entry(b"v", 120, evicted=LOCAL)
+    assert not decide(b"v", None, evicted, ROLLED_BACK, 300, recorded_later=True).stale
+    assert decide(b"v", b"B", entry(b"", 120), ROLLED_BACK, 300, recorded_later=True) == NOTHING
+    # outside a loss, evidence or not, the merge is as always
+    assert decide(b"v", None, entry(b"", 120), TWO_WAY, 300, recorded_later=True) == Decision(LOCAL)
 
 
 def test_a_run_after_a_loss_deletes_nothing():

@@ -69,3 +69,22 @@ def test_without_a_clock_every_record_goes_at_once():
     synced = SyncedTable(store, Namespace(b"ns:"))
     synced.record([item(1)], None)
     assert len(store.sent) == 1
+
+
+def test_the_latest_record_of_each_key_is_remembered_before_it_is_sent(monkeypatch):
+    """What a snapshot of the local Redis may lack (records trail copies):
+    this process remembers the stamp of its latest record of each key, at
+    once, for a bounded number of keys."""
+    from redisrepl import synced as module
+
+    clock, store, synced = table()
+    synced.record([item(1)], b"gen1")  # stamp 7, not sent yet
+    assert store.sent == []
+    assert synced.recorded_after(b"ns:1", 6) and not synced.recorded_after(b"ns:1", 7)
+    assert not synced.recorded_after(b"ns:2", 0)  # never recorded here
+    Deferred.fromCoroutine(synced.store([(b"ns:1", b"d", 9), (b"ns:2", b"d", 3)], b"gen1"))
+    assert synced.recorded_after(b"ns:1", 8) and synced.recorded_after(b"ns:2", 2)
+    monkeypatch.setattr(module, "RECENT_KEYS", 2)
+    synced.record([item(3)], b"gen1")
+    assert not synced.recorded_after(b"ns:1", 0)  # the oldest forgotten: no evidence
+    assert synced.recorded_after(b"ns:3", 0)
