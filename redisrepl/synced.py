@@ -119,10 +119,16 @@ class SyncedTable:
     def _remember(self, stamps):
         recent = self._recent
         for key, stamp in stamps:
-            recent.pop(key, None)
-            recent[key] = stamp
+            if stamp:  # (a record of unknown stamp tells nothing, and takes nothing away)
+                recent.pop(key, None)
+                recent[key] = stamp
         while len(recent) > RECENT_KEYS:
             recent.popitem(last=False)
+
+    def _forget(self, keys):
+        """No longer evidence of anything: records dropped, or not made."""
+        for key in keys:
+            self._recent.pop(key, None)
 
     def recorded_after(self, key, stamp):
         """Did this process record ``key`` as synchronised at a stamp later
@@ -161,10 +167,13 @@ class SyncedTable:
             self._flush_call = None
         pending, self._pending, self._pending_items = self._pending, [], 0
         for generation, sets in pending:
-            self._track(
-                Deferred.fromCoroutine(self._store.run_script(scripts.RECORD, [self.key], [generation, *sets])),
-                "synchronised state",
-            )
+            d = Deferred.fromCoroutine(self._store.run_script(scripts.RECORD, [self.key], [generation, *sets]))
+            d.addErrback(self._not_recorded, sets[0::2])
+            self._track(d, "synchronised state")
+
+    def _not_recorded(self, failure, keys):
+        self._forget(keys)
+        return failure
 
     def _track(self, d, what):
         self._recording.add(d)
@@ -194,6 +203,8 @@ class SyncedTable:
         reach Redis in the order they were made (one connection, in order).
         """
         self.flush()
+        self._forget(sets[0::2])
+        self._forget(dels)
         sent = [
             Deferred.fromCoroutine(self._store.command(b"HSET", self.key, *sets[i : i + 2000]))
             for i in range(0, len(sets), 2000)

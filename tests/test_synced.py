@@ -84,7 +84,27 @@ def test_the_latest_record_of_each_key_is_remembered_before_it_is_sent(monkeypat
     assert not synced.recorded_after(b"ns:2", 0)  # never recorded here
     Deferred.fromCoroutine(synced.store([(b"ns:1", b"d", 9), (b"ns:2", b"d", 3)], b"gen1"))
     assert synced.recorded_after(b"ns:1", 8) and synced.recorded_after(b"ns:2", 2)
+    Deferred.fromCoroutine(synced.store([(b"ns:1", b"d", 0)], b"gen1"))  # a stamp unknown
+    assert synced.recorded_after(b"ns:1", 8)  # takes nothing away
+    Deferred.fromCoroutine(synced.update([], [b"ns:2"]))  # a record dropped: no evidence left
+    assert not synced.recorded_after(b"ns:2", 0)
     monkeypatch.setattr(module, "RECENT_KEYS", 2)
     synced.record([item(3)], b"gen1")
+    synced.record([item(4)], b"gen1")
     assert not synced.recorded_after(b"ns:1", 0)  # the oldest forgotten: no evidence
-    assert synced.recorded_after(b"ns:3", 0)
+    assert synced.recorded_after(b"ns:3", 0) and synced.recorded_after(b"ns:4", 0)
+
+
+def test_a_record_that_failed_is_no_evidence():
+    from redisrepl.errors import LinkError
+
+    clock, store, synced = table()
+
+    async def failing(script, keys, args):
+        raise LinkError("the local Redis did not answer", "connection")
+
+    store.run_script = failing
+    synced.record([item(1)], b"gen1")
+    assert synced.recorded_after(b"ns:1", 0)
+    clock.advance(FLUSH_AFTER)
+    assert not synced.recorded_after(b"ns:1", 0)
