@@ -132,6 +132,17 @@ def test_hub_restored_from_an_older_snapshot_is_refilled_not_copied(flushed_hub)
 # -- case 2b: a site restored from a snapshot whose records trail its data ------------------------
 
 
+def trail_site(lab, ns):
+    """The extra site "trail", emptied, with two-way daemons for it and for
+    the default site, each done with its first reconcile."""
+    b = lab.add_site("trail")
+    b.redis.flushall()
+    lab.daemon(ns, rc=True).wait_log("done:")
+    d = lab.daemon(ns, rc=True, site=b)
+    d.wait_log("done:")
+    return b, d
+
+
 def test_a_site_back_from_a_snapshot_brings_back_nothing_deleted_since(flushed_hub):
     """A site's record of a key is written a moment after its copy, so a
     snapshot can hold a value with no record of it, or with a tombstone of
@@ -139,11 +150,7 @@ def test_a_site_back_from_a_snapshot_brings_back_nothing_deleted_since(flushed_h
     comes back anywhere when the site restarts from it."""
     lab = flushed_hub
     ns = "trail:"
-    b = lab.add_site("trail")
-    b.redis.flushall()
-    lab.daemon(ns, rc=True).wait_log("done:")
-    d = lab.daemon(ns, rc=True, site=b)
-    d.wait_log("done:")
+    b, d = trail_site(lab, ns)
     keys = [f"{ns}unrecorded", f"{ns}tombstoned", f"{ns}kept"]
     for key in keys:
         lab.local.set(key, b"old")
@@ -175,11 +182,7 @@ def test_a_write_nobody_saw_survives_a_restart_of_its_redis(flushed_hub):
     old one, so it is kept and copied, never deleted."""
     lab = flushed_hub
     ns = "away:"
-    b = lab.add_site("trail")
-    b.redis.flushall()
-    lab.daemon(ns, rc=True).wait_log("done:")
-    d = lab.daemon(ns, rc=True, site=b)
-    d.wait_log("done:")
+    b, d = trail_site(lab, ns)
     d.stop()
     lab.daemons.remove(d)
     key = f"{ns}k"
