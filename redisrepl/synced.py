@@ -31,6 +31,7 @@ from twisted.internet.defer import Deferred, DeferredList, FirstError, gatherRes
 from twisted.logger import Logger
 
 from redisrepl import scripts, state
+from redisrepl.errors import RefusedError
 
 log = Logger()
 
@@ -172,7 +173,13 @@ class SyncedTable:
             self._track(d, "synchronised state")
 
     def _not_recorded(self, failure, keys):
-        self._forget(keys)
+        # refused (out of memory, read-only): no evidence of those copies
+        # any more, lest a later write not copied yet be taken for older.
+        # Not answered (the local Redis going away, as in a restart): the
+        # copies were made all the same, and are exactly what the records
+        # that never reached it would have told
+        if failure.check(RefusedError):
+            self._forget(keys)
         return failure
 
     def _track(self, d, what):

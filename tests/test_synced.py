@@ -95,16 +95,22 @@ def test_the_latest_record_of_each_key_is_remembered_before_it_is_sent(monkeypat
     assert synced.recorded_after(b"ns:3", 0) and synced.recorded_after(b"ns:4", 0)
 
 
-def test_a_record_that_failed_is_no_evidence():
-    from redisrepl.errors import LinkError
+def test_a_record_refused_is_no_evidence_one_unanswered_still_is():
+    from redisrepl.errors import LinkError, RefusedError
 
     clock, store, synced = table()
+    error = None
 
     async def failing(script, keys, args):
-        raise LinkError("the local Redis did not answer", "connection")
+        raise error
 
     store.run_script = failing
+    error = LinkError("the local Redis is not connected", "not_connected")  # (it restarts)
     synced.record([item(1)], b"gen1")
-    assert synced.recorded_after(b"ns:1", 0)
     clock.advance(FLUSH_AFTER)
-    assert not synced.recorded_after(b"ns:1", 0)
+    assert synced.recorded_after(b"ns:1", 0)
+    error = RefusedError("local Redis refused b'EVALSHA': OOM", "redis_error")
+    synced.record([item(2)], b"gen1")
+    assert synced.recorded_after(b"ns:2", 0)
+    clock.advance(FLUSH_AFTER)
+    assert not synced.recorded_after(b"ns:2", 0)
