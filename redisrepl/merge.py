@@ -12,7 +12,9 @@ in order:
    held at a stamp it lost is refilled from the local side, not deleted
    or reverted here; and during the recovery window a key another site
    refilled with a state older than the one this site knows is refilled
-   again, with this site's. A key written on the hub since the loss is an
+   again, with this site's; such an older refill is no change of the hub
+   (a change made here since is copied over it, a deletion made here
+   since is made there). A key written on the hub since the loss is an
    edit like any other.
 4. **One-way** (without ``--rc``): the local side asserts its keys, except
    where the hub changed since this site last synchronised them; it deletes
@@ -107,6 +109,10 @@ def decide(local, remote, entry, mode, tag=None, recorded_later=False):
             # the hub's state is newer than this rolled-back value: it
             # refills this side; a deletion is recorded, not made (below)
             return _TAKE[REMOTE] if remote is not None else STALE
+        if _refilled_older(entry, mode, tag) and remote != CHANGING:
+            # what the hub holds is its loss, not a change: merged as if it
+            # still held what this site recorded (a change here wins)
+            remote = synced
         side = _one_way(local, remote, synced, mode) if not mode.two_way else _two_way(local, remote, synced, mode)
         if side is None:
             return NOTHING
@@ -136,6 +142,17 @@ def _stale_here(local, remote, entry, mode, recorded_later):
     return entry is None or entry.evicted is None  # (an evicted key is judged by its record)
 
 
+def _refilled_older(entry, mode, tag):
+    """Does the hub hold a refill (made during its recovery window by a
+    site that knew the key's state since ``tag``) older than the state this
+    site recorded as synchronised? The hub held that recorded state at
+    ``entry.stamp``, later than ``tag``: the refilling site had not seen it,
+    so its state was overtaken by it."""
+    if mode.recovery_start is None or tag is None or tag >= mode.recovery_start:
+        return False
+    return entry is not None and entry.stamp > tag
+
+
 def _refill(local, synced, entry, mode, tag):
     """A refill of the hub from the local side (of a deletion too, when this
     site knows the key was deleted since what the hub went back to), or None."""
@@ -144,10 +161,10 @@ def _refill(local, synced, entry, mode, tag):
     if local is None and (entry is None or not entry.tombstone):
         return None  # nothing to refill with
     if tag is not None:
-        if tag >= mode.recovery_start:
-            return None  # written since the loss: an edit like any other
-        # refilled by a site that knew this key's state since ``tag``
-        if entry is not None and local == synced and entry.stamp > tag:
+        # (an edit since the loss, or another site's refill: this site's
+        # state, if it knows a later one, unless changed here since: then
+        # that change is copied as a change, see decide)
+        if local == synced and _refilled_older(entry, mode, tag):
             return Decision(LOCAL, origin=entry.stamp)
         return None
     if mode.hub_lost and entry is not None and is_lost(entry.stamp, mode.windows):

@@ -17,6 +17,8 @@ import urllib.request
 import redis
 
 from redisrepl.sandbox import Sandbox, Site
+from redisrepl.state import STRING, KeyState
+from redisrepl.synced import SyncedEntry
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 #: How long a change may take to cross in a test; far above normal (~ms).
@@ -61,6 +63,13 @@ def meta(ns, name=""):
     """The name of one of redisrepl's own keys for namespace ``ns`` (the
     meta prefix, outside the namespace: redisrepl.namespace)."""
     return "__redisrepl__:{" + ns + "}:" + name
+
+
+def recorded_as(r, ns, key, value):
+    """Does the site whose Redis is ``r`` record ``key`` as synchronised
+    holding the string ``value``?"""
+    entry = SyncedEntry.decode(r.hget(meta(ns, "synced"), key))
+    return entry is not None and entry.digest == KeyState(STRING, value).digest
 
 
 def client(port, db=0):

@@ -108,6 +108,32 @@ def test_the_fresher_of_two_refills_wins():
     assert decide(b"a", b"b", entry(b"a", 160), normal, tag=120) == Decision(LOCAL, origin=160)
 
 
+def test_an_older_refill_is_no_change_of_the_hub():
+    # this site recorded "a" as held by the hub at 160, then changed it here
+    # (while its daemon was away); the hub lost it and another site refilled
+    # a state it knew since 120: the change here is copied, as a change
+    assert decide(b"new", b"b", entry(b"a", 160), LOST, tag=120) == Decision(LOCAL)
+    # a deletion here since: made on the hub, in the next run (after a loss
+    # no deletion is made but refills) or now, once the loss is confirmed
+    assert decide(None, b"b", entry(b"a", 160), LOST, tag=120) == NOTHING
+    normal = Mode(two_way=True, recovery_start=200)
+    assert decide(None, b"b", entry(b"a", 160), normal, tag=120) == Decision(LOCAL, deletes=True)
+    # a key made again here since its deletion at 160: copied
+    assert decide(b"new", b"b", SyncedEntry(b"", 160), normal, tag=120) == Decision(LOCAL)
+    # and one-way alike
+    one_way = Mode(two_way=False, recovery_start=200)
+    assert decide(None, b"b", entry(b"a", 160), one_way, tag=120) == Decision(LOCAL, deletes=True)
+    # a refill as fresh as what this site knows, or fresher, is a change:
+    # changed on both sides, the winner's
+    assert decide(b"new", b"b", entry(b"a", 120), normal, tag=120) == Decision(REMOTE)
+    assert decide(b"new", b"b", entry(b"a", 110), normal, tag=120) == Decision(REMOTE)
+    # as is an edit made on the hub since its loss
+    assert decide(b"new", b"b", entry(b"a", 160), normal, tag=250) == Decision(REMOTE)
+    # and once the window is over, no state on the hub is told a refill
+    closed = Mode(two_way=True, recovery_start=None)
+    assert decide(b"new", b"b", entry(b"a", 160), closed, tag=120) == Decision(REMOTE)
+
+
 def test_a_deletion_the_hub_lost_is_refilled_not_undone():
     tombstone = SyncedEntry(b"", 160)
     # deleted here and on the hub at 160; the hub went back to before it

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from tests.conftest import print_logs_if_failed
-from tests.harness import meta, wait_until
+from tests.harness import meta, recorded_as, wait_until
 
 SLOW = 30.0
 
@@ -202,6 +202,51 @@ def test_a_write_nobody_saw_survives_a_restart_of_its_redis(flushed_hub):
         assert [r.get(key) for r in (lab.remote, lab.local, b.redis)] == [b"here"] * 3
     finally:
         os.remove(lab.sandbox.dump_path("site:trail"))
+
+
+def test_a_change_made_while_away_outlives_an_older_refill(flushed_hub):
+    """A site changes and deletes keys while its daemon is away, after
+    another site (away too) last saw them; the hub is wiped, and that other
+    site refills it with the states it knew. Those are older than what the
+    first site recorded: they are the hub's loss, not a change, and the
+    first site's change and deletion win everywhere."""
+    lab = flushed_hub
+    ns = "older:"
+    b, d = trail_site(lab, ns)
+    other = next(x for x in lab.daemons if x is not d)
+    changed, deleted = keys = f"{ns}changed", f"{ns}deleted"
+
+    def recorded(value, *sites):
+        wait_until(
+            lambda: all(recorded_as(r, ns, k, value) for r in sites for k in keys), SLOW, what=f"{value} recorded"
+        )
+
+    for key in keys:
+        b.redis.set(key, b"v1")
+    recorded(b"v1", b.redis, lab.local)
+    other.stop()  # it knows v1, not what follows
+    lab.daemons.remove(other)
+    for key in keys:
+        b.redis.set(key, b"v2")
+    recorded(b"v2", b.redis)
+    d.stop()
+    lab.daemons.remove(d)
+    b.redis.set(changed, b"v3")
+    b.redis.delete(deleted)
+    lab.remote.flushall()
+    lab.daemon(ns, rc=True)
+    wait_until(lambda: lab.remote.mget(changed, deleted) == [b"v1", b"v1"], SLOW, what="the hub refilled with v1")
+    d = lab.daemon(ns, rc=True, site=b)
+    for r in (lab.remote, lab.local, b.redis):
+        wait_until(
+            lambda r=r: r.get(changed) == b"v3" and not r.exists(deleted),
+            SLOW,
+            interval=0.1,
+            what="the change and the deletion everywhere",
+        )
+    d.wait_log("done:", count=2, timeout=SLOW)  # and the run after the refill
+    for r in (lab.remote, lab.local, b.redis):
+        assert r.get(changed) == b"v3" and not r.exists(deleted)
 
 
 # -- case 3: a new one-way site ---------------------------------------------------------------

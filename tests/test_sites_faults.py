@@ -17,10 +17,8 @@ import random
 
 import pytest
 
-from redisrepl.state import STRING, KeyState
-from redisrepl.synced import SyncedEntry
 from tests.conftest import print_logs_if_failed
-from tests.harness import meta, silently, wait_until
+from tests.harness import meta, recorded_as, silently, wait_until
 
 #: Every side must hold the truth this long after a round's last fault.
 SETTLE = 20.0
@@ -243,12 +241,9 @@ def apply(world, fault):
         # changed it, and takes --winner's)
         key = rng.choice(sorted(k for k, v in world.truth.items() if v is not None))
         world.settle("every side holds the truth before a silent change")
-        recorded = KeyState(STRING, world.truth[key]).digest
         wait_until(
             lambda: all(
-                (SyncedEntry.decode(world.redis[each].hget(meta(world.ns, "synced"), key)) or SyncedEntry(b"")).digest
-                == recorded
-                for each in ("local", "fa", "fb")
+                recorded_as(world.redis[each], world.ns, key, world.truth[key]) for each in ("local", "fa", "fb")
             ),
             SETTLE,
             what="the key recorded as synchronised on every site",
