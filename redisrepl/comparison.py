@@ -103,11 +103,22 @@ class Comparison:
                 n=run.unresolved,
             )
             again.append("after a loss: keys not yet judged")
+        elif run.refills_held:
+            # deletions the hub lost, not made again: confirmed, its
+            # generation would make the next run take their keys for new ones
+            log.info(
+                "reconcile ({reason}): {n} deletions that refill what the hub lost were held back; "
+                "the next run makes them (in refill mode) before the hub's new generation is confirmed",
+                reason=reason,
+                n=run.refills_held,
+            )
         else:
             await self._confirm(run.generations)
-        if mode.after_loss:
+        if mode.after_loss and not run.refills_held:
             # the deletions this run held back are made by the next one, on
-            # the generations it has just confirmed
+            # the generations it has just confirmed (refills held back wait
+            # for the run the reopened stream asked for, or for the guard
+            # to let them through: no run at once, that would hold them again)
             again.append("after a loss: deletions held back")
         if run.used_allowance:
             await self.local_store.command("DEL", run.allow_key)

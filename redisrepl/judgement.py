@@ -64,6 +64,9 @@ class Judgement:
     fixed: int = 0
     refilled: int = 0
     unresolved: int = 0  # keys the hub lost, left to the live path in this run
+    #: deletions that refill what the hub lost, not made in this run (the
+    #: guard held them back, or events were lost while it looked)
+    refills_held: int = 0
     _sets: list = attrs.field(factory=list)
 
     def __attrs_post_init__(self):
@@ -151,6 +154,8 @@ class Judgement:
         for target in (LOCAL, REMOTE):
             found, keys = self.deletions_found[target], self.deletions[target]
             limit = self.held_back(target)
+            if limit is not None or (keys and getattr(self.watcher, "events_lost", False)):
+                self.refills_held += sum(1 for _, origin, _ in keys if origin is not None)
             if limit is not None:
                 self.stats.guard_tripped[target] = found
                 self.stats.blocked[target] = found
