@@ -103,15 +103,17 @@ class Comparison:
                 n=run.unresolved,
             )
             again.append("after a loss: keys not yet judged")
-        elif run.refills_held:
+        elif mode.after_loss and (run.refills_held or run.refills_dropped):
             # deletions the hub lost, not made again: confirmed, its
             # generation would make the next run take their keys for new ones
             log.info(
-                "reconcile ({reason}): {n} deletions that refill what the hub lost were held back; "
-                "the next run makes them (in refill mode) before the hub's new generation is confirmed",
+                "reconcile ({reason}): {n} deletions that refill what the hub lost are not made yet; "
+                "the hub's new generation is confirmed by the run that makes them",
                 reason=reason,
-                n=run.refills_held,
+                n=run.refills_held + run.refills_dropped,
             )
+            if run.refills_dropped:
+                again.append("after a loss: more refills than one run holds")
         else:
             await self._confirm(run.generations)
         if mode.after_loss and not run.refills_held:
@@ -120,7 +122,8 @@ class Comparison:
             # for the run the reopened stream asked for, or for the guard
             # to let them through: no run at once, that would hold them again)
             again.append("after a loss: deletions held back")
-        if run.used_allowance:
+        if run.used_allowance and not run.deferred:
+            # (kept for the run that makes the deletions this one could not)
             await self.local_store.command("DEL", run.allow_key)
         duration = self.clock.seconds() - started
         self.stats.runs += 1

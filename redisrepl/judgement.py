@@ -67,6 +67,10 @@ class Judgement:
     #: deletions that refill what the hub lost, not made in this run (the
     #: guard held them back, or events were lost while it looked)
     refills_held: int = 0
+    #: such deletions past what one run holds (--max-backlog): the next run's
+    refills_dropped: int = 0
+    #: deletions left to the next run as events were lost while this one looked
+    deferred: bool = False
     _sets: list = attrs.field(factory=list)
 
     def __attrs_post_init__(self):
@@ -119,6 +123,8 @@ class Judgement:
             log.debug("reconcile: {key} to delete on the {target} side", key=short(key), target=target)
             if len(self.deletions[target]) < live.max_backlog:
                 self.deletions[target].append((key, decision.origin, _expectable(seen)))
+            elif decision.origin is not None:
+                self.refills_dropped += 1
             return
         if decision.origin is not None:
             self.refilled += 1
@@ -186,6 +192,7 @@ class Judgement:
                     n=len(keys),
                     side=target,
                 )
+                self.deferred = True
                 continue
             source = OTHER[target]
             for key, origin, expect in keys:

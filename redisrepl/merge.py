@@ -12,10 +12,10 @@ in order:
    held at a stamp it lost is refilled from the local side, not deleted
    or reverted here; and during the recovery window a key another site
    refilled with a state older than the one this site knows is refilled
-   again, with this site's; such an older refill is no change of the hub
-   (a change made here since is copied over it, a deletion made here
-   since is made there). A key written on the hub since the loss is an
-   edit like any other.
+   again, with this site's. A change or a deletion made here since is
+   refilled as such, with the stamp of the state this site knew: the hub
+   takes it over older states only. A key written on the hub since the
+   loss is an edit like any other.
 4. **One-way** (without ``--rc``): the local side asserts its keys, except
    where the hub changed since this site last synchronised them; it deletes
    on the hub only keys it synchronised and then deleted (``--mirror``:
@@ -109,10 +109,6 @@ def decide(local, remote, entry, mode, tag=None, recorded_later=False):
             # the hub's state is newer than this rolled-back value: it
             # refills this side; a deletion is recorded, not made (below)
             return _TAKE[REMOTE] if remote is not None else STALE
-        if _refilled_older(entry, mode, tag) and remote != CHANGING:
-            # what the hub holds is its loss, not a change: merged as if it
-            # still held what this site recorded (a change here wins)
-            remote = synced
         side = _one_way(local, remote, synced, mode) if not mode.two_way else _two_way(local, remote, synced, mode)
         if side is None:
             return NOTHING
@@ -154,23 +150,20 @@ def _refilled_older(entry, mode, tag):
 
 
 def _refill(local, synced, entry, mode, tag):
-    """A refill of the hub from the local side (of a deletion too, when this
-    site knows the key was deleted since what the hub went back to), or None."""
-    if mode.recovery_start is None:
-        return None  # the hub no longer tells refills from edits
-    if local is None and (entry is None or not entry.tombstone):
-        return None  # nothing to refill with
+    """A refill of the hub from the local side, or None: when the hub holds
+    an older state than the one this site recorded (it lost what this site
+    knew, or another site refilled a state this site knows to be older),
+    with what this site holds. A change or a deletion made here since goes
+    as a refill of what this site knew (``origin``, the recorded stamp):
+    the hub takes it over older states only, and a site that knows a later
+    state still refills over it; the next run merges the two as usual."""
+    if mode.recovery_start is None or entry is None:
+        return None  # the hub no longer tells refills from edits, or this site knew nothing of the key
     if tag is not None:
-        # (an edit since the loss, or another site's refill: this site's
-        # state, if it knows a later one, unless changed here since: then
-        # that change is copied as a change, see decide)
-        if local == synced and _refilled_older(entry, mode, tag):
-            return Decision(LOCAL, origin=entry.stamp)
-        return None
-    if mode.hub_lost and entry is not None and is_lost(entry.stamp, mode.windows):
-        # the hub holds an older state, or none: it lost what this site knew
-        return Decision(LOCAL, origin=entry.stamp if local == synced else None)
-    return None
+        older = _refilled_older(entry, mode, tag)  # (or an edit since the loss: merged as usual)
+    else:
+        older = mode.hub_lost and is_lost(entry.stamp, mode.windows)
+    return Decision(LOCAL, origin=entry.stamp) if older else None
 
 
 def _one_way(local, remote, synced, mode):

@@ -82,8 +82,11 @@ def test_what_the_hub_lost_is_refilled_not_deleted_or_reverted():
     assert decide(b"a", None, entry(b"a", 160), LOST) == Decision(LOCAL, origin=160)
     # or went back to an older state of it: refilled, not copied back here
     assert decide(b"a", b"old", entry(b"a", 160), LOST) == Decision(LOCAL, origin=160)
-    # changed here since: the change goes, as a change
-    assert decide(b"new", b"old", entry(b"a", 160), LOST) == Decision(LOCAL)
+    # changed here since: the change goes, as a refill of what this site
+    # knew (a site that knows a later state still refills over it)
+    assert decide(b"new", b"old", entry(b"a", 160), LOST) == Decision(LOCAL, origin=160)
+    # deleted here since: the deletion goes, as a refill too
+    assert decide(None, b"old", entry(b"a", 160), LOST) == Decision(LOCAL, origin=160, deletes=True)
 
 
 def test_what_the_hub_kept_is_merged_as_usual_after_its_loss():
@@ -111,18 +114,18 @@ def test_the_fresher_of_two_refills_wins():
 def test_an_older_refill_is_no_change_of_the_hub():
     # this site recorded "a" as held by the hub at 160, then changed it here
     # (while its daemon was away); the hub lost it and another site refilled
-    # a state it knew since 120: the change here is copied, as a change
-    assert decide(b"new", b"b", entry(b"a", 160), LOST, tag=120) == Decision(LOCAL)
-    # a deletion here since: made on the hub, in the next run (after a loss
-    # no deletion is made but refills) or now, once the loss is confirmed
-    assert decide(None, b"b", entry(b"a", 160), LOST, tag=120) == NOTHING
+    # a state it knew since 120: the change here is refilled over it, with
+    # the stamp of what this site knew
+    assert decide(b"new", b"b", entry(b"a", 160), LOST, tag=120) == Decision(LOCAL, origin=160)
+    # a deletion here since: refilled too (a refill may delete after a loss)
+    assert decide(None, b"b", entry(b"a", 160), LOST, tag=120) == Decision(LOCAL, origin=160, deletes=True)
     normal = Mode(two_way=True, recovery_start=200)
-    assert decide(None, b"b", entry(b"a", 160), normal, tag=120) == Decision(LOCAL, deletes=True)
-    # a key made again here since its deletion at 160: copied
-    assert decide(b"new", b"b", SyncedEntry(b"", 160), normal, tag=120) == Decision(LOCAL)
+    assert decide(None, b"b", entry(b"a", 160), normal, tag=120) == Decision(LOCAL, origin=160, deletes=True)
+    # a key made again here since its deletion at 160
+    assert decide(b"new", b"b", SyncedEntry(b"", 160), normal, tag=120) == Decision(LOCAL, origin=160)
     # and one-way alike
     one_way = Mode(two_way=False, recovery_start=200)
-    assert decide(None, b"b", entry(b"a", 160), one_way, tag=120) == Decision(LOCAL, deletes=True)
+    assert decide(None, b"b", entry(b"a", 160), one_way, tag=120) == Decision(LOCAL, origin=160, deletes=True)
     # a refill as fresh as what this site knows, or fresher, is a change:
     # changed on both sides, the winner's
     assert decide(b"new", b"b", entry(b"a", 120), normal, tag=120) == Decision(REMOTE)
@@ -132,6 +135,22 @@ def test_an_older_refill_is_no_change_of_the_hub():
     # and once the window is over, no state on the hub is told a refill
     closed = Mode(two_way=True, recovery_start=None)
     assert decide(b"new", b"b", entry(b"a", 160), closed, tag=120) == Decision(REMOTE)
+
+
+def test_refills_of_changes_made_meanwhile_end_alike_in_any_order():
+    """Site A changed a key while away (it knew "d" at 160); site C wrote
+    "f" on the hub at 180, then went away too; the hub is wiped. Whichever
+    of them comes back first, both end with the winner's ("f": the hub's
+    side of a change on both sides)."""
+    normal = Mode(two_way=True, recovery_start=200)
+    # A first: its change goes as a refill of 160; C's refill of 180 is
+    # taken over it (the hub's rule: older states only), and A then takes it
+    a_first = decide(b"a-new", None, entry(b"d", 160), LOST)
+    assert a_first == Decision(LOCAL, origin=160)
+    assert decide(b"a-new", b"f", entry(b"a-new", 160), normal, tag=180) == Decision(REMOTE)
+    # C first: its refill of 180 is on the hub; A sees a change on both sides
+    assert decide(b"f", None, entry(b"f", 180), LOST) == Decision(LOCAL, origin=180)
+    assert decide(b"a-new", b"f", entry(b"d", 160), normal, tag=180) == Decision(REMOTE)
 
 
 def test_a_deletion_the_hub_lost_is_refilled_not_undone():

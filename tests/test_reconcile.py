@@ -350,7 +350,7 @@ class BlockingWorld:
     through blocking stores (``hub`` the remote store's class): each call
     finishes at once, on a clock set to the servers' time."""
 
-    def __init__(self, lab, ns, hub=None):
+    def __init__(self, lab, ns, hub=None, max_backlog=100_000):
         from twisted.internet.task import Clock
 
         from redisrepl.epochs import SideEpoch
@@ -374,6 +374,7 @@ class BlockingWorld:
             Side(REMOTE, self.remote, ExpectedEvents(self.clock)),
             ns,
             synced=self.synced,
+            max_backlog=max_backlog,
         )
 
     def reconcile(self, stats=None, max_delete=None):
@@ -585,14 +586,15 @@ def test_a_run_during_which_a_stream_was_reopened_deletes_nothing(lab):
     assert lab.local.get(ns + b"a") == b"1" and lab.remote.get(ns + b"a") == b"1"
 
 
-@pytest.mark.parametrize("held_by", ["a reopened stream", "the guard"])
-def test_a_refill_run_that_held_back_a_lost_deletion_confirms_nothing(lab, held_by):
-    """The hub goes back to before a deletion; the refill run that would
-    delete the key again holds it back (a stream was reopened while it
-    looked, or the deletion guard tripped). It does not confirm the hub's
-    new generation: confirmed, the next run would take the key for a new
-    one and bring it back here. The next run is a refill run again and
-    deletes it (once the guard lets it)."""
+@pytest.mark.parametrize("held_by", ["a reopened stream", "the guard", "the backlog"])
+def test_a_refill_run_that_did_not_make_every_lost_deletion_confirms_nothing(lab, held_by):
+    """The hub goes back to before some deletions; the refill run that
+    would delete the keys again does not make them all (a stream was
+    reopened while it looked, the deletion guard tripped, or there are more
+    than --max-backlog). It does not confirm the hub's new generation:
+    confirmed, the next run would take those keys for new ones and bring
+    them back here. The next run is a refill run again and makes them (once
+    the guard lets it)."""
     from redisrepl.merge import DeleteLimit
     from redisrepl.sides import REMOTE
     from redisrepl.testing import BlockingStore
@@ -607,30 +609,38 @@ def test_a_refill_run_that_held_back_a_lost_deletion_confirms_nothing(lab, held_
                 world.router.subscribed(REMOTE)
             return await super().call(script, keys, args, limit)
 
-    world = BlockingWorld(lab, ns, hub=ReopeningHub)
-    for key in (b"a", b"b"):
-        lab.local.set(ns + key, b"1")
+    world = BlockingWorld(lab, ns, hub=ReopeningHub, max_backlog=2 if held_by == "the backlog" else 100_000)
+    deleted = [ns + b"b%d" % i for i in range(4)]
+    for key in [ns + b"a", *deleted]:
+        lab.local.set(key, b"1")
     world.reconcile()
     world.reconcile()  # both sides confirmed
-    lab.local.delete(ns + b"b")
-    world.reconcile()  # the deletion crosses, recorded as a tombstone
-    assert not lab.remote.exists(ns + b"b")
-    # the hub goes back to before it: its data and its epoch as then
+    lab.local.delete(*deleted)
+    for _ in range(2):  # (with a backlog of 2, in two runs)
+        world.reconcile()  # the deletions cross, recorded as tombstones
+    assert not lab.remote.exists(*deleted)
+    # the hub goes back to before them: its data and its epoch as then
     lab.remote.delete(world.names.meta + b"epoch")
-    lab.remote.set(ns + b"b", b"1")
+    for key in deleted:
+        lab.remote.set(key, b"1")
     guard = DeleteLimit(count=0) if held_by == "the guard" else None
-    if guard is None:
+    allow = world.names.allow_key
+    if held_by == "a reopened stream":
         reopen.append(True)
+        lab.local.set(allow, b"1")  # let through, by an operator: kept until the deletions are made
     held = []
-    for _ in range(1 if guard is None else 3):
+    for _ in range(3 if guard else 1):
         held.append(world.reconcile(max_delete=guard)[1])
-        assert lab.remote.get(ns + b"b") == b"1" and not lab.local.exists(ns + b"b")  # held back, not brought back
+        assert lab.remote.exists(*deleted) >= 2 and not lab.local.exists(*deleted)  # not all made, none brought back
+    assert lab.local.exists(allow) == (held_by == "a reopened stream")
     for _ in range(2):
         world.reconcile()
-        assert not lab.remote.exists(ns + b"b") and not lab.local.exists(ns + b"b")
+        assert not lab.remote.exists(*deleted) and not lab.local.exists(*deleted)
     assert lab.local.get(ns + b"a") == lab.remote.get(ns + b"a") == b"1"
     assert world.epochs[REMOTE].confirmed == world.epochs[REMOTE].current.id
-    assert all(outcome.again == () for outcome in held)  # no run at once (it would hold them again)
+    assert not lab.local.exists(allow)
+    # more than one run holds: the next at once; held back: none at once (it would hold them again)
+    assert all(bool(outcome.again) == (held_by == "the backlog") for outcome in held)
 
 
 def snapshot(r, ns):
