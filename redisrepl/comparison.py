@@ -112,7 +112,8 @@ class Comparison:
                 reason=reason,
                 n=run.refills_held + run.refills_dropped,
             )
-            if run.refills_dropped:
+            if run.refills_dropped and not run.refills_held:
+                # (none at once behind the guard: it would hold them again)
                 again.append("after a loss: more refills than one run holds")
         else:
             await self._confirm(run.generations)
@@ -122,8 +123,8 @@ class Comparison:
             # for the run the reopened stream asked for, or for the guard
             # to let them through: no run at once, that would hold them again)
             again.append("after a loss: deletions held back")
-        if run.used_allowance and not run.deferred:
-            # (kept for the run that makes the deletions this one could not)
+        if run.used_allowance and not run.deferred and not (mode.after_loss and run.refills_dropped):
+            # (kept for the runs that make the deletions this one could not)
             await self.local_store.command("DEL", run.allow_key)
         duration = self.clock.seconds() - started
         self.stats.runs += 1
@@ -338,5 +339,5 @@ def describe(mode):
             + ("" if mode.two_way else ": refilling it from the remote side")
         )
     if parts:
-        parts.append("deleting nothing in this run")
+        parts.append("deleting nothing in this run but refills")
     return "".join("; " + part for part in parts)

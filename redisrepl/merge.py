@@ -23,10 +23,10 @@ in order:
    from the hub.
 5. **Two-way**: a three-way merge against the synchronised state; a key
    changed on both sides takes the winner's.
-6. **No deletions in a run after a loss** of either side, but those that
-   refill what the hub lost (a deletion the hub went back to before): any
-   other deletion the run would make is left to the next run, made once the
-   new generations are confirmed.
+6. **No deletions in a run after a loss** of either side, but refills (a
+   deletion the hub went back to before, or one made here since the state
+   the hub went back to): any other deletion the run would make is left to
+   the next run, made once the new generations are confirmed.
 """
 
 import math
@@ -96,14 +96,20 @@ def decide(local, remote, entry, mode, tag=None, recorded_later=False):
     ``recorded_later``: this daemon recorded the key as synchronised later
     than the local side's record of it says (see ``_stale_here``)."""
     synced = entry.digest or None if entry is not None else None  # a tombstone: absent
+    stand_in = False  # the local state is the record's, standing in for an evicted key
     if entry is not None and entry.evicted is not None:
         if entry.evicted == LOCAL and local is None:
-            local = synced
+            local, stand_in = synced, True
         elif entry.evicted == REMOTE and remote is None:
             remote = synced
     if local == remote or UNSUPPORTED in (local, remote):
         return NOTHING
-    decision = _refill(local, synced, entry, mode, tag)
+    decision = _refill(local, remote, synced, entry, mode, tag)
+    if decision is not None and stand_in:
+        # the hub holds an older state of a key evicted here: nothing here
+        # to refill it with (other sites do), and the older state is not
+        # copied back over the eviction either
+        return NOTHING
     if decision is None:
         if _stale_here(local, remote, entry, mode, recorded_later):
             # the hub's state is newer than this rolled-back value: it
@@ -149,7 +155,7 @@ def _refilled_older(entry, mode, tag):
     return entry is not None and entry.stamp > tag
 
 
-def _refill(local, synced, entry, mode, tag):
+def _refill(local, remote, synced, entry, mode, tag):
     """A refill of the hub from the local side, or None: when the hub holds
     an older state than the one this site recorded (it lost what this site
     knew, or another site refilled a state this site knows to be older),
@@ -159,6 +165,8 @@ def _refill(local, synced, entry, mode, tag):
     state still refills over it; the next run merges the two as usual."""
     if mode.recovery_start is None or entry is None:
         return None  # the hub no longer tells refills from edits, or this site knew nothing of the key
+    if local != synced and CHANGING in (local, remote):
+        return None  # a big key changing: its event is handled
     if tag is not None:
         older = _refilled_older(entry, mode, tag)  # (or an edit since the loss: merged as usual)
     else:

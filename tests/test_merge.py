@@ -137,6 +137,18 @@ def test_an_older_refill_is_no_change_of_the_hub():
     assert decide(b"new", b"b", entry(b"a", 160), closed, tag=120) == Decision(REMOTE)
 
 
+def test_no_refill_of_a_big_key_changing_nor_of_an_evicted_one():
+    # a big key that changed type while digested: its event is handled
+    assert decide(b"B", b"b", entry(b"a", 160), LOST, tag=120) == NOTHING
+    assert decide(None, b"B", entry(b"a", 160), LOST, tag=120) == NOTHING
+    assert decide(b"B", None, entry(b"a", 160), LOST) == NOTHING
+    # evicted here: its record stands in for it, but is nothing to refill
+    # the hub with (not a deletion either), nor is the hub's older state copied back
+    assert decide(None, b"old", entry(b"a", 160, evicted=LOCAL), LOST) == NOTHING
+    assert decide(None, b"old", entry(b"a", 160, evicted=LOCAL), LOST, tag=120) == NOTHING
+    assert decide(None, None, entry(b"a", 160, evicted=LOCAL), LOST) == NOTHING
+
+
 def test_refills_of_changes_made_meanwhile_end_alike_in_any_order():
     """Site A changed a key while away (it knew "d" at 160); site C wrote
     "f" on the hub at 180, then went away too; the hub is wiped. Whichever
