@@ -551,15 +551,12 @@ def test_keys_a_hub_lists_outside_the_namespace_are_refused(lab):
 # -- a stream reopened while a run looks -------------------------------------------
 
 
-def test_a_run_during_which_a_stream_was_reopened_deletes_nothing(lab):
-    """Events are lost while a stream is reopened: a change the run missed
-    (another site's refill, say) may be what it takes for a deletion, so a
-    run during which a source was subscribed again makes none; the next
-    run does."""
+def reopening_world(lab, ns, **kw):
+    """A BlockingWorld whose hub stream is subscribed again during the next
+    run's walk each time an item is put in the list returned with it."""
     from redisrepl.sides import REMOTE
     from redisrepl.testing import BlockingStore
 
-    ns = b"reopen:"
     reopen = []
 
     class ReopeningHub(BlockingStore):
@@ -569,7 +566,17 @@ def test_a_run_during_which_a_stream_was_reopened_deletes_nothing(lab):
                 world.router.subscribed(REMOTE)  # the stream came back while the run walks
             return await super().call(script, keys, args, limit)
 
-    world = BlockingWorld(lab, ns, hub=ReopeningHub)
+    world = BlockingWorld(lab, ns, hub=ReopeningHub, **kw)
+    return world, reopen
+
+
+def test_a_run_during_which_a_stream_was_reopened_deletes_nothing(lab):
+    """Events are lost while a stream is reopened: a change the run missed
+    (another site's refill, say) may be what it takes for a deletion, so a
+    run during which a source was subscribed again makes none; the next
+    run does."""
+    ns = b"reopen:"
+    world, reopen = reopening_world(lab, ns)
     reconcile = world.reconcile
 
     for key in (b"a", b"b"):
@@ -597,19 +604,9 @@ def test_a_refill_run_that_did_not_make_every_lost_deletion_confirms_nothing(lab
     the guard lets it)."""
     from redisrepl.merge import DeleteLimit
     from redisrepl.sides import REMOTE
-    from redisrepl.testing import BlockingStore
 
     ns = b"heldrefill:"
-    reopen = []
-
-    class ReopeningHub(BlockingStore):
-        async def call(self, script, keys, args, limit=None):
-            if script is scripts.DIGEST_SCAN and reopen:
-                reopen.pop()
-                world.router.subscribed(REMOTE)
-            return await super().call(script, keys, args, limit)
-
-    world = BlockingWorld(lab, ns, hub=ReopeningHub, max_backlog=2 if "backlog" in held_by else 100_000)
+    world, reopen = reopening_world(lab, ns, max_backlog=2 if "backlog" in held_by else 100_000)
     deleted = [ns + b"b%d" % i for i in range(4)]
     for key in [ns + b"a", *deleted]:
         lab.local.set(key, b"1")
