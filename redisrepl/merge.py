@@ -13,9 +13,9 @@ in order:
    or reverted here; and during the recovery window a key another site
    refilled with a state older than the one this site knows is refilled
    again, with this site's. A change or a deletion made here since is
-   refilled as such, with the stamp of the state this site knew: the hub
-   takes it over older states only. A key written on the hub since the
-   loss is an edit like any other.
+   refilled as such, as known just after the state this site knew: the hub
+   takes it over that state and older ones only. A key written on the hub
+   since the loss is an edit like any other.
 4. **One-way** (without ``--rc``): the local side asserts its keys, except
    where the hub changed since this site last synchronised them; it deletes
    on the hub only keys it synchronised and then deleted (``--mirror``:
@@ -159,19 +159,27 @@ def _refill(local, remote, synced, entry, mode, tag):
     """A refill of the hub from the local side, or None: when the hub holds
     an older state than the one this site recorded (it lost what this site
     knew, or another site refilled a state this site knows to be older),
-    with what this site holds. A change or a deletion made here since goes
-    as a refill of what this site knew (``origin``, the recorded stamp):
-    the hub takes it over older states only, and a site that knows a later
-    state still refills over it; the next run merges the two as usual."""
+    with what this site holds. The refill carries the stamp its state is
+    known since (``origin``): the record's; for a change or a deletion made
+    here since, just after it (the hub takes it over a refill of the state
+    it followed, and a site that knows a later state still refills over
+    it; the next run merges the two as usual)."""
     if mode.recovery_start is None or entry is None:
         return None  # the hub no longer tells refills from edits, or this site knew nothing of the key
-    if local != synced and CHANGING in (local, remote):
-        return None  # a big key changing: its event is handled
+    if local == synced:
+        if tag is not None:
+            older = _refilled_older(entry, mode, tag)  # (or an edit since the loss: merged as usual)
+        else:
+            older = mode.hub_lost and is_lost(entry.stamp, mode.windows)
+        return Decision(LOCAL, origin=entry.stamp) if older else None
+    if CHANGING in (local, remote) or entry.stamp <= 0:
+        return None  # a big key changing (its event is handled), or a record of unknown stamp
     if tag is not None:
-        older = _refilled_older(entry, mode, tag)  # (or an edit since the loss: merged as usual)
+        # (a refill of the state recorded here, too: the change followed it)
+        older = _refilled_older(attrs.evolve(entry, stamp=entry.stamp + 1), mode, tag)
     else:
         older = mode.hub_lost and is_lost(entry.stamp, mode.windows)
-    return Decision(LOCAL, origin=entry.stamp) if older else None
+    return Decision(LOCAL, origin=entry.stamp + 1) if older else None
 
 
 def _one_way(local, remote, synced, mode):

@@ -82,11 +82,12 @@ def test_what_the_hub_lost_is_refilled_not_deleted_or_reverted():
     assert decide(b"a", None, entry(b"a", 160), LOST) == Decision(LOCAL, origin=160)
     # or went back to an older state of it: refilled, not copied back here
     assert decide(b"a", b"old", entry(b"a", 160), LOST) == Decision(LOCAL, origin=160)
-    # changed here since: the change goes, as a refill of what this site
-    # knew (a site that knows a later state still refills over it)
-    assert decide(b"new", b"old", entry(b"a", 160), LOST) == Decision(LOCAL, origin=160)
+    # changed here since: the change goes, as a refill of a state known
+    # just after what this site knew (a site that knows a later state
+    # still refills over it)
+    assert decide(b"new", b"old", entry(b"a", 160), LOST) == Decision(LOCAL, origin=161)
     # deleted here since: the deletion goes, as a refill too
-    assert decide(None, b"old", entry(b"a", 160), LOST) == Decision(LOCAL, origin=160, deletes=True)
+    assert decide(None, b"old", entry(b"a", 160), LOST) == Decision(LOCAL, origin=161, deletes=True)
 
 
 def test_what_the_hub_kept_is_merged_as_usual_after_its_loss():
@@ -114,21 +115,20 @@ def test_the_fresher_of_two_refills_wins():
 def test_an_older_refill_is_no_change_of_the_hub():
     # this site recorded "a" as held by the hub at 160, then changed it here
     # (while its daemon was away); the hub lost it and another site refilled
-    # a state it knew since 120: the change here is refilled over it, with
-    # the stamp of what this site knew
-    assert decide(b"new", b"b", entry(b"a", 160), LOST, tag=120) == Decision(LOCAL, origin=160)
+    # a state it knew since 120: the change here is refilled over it, as
+    # known just after what this site knew
+    assert decide(b"new", b"b", entry(b"a", 160), LOST, tag=120) == Decision(LOCAL, origin=161)
     # a deletion here since: refilled too (a refill may delete after a loss)
-    assert decide(None, b"b", entry(b"a", 160), LOST, tag=120) == Decision(LOCAL, origin=160, deletes=True)
+    assert decide(None, b"b", entry(b"a", 160), LOST, tag=120) == Decision(LOCAL, origin=161, deletes=True)
     normal = Mode(two_way=True, recovery_start=200)
-    assert decide(None, b"b", entry(b"a", 160), normal, tag=120) == Decision(LOCAL, origin=160, deletes=True)
+    assert decide(None, b"b", entry(b"a", 160), normal, tag=120) == Decision(LOCAL, origin=161, deletes=True)
     # a key made again here since its deletion at 160
-    assert decide(b"new", b"b", SyncedEntry(b"", 160), normal, tag=120) == Decision(LOCAL, origin=160)
+    assert decide(b"new", b"b", SyncedEntry(b"", 160), normal, tag=120) == Decision(LOCAL, origin=161)
     # and one-way alike
     one_way = Mode(two_way=False, recovery_start=200)
-    assert decide(None, b"b", entry(b"a", 160), one_way, tag=120) == Decision(LOCAL, origin=160, deletes=True)
-    # a refill as fresh as what this site knows, or fresher, is a change:
-    # changed on both sides, the winner's
-    assert decide(b"new", b"b", entry(b"a", 120), normal, tag=120) == Decision(REMOTE)
+    assert decide(None, b"b", entry(b"a", 160), one_way, tag=120) == Decision(LOCAL, origin=161, deletes=True)
+    # a refill fresher than what this site knows is a change: changed on
+    # both sides, the winner's
     assert decide(b"new", b"b", entry(b"a", 110), normal, tag=120) == Decision(REMOTE)
     # as is an edit made on the hub since its loss
     assert decide(b"new", b"b", entry(b"a", 160), normal, tag=250) == Decision(REMOTE)
@@ -151,16 +151,27 @@ def test_no_refill_of_a_big_key_changing_nor_of_an_evicted_one():
 
 def test_refills_of_changes_made_meanwhile_end_alike_in_any_order():
     """Site A changed a key while away (it knew "d" at 160); site C wrote
-    "f" on the hub at 180, then went away too; the hub is wiped. Whichever
-    of them comes back first, both end with the winner's ("f": the hub's
-    side of a change on both sides)."""
+    "f" on the hub at 180, then went away too; site B knew "d" and changed
+    nothing; the hub is wiped. Whichever of them comes back first, they end
+    with "f" (the later-stamped state; with --winner remote, the winner of
+    a change on both sides too)."""
     normal = Mode(two_way=True, recovery_start=200)
-    # A first: its change goes as a refill of 160; C's refill of 180 is
-    # taken over it (the hub's rule: older states only), and A then takes it
-    a_first = decide(b"a-new", None, entry(b"d", 160), LOST)
-    assert a_first == Decision(LOCAL, origin=160)
-    assert decide(b"a-new", b"f", entry(b"a-new", 160), normal, tag=180) == Decision(REMOTE)
-    # C first: its refill of 180 is on the hub; A sees a change on both sides
+    # A first: its change goes as a refill of a state known since 161; C's
+    # refill of 180 is taken over it (the hub's rule: older states only),
+    # and A then takes it
+    assert decide(b"a-new", None, entry(b"d", 160), LOST) == Decision(LOCAL, origin=161)
+    assert decide(b"f", b"a-new", entry(b"f", 180), LOST, tag=161) == Decision(LOCAL, origin=180)
+    assert decide(b"a-new", b"f", entry(b"a-new", 161), normal, tag=180) == Decision(REMOTE)
+    # B first: its refill of "d" at 160 is older than A's change, which
+    # follows it: A refills over it, as above
+    assert decide(b"d", None, entry(b"d", 160), LOST) == Decision(LOCAL, origin=160)
+    assert decide(b"a-new", b"d", entry(b"d", 160), LOST, tag=160) == Decision(LOCAL, origin=161)
+    # deleted at A instead: the same, and C's "f" stays
+    assert decide(None, b"d", entry(b"d", 160), LOST, tag=160) == Decision(LOCAL, origin=161, deletes=True)
+    assert decide(b"f", None, entry(b"f", 180), LOST, tag=161) == Decision(LOCAL, origin=180)
+    assert decide(None, b"f", SyncedEntry(b"", 161), normal, tag=180) == Decision(REMOTE)
+    # C first: its refill of 180 is on the hub; B's and A's are refused
+    # (older than it), and A sees a change on both sides
     assert decide(b"f", None, entry(b"f", 180), LOST) == Decision(LOCAL, origin=180)
     assert decide(b"a-new", b"f", entry(b"d", 160), normal, tag=180) == Decision(REMOTE)
 

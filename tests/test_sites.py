@@ -249,6 +249,38 @@ def test_a_change_made_while_away_outlives_an_older_refill(flushed_hub):
         assert r.get(changed) == b"v3" and not r.exists(deleted)
 
 
+def test_changes_on_both_sides_of_a_hub_loss_end_with_the_later_whoever_comes_back_first(flushed_hub):
+    """Three sites know "d"; site C writes "f" on the hub while the other
+    two are away, then goes away too, and site A changes the key while its
+    daemon is away. The hub is wiped; B comes back first and refills "d",
+    then A its change, then C "f": the later-stamped change, "f", stays
+    everywhere, as it would in any other order."""
+    lab = flushed_hub
+    ns = "order:"
+    a, d_a = trail_site(lab, ns)
+    d_b = next(x for x in lab.daemons if x is not d_a)
+    c = lab.add_site("order-c")
+    c.redis.flushall()
+    d_c = lab.daemon(ns, rc=True, site=c)
+    key = f"{ns}k"
+    lab.local.set(key, b"d")
+    wait_until(lambda: all(recorded_as(r, ns, key, b"d") for r in (lab.local, a.redis, c.redis)), SLOW)
+    for d in (d_b, d_a):
+        d.stop()
+        lab.daemons.remove(d)
+    c.redis.set(key, b"f")
+    wait_until(lambda: recorded_as(c.redis, ns, key, b"f"), SLOW, what="f recorded on C")
+    d_c.stop()
+    lab.daemons.remove(d_c)
+    a.redis.set(key, b"a-new")
+    lab.remote.flushall()
+    for site, value in ((None, b"d"), (a, b"a-new"), (c, b"f")):
+        lab.daemon(ns, rc=True, site=site)
+        wait_until(lambda value=value: lab.remote.get(key) == value, SLOW, what=f"the hub refilled with {value}")
+    for r in (lab.remote, lab.local, a.redis, c.redis):
+        wait_until(lambda r=r: r.get(key) == b"f", SLOW, interval=0.1, what="f everywhere")
+
+
 # -- case 3: a new one-way site ---------------------------------------------------------------
 
 
