@@ -25,6 +25,10 @@ from redisrepl.webdis_client import TRANSIENT_REDIS_ERRORS
 MAX_WRITE_BYTES = 4 * 1024 * 1024
 
 
+def _crossed(script):
+    return LinkError(f"the {script.name} script was answered NOSCRIPT, another request's reply", "crossed_reply")
+
+
 def _fresh_id():
     """A call's fresh random id, which its reply must end with."""
     return os.urandom(8).hex().encode()
@@ -89,7 +93,7 @@ class _StateStore:
             reply = await self.command(b"EVALSHA", script.sha, b"%d" % len(keys), *keys, *args, *context, limit=limit)
         except NoScriptError:
             # first use, or the server restarted: EVAL caches it again
-            reply = await self.command(b"EVAL", script.body, b"%d" % len(keys), *keys, *args, *context, limit=limit)
+            reply = await self._eval(script, script.body, b"%d" % len(keys), *keys, *args, *context, limit=limit)
         try:
             payload, (gen_id, stamp, start, base) = scripts.split_generation(reply, fresh_id)
         except scripts.CrossedReply as e:
@@ -131,13 +135,25 @@ class _StateStore:
         try:
             reply = await self._run_with_body(scripts.PIECE, key, args, data)
         except NoScriptError:
-            await self.command(b"EVAL", scripts.PIECE.body, b"0")  # caches it
-            reply = await self._run_with_body(scripts.PIECE, key, args, data)
+            await self._eval(scripts.PIECE, scripts.PIECE.body, b"0")  # caches it
+            try:
+                reply = await self._run_with_body(scripts.PIECE, key, args, data)
+            except NoScriptError:
+                raise _crossed(scripts.PIECE) from None  # (cached just before)
         if isinstance(reply, list) and reply and reply[-1] != fresh_id:
             raise LinkError(f"the piece script was answered with another call's reply: {reply!r:.80}", "crossed_reply")
         if not isinstance(reply, list) or len(reply) != 2 or reply[0] not in (b"0", b"1"):
             raise ReplicationError(f"unexpected reply to the piece script: {reply!r:.80}", "bad_reply")
         return reply[0] == b"1"
+
+    async def _eval(self, script, *args, limit=None):
+        """``EVAL`` of ``script`` (after a NOSCRIPT: it caches it again)."""
+        try:
+            return await self.command(b"EVAL", *args, limit=limit)
+        except NoScriptError:
+            # an EVAL is never answered NOSCRIPT: the answer is another
+            # request's (README, "Crossed replies"); its own went elsewhere
+            raise _crossed(script) from None
 
     def _run_with_body(self, script, key, args, body):
         """Run a script without the prelude on ``key``, ``body`` its last argument."""
@@ -251,6 +267,15 @@ class RemoteStore(_StateStore):
         """Run ``args`` with ``body`` as their last argument, sent as it is
         (redisrepl.webdis_client.WebdisClient.put: ``args`` must be plain)."""
         return await self._client.put(args, body)
+
+    async def _eval(self, script, *args, limit=None):
+        """``EVAL`` of ``script`` (after a NOSCRIPT: it caches it again)."""
+        try:
+            return await self.command(b"EVAL", *args, limit=limit)
+        except NoScriptError:
+            # an EVAL is never answered NOSCRIPT: the answer is another
+            # request's (README, "Crossed replies"); its own went elsewhere
+            raise _crossed(script) from None
 
     def _run_with_body(self, script, key, args, body):
         """The body as that of a PUT: Webdis takes it as the last argument,

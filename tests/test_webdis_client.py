@@ -238,6 +238,27 @@ class CrossedReplyTests(TestCase):
         error = self.failureResultOf(d, LinkError).value
         self.assertEqual(error.kind, "crossed_reply")
 
+    def test_a_noscript_answer_to_what_cannot_get_one_is_anothers_reply(self):
+        """An EVAL is never answered NOSCRIPT, nor is the EVALSHA of a
+        piece just cached: such an answer is another request's (its first
+        EVALSHA), and the call's own reply went elsewhere."""
+        from redisrepl import scripts
+        from redisrepl.namespace import Namespace
+        from redisrepl.stores import RemoteStore
+
+        noscript = Reply(200, b"-NOSCRIPT No matching script. Please use EVAL.\r\n")
+        cached = Reply(200, b"+" + scripts.PIECE.sha + b"\r\n")
+
+        def store(*answers):
+            return RemoteStore(WebdisClient(StubHTTP(*answers), Clock()), Clock(), Namespace(b"ns:"))
+
+        script = store(noscript, noscript).run_script(scripts.CHECK, [], [b"", b"0", b""])
+        piece = store(noscript, cached, noscript).write_piece(b"__redisrepl__-tmp-1", 0, b"x", 1000)
+        cache = store(noscript, noscript).write_piece(b"__redisrepl__-tmp-1", 0, b"x", 1000)
+        for call in (script, piece, cache):
+            d = Deferred.fromCoroutine(call)
+            self.assertEqual(self.failureResultOf(d, LinkError).value.kind, "crossed_reply")
+
     def test_a_read_of_redisrepls_own_key_is_a_script_bounded_by_its_size(self):
         from redisrepl.namespace import Namespace
         from redisrepl.stores import RemoteStore
