@@ -18,7 +18,7 @@ from twisted.logger import Logger
 
 from redisrepl import scripts
 from redisrepl.config import Config
-from redisrepl.epochs import SideEpoch, lost_windows
+from redisrepl.epochs import SideEpoch, is_lost, lost_windows
 from redisrepl.interfaces import Clock, LiveCopies, StateStore
 from redisrepl.judgement import Judgement, Voided
 from redisrepl.merge import DeleteLimit, Mode
@@ -73,7 +73,7 @@ class Comparison:
         pace = self._pace(reason, paced and not mode.after_loss, started)
         try:
             await self.walk(run, started, pace)
-            await self._forget_stale(run.hub_now)
+            await self._forget_stale(run)
             await self._recheck(run)  # both sides as decided, just before deleting
             await run.delete()
             if mode.after_loss:
@@ -254,12 +254,15 @@ class Comparison:
     def _site_record(self):
         return self.names.meta + b"site:" + self.site
 
-    async def _forget_stale(self, hub_now):
+    async def _forget_stale(self, run):
         """Drop the synchronised state of keys absent on both sides (deleted
         on both while the daemon was away), but the tombstones of deletions
-        still within the recovery window (``hub_now``: the hub's time, in
-        its stamps' unit)."""
-        oldest = hub_now - scripts.RECOVERY_WINDOW * 1_000_000
+        still within the recovery window. After a loss of the hub, a key it
+        lost that was deleted here since gets a tombstone just after the
+        state the hub lost: another site may refill that state later, and
+        this site's deletion is then refilled over it (merge._refill)."""
+        oldest = run.hub_now - scripts.RECOVERY_WINDOW * 1_000_000
+        mode = run.mode
         cursor = b"0"
         while True:
             reply = await self.synced.scan(cursor)
@@ -270,11 +273,19 @@ class Comparison:
                 here = await existing(self.local_store, keys)
                 gone = [(key, value) for key, value, (exists, _) in zip(keys, values, here) if not exists]
                 there = await existing(self.remote_store, [key for key, _ in gone])
-                stale = []
+                stale, deleted = [], []
                 for (key, value), (exists, _) in zip(gone, there):
                     entry = SyncedEntry.decode(value)
-                    if not exists and not (entry.tombstone and entry.stamp > oldest):
-                        stale.append(key)
+                    if exists or (entry.tombstone and entry.stamp > oldest):
+                        continue
+                    if mode.hub_lost and not entry.tombstone and entry.evicted is None and entry.stamp > 0:
+                        if is_lost(entry.stamp, mode.windows) and key not in run.watcher:
+                            deleted.append((key, b"", entry.stamp + 1))
+                            continue
+                    stale.append(key)
+                if deleted:
+                    # (refused by the record script if the local side lost its generation since)
+                    await self.synced.store(deleted, run.generations[LOCAL])
                 if stale:
                     await self.synced.update([], stale)
             if cursor in (b"0", 0):

@@ -281,6 +281,30 @@ def test_changes_on_both_sides_of_a_hub_loss_end_with_the_later_whoever_comes_ba
         wait_until(lambda r=r: r.get(key) == b"f", SLOW, interval=0.1, what="f everywhere")
 
 
+def test_a_deletion_made_while_away_outlives_a_later_refill_of_what_it_deleted(flushed_hub):
+    """A site deletes a key while its daemon is away; the hub loses it too.
+    That site comes back first (the key absent on both sides), then another
+    site that knew the deleted state refills it: the deletion wins."""
+    lab = flushed_hub
+    ns = "gone:"
+    b, d = trail_site(lab, ns)
+    other = next(x for x in lab.daemons if x is not d)
+    key = f"{ns}k"
+    lab.local.set(key, b"d")
+    wait_until(lambda: all(recorded_as(r, ns, key, b"d") for r in (lab.local, b.redis)), SLOW, what="d recorded")
+    for daemon in (d, other):
+        daemon.stop()
+        lab.daemons.remove(daemon)
+    b.redis.delete(key)
+    lab.remote.flushall()
+    d = lab.daemon(ns, rc=True, site=b)
+    d.wait_log("done:", timeout=SLOW)
+    lab.daemon(ns, rc=True)  # it refills "d"
+    d.wait_log("done:", count=3, timeout=SLOW)  # the runs that follow the refill
+    for r in (lab.remote, lab.local, b.redis):
+        wait_until(lambda r=r: not r.exists(key), SLOW, interval=0.1, what="the deletion everywhere")
+
+
 # -- case 3: a new one-way site ---------------------------------------------------------------
 
 
