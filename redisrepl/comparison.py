@@ -262,7 +262,6 @@ class Comparison:
         state the hub lost: another site may refill that state later, and
         this site's deletion is then refilled over it (merge._refill)."""
         oldest = run.hub_now - scripts.RECOVERY_WINDOW * 1_000_000
-        mode = run.mode
         cursor = b"0"
         while True:
             reply = await self.synced.scan(cursor)
@@ -275,19 +274,18 @@ class Comparison:
                 there = await existing(self.remote_store, [key for key, _ in gone])
                 stale, deleted = [], []
                 for (key, value), (exists, _) in zip(gone, there):
-                    entry = SyncedEntry.decode(value)
-                    if exists or (entry.tombstone and entry.stamp > oldest):
-                        continue
-                    if mode.hub_lost and not entry.tombstone and entry.evicted is None and entry.stamp > 0:
-                        if is_lost(entry.stamp, mode.windows) and key not in run.watcher:
-                            deleted.append((key, b"", entry.stamp + 1))
-                            continue
-                    stale.append(key)
+                    fate = None if exists else _absent_record(run, key, SyncedEntry.decode(value), oldest)
+                    if fate == 0:
+                        stale += (key, value)
+                    elif fate is not None:
+                        deleted.append((key, b"", fate))
                 if deleted:
                     # (refused by the record script if the local side lost its generation since)
                     await self.synced.store(deleted, run.generations[LOCAL])
                 if stale:
-                    await self.synced.update([], stale)
+                    # (a record made since it was read, say the tombstone of a
+                    # deletion copied meanwhile, stays)
+                    await self.synced.forget(stale)
             if cursor in (b"0", 0):
                 return
 
@@ -304,6 +302,25 @@ class Comparison:
         a large reconcile go in as fast as they are copied, never overflowing."""
         while self.live.backlog >= self.live.max_backlog // 2:
             await task.deferLater(self.clock, 0.05, lambda: None)
+
+
+def _absent_record(run, key, entry, oldest):
+    """What becomes of this site's record of a key absent on both sides:
+    kept (None), dropped (0), or made a tombstone at a stamp (the stamp).
+    A tombstone is kept for the recovery window after it, and while the
+    hub's is open (a site may still refill what it deleted). After a loss
+    of the hub, a key it lost that was deleted here since (not evicted,
+    not touched by the live path, no event lost) gets a tombstone just
+    after the state the hub lost (see Comparison._forget_stale)."""
+    mode = run.mode
+    if entry.tombstone:
+        window_open = mode.recovery_start is not None and entry.stamp < mode.recovery_start
+        return None if entry.stamp > oldest or window_open else 0
+    if not (mode.hub_lost and entry.evicted is None and entry.stamp > 0 and is_lost(entry.stamp, mode.windows)):
+        return 0
+    if key in run.watcher or getattr(run.watcher, "events_lost", False) or run.live.was_evicted(LOCAL, key):
+        return 0
+    return entry.stamp + 1
 
 
 def for_config(

@@ -84,7 +84,7 @@ class LookingSynced(SyncedTable):
     def evicted(self, side, keys):
         pass
 
-    async def update(self, sets, dels):
+    async def forget(self, entries):
         pass
 
     async def confirm(self, confirmations):

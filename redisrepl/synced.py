@@ -27,7 +27,7 @@ import os
 from collections import OrderedDict
 
 import attrs
-from twisted.internet.defer import Deferred, DeferredList, FirstError, gatherResults
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 
 from redisrepl import scripts, state
@@ -203,28 +203,12 @@ class SyncedTable:
             "evictions",
         )
 
-    async def update(self, sets, dels):
-        """Store ``sets`` (flat key, encoded entry pairs) and drop ``dels``.
-
-        Every command is sent before any reply is awaited, so that updates
-        reach Redis in the order they were made (one connection, in order).
-        """
+    async def forget(self, entries):
+        """Drop the records of (key, entry as read) that still hold what was read."""
         self.flush()
-        self._forget(sets[0::2])
-        self._forget(dels)
-        sent = [
-            Deferred.fromCoroutine(self._store.command(b"HSET", self.key, *sets[i : i + 2000]))
-            for i in range(0, len(sets), 2000)
-        ]
-        sent += [
-            Deferred.fromCoroutine(self._store.command(b"HDEL", self.key, *dels[i : i + 1000]))
-            for i in range(0, len(dels), 1000)
-        ]
-        if sent:
-            try:
-                await gatherResults(sent, consumeErrors=True)
-            except FirstError as e:
-                e.subFailure.raiseException()
+        self._forget(entries[0::2])
+        for i in range(0, len(entries), 2000):
+            await self._store.run_script(scripts.FORGET, [self.key], entries[i : i + 2000])
 
     async def get(self, keys):
         """The SyncedEntry of each of ``keys``, in order (None: never synced)."""

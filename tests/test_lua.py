@@ -358,6 +358,7 @@ def minimal_calls():
         (scripts.FLAG_EVICTED, [NAMES.meta + b"synced"], [b"L", k]),
         (scripts.RECORD, [NAMES.meta + b"synced"], [b"", k, b"d#1"]),
         (scripts.GET, [NAMES.meta + b"walk:info"], []),
+        (scripts.FORGET, [NAMES.meta + b"synced"], [k, b"d#1"]),
     ]
 
 
@@ -989,6 +990,17 @@ def test_record_only_under_the_generation_it_was_copied_under(r):
     assert SyncedEntry.decode(r.execute_command("HGET", table.key, NS + b"x")) == SyncedEntry(
         reference_digest(STRING, b"v") + b"@1700000000500", 7
     )
+
+
+def test_forget_drops_only_records_that_still_hold_what_was_read(r):
+    s = store(r)
+    table = SyncedTable(s, NAMES)
+    current = run(s.check()).generation.id
+    run(table.store([(NS + b"a", b"d", 5), (NS + b"b", b"d", 5), (NS + b"c", b"", 6)], current))
+    read = hgetall(r, table.key)
+    run(table.store([(NS + b"b", b"", 9)], current))  # b's deletion recorded since it was read
+    run(table.forget([key for k in (NS + b"a", NS + b"b", NS + b"c") for key in (k, read[k])]))
+    assert hgetall(r, table.key) == {NS + b"b": SyncedEntry(b"", 9).encode()}
 
 
 def test_flag_evicted_marks_the_entries_known(r):

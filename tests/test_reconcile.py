@@ -759,3 +759,65 @@ def test_forgetting_stale_records_asks_the_hub_only_about_keys_gone_here(lab):
     assert sorted(asked) == [ns + b"%d" % i for i in range(5)]
     assert run(world.synced.get([ns + b"0", ns + b"1"]))[0] is None
     assert run(world.synced.get([ns + b"1"]))[0] is not None
+
+
+def test_a_record_made_while_stale_ones_are_forgotten_stays(lab):
+    """A key absent on both sides has its record dropped, unless a record
+    of it was made since it was read (the tombstone of its deletion, copied
+    meanwhile): that one is newer than what was judged."""
+    from redisrepl.testing import BlockingStore
+
+    ns = b"forget:"
+    key = ns + b"k"
+    newer = []
+
+    class RecordingHub(BlockingStore):
+        async def call(self, script, keys, args, limit=None):
+            if script is scripts.EXISTS and key in keys and newer:
+                lab.local.hset(world.synced.key, key, newer.pop())  # the live path's record lands
+            return await super().call(script, keys, args, limit)
+
+    world = BlockingWorld(lab, ns, hub=RecordingHub)
+    lab.local.set(key, b"v")
+    world.reconcile()
+    world.reconcile()
+    read = lab.local.hget(world.synced.key, key)
+    assert read is not None and not read.startswith(b"#")
+    lab.local.delete(key)
+    lab.remote.delete(key)  # deleted on both sides while nobody looked
+    tombstone = b"#%d" % (lab.remote.time()[0] * 1_000_000)
+    newer.append(tombstone)
+    world.reconcile()
+    assert lab.local.hget(world.synced.key, key) == tombstone
+    world.reconcile()  # (no newer record: the tombstone is kept for the window, as any)
+    assert lab.local.hget(world.synced.key, key) == tombstone
+
+
+def test_what_becomes_of_the_record_of_a_key_absent_on_both_sides():
+    import types
+
+    from redisrepl.comparison import _absent_record
+    from redisrepl.live import Watched
+    from redisrepl.merge import Mode
+    from redisrepl.synced import SyncedEntry
+
+    def fate(entry, mode, watcher=(), events_lost=False, evicted=False, oldest=1000):
+        watched = Watched(watcher)
+        watched.events_lost = events_lost
+        live = types.SimpleNamespace(was_evicted=lambda side, key: evicted)
+        return _absent_record(types.SimpleNamespace(mode=mode, watcher=watched, live=live), b"k", entry, oldest)
+
+    normal = Mode(two_way=True)
+    lost = Mode(two_way=True, hub_lost=True, windows=((100, 5000),), recovery_start=5000)
+    # a record of a key deleted on both sides: dropped; a tombstone kept for its window
+    assert fate(SyncedEntry(b"d", 2000), normal) == 0
+    assert fate(SyncedEntry(b"", 2000), normal) is None and fate(SyncedEntry(b"", 900), normal) == 0
+    # ... and, older, while the hub's recovery window is open
+    assert fate(SyncedEntry(b"", 900), Mode(two_way=True, recovery_start=5000)) is None
+    # the hub lost the key, deleted here since: a tombstone just after what it lost
+    assert fate(SyncedEntry(b"d", 2000), lost) == 2001
+    assert fate(SyncedEntry(b"d", 50), lost) == 0  # the hub kept that state: deleted there too
+    for unsure in ({"watcher": [b"k"]}, {"events_lost": True}, {"evicted": True}):
+        assert fate(SyncedEntry(b"d", 2000), lost, **unsure) == 0
+    assert fate(SyncedEntry(b"d", 2000, "local"), lost) == 0  # evicted, as its record says
+    assert fate(SyncedEntry(b"d", 0), lost) == 0  # a stamp unknown

@@ -86,7 +86,7 @@ def test_the_latest_record_of_each_key_is_remembered_before_it_is_sent(monkeypat
     assert synced.recorded_after(b"ns:1", 8) and synced.recorded_after(b"ns:2", 2)
     Deferred.fromCoroutine(synced.store([(b"ns:1", b"d", 0)], b"gen1"))  # a stamp unknown
     assert synced.recorded_after(b"ns:1", 8)  # takes nothing away
-    Deferred.fromCoroutine(synced.update([], [b"ns:2"]))  # a record dropped: no evidence left
+    Deferred.fromCoroutine(synced.forget([b"ns:2", b"d#3"]))  # a record dropped: no evidence left
     assert not synced.recorded_after(b"ns:2", 0)
     monkeypatch.setattr(module, "RECENT_KEYS", 2)
     synced.record([item(3)], b"gen1")
