@@ -173,9 +173,13 @@ def test_sites_lose_nothing_whatever_happens(world_lab, seed):
     pipe.execute()
     for site in ("local", "fa", "fb"):
         world.start(site)
+    # all of them (a site flushed before they crossed would take the only
+    # copy of some with it: no truth any site could be held to)
+    every = [f"{ns}bg{i}" for i in range(BACKGROUND)]
     wait_until(
-        lambda: all(r.exists(f"{ns}bg{BACKGROUND - 1}") for r in world.everyone()),
+        lambda: all(r.exists(*every) == BACKGROUND for r in world.everyone()),
         60,
+        interval=0.5,
         what="the background keys everywhere",
     )
     faults = [rng.choice(FAULTS) for _ in range(ROUNDS)]
