@@ -144,15 +144,12 @@ def _stale_here(local, remote, entry, mode, recorded_later):
     return entry is None or entry.evicted is None  # (an evicted key is judged by its record)
 
 
-def _refilled_older(entry, mode, tag):
+def _refilled_older(known, mode, tag):
     """Does the hub hold a refill (made during its recovery window by a
-    site that knew the key's state since ``tag``) older than the state this
-    site recorded as synchronised? The hub held that recorded state at
-    ``entry.stamp``, later than ``tag``: the refilling site had not seen it,
-    so its state was overtaken by it."""
-    if mode.recovery_start is None or tag is None or tag >= mode.recovery_start:
-        return False
-    return entry is not None and entry.stamp > tag
+    site that knew the key's state since ``tag``) older than a state this
+    site knows since ``known``? The refilling site had not seen it, so its
+    state was overtaken by it."""
+    return mode.recovery_start is not None and tag < mode.recovery_start and known > tag
 
 
 def _refill(local, remote, synced, entry, mode, tag):
@@ -166,20 +163,15 @@ def _refill(local, remote, synced, entry, mode, tag):
     it; the next run merges the two as usual)."""
     if mode.recovery_start is None or entry is None:
         return None  # the hub no longer tells refills from edits, or this site knew nothing of the key
-    if local == synced:
-        if tag is not None:
-            older = _refilled_older(entry, mode, tag)  # (or an edit since the loss: merged as usual)
-        else:
-            older = mode.hub_lost and is_lost(entry.stamp, mode.windows)
-        return Decision(LOCAL, origin=entry.stamp) if older else None
-    if CHANGING in (local, remote) or entry.stamp <= 0:
+    changed = local != synced
+    if changed and (CHANGING in (local, remote) or entry.stamp <= 0):
         return None  # a big key changing (its event is handled), or a record of unknown stamp
+    known = entry.stamp + 1 if changed else entry.stamp
     if tag is not None:
-        # (a refill of the state recorded here, too: the change followed it)
-        older = _refilled_older(attrs.evolve(entry, stamp=entry.stamp + 1), mode, tag)
+        older = _refilled_older(known, mode, tag)  # (or an edit since the loss: merged as usual)
     else:
         older = mode.hub_lost and is_lost(entry.stamp, mode.windows)
-    return Decision(LOCAL, origin=entry.stamp + 1) if older else None
+    return Decision(LOCAL, origin=known) if older else None
 
 
 def _one_way(local, remote, synced, mode):

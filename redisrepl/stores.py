@@ -268,15 +268,6 @@ class RemoteStore(_StateStore):
         (redisrepl.webdis_client.WebdisClient.put: ``args`` must be plain)."""
         return await self._client.put(args, body)
 
-    async def _eval(self, script, *args, limit=None):
-        """``EVAL`` of ``script`` (after a NOSCRIPT: it caches it again)."""
-        try:
-            return await self.command(b"EVAL", *args, limit=limit)
-        except NoScriptError:
-            # an EVAL is never answered NOSCRIPT: the answer is another
-            # request's (README, "Crossed replies"); its own went elsewhere
-            raise _crossed(script) from None
-
     def _run_with_body(self, script, key, args, body):
         """The body as that of a PUT: Webdis takes it as the last argument,
         byte for byte, so a piece travels as it is (no escaping, no growth);
